@@ -1,0 +1,116 @@
+"""Process settings: one frozen object per process, read from the environment once.
+
+Every key is `KINDRED_<FIELD>` in upper case. Unknown `KINDRED_*` keys are rejected so a typo
+(`KINDRED_DATADIR`) fails loudly instead of silently using a default. Tests build settings from a
+dict: `Settings.from_env({"KINDRED_DATA_DIR": str(tmp_path)})`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+PREFIX = "KINDRED_"
+
+OnlineStoreBackend = Literal["embedded", "redis"]
+VectorBackend = Literal["edge", "server"]
+
+
+class SettingsError(ValueError):
+    """An environment variable is unknown or has a value of the wrong type."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    # Where generated data, the event log, stores, indexes and models live on one machine.
+    data_dir: Path = Path("var/data")
+    # Versioned model directories; defaults to <data_dir>/models.
+    models_dir: Path | None = None
+
+    host: str = "127.0.0.1"
+    retrieval_port: int = 50051
+    ranking_port: int = 50052
+    notify_port: int = 50053
+    events_port: int = 50054
+    # Downstream addresses; default to host:port of the matching service.
+    retrieval_target: str = ""
+    ranking_target: str = ""
+
+    online_store: OnlineStoreBackend = "embedded"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    vector_backend: VectorBackend = "edge"
+    qdrant_url: str = "http://127.0.0.1:6334"
+
+    # Server protection: requests above these are shed (RESOURCE_EXHAUSTED) or refused.
+    max_concurrent_rpcs: int = 64
+    max_receive_bytes: int = 4 * 1024 * 1024
+    # Deadline for calls that arrive without one, and for downstream calls (seconds).
+    default_deadline_s: float = 2.0
+    shutdown_grace_s: float = 5.0
+    # Worker threads per gRPC server; work is CPU-bound on 2 cores, so a few suffice.
+    server_threads: int = 8
+    # If set, every finished span is also appended to this file as one JSON object a line
+    # (used by the end-to-end test to check one trace spans every hop, and handy for debugging).
+    trace_file: Path | None = None
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir if self.models_dir is not None else self.data_dir / "models"
+
+    @property
+    def resolved_retrieval_target(self) -> str:
+        return self.retrieval_target or f"{self.host}:{self.retrieval_port}"
+
+    @property
+    def resolved_ranking_target(self) -> str:
+        return self.ranking_target or f"{self.host}:{self.ranking_port}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Builds settings from `environ` (default: os.environ), rejecting unknown KINDRED_* keys."""
+        env = os.environ if environ is None else environ
+        hints = get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, raw in env.items():
+            if not key.startswith(PREFIX):
+                continue
+            name = key[len(PREFIX) :].lower()
+            if name not in fields:
+                known = ", ".join(PREFIX + n.upper() for n in sorted(fields))
+                raise SettingsError(f"unknown setting {key}; known settings: {known}")
+            values[name] = _parse(key, raw, hints[name])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(key: str, raw: str, hint: Any) -> Any:
+    args = get_args(hint)
+    if args and type(None) in args:  # Optional[X]
+        if raw == "":
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = get_args(hint)
+    try:
+        if hint is Path:
+            return Path(raw)
+        if hint is bool:
+            if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+                raise ValueError(raw)
+            return raw.lower() in {"1", "true", "yes"}
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if args and all(isinstance(a, str) for a in args):  # Literal[...]
+            if raw not in args:
+                raise ValueError(f"expected one of {', '.join(args)}")
+            return raw
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{key}={raw!r}: {exc}") from exc

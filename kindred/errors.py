@@ -1,0 +1,42 @@
+"""Domain errors. Each declares the gRPC status it maps to, by name, so domain code never imports grpc.
+
+The one error interceptor (kindred.grpc_server) turns these into status codes at the edge.
+"""
+
+from __future__ import annotations
+
+
+class KindredError(Exception):
+    """Base class: a failure a caller can act on. `status` is a grpc.StatusCode name."""
+
+    status: str = "INTERNAL"
+
+
+class InvalidArgument(KindredError):
+    """The request is malformed; `field` names the offending field (e.g. "candidate.fan_id")."""
+
+    status = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class NotFound(KindredError):
+    status = "NOT_FOUND"
+
+
+class FailedPrecondition(KindredError):
+    """The system is not in a state to serve this (e.g. no model loaded)."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class Unavailable(KindredError):
+    """A dependency is down; retrying later may succeed."""
+
+    status = "UNAVAILABLE"
+
+
+class ModelMismatch(FailedPrecondition):
+    """A model's manifest does not match what the server feeds it; the server refuses to load it."""

@@ -1,0 +1,34 @@
+"""The span and metric names Kindred emits, written down in one place (as the OTel demo does).
+
+Attribute names follow the `kindred.<area>.<name>` pattern; values are typed as noted.
+"""
+
+from __future__ import annotations
+
+# --- span names: one per domain step worth seeing in a trace ---
+SPAN_RETRIEVE = "retrieval.retrieve"
+SPAN_SOURCE = "retrieval.source"  # attribute SOURCE names which one
+SPAN_QDRANT_QUERY = "qdrant.query"
+SPAN_ONNX_RUN = "onnx.run"  # attribute MODEL_NAME names which model
+SPAN_ONLINE_STORE_GET = "online_store.get"
+SPAN_RANK = "ranking.rank"
+SPAN_RERANK = "ranking.rerank"
+SPAN_RETRIEVAL_CALL = "ranking.call_retrieval"
+SPAN_NOTIFY_DECIDE = "notify.decide"
+SPAN_EVENTS_APPEND = "events.append"
+
+# --- attributes ---
+FAN_ID = "kindred.fan_id"  # str
+SOURCE = "kindred.retrieval.source"  # str, CandidateSource name
+CANDIDATES = "kindred.candidates"  # int, number of candidates in/out of a step
+MODEL_NAME = "kindred.model.name"  # str
+MODEL_VERSION = "kindred.model.version"  # str
+BATCH_SIZE = "kindred.batch_size"  # int
+FALLBACK = "kindred.fallback"  # str, why a fallback served the response
+DEGRADED = "kindred.degraded"  # bool, a dependency failed and the response is partial
+CACHE_HIT = "kindred.cache_hit"  # bool
+
+# --- metrics ---
+METRIC_RPC_DURATION = "kindred.rpc.server.duration"  # histogram, ms; attrs rpc.method, rpc.grpc.status_code
+METRIC_RPC_SHED = "kindred.rpc.server.shed"  # counter; requests refused with RESOURCE_EXHAUSTED
+METRIC_DEGRADED = "kindred.degraded_responses"  # counter; attrs kindred.fallback
