@@ -1,0 +1,5 @@
+"""`python -m kindred` is the `kindred` command."""
+
+from kindred.cli import main
+
+main()

@@ -1,0 +1,153 @@
+"""`make demo`: the whole single-machine mesh on generated data.
+
+generate (skipped if the data directory already has data) → train (skipped if models exist, unless
+--retrain) → start retrieval, ranking, notify and events as child processes → wait until each reports
+SERVING on the standard health service → print how to call them. Ctrl-C (or SIGTERM) stops every
+child gracefully, then kills any that do not stop in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kindred.config import Settings
+from kindred.models import current_version
+
+DEMO_SERVICES = ("retrieval", "notify", "events", "ranking")  # ranking last: it calls retrieval
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=Path("var/demo"))
+    parser.add_argument("--fans", type=int, default=2000)
+    parser.add_argument("--creators", type=int, default=300)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--config", default="default", help="trainer config (default | tiny)")
+    parser.add_argument("--retrain", action="store_true", help="train even if models exist")
+    parser.add_argument("--no-wait", action="store_true", help="start, print, then stop (for tests)")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    data_dir: Path = args.data_dir.resolve()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KINDRED_")}
+    env["KINDRED_DATA_DIR"] = str(data_dir)
+    env.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    settings = Settings.from_env(env)
+    python = sys.executable
+
+    if not (data_dir / "catalogue" / "creators.jsonl").exists():
+        _step("generate", [python, "-m", "kindred", "generate", "--data-dir", str(data_dir), "--fans",
+                           str(args.fans), "--creators", str(args.creators), "--days", str(args.days),
+                           "--seed", str(args.seed)], env)
+    else:
+        print(f"[demo] data found in {data_dir}; skipping generation")
+    if args.retrain or current_version(settings.resolved_models_dir, "ranker") is None:
+        _step("train", [python, "-m", "trainer", "train", "--data-dir", str(data_dir), "--config", args.config], env)
+    else:
+        print("[demo] trained models found; skipping training (use --retrain to train again)")
+
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def stop_all(*_: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        print("\n[demo] stopping every service…")
+        for proc in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + settings.shutdown_grace_s + 5
+        for name, proc in children.items():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"[demo] {name} did not stop in time; killing it")
+                proc.kill()
+        print("[demo] all stopped")
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
+    try:
+        for name in DEMO_SERVICES:
+            children[name] = subprocess.Popen([python, "-m", "kindred", "serve", name], env=env)
+            _wait_serving(name, _target(settings, name), children[name])
+        elapsed = time.monotonic() - started
+        print(_banner(settings, data_dir, elapsed))
+        if args.no_wait:
+            return 0
+        while all(p.poll() is None for p in children.values()):
+            time.sleep(0.5)
+        dead = [n for n, p in children.items() if p.poll() is not None]
+        print(f"[demo] service(s) exited unexpectedly: {', '.join(dead)}")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_all()
+
+
+def _step(name: str, cmd: list[str], env: dict[str, str]) -> None:
+    print(f"[demo] {name}: {' '.join(cmd[1:])}", flush=True)
+    t0 = time.monotonic()
+    subprocess.run(cmd, env=env, check=True)
+    print(f"[demo] {name} done in {time.monotonic() - t0:.1f} s", flush=True)
+
+
+def _target(settings: Settings, name: str) -> str:
+    port = getattr(settings, f"{name}_port")
+    return f"{settings.host}:{port}"
+
+
+def _wait_serving(name: str, target: str, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode} before serving")
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    print(f"[demo] {name} serving on {target}", flush=True)
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.25)
+    raise TimeoutError(f"{name} not SERVING on {target} after {timeout_s:.0f} s")
+
+
+def _banner(settings: Settings, data_dir: Path, elapsed: float) -> str:
+    fan = _first_fan(data_dir)
+    return f"""
+[demo] the Kindred mesh is up ({elapsed:.0f} s). Data and models: {data_dir}
+  ranking    {_target(settings, 'ranking')}   kindred.v1.RankingService   (Recommend, Rank)
+  retrieval  {_target(settings, 'retrieval')}   kindred.v1.RetrievalService (Retrieve, SimilarCreators, …)
+  notify     {_target(settings, 'notify')}   kindred.v1.NotifyService    (Decide, DecideBatch, RecordOutcome)
+  events     {_target(settings, 'events')}   kindred.v1.EventService     (LogEvents)
+
+Try, in another terminal:
+  .venv/bin/kindred recommend --fan {fan} -k 10
+Every service has gRPC reflection and the standard health service. Ctrl-C stops everything.
+"""
+
+
+def _first_fan(data_dir: Path) -> str:
+    import json
+
+    path = data_dir / "catalogue" / "fans.jsonl"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return str(json.loads(fh.readline())["fan_id"])
+    except (OSError, ValueError, KeyError):
+        return "<fan id>"

@@ -1,0 +1,1 @@
+"""ranking_svc: Recommend = retrieve → online features → ONNX ranker → top-k, with fallbacks."""

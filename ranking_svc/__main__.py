@@ -1,0 +1,5 @@
+"""`python -m ranking_svc` starts the ranking service."""
+
+from ranking_svc.server import main
+
+main()
