@@ -1,0 +1,194 @@
+"""NotifyService through gRPC, in process on port 0, with the embedded store and a fixed clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from notify_testkit import T0, Clock
+
+from kindred.config import Settings
+from kindred.v1 import notify_pb2, notify_pb2_grpc
+from notify_svc.domain import Action, Channel, Outcome, Trigger
+from notify_svc.policy import RulePolicy
+from notify_svc.server import SERVICE_NAME, NotifyDeps, create_server
+from notify_svc.state import EmbeddedNotifyState
+
+pb = notify_pb2
+
+
+@dataclass
+class Served:
+    stub: notify_pb2_grpc.NotifyServiceStub
+    channel: grpc.Channel
+    clock: Clock
+
+
+@pytest.fixture()
+def served(tmp_path: Path) -> Iterator[Served]:
+    settings = Settings.from_env({"KINDRED_DATA_DIR": str(tmp_path), "KINDRED_SERVER_THREADS": "4"})
+    clock = Clock()
+    state = EmbeddedNotifyState.open(tmp_path / "notify")
+    server = create_server(
+        settings, NotifyDeps(state=state, policy=RulePolicy(), clock=clock), port=0
+    ).start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield Served(notify_pb2_grpc.NotifyServiceStub(channel), channel, clock)
+    finally:
+        channel.close()
+        server.stop(0)
+        state.close()
+
+
+def candidate(nid: str, **kw: object) -> pb.NotificationCandidate:
+    values: dict[str, object] = {
+        "notification_id": nid,
+        "fan_id": "fan-1",
+        "creator_id": "creator-1",
+        "post_id": f"post-{nid}",
+        "trigger": pb.TRIGGER_TYPE_NEW_POST,
+        "channel": pb.CHANNEL_PUSH,
+        "fan_time_zone": "Europe/London",
+    }
+    values.update(kw)
+    return pb.NotificationCandidate(**values)  # type: ignore[arg-type]
+
+
+def decide(s: Served, c: pb.NotificationCandidate) -> pb.Decision:
+    response: pb.DecideResponse = s.stub.Decide(pb.DecideRequest(candidate=c), timeout=5)
+    return response.decision
+
+
+def test_health_reports_serving(served: Served) -> None:
+    health = health_pb2_grpc.HealthStub(served.channel)
+    reply = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_decide_sends_then_replays_and_delays(served: Served) -> None:
+    first = decide(served, candidate("n-1"))
+    assert (first.action, first.reason, first.duplicate) == (pb.ACTION_SEND_NOW, "eligible", False)
+    assert first.scores["local_hour"] == 13.0 and not first.HasField("deliver_at")
+    again = decide(served, candidate("n-1"))
+    assert again.duplicate and (again.action, again.reason, dict(again.scores)) == (
+        first.action,
+        first.reason,
+        dict(first.scores),
+    )
+    delayed = decide(served, candidate("n-2"))
+    assert (delayed.action, delayed.reason) == (pb.ACTION_DELAY_UNTIL, "min_spacing")
+    assert delayed.deliver_at.ToDatetime(tzinfo=UTC) == T0 + timedelta(minutes=30)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"notification_id": ""}, "candidate.notification_id"),
+        ({"fan_id": ""}, "candidate.fan_id"),
+        ({"trigger": pb.TRIGGER_TYPE_UNSPECIFIED}, "candidate.trigger"),
+        ({"trigger": 77}, "candidate.trigger"),
+        ({"fan_time_zone": "Moon/Tranquility"}, "candidate.fan_time_zone"),
+    ],
+)
+def test_bad_candidates_are_invalid_argument_naming_the_field(
+    served: Served, change: dict[str, object], field: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        decide(served, candidate("n-bad", **change))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (info.value.details() or "")
+
+
+def test_created_at_far_in_the_future_is_invalid(served: Served) -> None:
+    c = candidate("n-future")
+    c.created_at.FromDatetime(T0 + timedelta(days=2))
+    with pytest.raises(grpc.RpcError) as info:
+        decide(served, c)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "candidate.created_at" in (info.value.details() or "")
+    c.created_at.FromDatetime(T0 + timedelta(hours=1))  # a little clock skew is fine
+    assert decide(served, c).action == pb.ACTION_SEND_NOW
+
+
+def test_decide_batch_streams_chunks_in_order(served: Served) -> None:
+    chunks = [
+        [candidate("b-1"), candidate("b-2"), candidate("x-1", fan_id="fan-2")],
+        [candidate("b-3"), candidate("b-bad", fan_time_zone="Nowhere/Land"), candidate("b-1")],
+        [],
+        [candidate("b-4")],
+    ]
+    responses = list(
+        served.stub.DecideBatch(iter([pb.DecideBatchRequest(candidates=c) for c in chunks]), timeout=10)
+    )
+    assert [[d.notification_id for d in r.decisions] for r in responses] == [
+        ["b-1", "b-2", "x-1"],
+        ["b-3", "b-bad", "b-1"],
+        [],
+        ["b-4"],
+    ]
+    got = [[(d.action, d.reason) for d in r.decisions] for r in responses]
+    assert got[0] == [
+        (pb.ACTION_SEND_NOW, "eligible"),
+        (pb.ACTION_DELAY_UNTIL, "min_spacing"),
+        (pb.ACTION_SEND_NOW, "eligible"),
+    ]
+    assert got[1] == [
+        (pb.ACTION_DELAY_UNTIL, "min_spacing"),
+        (pb.ACTION_DROP, "invalid:fan_time_zone"),
+        (pb.ACTION_SEND_NOW, "eligible"),
+    ]
+    assert responses[1].decisions[2].duplicate
+    assert got[3] == [(pb.ACTION_DIGEST, "daily_cap")]
+
+
+def test_an_oversized_chunk_fails_the_stream_with_invalid_argument(served: Served) -> None:
+    too_many = pb.DecideBatchRequest(candidates=[candidate(f"o-{i}") for i in range(10_001)])
+    with pytest.raises(grpc.RpcError) as info:
+        list(served.stub.DecideBatch(iter([too_many]), timeout=10))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "candidates" in (info.value.details() or "")
+
+
+def test_record_outcome_disable_drops_later_non_transactional(served: Served) -> None:
+    served.stub.RecordOutcome(
+        pb.RecordOutcomeRequest(notification_id="n-0", fan_id="fan-1", outcome=pb.OUTCOME_DISABLED), timeout=5
+    )
+    dropped = decide(served, candidate("n-1"))
+    assert (dropped.action, dropped.reason) == (pb.ACTION_DROP, "opted_out")
+    assert dropped.scores["opted_out"] == 1.0
+    paid = decide(served, candidate("n-2", trigger=pb.TRIGGER_TYPE_PAYMENT_FAILED))
+    assert (paid.action, paid.reason) == (pb.ACTION_SEND_NOW, "transactional")
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.RecordOutcomeRequest(notification_id="n", outcome=pb.OUTCOME_OPENED), "fan_id"),
+        (pb.RecordOutcomeRequest(notification_id="n", fan_id="f"), "outcome"),
+    ],
+)
+def test_record_outcome_rejects_bad_input(
+    served: Served, request_: pb.RecordOutcomeRequest, field: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        served.stub.RecordOutcome(request_, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (info.value.details() or "")
+
+
+def test_domain_enums_match_the_proto_by_name_and_value() -> None:
+    for domain_enum, proto_enum, prefix in [
+        (Trigger, pb.TriggerType, "TRIGGER_TYPE_"),
+        (Action, pb.Action, "ACTION_"),
+        (Outcome, pb.Outcome, "OUTCOME_"),
+        (Channel, pb.Channel, "CHANNEL_"),
+    ]:
+        proto = {name.removeprefix(prefix): value for name, value in proto_enum.items() if value != 0}
+        domain = {member.name: int(member) for member in domain_enum if int(member) != 0}
+        assert domain == proto, domain_enum.__name__
