@@ -63,8 +63,8 @@ def to_proto(candidate: ScoredCandidate) -> common_pb2.Candidate:
     return common_pb2.Candidate(
         item_id=candidate.item_id,
         kind=common_pb2.ITEM_KIND_CREATOR,
-        source=common_pb2.CandidateSource.Value(candidate.source),
-        sources=[common_pb2.CandidateSource.Value(s) for s in candidate.sources],
+        source=candidate.source,  # proto enums accept their names
+        sources=candidate.sources,
         scores=candidate.scores,
         reasons=candidate.reasons,
     )
