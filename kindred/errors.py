@@ -38,5 +38,11 @@ class Unavailable(KindredError):
     status = "UNAVAILABLE"
 
 
+class Unimplemented(KindredError):
+    """A method or option this version does not serve yet; the message says when it will."""
+
+    status = "UNIMPLEMENTED"
+
+
 class ModelMismatch(FailedPrecondition):
     """A model's manifest does not match what the server feeds it; the server refuses to load it."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 # --- span names: one per domain step worth seeing in a trace ---
 SPAN_RETRIEVE = "retrieval.retrieve"
-SPAN_SOURCE = "retrieval.source"  # attribute SOURCE names which one
+SPAN_SOURCE = "retrieval.source"  # + ".<source>", e.g. retrieval.source.two_tower; attribute SOURCE too
 SPAN_QDRANT_QUERY = "qdrant.query"
 SPAN_ONNX_RUN = "onnx.run"  # attribute MODEL_NAME names which model
 SPAN_ONLINE_STORE_GET = "online_store.get"
@@ -27,6 +27,7 @@ BATCH_SIZE = "kindred.batch_size"  # int
 FALLBACK = "kindred.fallback"  # str, why a fallback served the response
 DEGRADED = "kindred.degraded"  # bool, a dependency failed and the response is partial
 CACHE_HIT = "kindred.cache_hit"  # bool
+ONLINE_STORE_NAMESPACE = "kindred.online_store.namespace"  # str, e.g. "fan", "popular"
 
 # --- metrics ---
 METRIC_RPC_DURATION = "kindred.rpc.server.duration"  # histogram, ms; attrs rpc.method, rpc.grpc.status_code

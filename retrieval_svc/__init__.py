@@ -1,0 +1,1 @@
+"""The retrieval service: candidate sources (two-tower ANN, popularity) over the Qdrant engine."""

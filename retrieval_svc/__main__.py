@@ -1,0 +1,5 @@
+"""`python -m retrieval_svc` starts the retrieval service."""
+
+from retrieval_svc.server import main
+
+main()

@@ -1,0 +1,56 @@
+"""Candidate sources: one module each, all behind the `CandidateSource` protocol.
+
+A source proposes items for one fan. It receives the fan's feature row (read once per request by the
+retriever), the payload filter to push into the engine (already excluding what the fan knows), and
+how many items to return. It raises `SourceSkipped` when it does not apply (a new fan has no
+two-tower input) and any other exception when it fails; either way the other sources still answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from kindred.vectorstore import PayloadFilter
+
+FanRow = Mapping[str, Any]
+
+
+class SourceSkipped(Exception):
+    """The source does not apply to this request; the message says why (reported as degraded)."""
+
+
+class FeatureReader(Protocol):
+    """The part of the online store the sources read (kindred.store.online.OnlineStore)."""
+
+    def get(self, namespace: str, keys: Sequence[str]) -> list[dict[str, Any] | None]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceRequest:
+    fan_id: str
+    fan: FanRow | None  # the "fan" row from the online store; None for a fan it does not know
+    filter: PayloadFilter
+    n: int
+    now: float | None = None  # request time (epoch s) for time-dependent features; None = the row's as_of
+    fan_error: str | None = None  # set when reading the fan row failed (as opposed to: no row)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceHit:
+    item_id: str
+    score: float  # the source's own score (cosine, popularity, ...): comparable within a source only
+    reason: str
+
+
+class CandidateSource(Protocol):
+    """A named producer of candidates, best first."""
+
+    @property
+    def name(self) -> str: ...
+
+    def retrieve(self, request: SourceRequest) -> list[SourceHit]: ...
+
+
+__all__ = ["CandidateSource", "FanRow", "FeatureReader", "SourceHit", "SourceRequest", "SourceSkipped"]

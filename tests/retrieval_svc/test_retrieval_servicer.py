@@ -1,0 +1,316 @@
+"""RetrievalService in-process on port 0: a tiny real edge index, a real ONNX user tower, a fake store."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from rs_helpers import FakeStore, fan_row, popular_lists, tiny_catalogue, user_tower_weights, write_user_tower
+
+from kindred.config import Settings
+from kindred.errors import ModelMismatch
+from kindred.features import USER_TOWER_FEATURES
+from kindred.grpc_server import KindredServer
+from kindred.models import load_model
+from kindred.telemetry import configure_telemetry
+from kindred.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
+from kindred.vectorstore import index_creators, open_creator_index
+from retrieval_svc.server import RetrievalDeps, create_server
+
+N = 80
+TT = common_pb2.CANDIDATE_SOURCE_TWO_TOWER
+POP = common_pb2.CANDIDATE_SOURCE_POPULAR
+
+
+@dataclass
+class Served:
+    server: KindredServer
+    stub: retrieval_pb2_grpc.RetrievalServiceStub
+    channel: grpc.Channel
+    store: FakeStore
+    payloads: dict[str, dict]  # type: ignore[type-arg]
+    spans: InMemorySpanExporter
+
+
+@pytest.fixture(scope="module")
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Collects this module's spans: attached to the process's SDK provider, installing one if none."""
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    else:
+        configure_telemetry("retrieval_test", Settings(), environ={}, span_exporters=[exporter])
+    yield exporter
+    exporter.shutdown()  # stays attached to the global provider: stop it from collecting
+
+
+@contextlib.contextmanager
+def _serve(data_dir: Path, spans: InMemorySpanExporter) -> Iterator[Served]:
+    settings = Settings(data_dir=data_dir)
+    ids, vectors, payloads = tiny_catalogue(N)
+    index_creators(settings, "v1", ids, vectors, payloads)
+    write_user_tower(settings.resolved_models_dir, "v1", user_tower_weights())
+    store = FakeStore(
+        {
+            "fan": {"f1": fan_row("f1", ["c001", "c002", "c003"], interests=["Music"])},
+            "popular": popular_lists(ids, payloads),
+        }
+    )
+    index = open_creator_index(settings)
+    model = load_model(settings.resolved_models_dir, "two_tower_user", expected_features=USER_TOWER_FEATURES)
+    # No popular cache: tests change the store between calls and expect the change to show.
+    deps = RetrievalDeps(
+        index=index, user_tower=model, store=store, closers=[index.close], popular_cache_ttl_s=0.0
+    )
+    server = create_server(settings, deps, port=0).start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield Served(
+            server,
+            retrieval_pb2_grpc.RetrievalServiceStub(channel),
+            channel,
+            store,
+            dict(zip(ids, payloads, strict=True)),
+            spans,
+        )
+    finally:
+        channel.close()
+        server.stop(0)
+        deps.close()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory, spans: InMemorySpanExporter) -> Iterator[Served]:
+    """One server for the tests that only read (building an index costs ~1 s on a busy machine)."""
+    with _serve(tmp_path_factory.mktemp("served"), spans) as s:
+        yield s
+
+
+@pytest.fixture()
+def served(shared: Served) -> Iterator[Served]:
+    shared.spans.clear()
+    saved = {ns: dict(rows) for ns, rows in shared.store.data.items()}
+    yield shared
+    shared.store.data = saved
+
+
+@pytest.fixture()
+def own_server(tmp_path: Path, spans: InMemorySpanExporter) -> Iterator[Served]:
+    """A server of its own, for a test that writes to the index."""
+    with _serve(tmp_path, spans) as s:
+        yield s
+
+
+def _retrieve(s: Served, **kwargs: object) -> retrieval_pb2.RetrieveResponse:
+    return s.stub.Retrieve(retrieval_pb2.RetrieveRequest(**kwargs), timeout=5)  # type: ignore[arg-type]
+
+
+def test_serving_with_both_sources_tagged_and_no_duplicates(served: Served) -> None:
+    health = health_pb2_grpc.HealthStub(served.channel)
+    status = health.Check(
+        health_pb2.HealthCheckRequest(service="kindred.v1.RetrievalService"), timeout=5
+    ).status
+    assert status == health_pb2.HealthCheckResponse.SERVING
+
+    response = _retrieve(served, fan_id="f1", k=20)
+
+    ids = [c.item_id for c in response.candidates]
+    assert len(ids) == len(set(ids)) == 20
+    assert Counter(c.source for c in response.candidates) == {TT: 14, POP: 6}
+    assert not {"c001", "c002", "c003"} & set(ids)  # the fan's history is excluded
+    for c in response.candidates:
+        assert c.sources[0] == c.source and len(set(c.sources)) == len(c.sources)
+        assert c.kind == common_pb2.ITEM_KIND_CREATOR and c.reasons
+        assert "retrieval" in c.scores
+        if TT in c.sources:
+            assert -1.0 <= c.scores["two_tower"] <= 1.0
+    assert (response.model.name, response.model.version) == ("two_tower_user", "v1")
+    assert dict(response.degraded_sources) == {}
+
+    names = [sp.name for sp in served.spans.get_finished_spans()]
+    for expected in [
+        "retrieval.retrieve",
+        "retrieval.source.two_tower",
+        "retrieval.source.popular",
+        "onnx.run",
+        "qdrant.query",
+        "online_store.get",
+    ]:
+        assert expected in names
+
+
+def test_an_item_both_sources_propose_appears_once_tagged_with_both(served: Served) -> None:
+    # 77 eligible creators, each source asked for 60: by pigeonhole they must agree on some.
+    response = _retrieve(served, fan_id="f1", k=60)
+    ids = [c.item_id for c in response.candidates]
+    assert len(ids) == len(set(ids)) == 60
+    both = [c for c in response.candidates if set(c.sources) == {TT, POP}]
+    assert both
+    for c in both:
+        assert {"two_tower", "popular", "retrieval"} <= set(c.scores)
+        assert c.scores["retrieval"] == c.scores["two_tower" if c.source == TT else "popular"]
+
+
+def test_request_quotas_and_filters_are_honoured(served: Served) -> None:
+    filters = common_pb2.Filters(
+        languages=["fr"], categories=["Art", "Gaming"], exclude_mature=True, exclude_item_ids=["c005"]
+    )
+    response = _retrieve(
+        served, fan_id="f1", k=8, filters=filters, source_quotas={"CANDIDATE_SOURCE_POPULAR": 6}
+    )
+    assert Counter(c.source for c in response.candidates) == {POP: 6, TT: 2}
+    for c in response.candidates:
+        p = served.payloads[c.item_id]
+        assert p["language"] == "fr" and p["category"] in {"Art", "Gaming"} and not p["mature"]
+        assert c.item_id != "c005"
+
+
+def test_a_new_fan_gets_popular_candidates_and_two_tower_is_reported(served: Served) -> None:
+    response = _retrieve(served, fan_id="someone-new", k=10)
+    assert [c.source for c in response.candidates] == [POP] * 10
+    assert "new fan" in response.degraded_sources["two_tower"]
+
+
+def test_a_failing_source_degrades_instead_of_failing_the_request(served: Served) -> None:
+    del served.store.data["popular"]
+    response = _retrieve(served, fan_id="f1", k=10)
+    assert [c.source for c in response.candidates] == [TT] * 10
+    assert "run the trainer" in response.degraded_sources["popular"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"fan_id": "", "k": 10}, "fan_id"),
+        ({"fan_id": "f1", "k": 0}, "k"),
+        ({"fan_id": "f1", "k": 1001}, "k"),
+        ({"fan_id": "f1", "k": 5, "source_quotas": {"CANDIDATE_SOURCE_SOCIAL_X": 1}}, "source_quotas"),
+    ],
+)
+def test_invalid_requests_name_the_field(served: Served, kwargs: dict, field: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(grpc.RpcError) as info:
+        _retrieve(served, **kwargs)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (info.value.details() or "").startswith(field)
+
+
+def test_similar_creators_upsert_and_delete(own_server: Served) -> None:
+    served = own_server
+    similar = served.stub.SimilarCreators(
+        retrieval_pb2.SimilarCreatorsRequest(creator_id="c010", k=5), timeout=5
+    )
+    similar_ids = [c.item_id for c in similar.candidates]
+    assert len(similar_ids) == 5 and "c010" not in similar_ids
+    assert all(c.source == common_pb2.CANDIDATE_SOURCE_ITEM_TO_ITEM for c in similar.candidates)
+    with pytest.raises(grpc.RpcError) as info:
+        served.stub.SimilarCreators(retrieval_pb2.SimilarCreatorsRequest(creator_id="nope", k=5), timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+    # Flag the nearest one mature: the engine filter must drop it at once.
+    top = similar_ids[0]
+    creator = common_pb2.Creator(
+        creator_id=top,
+        name="x",
+        category=served.payloads[top]["category"],
+        language=served.payloads[top]["language"],
+        mature=True,
+    )
+    assert (
+        served.stub.UpsertCreators(
+            retrieval_pb2.UpsertCreatorsRequest(creators=[creator]), timeout=5
+        ).upserted
+        == 1
+    )
+    again = served.stub.SimilarCreators(
+        retrieval_pb2.SimilarCreatorsRequest(
+            creator_id="c010", k=5, filters=common_pb2.Filters(exclude_mature=True)
+        ),
+        timeout=5,
+    )
+    assert top not in [c.item_id for c in again.candidates]
+    with pytest.raises(grpc.RpcError) as info:
+        served.stub.UpsertCreators(
+            retrieval_pb2.UpsertCreatorsRequest(creators=[common_pb2.Creator(creator_id="brand-new")]),
+            timeout=5,
+        )
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "trainer" in (info.value.details() or "")
+
+    deleted = served.stub.DeleteItems(
+        retrieval_pb2.DeleteItemsRequest(item_ids=[similar_ids[1], "ghost"]), timeout=5
+    )
+    assert deleted.deleted == 1
+    after = served.stub.SimilarCreators(
+        retrieval_pb2.SimilarCreatorsRequest(creator_id="c010", k=10), timeout=5
+    )
+    assert similar_ids[1] not in [c.item_id for c in after.candidates]
+
+
+def test_search_and_posts_say_they_are_not_implemented_yet(served: Served) -> None:
+    for call, request in [
+        (served.stub.Search, retrieval_pb2.SearchRequest(query="jazz", k=5)),
+        (served.stub.UpsertPosts, retrieval_pb2.UpsertPostsRequest()),
+        (
+            served.stub.DeleteItems,
+            retrieval_pb2.DeleteItemsRequest(item_ids=["p1"], kind=common_pb2.ITEM_KIND_POST),
+        ),
+    ]:
+        with pytest.raises(grpc.RpcError) as info:
+            call(request, timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "search issue" in (info.value.details() or "") or "post index" in (info.value.details() or "")
+
+
+def test_a_user_tower_that_does_not_fit_the_index_is_refused(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    ids, vectors, payloads = tiny_catalogue(10)
+    index_creators(settings, "v1", ids, vectors[:, :4].copy(), payloads)  # 4-d index, 8-d tower
+    write_user_tower(settings.resolved_models_dir, "v1", user_tower_weights())
+    index = open_creator_index(settings)
+    try:
+        model = load_model(
+            settings.resolved_models_dir, "two_tower_user", expected_features=USER_TOWER_FEATURES
+        )
+        with pytest.raises(ModelMismatch, match="4"):
+            create_server(settings, RetrievalDeps(index=index, user_tower=model, store=FakeStore()), port=0)
+    finally:
+        index.close()
+
+
+def test_create_server_from_settings_alone_with_the_embedded_store(tmp_path: Path) -> None:
+    """The production wiring: build_deps opens the index, the promoted model and the online store."""
+    from kindred.store.online import open_online_store
+    from retrieval_svc.server import build_deps
+
+    settings = Settings(data_dir=tmp_path)
+    ids, vectors, payloads = tiny_catalogue(40)
+    index_creators(settings, "v7", ids, vectors, payloads)
+    write_user_tower(settings.resolved_models_dir, "v7", user_tower_weights())
+    writer = open_online_store(settings)
+    writer.put("fan", {"f1": fan_row("f1", ["c000"])})
+    writer.put("popular", popular_lists(ids, payloads))
+    writer.close()
+
+    deps = build_deps(settings)
+    server = create_server(settings, deps, port=0).start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+            response = stub.Retrieve(retrieval_pb2.RetrieveRequest(fan_id="f1", k=10), timeout=5)
+    finally:
+        server.stop(0)
+        deps.close()
+    assert Counter(c.source for c in response.candidates) == {TT: 7, POP: 3}
+    assert "c000" not in {c.item_id for c in response.candidates}
+    assert response.model.version == "v7"
