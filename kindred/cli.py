@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "generate":
         from kindred.data.generate import run_generate
 
-        run_generate(args)
+        sys.exit(run_generate(args))
     elif args.command == "train":
         from trainer.cli import main as train_main
 

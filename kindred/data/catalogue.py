@@ -17,7 +17,12 @@ from typing import Any, Protocol, TypeVar
 
 from kindred.data.schema import Creator, Fan, Friendship, Post
 
-FILES = {"fans": "fans.jsonl", "creators": "creators.jsonl", "posts": "posts.jsonl", "friendships": "friends.jsonl"}
+FILES = {
+    "fans": "fans.jsonl",
+    "creators": "creators.jsonl",
+    "posts": "posts.jsonl",
+    "friendships": "friends.jsonl",
+}
 
 
 class _Record(Protocol):
@@ -91,8 +96,12 @@ class Catalogue:
         return dict(graph)
 
     def summary(self) -> Mapping[str, int]:
-        return {"fans": len(self.fans), "creators": len(self.creators), "posts": len(self.posts),
-                "friendships": len(self.friendships)}
+        return {
+            "fans": len(self.fans),
+            "creators": len(self.creators),
+            "posts": len(self.posts),
+            "friendships": len(self.friendships),
+        }
 
 
 def _read_jsonl(path: Path, parse: Callable[[dict[str, Any]], R]) -> Iterator[R]:

@@ -74,16 +74,21 @@ class Tier:
     currency: str = "USD"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tier_id": self.tier_id, "name": self.name, "price_cents": self.price_cents,
-                "currency": self.currency}
+        return {
+            "tier_id": self.tier_id,
+            "name": self.name,
+            "price_cents": self.price_cents,
+            "currency": self.currency,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Tier:
         return cls(str(d["tier_id"]), str(d["name"]), int(d["price_cents"]), str(d.get("currency", "USD")))
 
     def to_proto(self) -> common_pb2.Tier:
-        return common_pb2.Tier(tier_id=self.tier_id, name=self.name, price_cents=self.price_cents,
-                               currency=self.currency)
+        return common_pb2.Tier(
+            tier_id=self.tier_id, name=self.name, price_cents=self.price_cents, currency=self.currency
+        )
 
     @classmethod
     def from_proto(cls, m: common_pb2.Tier) -> Tier:
@@ -103,18 +108,29 @@ class Fan:
         return self.locale.split("-", 1)[0]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fan_id": self.fan_id, "locale": self.locale, "time_zone": self.time_zone,
-                "interests": list(self.interests), "created_at": self.created_at}
+        return {
+            "fan_id": self.fan_id,
+            "locale": self.locale,
+            "time_zone": self.time_zone,
+            "interests": list(self.interests),
+            "created_at": self.created_at,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Fan:
-        return cls(str(d["fan_id"]), str(d.get("locale", "")), str(d.get("time_zone", "UTC")),
-                   _str_tuple(d.get("interests", ())), float(d.get("created_at", 0.0)))
+        return cls(
+            str(d["fan_id"]),
+            str(d.get("locale", "")),
+            str(d.get("time_zone", "UTC")),
+            _str_tuple(d.get("interests", ())),
+            float(d.get("created_at", 0.0)),
+        )
 
     def to_proto(self) -> common_pb2.Fan:
         # kindred.v1.Fan has no created_at: it is catalogue bookkeeping, not something services need.
-        return common_pb2.Fan(fan_id=self.fan_id, locale=self.locale, time_zone=self.time_zone,
-                              interests=list(self.interests))
+        return common_pb2.Fan(
+            fan_id=self.fan_id, locale=self.locale, time_zone=self.time_zone, interests=list(self.interests)
+        )
 
     @classmethod
     def from_proto(cls, m: common_pb2.Fan) -> Fan:
@@ -134,10 +150,17 @@ class Creator:
     created_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"creator_id": self.creator_id, "name": self.name, "category": self.category,
-                "tags": list(self.tags), "language": self.language,
-                "tiers": [t.to_dict() for t in self.tiers], "description": self.description,
-                "mature": self.mature, "created_at": self.created_at}
+        return {
+            "creator_id": self.creator_id,
+            "name": self.name,
+            "category": self.category,
+            "tags": list(self.tags),
+            "language": self.language,
+            "tiers": [t.to_dict() for t in self.tiers],
+            "description": self.description,
+            "mature": self.mature,
+            "created_at": self.created_at,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Creator:
@@ -155,17 +178,28 @@ class Creator:
 
     def to_proto(self) -> common_pb2.Creator:
         return common_pb2.Creator(
-            creator_id=self.creator_id, name=self.name, category=self.category, tags=list(self.tags),
-            language=self.language, tiers=[t.to_proto() for t in self.tiers],
-            description=self.description, mature=self.mature, created_at=to_timestamp(self.created_at),
+            creator_id=self.creator_id,
+            name=self.name,
+            category=self.category,
+            tags=list(self.tags),
+            language=self.language,
+            tiers=[t.to_proto() for t in self.tiers],
+            description=self.description,
+            mature=self.mature,
+            created_at=to_timestamp(self.created_at),
         )
 
     @classmethod
     def from_proto(cls, m: common_pb2.Creator) -> Creator:
         return cls(
-            creator_id=m.creator_id, name=m.name, category=m.category, tags=tuple(m.tags),
-            language=m.language, tiers=tuple(Tier.from_proto(t) for t in m.tiers),
-            description=m.description, mature=m.mature,
+            creator_id=m.creator_id,
+            name=m.name,
+            category=m.category,
+            tags=tuple(m.tags),
+            language=m.language,
+            tiers=tuple(Tier.from_proto(t) for t in m.tiers),
+            description=m.description,
+            mature=m.mature,
             created_at=from_timestamp(m.created_at) if m.HasField("created_at") else 0.0,
         )
 
@@ -183,37 +217,60 @@ class Post:
 
     def __post_init__(self) -> None:
         if self.access_level not in _ACCESS_TO_PROTO:
-            raise ValueError(f"post {self.post_id}: access_level {self.access_level!r} not in {ACCESS_LEVELS}")
+            raise ValueError(
+                f"post {self.post_id}: access_level {self.access_level!r} not in {ACCESS_LEVELS}"
+            )
         if math.isnan(self.published_at):
             raise ValueError(f"post {self.post_id}: published_at is NaN")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"post_id": self.post_id, "creator_id": self.creator_id, "title": self.title,
-                "text": self.text, "access_level": self.access_level, "published_at": self.published_at,
-                "category": self.category, "language": self.language}
+        return {
+            "post_id": self.post_id,
+            "creator_id": self.creator_id,
+            "title": self.title,
+            "text": self.text,
+            "access_level": self.access_level,
+            "published_at": self.published_at,
+            "category": self.category,
+            "language": self.language,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Post:
         return cls(
-            post_id=str(d["post_id"]), creator_id=str(d["creator_id"]), title=str(d.get("title", "")),
-            text=str(d.get("text", "")), access_level=str(d.get("access_level", "public")),
-            published_at=float(d.get("published_at", 0.0)), category=str(d.get("category", "")),
+            post_id=str(d["post_id"]),
+            creator_id=str(d["creator_id"]),
+            title=str(d.get("title", "")),
+            text=str(d.get("text", "")),
+            access_level=str(d.get("access_level", "public")),
+            published_at=float(d.get("published_at", 0.0)),
+            category=str(d.get("category", "")),
             language=str(d.get("language", "")),
         )
 
     def to_proto(self) -> common_pb2.Post:
         return common_pb2.Post(
-            post_id=self.post_id, creator_id=self.creator_id, title=self.title, text=self.text,
+            post_id=self.post_id,
+            creator_id=self.creator_id,
+            title=self.title,
+            text=self.text,
             access_level=_ACCESS_TO_PROTO[self.access_level],  # type: ignore[arg-type]
-            published_at=to_timestamp(self.published_at), category=self.category, language=self.language,
+            published_at=to_timestamp(self.published_at),
+            category=self.category,
+            language=self.language,
         )
 
     @classmethod
     def from_proto(cls, m: common_pb2.Post) -> Post:
         return cls(
-            post_id=m.post_id, creator_id=m.creator_id, title=m.title, text=m.text,
+            post_id=m.post_id,
+            creator_id=m.creator_id,
+            title=m.title,
+            text=m.text,
             access_level=_ACCESS_FROM_PROTO.get(int(m.access_level), "public"),
-            published_at=from_timestamp(m.published_at), category=m.category, language=m.language,
+            published_at=from_timestamp(m.published_at),
+            category=m.category,
+            language=m.language,
         )
 
 

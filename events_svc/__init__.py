@@ -1,0 +1,1 @@
+"""The events service: LogEvents validates behavioural events and appends them to the durable event log."""

@@ -1,0 +1,1 @@
+"""Data for Kindred: catalogue records, the generated platform and loaders for the public data sets."""
