@@ -11,9 +11,6 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rs_helpers import FakeStore, fan_row, popular_lists, tiny_catalogue, user_tower_weights, write_user_tower
 
@@ -22,7 +19,6 @@ from kindred.errors import ModelMismatch
 from kindred.features import USER_TOWER_FEATURES
 from kindred.grpc_server import KindredServer
 from kindred.models import load_model
-from kindred.telemetry import configure_telemetry
 from kindred.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from kindred.vectorstore import index_creators, open_creator_index
 from retrieval_svc.server import RetrievalDeps, create_server
@@ -40,19 +36,6 @@ class Served:
     store: FakeStore
     payloads: dict[str, dict]  # type: ignore[type-arg]
     spans: InMemorySpanExporter
-
-
-@pytest.fixture(scope="module")
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Collects this module's spans: attached to the process's SDK provider, installing one if none."""
-    exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, TracerProvider):
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-    else:
-        configure_telemetry("retrieval_test", Settings(), environ={}, span_exporters=[exporter])
-    yield exporter
-    exporter.shutdown()  # stays attached to the global provider: stop it from collecting
 
 
 @contextlib.contextmanager
