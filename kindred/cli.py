@@ -30,8 +30,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     add_generate_arguments(sub.add_parser("generate", help="generate a deterministic creator platform"))
 
-    train = sub.add_parser("train", help="run the Ray training pipeline (needs the 'train' extra)", add_help=False)
-    train.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("train", help="run the Ray training pipeline (see `kindred train --help`)", add_help=False)
 
     serve = sub.add_parser("serve", help="run one service in the foreground (settings from KINDRED_* env)")
     serve.add_argument("service", choices=sorted(SERVICES))
@@ -46,15 +45,17 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     add_demo_arguments(sub.add_parser("demo", help="generate → train → index → serve the whole mesh"))
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        # The trainer owns its options; hand them over untouched (argparse.REMAINDER drops leading flags).
+        from trainer.cli import main as train_main
+
+        sys.exit(train_main(argv))
     args = parser.parse_args(argv)
     if args.command == "generate":
         from kindred.data.generate import run_generate
 
         sys.exit(run_generate(args))
-    elif args.command == "train":
-        from trainer.cli import main as train_main
-
-        train_main(["train", *args.rest])
     elif args.command == "serve":
         importlib.import_module(SERVICES[args.service]).main()
     elif args.command == "recommend":

@@ -97,7 +97,7 @@ class Recommender:
     def _fallback_popular(self, fan_id: str, k: int, *, reason: str) -> Recommendation:
         self._record_fallback(reason)
         row = self._features.get("popular", ["global"])[0] or {}
-        history = set((self._features.get("fan", [fan_id])[0] or {}).get("history", []))
+        following = set((self._features.get("fan", [fan_id])[0] or {}).get("following", []))
         items = [
             ScoredCandidate(
                 item_id=creator_id,
@@ -107,7 +107,7 @@ class Recommender:
                 reasons=["popular on Kindred right now"],
             )
             for creator_id, score in zip(row.get("creator_ids", []), row.get("scores", []), strict=False)
-            if creator_id not in history
+            if creator_id not in following
         ]
         return Recommendation(items[:k], self._ranker.version, "", reason)
 

@@ -124,7 +124,9 @@ class Retriever:
             fan, fan_error = self._fan_row(query.fan_id)
             flt = query.filter
             if fan:
-                flt = flt.excluding(str(c) for c in fan.get("history") or ())
+                # Exclude what the fan already follows or supports, not everything they viewed: a creator
+                # viewed but not yet followed is exactly what discovery should still surface.
+                flt = flt.excluding(str(c) for c in fan.get("following") or ())
             hits: dict[str, list[SourceHit]] = {}
             asked: dict[str, int] = {}
             degraded: dict[str, str] = {}

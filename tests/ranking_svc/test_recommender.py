@@ -75,7 +75,7 @@ def _candidates() -> list[ScoredCandidate]:
 
 STORE = DictStore(
     {
-        "fan": {"f1": {"fan_id": "f1", "history": ["c9"]}},
+        "fan": {"f1": {"fan_id": "f1", "history": ["c9", "c3"], "following": ["c9"]}},
         "creator": {c: {"creator_id": c, "category": "Music"} for c in ["c1", "c2", "c3", "c4", "c9"]},
         "popular": {"global": {"creator_ids": ["c9", "c3", "c1"], "scores": [3.0, 2.0, 1.0]}},
     }
@@ -98,7 +98,7 @@ def test_retrieval_down_serves_popular_without_the_fans_history_and_says_so() ->
         "f1", 5, filters=None, context=None, timeout_s=1
     )
     assert result.fallback == "retrieval_unavailable"
-    assert [c.item_id for c in result.items] == ["c3", "c1"]  # c9 is already in f1's history
+    assert [c.item_id for c in result.items] == ["c3", "c1"]  # f1 already follows c9
     assert all(c.source == POPULAR for c in result.items)
 
 

@@ -117,6 +117,7 @@ def fan_row(
         "n_creators": len(history),
         "history": list(history),
         "history_weights": [1.0] * len(history),
+        "following": list(history),
     }
 
 

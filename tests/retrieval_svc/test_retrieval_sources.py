@@ -55,7 +55,7 @@ def test_two_tower_returns_the_filtered_nearest_creators_of_the_fans_embedding(w
     index, model, weights, vectors, payloads = world
     source = TwoTowerSource(model, index, user_tower_features)
     fan = fan_row("f1", ["c001", "c002", "c007"], interests=["Music"])
-    flt = PayloadFilter.build(languages=["en", "fr"], exclude_mature=True).excluding(fan["history"])
+    flt = PayloadFilter.build(languages=["en", "fr"], exclude_mature=True).excluding(fan["following"])
 
     hits = source.retrieve(SourceRequest("f1", fan, flt, 10))
 

@@ -1,0 +1,142 @@
+"""End to end: generate a small platform, run the whole Ray pipeline with the tiny config, check artefacts.
+
+Slow (~1 min: Ray start-up and two Ray Train fits dominate). Run with `pytest -m slow tests/trainer`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("ray")
+
+from kindred.config import Settings
+from kindred.data.generate import generate_platform
+from kindred.features import RANKER_FEATURES, USER_TOWER_FEATURES, user_tower_features
+from kindred.models import current_version, load_array, load_model, read_manifest
+from trainer.config import load_config
+from trainer.pipeline import run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, object, list[str]]:
+    data_dir = tmp_path_factory.mktemp("platform")
+    generate_platform(data_dir, fans=800, creators=100, days=24, seed=2, progress=False)
+    settings = Settings.from_env({"KINDRED_DATA_DIR": str(data_dir)})
+    lines: list[str] = []
+    report = run(settings, load_config("tiny"), out=lines.append)
+    return settings, report, lines
+
+
+def test_every_step_reports_progress_with_timing(trained: tuple[Settings, object, list[str]]) -> None:
+    _, report, lines = trained
+    for n, step in enumerate(
+        ("ingest", "features", "two-tower", "ranker", "evaluate", "export", "index", "online+promote"), 1
+    ):
+        assert any(line.startswith(f"[train {n}/8] {step}: done in") for line in lines), step
+    assert report.timings["total"] > 0  # type: ignore[attr-defined]
+
+
+def test_manifests_describe_the_models(trained: tuple[Settings, object, list[str]]) -> None:
+    settings, report, _ = trained
+    version = report.version  # type: ignore[attr-defined]
+    for name, features, output in (
+        ("two_tower_user", USER_TOWER_FEATURES, "user_vector"),
+        ("ranker", RANKER_FEATURES, "score"),
+    ):
+        m = read_manifest(settings.resolved_models_dir, name)
+        assert (m["name"], m["version"]) == (name, version)
+        assert m["inputs"] == ["features"] and m["outputs"] == [output]
+        assert m["features"] == list(features)
+        assert m["opset"] >= 17
+        window = m["data_window"]
+        assert window["start"] < window["train_end"] < window["end"]
+        assert set(m["metrics"]) >= {"popularity", "two_tower", "two_tower+ranker"}
+        assert {"recall@10", "ndcg@10", "recall@50", "ndcg@50"} <= set(m["metrics"]["two_tower"])
+        model_file = settings.resolved_models_dir / name / version / "model.onnx"
+        assert m["sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
+        assert {"torch", "onnxruntime", "ray", "numpy"} <= set(m["libraries"])
+        assert m["config"]["name"] == "tiny"
+        assert m["parity_max_abs_diff"] <= 1e-4
+        assert created_at_is_iso(m["created_at"])
+
+
+def created_at_is_iso(value: str) -> bool:
+    import datetime as dt
+
+    return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ") is not None
+
+
+def test_current_pointers_and_index(trained: tuple[Settings, object, list[str]]) -> None:
+    settings, report, _ = trained
+    version = report.version  # type: ignore[attr-defined]
+    assert current_version(settings.resolved_models_dir, "two_tower_user") == version
+    assert current_version(settings.resolved_models_dir, "ranker") == version
+    from kindred.vectorstore import current_creator_version, open_creator_index
+
+    assert current_creator_version(settings) == version
+    index = open_creator_index(settings)
+    try:
+        assert index.count() == 100
+        user = load_model(
+            settings.resolved_models_dir, "two_tower_user", expected_features=USER_TOWER_FEATURES
+        )
+        from kindred.store.online import open_online_store
+
+        store = open_online_store(settings)
+        try:
+            fan = store.get("fan", ["f000001"])[0]
+            creators = store.get("creator", ["c00001"])[0]
+            popular = store.get("popular", ["global"])[0]
+        finally:
+            store.close()
+        assert fan is not None and creators is not None and popular is not None
+        assert len(popular["creator_ids"]) == 100
+        vector = user.run(user_tower_features(fan))[0]
+        hits = index.search(vector, k=5)
+        assert len(hits) == 5
+        # The index holds the same vectors the trainer saved next to the user tower.
+        ids = json.loads(
+            (settings.resolved_models_dir / "two_tower_user" / version / "creator_ids.json").read_text()
+        )
+        emb = load_array(settings.resolved_models_dir, "two_tower_user", "creator_embeddings.npy")
+        best = int(np.argmax(emb @ vector))
+        assert hits[0].point_id == ids[best]
+    finally:
+        index.close()
+
+
+def test_serving_features_cover_the_whole_log(trained: tuple[Settings, object, list[str]]) -> None:
+    settings, report, _ = trained
+    from kindred.store.online import open_online_store
+
+    store = open_online_store(settings)
+    try:
+        fan = store.get("fan", ["f000001"])[0]
+    finally:
+        store.close()
+    assert fan is not None
+    assert fan["as_of"] == pytest.approx(report.split.end)  # type: ignore[attr-defined]
+    features_dir: Path = report.features_dir  # type: ignore[attr-defined]
+    for part in (
+        "train/fans.parquet",
+        "train/creators.parquet",
+        "serving/fans.parquet",
+        "serving/creators.parquet",
+    ):
+        assert (features_dir / part).is_file()
+
+
+def test_models_beat_popularity_on_the_hold_out(trained: tuple[Settings, object, list[str]]) -> None:
+    _, report, _ = trained
+    metrics = report.metrics  # type: ignore[attr-defined]
+    assert metrics["two_tower"]["ndcg@10"] > metrics["popularity"]["ndcg@10"]
+    assert metrics["two_tower"]["recall@50"] > metrics["popularity"]["recall@50"]
+    assert metrics["holdout"]["fans"] > 50

@@ -1,0 +1,552 @@
+"""The training pipeline: ingest → features → two-tower → ranker → evaluate → export → index → promote.
+
+    run(settings, cfg) → TrainReport
+
+One local Ray runtime serves the whole run: Ray Data reads the event log (one task per segment), Ray
+Train fits both models (a TorchTrainer with one worker each). Everything else — feature rows, candidate
+lists, evaluation, export — is numpy/torch in the driver, because at this scale moving it into Ray would
+cost more in task overhead than it saves.
+
+Every artefact of a run shares one version string (sortable by time): features/<version>/,
+models/<name>/<version>/, index/creators/<version>/. Models are promoted (CURRENT) last, after the
+index and the online store are written, so a service that follows CURRENT never sees a model whose
+index or features are not there yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import pickle
+import secrets
+import shutil
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from kindred.config import Settings
+from kindred.data.catalogue import Catalogue
+from kindred.eventlog import EventLog
+from kindred.features import (
+    RANKER_FEATURES,
+    USER_TOWER_FEATURES,
+    build_creator_rows,
+    build_fan_rows,
+    build_popular_lists,
+    creator_tower_features_batch,
+)
+from kindred.models import promote, write_model
+from trainer.config import TrainConfig
+from trainer.datasets import (
+    Snapshot,
+    TimeSplit,
+    build_snapshot,
+    build_training_snapshots,
+    ingest_with_ray,
+    label_type_codes,
+    time_split,
+    to_interactions,
+)
+
+MODEL_NAMES = ("two_tower_user", "ranker")
+STEPS = ("ingest", "features", "two-tower", "ranker", "evaluate", "export", "index", "online+promote")
+
+
+class NotEnoughData(ValueError):
+    """The event log is too small or too short to train or evaluate on; the message says what is missing."""
+
+
+def _require(ok: bool, what: str) -> None:
+    if not ok:
+        raise NotEnoughData(f"{what}: generate more fans or days (e.g. `kindred generate --days 30`)")
+
+
+@dataclasses.dataclass
+class TrainReport:
+    version: str
+    metrics: dict[str, dict[str, float]]
+    timings: dict[str, float]
+    split: TimeSplit
+    model_dirs: dict[str, Path]
+    features_dir: Path
+    n_events: int
+    history: dict[str, list[dict[str, float]]]
+
+
+class Progress:
+    """Numbered step lines with timings: `[train 3/8] two-tower …` then `… done in 12.3 s`."""
+
+    def __init__(self, out: Callable[[str], None] = print) -> None:
+        self.out = out
+        self.timings: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    @contextlib.contextmanager
+    def step(self, name: str, what: str) -> Iterator[None]:
+        n = STEPS.index(name) + 1
+        self.out(f"[train {n}/{len(STEPS)}] {name}: {what}")
+        t = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - t
+        self.out(f"[train {n}/{len(STEPS)}] {name}: done in {self.timings[name]:.1f} s")
+
+    def note(self, msg: str) -> None:
+        self.out(f"    {msg}")
+
+
+def new_version() -> str:
+    """Sortable, unique enough for one machine: UTC time plus 16 random bits."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+def in_holdout(fan_id: str, share: float, seed: int) -> bool:
+    """Stable per-fan coin (crc32, not the salted `hash`): is this fan held out of two-tower training?"""
+    return (zlib.crc32(f"{seed}:{fan_id}".encode()) % 10_000) < share * 10_000
+
+
+# ------------------------------------------------------------------------------------------------
+# Ray
+# ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int) -> Iterator[None]:
+    """A local Ray runtime with the settings STACK.md requires; reuses one that is already up."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    # Short path under /tmp: Ray's Unix sockets live in here and socket paths are limited to ~107 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="kray-", dir="/tmp")
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        _temp_dir=temp_dir,
+        logging_level=logging.WARNING,
+        # Workers' output stays in their log files under temp_dir: Ray Train's controller and placement
+        # group cleaner are chatty, and each worker line arrived twice. Epoch histories come back with
+        # the result and are printed by the driver; a failing worker still raises here with its traceback.
+        log_to_driver=False,
+        configure_logging=True,
+    )
+    _quiet_ray()
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _quiet_ray() -> None:
+    from ray.data import DataContext
+
+    for name in ("ray.data", "ray.train", "ray.tune", "ray.air"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
+def fit_in_ray_train(
+    loop: Callable[[dict[str, Any]], None],
+    payload: Mapping[str, Any],
+    *,
+    cfg: Mapping[str, Any],
+    seed: int,
+    threads: int,
+    name: str,
+    storage: Path,
+) -> Any:
+    """Runs `loop` in a one-worker TorchTrainer and returns the pickled result from its checkpoint."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    data_ref = ray.put(dict(payload))
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config={"data_ref": data_ref, "cfg": dict(cfg), "seed": seed, "threads": threads},
+        scaling_config=ScalingConfig(num_workers=1, use_gpu=False, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(name=name, storage_path=str(storage)),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train run {name} finished without a checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as d, open(Path(d) / "result.pkl", "rb") as fh:
+        return pickle.load(fh)
+
+
+# ------------------------------------------------------------------------------------------------
+# Packing
+# ------------------------------------------------------------------------------------------------
+
+
+def pack_two_tower(snaps: Sequence[Snapshot], keep: Callable[[str], bool]) -> Any:
+    from trainer.two_tower import TwoTowerData
+
+    users: list[npt.NDArray[np.float32]] = []
+    ex_user: list[int] = []
+    ex_snap: list[int] = []
+    ex_creator: list[int] = []
+    for s, snap in enumerate(snaps):
+        for i, fan in enumerate(snap.fan_ids):
+            if not keep(fan):
+                continue
+            u = len(users)
+            users.append(snap.user_x[i])
+            for c in sorted(snap.positives[i]):
+                ex_user.append(u)
+                ex_snap.append(s)
+                ex_creator.append(c)
+    width = snaps[0].user_x.shape[1] if snaps else len(USER_TOWER_FEATURES)
+    return TwoTowerData(
+        user_x=np.stack(users) if users else np.zeros((0, width), np.float32),
+        creator_x=np.stack([snap.creator_x for snap in snaps]),
+        ex_user=np.array(ex_user, dtype=np.int64),
+        ex_snap=np.array(ex_snap, dtype=np.int64),
+        ex_creator=np.array(ex_creator, dtype=np.int64),
+    )
+
+
+def write_parquet(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------
+# The run
+# ------------------------------------------------------------------------------------------------
+
+
+def run(
+    settings: Settings, cfg: TrainConfig, *, out: Callable[[str], None] = print, version: str | None = None
+) -> TrainReport:
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import torch
+
+    torch.set_num_threads(cfg.ray.torch_threads)
+    data_dir = Path(settings.data_dir).resolve()
+    models_dir = Path(settings.resolved_models_dir).resolve()
+    settings = settings.replace(data_dir=data_dir, models_dir=models_dir)
+    version = version or new_version()
+    progress = Progress(out)
+    out(f"[train] version {version}  config {cfg.name}  data {data_dir}")
+    work = Path(tempfile.mkdtemp(prefix="ktrain-", dir="/tmp"))
+    try:
+        with local_ray(cfg.ray.num_cpus):
+            report = _run(settings, cfg, data_dir, models_dir, version, progress, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    total = time.perf_counter() - progress.started
+    out(
+        "[train] timings: "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in progress.timings.items())
+        + f"; total {total:.1f} s"
+    )
+    report.timings["total"] = total
+    return report
+
+
+def _run(
+    settings: Settings,
+    cfg: TrainConfig,
+    data_dir: Path,
+    models_dir: Path,
+    version: str,
+    progress: Progress,
+    work: Path,
+) -> TrainReport:
+    from trainer import ranker as rk
+    from trainer import two_tower as tt
+    from trainer.evaluate import evaluate_holdout, format_table
+    from trainer.export import build_manifest, check_parity, export_onnx, parity_inputs
+
+    note = progress.note
+    catalogue = Catalogue.load(data_dir)
+    creator_ids = [c.creator_id for c in catalogue.creators]
+    if not creator_ids:
+        raise ValueError(f"the catalogue under {data_dir} has no creators")
+
+    # 1. ingest ------------------------------------------------------------------------------------
+    with progress.step("ingest", "reading the event log with Ray Data"):
+        segments = EventLog(data_dir / "events").segment_paths()
+        events = to_interactions(ingest_with_ray(segments), catalogue)
+        split = time_split(events, cfg.split.test_fraction)
+        n_train = int((events.ts < split.train_end).sum())
+        note(
+            f"{len(events):,} events from {len(segments)} segment(s); {len(catalogue.fans):,} fans, "
+            f"{len(creator_ids):,} creators"
+        )
+        note(
+            f"train window {_day(split.start)} → {_day(split.train_end)} ({n_train:,} events), "
+            f"hold-out → {_day(split.end)} ({len(events) - n_train:,} events)"
+        )
+
+    # 2. features ----------------------------------------------------------------------------------
+    label_codes = label_type_codes(cfg.split.label_types)
+    positive_codes = label_type_codes(cfg.two_tower.positive_types)
+    with progress.step("features", f"fan/creator rows at {cfg.split.n_cuts} training cuts + the train end"):
+        snaps = build_training_snapshots(
+            events,
+            catalogue,
+            creator_ids,
+            split,
+            n_cuts=cfg.split.n_cuts,
+            warmup_fraction=cfg.split.warmup_fraction,
+            label_codes=label_codes,
+            positive_codes=positive_codes,
+            progress=note,
+        )
+        test = build_snapshot(
+            events, catalogue, creator_ids, cut=split.train_end, window_end=split.end, label_codes=label_codes
+        )
+        note(f"hold-out: {len(test.fan_ids)} fans discovered {sum(len(x) for x in test.labels)} creators")
+        _require(any(test.labels), "no fan discovered a creator in the hold-out window")
+        features_dir = data_dir / "features" / version
+        write_parquet(features_dir / "train" / "fans.parquet", list(test.fan_rows.values()))
+        write_parquet(features_dir / "train" / "creators.parquet", list(test.creator_rows.values()))
+        note(f"train-window features → {features_dir / 'train'}")
+
+    def holdout(fan: str) -> bool:
+        return in_holdout(fan, cfg.two_tower.ranker_holdout_fans, cfg.seed)
+
+    # 3. two-tower ---------------------------------------------------------------------------------
+    with progress.step("two-tower", "in-batch softmax with logQ correction, Ray Train (1 worker)"):
+        tt_train = pack_two_tower(snaps, lambda f: not holdout(f))
+        tt_val = pack_two_tower(snaps, holdout)
+        _require(len(tt_train) > 1, "no two-tower training pairs in the train window")
+        note(
+            f"{len(tt_train):,} training pairs ({len(tt_val):,} held-out pairs for validation and the ranker)"
+        )
+        note("fitting in a Ray Train worker…")
+        tt_result: tt.TwoTowerResult = fit_in_ray_train(
+            tt.ray_train_loop,
+            {"train": tt_train, "val": tt_val},
+            cfg=dataclasses.asdict(cfg.two_tower),
+            seed=cfg.seed,
+            threads=cfg.ray.torch_threads,
+            name=f"two_tower-{version}",
+            storage=work / "ray",
+        )
+        _print_history(note, tt_result.history)
+        tower = tt.build_model(tt_result, cfg.two_tower)
+
+    # 4. ranker ------------------------------------------------------------------------------------
+    with progress.step("ranker", "listwise MLP over retrieved candidates, Ray Train (1 worker)"):
+        user_vecs = [tt.user_vectors(tower, s.user_x) for s in snaps]
+        creator_vecs = [tt.creator_vectors(tower, s.creator_x) for s in snaps]
+        rdata = rk.build_ranker_data(
+            snaps, user_vecs, creator_vecs, holdout, creator_ids, cfg.ranker, seed=cfg.seed
+        )
+        _require(len(rdata) > 1, "too few ranker lists (held-out fans with a retrieved discovery)")
+        rng = np.random.default_rng(cfg.seed)
+        is_val = rng.random(len(rdata)) < 0.15
+        r_train = rk.RankerData(rdata.x[~is_val], rdata.mask[~is_val], rdata.y[~is_val])
+        r_val = rk.RankerData(rdata.x[is_val], rdata.mask[is_val], rdata.y[is_val])
+        note(
+            f"{len(rdata):,} candidate lists × {rdata.x.shape[1]} candidates × {rdata.x.shape[2]} features "
+            f"({len(r_val)} for validation)"
+        )
+        note("fitting in a Ray Train worker…")
+        rk_result: rk.RankerResult = fit_in_ray_train(
+            rk.ray_train_loop,
+            {"train": r_train, "val": r_val},
+            cfg=dataclasses.asdict(cfg.ranker),
+            seed=cfg.seed,
+            threads=cfg.ray.torch_threads,
+            name=f"ranker-{version}",
+            storage=work / "ray",
+        )
+        _print_history(note, rk_result.history)
+        ranker = rk.build_model(rk_result, cfg.ranker)
+
+    # 5. evaluate ----------------------------------------------------------------------------------
+    with progress.step("evaluate", "Recall@K / NDCG@K on the time hold-out"):
+        metrics = evaluate_holdout(
+            test,
+            tt.user_vectors(tower, test.user_x),
+            tt.creator_vectors(tower, test.creator_x),
+            creator_ids,
+            ks=cfg.eval.ks,
+            n_two_tower=cfg.eval.candidates_two_tower,
+            n_popular=cfg.eval.candidates_popular,
+            ranker_score=lambda x: rk.score(ranker, x),
+            two_tower_score_for_popular=cfg.ranker.two_tower_score_for_popular,
+        )
+        for line in format_table(metrics, cfg.eval.ks).splitlines():
+            note(line)
+
+    # 6. export ------------------------------------------------------------------------------------
+    with progress.step("export", "ONNX + manifests (parity checked against torch)"):
+        # Serving features: every event, so the services see each fan's full history.
+        as_of = split.end
+        fan_rows = build_fan_rows(events, catalogue.fans, catalogue.creators, as_of=as_of)
+        creator_rows = build_creator_rows(events, catalogue.creators, catalogue.posts, as_of=as_of)
+        write_parquet(features_dir / "serving" / "fans.parquet", list(fan_rows.values()))
+        write_parquet(features_dir / "serving" / "creators.parquet", list(creator_rows.values()))
+        (features_dir / "window.json").write_text(
+            json.dumps(
+                {
+                    "version": version,
+                    "train": {"start": split.start, "end": split.train_end},
+                    "serving": {"start": split.start, "end": split.end},
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        serving_creator_x = creator_tower_features_batch([creator_rows.get(c) for c in creator_ids])
+        serving_vectors = tt.creator_vectors(tower, serving_creator_x)
+
+        window = {"start": split.start, "train_end": split.train_end, "end": split.end}
+        config = cfg.to_dict()
+        user_onnx = export_onnx(tower.user, len(USER_TOWER_FEATURES), "user_vector")
+        user_diff = check_parity(tower.user, user_onnx, parity_inputs(test.user_x, seed=cfg.seed))
+        user_manifest = build_manifest(
+            name="two_tower_user",
+            version=version,
+            output_name="user_vector",
+            features=USER_TOWER_FEATURES,
+            data_window=window,
+            metrics=metrics,
+            config=config,
+            parity_max_abs_diff=user_diff,
+            extra={
+                "embedding_dim": cfg.two_tower.dim,
+                "similarity": "cosine",
+                "index_version": version,
+                "creator_ids_file": "creator_ids.json",
+                "creator_embeddings_file": "creator_embeddings.npy",
+                "training": tt_result.history,
+            },
+        )
+        ranker_onnx = export_onnx(ranker, len(RANKER_FEATURES), "score")
+        ranker_diff = check_parity(ranker, ranker_onnx, parity_inputs(rdata.x[rdata.mask], seed=cfg.seed))
+        ranker_manifest = build_manifest(
+            name="ranker",
+            version=version,
+            output_name="score",
+            features=RANKER_FEATURES,
+            data_window=window,
+            metrics=metrics,
+            config=config,
+            parity_max_abs_diff=ranker_diff,
+            extra={"two_tower_version": version, "training": rk_result.history},
+        )
+        model_dirs = {
+            "two_tower_user": write_model(
+                models_dir,
+                "two_tower_user",
+                version,
+                user_onnx,
+                user_manifest,
+                extra_files={
+                    "creator_embeddings.npy": _npy_bytes(serving_vectors),
+                    "creator_ids.json": (json.dumps(creator_ids) + "\n").encode(),
+                },
+            ),
+            "ranker": write_model(models_dir, "ranker", version, ranker_onnx, ranker_manifest),
+        }
+        note(f"parity max |Δ|: user tower {user_diff:.1e}, ranker {ranker_diff:.1e}")
+        for name, path in model_dirs.items():
+            note(f"{name} → {path}")
+
+    # 7. index -------------------------------------------------------------------------------------
+    with progress.step("index", f"{len(creator_ids)} creator vectors into the vector index"):
+        from kindred.vectorstore import index_creators
+
+        by_id = catalogue.creators_by_id()
+        payloads = [
+            {
+                "creator_id": c,
+                "category": by_id[c].category,
+                "language": by_id[c].language,
+                "mature": bool(by_id[c].mature),
+                "popularity": float(creator_rows[c]["popularity"]),
+            }
+            for c in creator_ids
+        ]
+        # Built now, switched on in step 8 together with the models: user tower and creator vectors
+        # come from one run and must never be served one under the other.
+        index_creators(settings, version, creator_ids, serving_vectors, payloads, promote=False)
+
+    # 8. online store + promote --------------------------------------------------------------------
+    with progress.step("online+promote", "serving features into the online store, then CURRENT pointers"):
+        from kindred.store.online import open_online_store
+
+        popular = build_popular_lists(creator_rows, k=cfg.popular_k)
+        store = open_online_store(settings)
+        try:
+            store.put("fan", fan_rows)
+            store.put("creator", creator_rows)
+            store.put("popular", popular)
+        finally:
+            close = getattr(store, "close", None)
+            if callable(close):
+                close()
+        note(
+            f"online store: {len(fan_rows):,} fans, {len(creator_rows):,} creators, "
+            f"{len(popular)} popular lists"
+        )
+        from kindred.vectorstore import promote_creator_index
+
+        promote_creator_index(settings, version)
+        for name in MODEL_NAMES:
+            promote(models_dir, name, version)
+        note(f"CURRENT → {version} for the creator index and {', '.join(MODEL_NAMES)}")
+
+    return TrainReport(
+        version=version,
+        metrics=metrics,
+        timings=progress.timings,
+        split=split,
+        model_dirs=model_dirs,
+        features_dir=features_dir,
+        n_events=len(events),
+        history={"two_tower": tt_result.history, "ranker": rk_result.history},
+    )
+
+
+def _npy_bytes(arr: npt.NDArray[Any]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _day(epoch_s: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(epoch_s))
+
+
+def _print_history(note: Callable[[str], None], history: Sequence[Mapping[str, float]]) -> None:
+    every = max(1, len(history) // 8)  # at most ~8 lines however many epochs
+    for i, h in enumerate(history):
+        if i % every == 0 or i == len(history) - 1:
+            note(
+                f"epoch {int(h['epoch']):>3}: loss {h['loss']:.4f}"
+                + (f", held-out {h['val_loss']:.4f}" if "val_loss" in h else "")
+                + f"  ({h['seconds']:.1f} s)"
+            )
+
+
+__all__ = ["NotEnoughData", "TrainReport", "run"]
