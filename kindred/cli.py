@@ -1,10 +1,10 @@
 """The `kindred` command: generate data, train, serve, call the mesh, run the demo.
 
-    kindred generate --fans 2000 --creators 300 --days 30 --seed 7 --data-dir var/demo
-    kindred train --data-dir var/demo
-    kindred serve ranking|retrieval|notify|events
-    kindred recommend --fan f000001 [-k 10] [--target 127.0.0.1:50052]
-    kindred demo
+kindred generate --fans 2000 --creators 300 --days 30 --seed 7 --data-dir var/demo
+kindred train --data-dir var/demo
+kindred serve ranking|retrieval|notify|events
+kindred recommend --fan f000001 [-k 10] [--target 127.0.0.1:50052]
+kindred demo
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ SERVICES = {
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="kindred", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="kindred", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     from kindred.data.generate import add_generate_arguments
@@ -77,11 +79,14 @@ def _recommend(args: argparse.Namespace) -> int:
     with make_channel(args.target or settings.resolved_ranking_target) as channel:
         stub = ranking_pb2_grpc.RankingServiceStub(channel)
         try:
-            response = stub.Recommend(ranking_pb2.RecommendRequest(fan_id=args.fan, k=args.k), timeout=args.timeout)
+            response = stub.Recommend(
+                ranking_pb2.RecommendRequest(fan_id=args.fan, k=args.k), timeout=args.timeout
+            )
         except grpc.RpcError as exc:
             print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
-    print(f"recommendations for {args.fan} (ranker {response.ranker.version}, retriever {response.retriever.version})")
+    versions = f"ranker {response.ranker.version}, retriever {response.retriever.version}"
+    print(f"recommendations for {args.fan} ({versions})")
     if response.fallback:
         print(f"  served by fallback: {response.fallback}")
     for rank, item in enumerate(response.items, 1):

@@ -46,13 +46,34 @@ def run_demo(args: argparse.Namespace) -> int:
     python = sys.executable
 
     if not (data_dir / "catalogue" / "creators.jsonl").exists():
-        _step("generate", [python, "-m", "kindred", "generate", "--data-dir", str(data_dir), "--fans",
-                           str(args.fans), "--creators", str(args.creators), "--days", str(args.days),
-                           "--seed", str(args.seed)], env)
+        _step(
+            "generate",
+            [
+                python,
+                "-m",
+                "kindred",
+                "generate",
+                "--data-dir",
+                str(data_dir),
+                "--fans",
+                str(args.fans),
+                "--creators",
+                str(args.creators),
+                "--days",
+                str(args.days),
+                "--seed",
+                str(args.seed),
+            ],
+            env,
+        )
     else:
         print(f"[demo] data found in {data_dir}; skipping generation")
     if args.retrain or current_version(settings.resolved_models_dir, "ranker") is None:
-        _step("train", [python, "-m", "trainer", "train", "--data-dir", str(data_dir), "--config", args.config], env)
+        _step(
+            "train",
+            [python, "-m", "trainer", "train", "--data-dir", str(data_dir), "--config", args.config],
+            env,
+        )
     else:
         print("[demo] trained models found; skipping training (use --retrain to train again)")
 
@@ -77,7 +98,10 @@ def run_demo(args: argparse.Namespace) -> int:
                 proc.kill()
         print("[demo] all stopped")
 
-    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
+    def on_sigterm(*_: object) -> None:
+        raise KeyboardInterrupt  # unwinds into the same clean stop as Ctrl-C
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         for name in DEMO_SERVICES:
             children[name] = subprocess.Popen([python, "-m", "kindred", "serve", name], env=env)
@@ -131,10 +155,10 @@ def _banner(settings: Settings, data_dir: Path, elapsed: float) -> str:
     fan = _first_fan(data_dir)
     return f"""
 [demo] the Kindred mesh is up ({elapsed:.0f} s). Data and models: {data_dir}
-  ranking    {_target(settings, 'ranking')}   kindred.v1.RankingService   (Recommend, Rank)
-  retrieval  {_target(settings, 'retrieval')}   kindred.v1.RetrievalService (Retrieve, SimilarCreators, …)
-  notify     {_target(settings, 'notify')}   kindred.v1.NotifyService    (Decide, DecideBatch, RecordOutcome)
-  events     {_target(settings, 'events')}   kindred.v1.EventService     (LogEvents)
+  ranking    {_target(settings, "ranking")}   kindred.v1.RankingService   (Recommend, Rank)
+  retrieval  {_target(settings, "retrieval")}   kindred.v1.RetrievalService (Retrieve, SimilarCreators, …)
+  notify     {_target(settings, "notify")}   kindred.v1.NotifyService    (Decide, DecideBatch, RecordOutcome)
+  events     {_target(settings, "events")}   kindred.v1.EventService     (LogEvents)
 
 Try, in another terminal:
   .venv/bin/kindred recommend --fan {fan} -k 10

@@ -110,8 +110,14 @@ def _code_of(context: grpc.ServicerContext, exc: Exception) -> str:
 class KindredServer:
     """A started-or-startable gRPC server with health status control and graceful shutdown."""
 
-    def __init__(self, server: grpc.Server, port: int, health_servicer: health.HealthServicer,
-                 service_names: Sequence[str], grace_s: float) -> None:
+    def __init__(
+        self,
+        server: grpc.Server,
+        port: int,
+        health_servicer: health.HealthServicer,
+        service_names: Sequence[str],
+        grace_s: float,
+    ) -> None:
         self.server = server
         self.port = port
         self._health = health_servicer

@@ -39,7 +39,9 @@ class Recommendation:
 class CandidateRetriever(Protocol):
     """Port to the retrieval service. Raises kindred.errors.Unavailable when it cannot answer."""
 
-    def retrieve(self, fan_id: str, k: int, filters: Any, context: Any, timeout_s: float) -> RetrievalResult: ...
+    def retrieve(
+        self, fan_id: str, k: int, filters: Any, context: Any, timeout_s: float
+    ) -> RetrievalResult: ...
 
 
 class FeatureReader(Protocol):

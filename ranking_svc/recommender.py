@@ -46,7 +46,9 @@ class Recommender:
     def ranker_version(self) -> str:
         return self._ranker.version
 
-    def recommend(self, fan_id: str, k: int, *, filters: Any, context: Any, timeout_s: float) -> Recommendation:
+    def recommend(
+        self, fan_id: str, k: int, *, filters: Any, context: Any, timeout_s: float
+    ) -> Recommendation:
         if not fan_id:
             raise InvalidArgument("fan_id", "is required")
         if not 1 <= k <= MAX_K:

@@ -44,9 +44,13 @@ def build_deps(settings: Settings) -> RankingDeps:
     )
 
 
-def create_server(settings: Settings, deps: RankingDeps | None = None, *, port: int | None = None) -> KindredServer:
+def create_server(
+    settings: Settings, deps: RankingDeps | None = None, *, port: int | None = None
+) -> KindredServer:
     deps = deps or build_deps(settings)
-    servicer = RankingServicer(Recommender(deps.retriever, deps.features, deps.ranker), settings.default_deadline_s)
+    servicer = RankingServicer(
+        Recommender(deps.retriever, deps.features, deps.ranker), settings.default_deadline_s
+    )
     server = create_grpc_server(
         settings,
         name="ranking",

@@ -33,7 +33,9 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
             fallback=result.fallback,
         )
 
-    def Rank(self, request: ranking_pb2.RankRequest, context: grpc.ServicerContext) -> ranking_pb2.RankResponse:
+    def Rank(
+        self, request: ranking_pb2.RankRequest, context: grpc.ServicerContext
+    ) -> ranking_pb2.RankResponse:
         if not request.fan_id:
             raise InvalidArgument("fan_id", "is required")
         if not 0 <= request.k <= MAX_K:

@@ -47,7 +47,9 @@ def served() -> Iterator[tuple[KindredServer, _Ranking, grpc.Channel]]:
     server.stop(0)
 
 
-def test_domain_errors_become_their_status_codes(served: tuple[KindredServer, _Ranking, grpc.Channel]) -> None:
+def test_domain_errors_become_their_status_codes(
+    served: tuple[KindredServer, _Ranking, grpc.Channel],
+) -> None:
     _, servicer, channel = served
     stub = ranking_pb2_grpc.RankingServiceStub(channel)
 
@@ -86,7 +88,10 @@ def test_health_is_not_serving_until_ready_and_during_shutdown(
     assert health.Check(req, timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING
     server.set_serving(True)
     assert health.Check(req, timeout=5).status == health_pb2.HealthCheckResponse.SERVING
-    assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+    assert (
+        health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+        == health_pb2.HealthCheckResponse.SERVING
+    )
 
 
 def test_excess_concurrency_is_shed_with_resource_exhausted(
@@ -126,7 +131,9 @@ def test_remaining_deadline_is_propagated(served: tuple[KindredServer, _Ranking,
     assert servicer.seen_remaining == pytest.approx(10.0)  # capped by the service's own default
 
 
-def test_unavailable_is_retried_from_service_config(served: tuple[KindredServer, _Ranking, grpc.Channel]) -> None:
+def test_unavailable_is_retried_from_service_config(
+    served: tuple[KindredServer, _Ranking, grpc.Channel],
+) -> None:
     _, servicer, channel = served
     stub = ranking_pb2_grpc.RankingServiceStub(channel)
     attempts: list[int] = []

@@ -25,7 +25,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from kindred.v1 import common_pb2, events_pb2, events_pb2_grpc, notify_pb2, notify_pb2_grpc, ranking_pb2, ranking_pb2_grpc
+from kindred.v1 import (
+    common_pb2,
+    events_pb2,
+    events_pb2_grpc,
+    notify_pb2,
+    notify_pb2_grpc,
+    ranking_pb2,
+    ranking_pb2_grpc,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +54,10 @@ def _wait_serving(target: str, proc: subprocess.Popen[bytes], timeout_s: float =
         while time.monotonic() < deadline:
             assert proc.poll() is None, f"service on {target} exited with {proc.returncode}"
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             except grpc.RpcError:
                 pass
@@ -75,8 +86,22 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KINDRED_")}
     env.update({"ORT_DISABLE_TELEMETRY": "1", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"})
     run = lambda *args: subprocess.run([sys.executable, *args], env=env, cwd=REPO, check=True)  # noqa: E731
-    run("-m", "kindred", "generate", "--data-dir", str(data_dir), "--fans", "400", "--creators", "80",
-        "--days", "21", "--seed", "3", "--no-progress")
+    run(
+        "-m",
+        "kindred",
+        "generate",
+        "--data-dir",
+        str(data_dir),
+        "--fans",
+        "400",
+        "--creators",
+        "80",
+        "--days",
+        "21",
+        "--seed",
+        "3",
+        "--no-progress",
+    )
     run("-m", "trainer", "train", "--data-dir", str(data_dir), "--config", "tiny")
 
     ports = {name: _free_port() for name in SERVICES}
@@ -118,7 +143,10 @@ def _popular(mesh: Mesh, k: int) -> list[str]:
 
 
 def _fans_with_history(mesh: Mesh, n: int) -> list[str]:
-    fans = [json.loads(line)["fan_id"] for line in (mesh.data_dir / "catalogue" / "fans.jsonl").read_text().splitlines()]
+    fans = [
+        json.loads(line)["fan_id"]
+        for line in (mesh.data_dir / "catalogue" / "fans.jsonl").read_text().splitlines()
+    ]
     return fans[:n]
 
 
@@ -194,19 +222,26 @@ def test_notify_and_events_answer_through_the_mesh(mesh: Mesh) -> None:
     with grpc.insecure_channel(mesh.target("notify")) as channel:
         stub = notify_pb2_grpc.NotifyServiceStub(channel)
         candidate = notify_pb2.NotificationCandidate(
-            notification_id="e2e-n1", fan_id="f-e2e", creator_id="c1",
-            trigger=notify_pb2.TRIGGER_TYPE_PAYMENT_FAILED, fan_time_zone="Europe/Paris",
+            notification_id="e2e-n1",
+            fan_id="f-e2e",
+            creator_id="c1",
+            trigger=notify_pb2.TRIGGER_TYPE_PAYMENT_FAILED,
+            fan_time_zone="Europe/Paris",
         )
         first = stub.Decide(notify_pb2.DecideRequest(candidate=candidate), timeout=5).decision
         again = stub.Decide(notify_pb2.DecideRequest(candidate=candidate), timeout=5).decision
         assert first.action == notify_pb2.ACTION_SEND_NOW
         assert again.duplicate and again.action == first.action
         with pytest.raises(grpc.RpcError) as info:
-            stub.Decide(notify_pb2.DecideRequest(candidate=notify_pb2.NotificationCandidate(fan_id="f")), timeout=5)
+            stub.Decide(
+                notify_pb2.DecideRequest(candidate=notify_pb2.NotificationCandidate(fan_id="f")), timeout=5
+            )
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with grpc.insecure_channel(mesh.target("events")) as channel:
         events = events_pb2_grpc.EventServiceStub(channel)
-        event = events_pb2.Event(event_id="e2e-1", type=events_pb2.EVENT_TYPE_FOLLOW, fan_id="f1", creator_id="c1")
+        event = events_pb2.Event(
+            event_id="e2e-1", type=events_pb2.EVENT_TYPE_FOLLOW, fan_id="f1", creator_id="c1"
+        )
         event.occurred_at.GetCurrentTime()
         bad = events_pb2.Event(event_id="e2e-2", type=events_pb2.EVENT_TYPE_FOLLOW, creator_id="c1")
         bad.occurred_at.GetCurrentTime()

@@ -34,8 +34,11 @@ class FakeRetriever:
         self.asked_k.append(k)
         if self.down:
             raise Unavailable("retrieval is down")
-        return RetrievalResult([ScoredCandidate(c.item_id, c.source, list(c.sources), dict(c.scores)) for c in
-                                self.candidates], "tt-v1", {})
+        return RetrievalResult(
+            [ScoredCandidate(c.item_id, c.source, list(c.sources), dict(c.scores)) for c in self.candidates],
+            "tt-v1",
+            {},
+        )
 
 
 class DictStore:
@@ -140,6 +143,8 @@ def test_servicer_maps_bad_input_to_invalid_argument(stub: ranking_pb2_grpc.Rank
         stub.Recommend(ranking_pb2.RecommendRequest(fan_id="f1", k=0), timeout=5)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "k" in (info.value.details() or "")
     with pytest.raises(grpc.RpcError) as info:
-        stub.Rank(ranking_pb2.RankRequest(fan_id="f1", candidates=[ranking_pb2.RankRequest().candidates.add()]),
-                  timeout=5)
+        stub.Rank(
+            ranking_pb2.RankRequest(fan_id="f1", candidates=[ranking_pb2.RankRequest().candidates.add()]),
+            timeout=5,
+        )
     assert "candidates[0].item_id" in (info.value.details() or "")
