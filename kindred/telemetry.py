@@ -122,13 +122,17 @@ def configure_telemetry(
 
 
 def shutdown_telemetry() -> None:
-    """Flushes exporters; call before a process exits."""
+    """Flushes pending spans and metrics; call before a process exits.
+
+    Flush, not shut down: the SDK providers shut themselves down at interpreter exit, and a second
+    shutdown only logs a warning.
+    """
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
-        provider.shutdown()
+        provider.force_flush()
     meter_provider = metrics.get_meter_provider()
     if isinstance(meter_provider, MeterProvider):
-        meter_provider.shutdown()
+        meter_provider.force_flush()
 
 
 def _exporter_names(value: str) -> list[str]:
