@@ -11,8 +11,8 @@ from events_svc.domain import EventIngestor, EventSink
 from events_svc.servicer import EventServicer
 from kindred.config import Settings
 from kindred.eventlog import EventLog
-from kindred.grpc_server import KindredServer, create_grpc_server
-from kindred.telemetry import configure_telemetry, shutdown_telemetry
+from kindred.grpc_server import KindredServer
+from kindred.service import ServiceSpec, create_ready_server, run_service
 from kindred.v1 import events_pb2_grpc
 
 SERVICE_NAME = "kindred.v1.EventService"
@@ -40,33 +40,31 @@ def build_deps(settings: Settings) -> EventsDeps:
     return EventsDeps(sink=event_log, close=event_log.close)
 
 
+def make_servicer(settings: Settings, deps: EventsDeps) -> EventServicer:
+    return EventServicer(EventIngestor(deps.sink, clock=deps.clock))
+
+
 def create_server(
     settings: Settings, deps: EventsDeps | None = None, *, port: int | None = None
 ) -> KindredServer:
-    """Builds (not starts) the server; the caller closes `deps` (deps.close()) after stopping it."""
+    """A SERVING server around `deps` (built from settings if not given); the caller closes deps."""
     deps = deps or build_deps(settings)
-    servicer = EventServicer(EventIngestor(deps.sink, clock=deps.clock))
-    server = create_grpc_server(
-        settings,
-        name="events",
-        port=settings.events_port if port is None else port,
-        register=lambda s: events_pb2_grpc.add_EventServiceServicer_to_server(servicer, s),
-        health_services=[SERVICE_NAME],
-    )
-    server.set_serving(True)  # the log was opened and recovered in build_deps
-    return server
+    return create_ready_server(SPEC, settings, make_servicer(settings, deps), port=port)
+
+
+def _load(settings: Settings) -> tuple[EventServicer, Callable[[], None]]:
+    deps = build_deps(settings)
+    return make_servicer(settings, deps), deps.close
+
+
+SPEC = ServiceSpec(
+    name="events",
+    grpc_service=SERVICE_NAME,
+    port=lambda settings: settings.events_port,
+    add_servicer=events_pb2_grpc.add_EventServiceServicer_to_server,
+    load=_load,
+)
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s events %(levelname)s %(message)s")
-    settings = Settings.from_env()
-    configure_telemetry("events_svc", settings)
-    deps = build_deps(settings)
-    server = create_server(settings, deps).start()
-
-    def on_stop() -> None:
-        deps.close()
-        shutdown_telemetry()
-
-    server.stop_on_signals(on_stop=on_stop)
-    server.wait()
+    run_service(SPEC)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 from kindred.config import Settings
-from kindred.grpc_server import KindredServer, create_grpc_server
-from kindred.telemetry import configure_telemetry, shutdown_telemetry
+from kindred.grpc_server import KindredServer
+from kindred.service import ServiceSpec, create_ready_server, run_service
 from kindred.v1 import notify_pb2_grpc
 from notify_svc.engine import Clock, NotifyEngine, utc_now
 from notify_svc.policy import DecisionPolicy, PolicyParams, RulePolicy
@@ -39,36 +40,33 @@ def build_deps(settings: Settings, params: PolicyParams | None = None) -> Notify
     return NotifyDeps(state=open_state(settings, params), policy=RulePolicy(params), params=params)
 
 
+def make_servicer(settings: Settings, deps: NotifyDeps) -> NotifyServicer:
+    return NotifyServicer(
+        NotifyEngine(deps.state, deps.policy, max_future_skew=deps.params.max_future_skew, clock=deps.clock)
+    )
+
+
 def create_server(
     settings: Settings, deps: NotifyDeps | None = None, *, port: int | None = None
 ) -> KindredServer:
-    """Builds (not starts) the server; the caller owns `deps.state` and closes it after stopping."""
+    """A SERVING server around `deps` (built from settings if not given); the caller closes deps."""
     deps = deps or build_deps(settings)
-    engine = NotifyEngine(
-        deps.state, deps.policy, max_future_skew=deps.params.max_future_skew, clock=deps.clock
-    )
-    servicer = NotifyServicer(engine)
-    server = create_grpc_server(
-        settings,
-        name="notify",
-        port=settings.notify_port if port is None else port,
-        register=lambda s: notify_pb2_grpc.add_NotifyServiceServicer_to_server(servicer, s),
-        health_services=[SERVICE_NAME],
-    )
-    server.set_serving(True)  # the rule policy needs nothing loaded; the store opened above
-    return server
+    return create_ready_server(SPEC, settings, make_servicer(settings, deps), port=port)
+
+
+def _load(settings: Settings) -> tuple[NotifyServicer, Callable[[], None]]:
+    deps = build_deps(settings)
+    return make_servicer(settings, deps), deps.state.close
+
+
+SPEC = ServiceSpec(
+    name="notify",
+    grpc_service=SERVICE_NAME,
+    port=lambda settings: settings.notify_port,
+    add_servicer=notify_pb2_grpc.add_NotifyServiceServicer_to_server,
+    load=_load,
+)
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s notify %(levelname)s %(message)s")
-    settings = Settings.from_env()
-    configure_telemetry("notify_svc", settings)
-    deps = build_deps(settings)
-    server = create_server(settings, deps).start()
-
-    def on_stop() -> None:
-        deps.state.close()
-        shutdown_telemetry()
-
-    server.stop_on_signals(on_stop=on_stop)
-    server.wait()
+    run_service(SPEC)

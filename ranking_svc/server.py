@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 import grpc
 
 from kindred.config import Settings
 from kindred.features import RANKER_FEATURES
 from kindred.grpc_client import make_channel
-from kindred.grpc_server import KindredServer, create_grpc_server
+from kindred.grpc_server import KindredServer
 from kindred.models import load_model
+from kindred.service import ServiceSpec, create_ready_server, run_service
 from kindred.store.online import open_online_store
-from kindred.telemetry import configure_telemetry, shutdown_telemetry
 from kindred.v1 import ranking_pb2_grpc
 from ranking_svc.domain import CandidateRetriever, FeatureReader, ScoringModel
 from ranking_svc.recommender import Recommender
@@ -31,6 +32,13 @@ class RankingDeps:
     ranker: ScoringModel
     channel: grpc.Channel | None = None  # owned here, closed on shutdown
 
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        close_store = getattr(self.features, "close", None)
+        if close_store is not None:
+            close_store()
+
 
 def build_deps(settings: Settings) -> RankingDeps:
     # load_model refuses a ranker whose manifest's feature order differs from what we compute.
@@ -44,28 +52,33 @@ def build_deps(settings: Settings) -> RankingDeps:
     )
 
 
+def make_servicer(settings: Settings, deps: RankingDeps) -> RankingServicer:
+    return RankingServicer(
+        Recommender(deps.retriever, deps.features, deps.ranker), settings.default_deadline_s
+    )
+
+
 def create_server(
     settings: Settings, deps: RankingDeps | None = None, *, port: int | None = None
 ) -> KindredServer:
+    """A SERVING server around `deps` (built from settings if not given); the caller closes deps."""
     deps = deps or build_deps(settings)
-    servicer = RankingServicer(
-        Recommender(deps.retriever, deps.features, deps.ranker), settings.default_deadline_s
-    )
-    server = create_grpc_server(
-        settings,
-        name="ranking",
-        port=settings.ranking_port if port is None else port,
-        register=lambda s: ranking_pb2_grpc.add_RankingServiceServicer_to_server(servicer, s),
-        health_services=[SERVICE_NAME],
-    )
-    server.set_serving(True)  # deps are loaded by now: the ranker and the store are ready
-    return server
+    return create_ready_server(SPEC, settings, make_servicer(settings, deps), port=port)
+
+
+def _load(settings: Settings) -> tuple[RankingServicer, Callable[[], None]]:
+    deps = build_deps(settings)
+    return make_servicer(settings, deps), deps.close
+
+
+SPEC = ServiceSpec(
+    name="ranking",
+    grpc_service=SERVICE_NAME,
+    port=lambda settings: settings.ranking_port,
+    add_servicer=ranking_pb2_grpc.add_RankingServiceServicer_to_server,
+    load=_load,
+)
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s ranking %(levelname)s %(message)s")
-    settings = Settings.from_env()
-    configure_telemetry("ranking_svc", settings)
-    server = create_server(settings).start()
-    server.stop_on_signals(on_stop=shutdown_telemetry)
-    server.wait()
+    run_service(SPEC)

@@ -1,8 +1,8 @@
 """Wiring of the retrieval service: creator index + user tower + online store → sources → gRPC.
 
 `build_deps` opens the current creator index, loads the promoted user tower and opens the online
-store; `create_server` checks the model and the index fit together, builds the sources and the
-servicer, and returns a server that reports SERVING (it only exists once everything is loaded).
+store; `make_servicer` checks the model and the index fit together and builds the sources and the
+servicer. `main` listens at once (NOT_SERVING) and waits for the trainer to publish both if needed.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 from kindred.config import Settings
 from kindred.errors import FailedPrecondition, ModelMismatch
 from kindred.features import USER_TOWER_FEATURES, user_tower_features
-from kindred.grpc_server import KindredServer, create_grpc_server
-from kindred.telemetry import configure_telemetry, shutdown_telemetry
+from kindred.grpc_server import KindredServer
+from kindred.service import ServiceSpec, create_ready_server, run_service
 from kindred.v1 import retrieval_pb2_grpc
 from kindred.vectorstore import VectorIndex, open_creator_index
 from retrieval_svc.creators import CreatorCatalogue
@@ -88,11 +88,8 @@ def check_compatible(deps: RetrievalDeps) -> None:
         )
 
 
-def create_server(
-    settings: Settings, deps: RetrievalDeps | None = None, *, port: int | None = None
-) -> KindredServer:
-    """Builds (not starts) the server; the caller owns `deps` and closes them after stopping."""
-    deps = deps or build_deps(settings)
+def make_servicer(settings: Settings, deps: RetrievalDeps) -> RetrievalServicer:
+    """Checks the model and the index fit together, then builds the sources and the servicer."""
     check_compatible(deps)
     popular = PopularSource(deps.store, deps.index, cache_ttl_s=deps.popular_cache_ttl_s)
     two_tower = TwoTowerSource(
@@ -101,31 +98,33 @@ def create_server(
     sources: list[CandidateSource] = [two_tower, popular]  # priority order
     retriever = Retriever(sources, deps.store, model=ModelRef(USER_TOWER, deps.user_tower.version))
     creators = CreatorCatalogue(deps.index, hnsw_ef=deps.hnsw_ef, on_write=[popular.invalidate])
-    servicer = RetrievalServicer(retriever, creators)
-    server = create_grpc_server(
-        settings,
-        name="retrieval",
-        port=settings.retrieval_port if port is None else port,
-        register=lambda s: retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(servicer, s),  # type: ignore[no-untyped-call]
-        health_services=[SERVICE_NAME],
-    )
-    server.set_serving(True)  # index, model and store are loaded and checked above
-    return server
+    return RetrievalServicer(retriever, creators)
+
+
+def create_server(
+    settings: Settings, deps: RetrievalDeps | None = None, *, port: int | None = None
+) -> KindredServer:
+    """A SERVING server around `deps` (built from settings if not given); the caller closes deps."""
+    deps = deps or build_deps(settings)
+    return create_ready_server(SPEC, settings, make_servicer(settings, deps), port=port)
+
+
+def _load(settings: Settings) -> tuple[RetrievalServicer, Callable[[], None]]:
+    deps = _wait_for_deps(settings)
+    return make_servicer(settings, deps), deps.close
+
+
+SPEC = ServiceSpec(
+    name="retrieval",
+    grpc_service=SERVICE_NAME,
+    port=lambda settings: settings.retrieval_port,
+    add_servicer=retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server,
+    load=_load,
+)
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s retrieval %(levelname)s %(message)s")
-    settings = Settings.from_env()
-    configure_telemetry("retrieval_svc", settings)
-    deps = _wait_for_deps(settings)
-    server = create_server(settings, deps).start()
-
-    def on_stop() -> None:
-        deps.close()
-        shutdown_telemetry()
-
-    server.stop_on_signals(on_stop=on_stop)
-    server.wait()
+    run_service(SPEC)
 
 
 def _wait_for_deps(settings: Settings, retry_s: float = 5.0) -> RetrievalDeps:

@@ -1,0 +1,106 @@
+"""How every Kindred service process runs: listen first, load, then report SERVING.
+
+The server starts listening at once with health NOT_SERVING and a stand-in servicer that answers
+UNAVAILABLE, so probes and callers see "alive, not ready" while models and indexes load (which may
+mean waiting for the trainer to publish them). Once `load` returns, the real servicer takes over and
+health flips to SERVING. SIGTERM/SIGINT during loading exits at once; after it, the server drains
+gracefully (NOT_SERVING, in-flight calls finish, then dependencies are closed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from kindred.config import Settings
+from kindred.errors import Unavailable
+from kindred.grpc_server import KindredServer, create_grpc_server
+from kindred.telemetry import configure_telemetry, shutdown_telemetry
+
+log = logging.getLogger(__name__)
+
+
+class PendingServicer:
+    """Stands in for a servicer until `ready()`: every method answers UNAVAILABLE (retryable)."""
+
+    def __init__(self) -> None:
+        self._target: Any = None
+
+    def ready(self, target: Any) -> None:
+        self._target = target
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            target = self._target
+            if target is None:
+                raise Unavailable(f"{method}: the service is still loading its models and indexes")
+            return getattr(target, method)(request, context)
+
+        return call
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # short name: "retrieval", also the OTel service name prefix
+    grpc_service: str  # full name for health and reflection, e.g. "kindred.v1.RetrievalService"
+    port: Callable[[Settings], int]
+    add_servicer: Callable[[Any, grpc.Server], None]  # the generated add_*Servicer_to_server
+    # Opens the dependencies and builds the servicer; returns it with the function that closes them.
+    load: Callable[[Settings], tuple[Any, Callable[[], None]]]
+
+
+def run_service(spec: ServiceSpec, settings: Settings | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {spec.name} %(levelname)s %(message)s")
+    settings = settings or Settings.from_env()
+    configure_telemetry(f"{spec.name}_svc", settings)
+    pending = PendingServicer()
+    server = create_grpc_server(
+        settings,
+        name=spec.name,
+        port=spec.port(settings),
+        register=lambda s: spec.add_servicer(pending, s),
+        health_services=[spec.grpc_service],
+    ).start()
+
+    def exit_while_loading(signum: int, _frame: object) -> None:
+        log.info("%s during start-up: exiting", signal.Signals(signum).name)
+        server.stop(0)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, exit_while_loading)
+    signal.signal(signal.SIGINT, exit_while_loading)
+    log.info("%s listening on port %d (NOT_SERVING while loading)", spec.name, server.port)
+    servicer, close = spec.load(settings)
+
+    def on_stop() -> None:
+        close()
+        shutdown_telemetry()
+
+    server.stop_on_signals(on_stop=on_stop)
+    pending.ready(servicer)
+    server.set_serving(True)
+    log.info("%s SERVING", spec.name)
+    server.wait()
+
+
+def create_ready_server(
+    spec: ServiceSpec, settings: Settings, servicer: Any, *, port: int | None = None
+) -> KindredServer:
+    """A server around an already-built servicer, reporting SERVING (in-process use and tests)."""
+    server = create_grpc_server(
+        settings,
+        name=spec.name,
+        port=spec.port(settings) if port is None else port,
+        register=lambda s: spec.add_servicer(servicer, s),
+        health_services=[spec.grpc_service],
+    )
+    server.set_serving(True)
+    return server
