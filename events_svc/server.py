@@ -12,7 +12,7 @@ from events_svc.servicer import EventServicer
 from kindred.config import Settings
 from kindred.eventlog import EventLog
 from kindred.grpc_server import KindredServer
-from kindred.service import ServiceSpec, create_ready_server, run_service
+from kindred.service import ServiceSpec, run_service
 from kindred.v1 import events_pb2_grpc
 
 SERVICE_NAME = "kindred.v1.EventService"
@@ -44,26 +44,22 @@ def make_servicer(settings: Settings, deps: EventsDeps) -> EventServicer:
     return EventServicer(EventIngestor(deps.sink, clock=deps.clock))
 
 
-def create_server(
-    settings: Settings, deps: EventsDeps | None = None, *, port: int | None = None
-) -> KindredServer:
-    """A SERVING server around `deps` (built from settings if not given); the caller closes deps."""
-    deps = deps or build_deps(settings)
-    return create_ready_server(SPEC, settings, make_servicer(settings, deps), port=port)
-
-
-def _load(settings: Settings) -> tuple[EventServicer, Callable[[], None]]:
-    deps = build_deps(settings)
-    return make_servicer(settings, deps), deps.close
-
-
-SPEC = ServiceSpec(
+SPEC: ServiceSpec[EventsDeps] = ServiceSpec(
     name="events",
     grpc_service=SERVICE_NAME,
     port=lambda settings: settings.events_port,
     add_servicer=events_pb2_grpc.add_EventServiceServicer_to_server,
-    load=_load,
+    build_deps=build_deps,
+    make_servicer=make_servicer,
+    close_deps=lambda deps: deps.close(),
 )
+
+
+def create_server(
+    settings: Settings, deps: EventsDeps | None = None, *, port: int | None = None
+) -> KindredServer:
+    """A SERVING server around `deps` (built from settings if not given); the caller closes deps."""
+    return SPEC.create_server(settings, deps, port=port)
 
 
 def main() -> None:

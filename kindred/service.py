@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 
@@ -47,17 +47,42 @@ class PendingServicer:
         return call
 
 
+Deps = TypeVar("Deps")
+
+
 @dataclasses.dataclass(frozen=True)
-class ServiceSpec:
+class ServiceSpec(Generic[Deps]):
+    """What differs between services; everything else about running one is shared."""
+
     name: str  # short name: "retrieval", also the OTel service name prefix
     grpc_service: str  # full name for health and reflection, e.g. "kindred.v1.RetrievalService"
     port: Callable[[Settings], int]
     add_servicer: Callable[[Any, grpc.Server], None]  # the generated add_*Servicer_to_server
-    # Opens the dependencies and builds the servicer; returns it with the function that closes them.
-    load: Callable[[Settings], tuple[Any, Callable[[], None]]]
+    build_deps: Callable[[Settings], Deps]  # opens models, indexes, stores (may wait for them)
+    make_servicer: Callable[[Settings, Deps], Any]
+    close_deps: Callable[[Deps], None]
+
+    def create_server(
+        self, settings: Settings, deps: Deps | None = None, *, port: int | None = None
+    ) -> KindredServer:
+        """A SERVING server around `deps` (built from settings if not given); the caller closes deps.
+
+        For in-process use and tests; a service process runs through `run_service`.
+        """
+        deps = self.build_deps(settings) if deps is None else deps
+        servicer = self.make_servicer(settings, deps)
+        server = create_grpc_server(
+            settings,
+            name=self.name,
+            port=self.port(settings) if port is None else port,
+            register=lambda s: self.add_servicer(servicer, s),
+            health_services=[self.grpc_service],
+        )
+        server.set_serving(True)
+        return server
 
 
-def run_service(spec: ServiceSpec, settings: Settings | None = None) -> None:
+def run_service(spec: ServiceSpec[Any], settings: Settings | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {spec.name} %(levelname)s %(message)s")
     settings = settings or Settings.from_env()
     configure_telemetry(f"{spec.name}_svc", settings)
@@ -78,10 +103,11 @@ def run_service(spec: ServiceSpec, settings: Settings | None = None) -> None:
     signal.signal(signal.SIGTERM, exit_while_loading)
     signal.signal(signal.SIGINT, exit_while_loading)
     log.info("%s listening on port %d (NOT_SERVING while loading)", spec.name, server.port)
-    servicer, close = spec.load(settings)
+    deps = spec.build_deps(settings)
+    servicer = spec.make_servicer(settings, deps)
 
     def on_stop() -> None:
-        close()
+        spec.close_deps(deps)
         shutdown_telemetry()
 
     server.stop_on_signals(on_stop=on_stop)
@@ -89,18 +115,3 @@ def run_service(spec: ServiceSpec, settings: Settings | None = None) -> None:
     server.set_serving(True)
     log.info("%s SERVING", spec.name)
     server.wait()
-
-
-def create_ready_server(
-    spec: ServiceSpec, settings: Settings, servicer: Any, *, port: int | None = None
-) -> KindredServer:
-    """A server around an already-built servicer, reporting SERVING (in-process use and tests)."""
-    server = create_grpc_server(
-        settings,
-        name=spec.name,
-        port=spec.port(settings) if port is None else port,
-        register=lambda s: spec.add_servicer(servicer, s),
-        health_services=[spec.grpc_service],
-    )
-    server.set_serving(True)
-    return server

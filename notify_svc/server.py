@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 
 from kindred.config import Settings
 from kindred.grpc_server import KindredServer
-from kindred.service import ServiceSpec, create_ready_server, run_service
+from kindred.service import ServiceSpec, run_service
 from kindred.v1 import notify_pb2_grpc
 from notify_svc.engine import Clock, NotifyEngine, utc_now
 from notify_svc.policy import DecisionPolicy, PolicyParams, RulePolicy
@@ -46,26 +45,22 @@ def make_servicer(settings: Settings, deps: NotifyDeps) -> NotifyServicer:
     )
 
 
-def create_server(
-    settings: Settings, deps: NotifyDeps | None = None, *, port: int | None = None
-) -> KindredServer:
-    """A SERVING server around `deps` (built from settings if not given); the caller closes deps."""
-    deps = deps or build_deps(settings)
-    return create_ready_server(SPEC, settings, make_servicer(settings, deps), port=port)
-
-
-def _load(settings: Settings) -> tuple[NotifyServicer, Callable[[], None]]:
-    deps = build_deps(settings)
-    return make_servicer(settings, deps), deps.state.close
-
-
-SPEC = ServiceSpec(
+SPEC: ServiceSpec[NotifyDeps] = ServiceSpec(
     name="notify",
     grpc_service=SERVICE_NAME,
     port=lambda settings: settings.notify_port,
     add_servicer=notify_pb2_grpc.add_NotifyServiceServicer_to_server,
-    load=_load,
+    build_deps=build_deps,
+    make_servicer=make_servicer,
+    close_deps=lambda deps: deps.state.close(),
 )
+
+
+def create_server(
+    settings: Settings, deps: NotifyDeps | None = None, *, port: int | None = None
+) -> KindredServer:
+    """A SERVING server around `deps` (built from settings if not given); the caller closes deps."""
+    return SPEC.create_server(settings, deps, port=port)
 
 
 def main() -> None:

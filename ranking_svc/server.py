@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 
 import grpc
 
@@ -13,7 +12,7 @@ from kindred.features import RANKER_FEATURES
 from kindred.grpc_client import make_channel
 from kindred.grpc_server import KindredServer
 from kindred.models import load_model
-from kindred.service import ServiceSpec, create_ready_server, run_service
+from kindred.service import ServiceSpec, run_service
 from kindred.store.online import open_online_store
 from kindred.v1 import ranking_pb2_grpc
 from ranking_svc.domain import CandidateRetriever, FeatureReader, ScoringModel
@@ -58,26 +57,22 @@ def make_servicer(settings: Settings, deps: RankingDeps) -> RankingServicer:
     )
 
 
-def create_server(
-    settings: Settings, deps: RankingDeps | None = None, *, port: int | None = None
-) -> KindredServer:
-    """A SERVING server around `deps` (built from settings if not given); the caller closes deps."""
-    deps = deps or build_deps(settings)
-    return create_ready_server(SPEC, settings, make_servicer(settings, deps), port=port)
-
-
-def _load(settings: Settings) -> tuple[RankingServicer, Callable[[], None]]:
-    deps = build_deps(settings)
-    return make_servicer(settings, deps), deps.close
-
-
-SPEC = ServiceSpec(
+SPEC: ServiceSpec[RankingDeps] = ServiceSpec(
     name="ranking",
     grpc_service=SERVICE_NAME,
     port=lambda settings: settings.ranking_port,
     add_servicer=ranking_pb2_grpc.add_RankingServiceServicer_to_server,
-    load=_load,
+    build_deps=build_deps,
+    make_servicer=make_servicer,
+    close_deps=lambda deps: deps.close(),
 )
+
+
+def create_server(
+    settings: Settings, deps: RankingDeps | None = None, *, port: int | None = None
+) -> KindredServer:
+    """A SERVING server around `deps` (built from settings if not given); the caller closes deps."""
+    return SPEC.create_server(settings, deps, port=port)
 
 
 def main() -> None:

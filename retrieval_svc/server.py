@@ -18,7 +18,7 @@ from kindred.config import Settings
 from kindred.errors import FailedPrecondition, ModelMismatch
 from kindred.features import USER_TOWER_FEATURES, user_tower_features
 from kindred.grpc_server import KindredServer
-from kindred.service import ServiceSpec, create_ready_server, run_service
+from kindred.service import ServiceSpec, run_service
 from kindred.v1 import retrieval_pb2_grpc
 from kindred.vectorstore import VectorIndex, open_creator_index
 from retrieval_svc.creators import CreatorCatalogue
@@ -101,32 +101,6 @@ def make_servicer(settings: Settings, deps: RetrievalDeps) -> RetrievalServicer:
     return RetrievalServicer(retriever, creators)
 
 
-def create_server(
-    settings: Settings, deps: RetrievalDeps | None = None, *, port: int | None = None
-) -> KindredServer:
-    """A SERVING server around `deps` (built from settings if not given); the caller closes deps."""
-    deps = deps or build_deps(settings)
-    return create_ready_server(SPEC, settings, make_servicer(settings, deps), port=port)
-
-
-def _load(settings: Settings) -> tuple[RetrievalServicer, Callable[[], None]]:
-    deps = _wait_for_deps(settings)
-    return make_servicer(settings, deps), deps.close
-
-
-SPEC = ServiceSpec(
-    name="retrieval",
-    grpc_service=SERVICE_NAME,
-    port=lambda settings: settings.retrieval_port,
-    add_servicer=retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server,
-    load=_load,
-)
-
-
-def main() -> None:
-    run_service(SPEC)
-
-
 def _wait_for_deps(settings: Settings, retry_s: float = 5.0) -> RetrievalDeps:
     # A fresh deployment may start before the trainer published an index and a model: wait for them
     # (not ready, not crash-looping). A model that does not fit is an error no waiting fixes.
@@ -138,3 +112,25 @@ def _wait_for_deps(settings: Settings, retry_s: float = 5.0) -> RetrievalDeps:
         except FailedPrecondition as exc:
             log.warning("not ready: %s; retrying in %.0f s", exc, retry_s)
             time.sleep(retry_s)
+
+
+SPEC: ServiceSpec[RetrievalDeps] = ServiceSpec(
+    name="retrieval",
+    grpc_service=SERVICE_NAME,
+    port=lambda settings: settings.retrieval_port,
+    add_servicer=retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server,
+    build_deps=_wait_for_deps,
+    make_servicer=make_servicer,
+    close_deps=lambda deps: deps.close(),
+)
+
+
+def create_server(
+    settings: Settings, deps: RetrievalDeps | None = None, *, port: int | None = None
+) -> KindredServer:
+    """A SERVING server around `deps` (built from settings if not given); the caller closes deps."""
+    return SPEC.create_server(settings, deps, port=port)
+
+
+def main() -> None:
+    run_service(SPEC)
