@@ -1,13 +1,26 @@
-"""Recommend: retrieve candidates, join online features, score with the learned ranker, take the top k.
+"""Recommend: retrieve candidates, join online features, score, re-rank, explain, take the top k.
 
-Fallbacks keep a fan with history from ever seeing an empty page: if retrieval is down we serve the
-popular list from the online store; if the ranker fails we keep retrieval's order. Either way the
-response says which fallback served it, and the trace and metrics record it.
+Stages, each leaving its mark on the candidates: retrieval (`source`, `sources`, `scores["retrieval"]`
+and one score per source, retrieval's reasons) → the learned ranker (`scores["ranker"]`) → re-ranking
+(ranking_svc.rerank: freshness, diversity, exposure budget, per-group cap; `scores["final"]`) →
+explanations (ranking_svc.explain: the strongest fan/creator facts in words, first in `reasons`).
+
+Cold start: a fan the online store does not know yet, whose request carries onboarding interests in
+`Filters.categories` (and a locale or language), is ranked with a stand-in fan row built from them
+(`RequestHints.onboarding_row`), so the ranker's interest and language features fire on the first
+request. The filters themselves go to retrieval unchanged.
+
+Fallbacks keep a fan with history from ever seeing an empty page: if retrieval is down or returns
+nothing we serve the popular lists from the online store (the fan's interest categories first); if
+the ranker fails we keep retrieval's order; if re-ranking or explaining fails we keep the ranker's
+order. Each time the response says which fallback served it, and the trace and metrics record it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,9 +34,12 @@ from ranking_svc.domain import (
     CandidateRetriever,
     FeatureReader,
     Recommendation,
+    RequestHints,
     ScoredCandidate,
     ScoringModel,
 )
+from ranking_svc.explain import ExplainParams, FanProfile, explain, following_to_read
+from ranking_svc.rerank import RerankConfig, Reranker, Slate
 
 log = logging.getLogger(__name__)
 tracer = get_tracer(__name__)
@@ -33,13 +49,31 @@ MAX_K = 200
 RETRIEVAL_MULTIPLIER = 5
 MIN_RETRIEVE = 100
 POPULAR_SOURCE = "CANDIDATE_SOURCE_POPULAR"
+# Popular ids read per fallback page, before the request's filters drop some.
+FALLBACK_READ_MULTIPLIER = 4
+
+Row = Mapping[str, Any]
 
 
 class Recommender:
-    def __init__(self, retriever: CandidateRetriever, features: FeatureReader, ranker: ScoringModel) -> None:
+    def __init__(
+        self,
+        retriever: CandidateRetriever,
+        features: FeatureReader,
+        ranker: ScoringModel,
+        *,
+        rerank: RerankConfig | Reranker | None = None,
+        explain: ExplainParams | None = None,
+    ) -> None:
+        """`rerank`: parameters of the standard steps (default: their documented defaults) or a
+        ready `Reranker` with steps of its own."""
         self._retriever = retriever
         self._features = features
         self._ranker = ranker
+        if not isinstance(rerank, Reranker):
+            rerank = Reranker.from_config(rerank if rerank is not None else RerankConfig())
+        self._reranker = rerank
+        self._explain = explain if explain is not None else ExplainParams()
         self._degraded = get_meter(__name__).create_counter(schema.METRIC_DEGRADED)
 
     @property
@@ -53,30 +87,72 @@ class Recommender:
             raise InvalidArgument("fan_id", "is required")
         if not 1 <= k <= MAX_K:
             raise InvalidArgument("k", f"must be between 1 and {MAX_K}, got {k}")
+        hints = RequestHints.from_request(filters, context)
         want = max(MIN_RETRIEVE, k * RETRIEVAL_MULTIPLIER)
         try:
             retrieved = self._retriever.retrieve(fan_id, want, filters, context, timeout_s)
         except Unavailable as exc:
             log.warning("retrieval unavailable, serving popular: %s", exc)
-            return self._fallback_popular(fan_id, k, reason="retrieval_unavailable")
+            return self._fallback_popular(fan_id, k, filters, hints, reason="retrieval_unavailable")
         if not retrieved.candidates:
-            return Recommendation([], self._ranker.version, retrieved.model_version)
+            # Every source came back empty or skipped: popular, filtered the same way, beats nothing.
+            return self._fallback_popular(
+                fan_id, k, filters, hints, reason="retrieval_empty", retriever_version=retrieved.model_version
+            )
+        candidates = retrieved.candidates
         try:
-            ranked = self.rank(fan_id, retrieved.candidates)
-            fallback = ""
+            fan_row, creator_rows, following_rows = self._read_rows(fan_id, candidates, hints)
+            ranked, order = self._score(fan_row, candidates, creator_rows)
         except Exception:
             log.exception("ranker failed; serving retrieval order")
-            ranked = retrieved.candidates
-            fallback = "ranker_failed"
+            self._record_fallback("ranker_failed")
+            return Recommendation(
+                candidates[:k], self._ranker.version, retrieved.model_version, "ranker_failed"
+            )
+        try:
+            page = self._rerank_and_explain(
+                ranked, [creator_rows[i] for i in order], fan_row, following_rows, k
+            )
+            fallback = ""
+        except Exception:
+            log.exception("re-ranking failed; serving the ranker's order")
+            page, fallback = ranked[:k], "rerank_failed"
             self._record_fallback(fallback)
-        return Recommendation(ranked[:k], self._ranker.version, retrieved.model_version, fallback)
+        return Recommendation(page, self._ranker.version, retrieved.model_version, fallback)
 
-    def rank(self, fan_id: str, candidates: list[ScoredCandidate]) -> list[ScoredCandidate]:
-        """Scores candidates with the ONNX ranker and sorts them, best first."""
+    def rank(
+        self, fan_id: str, candidates: list[ScoredCandidate], *, k: int | None = None
+    ) -> list[ScoredCandidate]:
+        """Scores, re-ranks and explains `candidates`; the first `k` (default: all) form the page."""
+        if not candidates:
+            return []
+        fan_row, creator_rows, following_rows = self._read_rows(fan_id, candidates, RequestHints())
+        ranked, order = self._score(fan_row, candidates, creator_rows)
+        page = len(ranked) if k is None else k
+        return self._rerank_and_explain(
+            ranked, [creator_rows[i] for i in order], fan_row, following_rows, page
+        )
+
+    def _read_rows(
+        self, fan_id: str, candidates: Sequence[ScoredCandidate], hints: RequestHints
+    ) -> tuple[Row | None, list[Row | None], list[Row | None]]:
+        """The fan row (or its onboarding stand-in), the candidates' rows, rows of creators it follows."""
         with tracer.start_as_current_span(schema.SPAN_ONLINE_STORE_GET) as span:
             span.set_attribute(schema.CANDIDATES, len(candidates))
-            fan_row = self._features.get("fan", [fan_id])[0] or {}
-            creator_rows = self._features.get("creator", [c.item_id for c in candidates])
+            fan_row: Row | None = self._features.get("fan", [fan_id])[0]
+            if fan_row is None:
+                fan_row = hints.onboarding_row(fan_id)
+            follows = following_to_read(fan_row)
+            # One read for both: the explanations' "you follow 2 creators in Podcasts" needs categories.
+            rows: list[Row | None] = list(
+                self._features.get("creator", [c.item_id for c in candidates] + follows)
+            )
+        return fan_row, rows[: len(candidates)], rows[len(candidates) :]
+
+    def _score(
+        self, fan_row: Row | None, candidates: Sequence[ScoredCandidate], creator_rows: Sequence[Row | None]
+    ) -> tuple[list[ScoredCandidate], list[int]]:
+        """Candidates sorted by the ranker (best first) with scores["ranker"], and the sorting order."""
         # Two-tower score is absent for candidates from other sources: None tells the model so.
         matrix = ranker_features_batch(
             fan_row,
@@ -90,31 +166,120 @@ class Recommender:
             span.set_attribute(schema.MODEL_VERSION, self._ranker.version)
             span.set_attribute(schema.BATCH_SIZE, len(candidates))
             scores = np.asarray(self._ranker.run(matrix), dtype=np.float64).reshape(-1)
+        if scores.shape != (len(candidates),) or not np.all(np.isfinite(scores)):
+            raise ValueError(f"ranker returned {scores.shape} scores (finite: {np.isfinite(scores).all()})")
         for candidate, score in zip(candidates, scores, strict=True):
             candidate.scores["ranker"] = float(score)
             candidate.scores["final"] = float(score)
-        order = np.argsort(-scores, kind="stable")
-        return [candidates[i] for i in order]
+        order = [int(i) for i in np.argsort(-scores, kind="stable")]
+        return [candidates[i] for i in order], order
 
-    def _fallback_popular(self, fan_id: str, k: int, *, reason: str) -> Recommendation:
+    def _rerank_and_explain(
+        self,
+        ranked: list[ScoredCandidate],
+        creator_rows: Sequence[Row | None],
+        fan_row: Row | None,
+        following_rows: Sequence[Row | None],
+        page: int,
+    ) -> list[ScoredCandidate]:
+        with tracer.start_as_current_span(schema.SPAN_RERANK) as span:
+            span.set_attribute(schema.CANDIDATES, len(ranked))
+            row_of = {c.item_id: r for c, r in zip(ranked, creator_rows, strict=True)}
+            out = self._reranker.rerank(Slate.from_rows(ranked, creator_rows), page)
+            # Only the page is explained: the rest is never shown.
+            explain(
+                out,
+                [row_of[c.item_id] for c in out],
+                FanProfile.build(fan_row, following_rows),
+                self._explain,
+            )
+            return out
+
+    def _fallback_popular(
+        self,
+        fan_id: str,
+        k: int,
+        filters: Any,
+        hints: RequestHints,
+        *,
+        reason: str,
+        retriever_version: str = "",
+    ) -> Recommendation:
+        """The popular lists, honouring the request's filters; category lists first, interleaved.
+
+        Categories: the request's (for a known fan a filter, for a new one onboarding interests that
+        only lead), else the fan row's interests; the global list follows.
+        """
         self._record_fallback(reason)
-        row = self._features.get("popular", ["global"])[0] or {}
-        following = set((self._features.get("fan", [fan_id])[0] or {}).get("following", []))
+        fan = self._features.get("fan", [fan_id])[0]
+        onboarding = fan is None
+        categories = list(hints.interests) or [str(c) for c in (fan or {}).get("interests") or ()]
+        lists = self._features.get("popular", [f"category:{c}" for c in categories] + ["global"])
+        labels = [f"popular in {c}" for c in categories] + ["popular on Kindred right now"]
+        ranked_lists = [
+            list(zip((row or {}).get("creator_ids", []), (row or {}).get("scores", []), strict=False))
+            for row in lists
+        ]
+        merged: dict[str, tuple[float, str]] = {}
+        for depth in range(max((len(x) for x in ranked_lists[:-1]), default=0)):
+            for entries, label in zip(ranked_lists[:-1], labels, strict=False):
+                if depth < len(entries):
+                    merged.setdefault(str(entries[depth][0]), (float(entries[depth][1]), label))
+        for creator_id, score in ranked_lists[-1]:
+            merged.setdefault(str(creator_id), (float(score), labels[-1]))
+        known = set((fan or {}).get("following") or ()) | set(
+            getattr(filters, "exclude_item_ids", None) or ()
+        )
+        ids = [c for c in merged if c not in known][: k * FALLBACK_READ_MULTIPLIER]
+        check = _RowFilter.of(filters, categories_filter=not onboarding)
+        rows = self._features.get("creator", ids) if check.needs_rows else [None] * len(ids)
         items = [
             ScoredCandidate(
                 item_id=creator_id,
                 source=POPULAR_SOURCE,
                 sources=[POPULAR_SOURCE],
-                scores={"popularity": float(score), "final": float(score)},
-                reasons=["popular on Kindred right now"],
+                scores={"popularity": merged[creator_id][0], "final": merged[creator_id][0]},
+                reasons=[merged[creator_id][1]],
             )
-            for creator_id, score in zip(row.get("creator_ids", []), row.get("scores", []), strict=False)
-            if creator_id not in following
+            for creator_id, row in zip(ids, rows, strict=True)
+            if check.passes(row)
         ]
-        return Recommendation(items[:k], self._ranker.version, "", reason)
+        return Recommendation(items[:k], self._ranker.version, retriever_version, reason)
 
     def _record_fallback(self, reason: str) -> None:
         self._degraded.add(1, {schema.FALLBACK: reason})
         span = trace.get_current_span()
         span.set_attribute(schema.FALLBACK, reason)
         span.set_attribute(schema.DEGRADED, True)
+
+
+@dataclasses.dataclass(frozen=True)
+class _RowFilter:
+    """The request's payload filters applied to creator rows (the popular lists carry no payloads)."""
+
+    languages: frozenset[str]
+    categories: frozenset[str]
+    exclude_mature: bool
+
+    @classmethod
+    def of(cls, filters: Any, *, categories_filter: bool) -> _RowFilter:
+        return cls(
+            frozenset(getattr(filters, "languages", None) or ()),
+            frozenset(getattr(filters, "categories", None) or ()) if categories_filter else frozenset(),
+            bool(getattr(filters, "exclude_mature", False)),
+        )
+
+    @property
+    def needs_rows(self) -> bool:
+        return bool(self.languages or self.categories or self.exclude_mature)
+
+    def passes(self, row: Row | None) -> bool:
+        if not self.needs_rows:
+            return True
+        if row is None:
+            return False  # cannot show that it is allowed
+        if self.languages and str(row.get("language") or "") not in self.languages:
+            return False
+        if self.categories and str(row.get("category") or "") not in self.categories:
+            return False
+        return not (self.exclude_mature and row.get("mature"))

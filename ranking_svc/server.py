@@ -1,9 +1,18 @@
-"""Wiring of the ranking service: load the ranker, open the feature store, connect to retrieval."""
+"""Wiring of the ranking service: load the ranker, open the feature store, connect to retrieval.
+
+Re-ranking and explanation parameters default to the documented values in ranking_svc.rerank and
+ranking_svc.explain. A deployment overrides them in `<data_dir>/config/ranking.json`, read once at
+start-up, e.g. `{"rerank": {"diversity": {"lam": 0.7}, "exposure": null}, "explain": {"max_reasons": 2}}`
+(`null` switches a step off; unknown keys fail the start, as unknown settings do).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -16,11 +25,14 @@ from kindred.service import ServiceSpec, run_service
 from kindred.store.online import open_online_store
 from kindred.v1 import ranking_pb2_grpc
 from ranking_svc.domain import CandidateRetriever, FeatureReader, ScoringModel
+from ranking_svc.explain import ExplainParams
 from ranking_svc.recommender import Recommender
+from ranking_svc.rerank import RerankConfig, params_from_mapping
 from ranking_svc.retrieval_client import GrpcRetriever
 from ranking_svc.servicer import RankingServicer
 
 SERVICE_NAME = "kindred.v1.RankingService"
+CONFIG_FILE = Path("config") / "ranking.json"  # under Settings.data_dir
 log = logging.getLogger(__name__)
 
 
@@ -30,6 +42,8 @@ class RankingDeps:
     features: FeatureReader
     ranker: ScoringModel
     channel: grpc.Channel | None = None  # owned here, closed on shutdown
+    rerank: RerankConfig = dataclasses.field(default_factory=RerankConfig)
+    explain: ExplainParams = dataclasses.field(default_factory=ExplainParams)
 
     def close(self) -> None:
         if self.channel is not None:
@@ -39,7 +53,25 @@ class RankingDeps:
             close_store()
 
 
+def load_ranking_config(settings: Settings) -> tuple[RerankConfig, ExplainParams]:
+    """The re-rank and explanation parameters: defaults, overridden by `<data_dir>/config/ranking.json`."""
+    path = settings.data_dir / CONFIG_FILE
+    if not path.exists():
+        return RerankConfig(), ExplainParams()
+    try:
+        data: Any = json.loads(path.read_text())
+        if not isinstance(data, dict) or set(data) - {"rerank", "explain"}:
+            raise ValueError('expected an object with the keys "rerank" and/or "explain"')
+        rerank = RerankConfig.from_mapping(data.get("rerank") or {})
+        explain = params_from_mapping(ExplainParams, data.get("explain") or {}, where="explain")
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+        raise ValueError(f"{path}: {exc}") from exc
+    log.info("ranking config from %s: %s, %s", path, rerank, explain)
+    return rerank, explain
+
+
 def build_deps(settings: Settings) -> RankingDeps:
+    rerank, explain = load_ranking_config(settings)  # first: a bad file fails before anything opens
     # load_model refuses a ranker whose manifest's feature order differs from what we compute.
     ranker = load_model(settings.resolved_models_dir, "ranker", expected_features=RANKER_FEATURES)
     channel = make_channel(settings.resolved_retrieval_target)
@@ -48,13 +80,16 @@ def build_deps(settings: Settings) -> RankingDeps:
         features=open_online_store(settings),
         ranker=ranker,
         channel=channel,
+        rerank=rerank,
+        explain=explain,
     )
 
 
 def make_servicer(settings: Settings, deps: RankingDeps) -> RankingServicer:
-    return RankingServicer(
-        Recommender(deps.retriever, deps.features, deps.ranker), settings.default_deadline_s
+    recommender = Recommender(
+        deps.retriever, deps.features, deps.ranker, rerank=deps.rerank, explain=deps.explain
     )
+    return RankingServicer(recommender, settings.default_deadline_s)
 
 
 SPEC: ServiceSpec[RankingDeps] = ServiceSpec(

@@ -1,8 +1,11 @@
-"""Recommender domain with fakes: ranking order, fallbacks, validation; and the servicer on port 0."""
+"""Recommender domain with fakes: ranking order, re-ranking and explanations end to end, cold start,
+fallbacks, validation; and the servicer on port 0."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -12,14 +15,17 @@ import pytest
 from kindred.config import Settings
 from kindred.errors import InvalidArgument, Unavailable
 from kindred.features import RANKER_FEATURES
-from kindred.v1 import ranking_pb2, ranking_pb2_grpc
+from kindred.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc
 from ranking_svc.domain import RetrievalResult, ScoredCandidate
+from ranking_svc.explain import ExplainParams
 from ranking_svc.recommender import Recommender
-from ranking_svc.server import RankingDeps, create_server
+from ranking_svc.rerank import CapParams, DiversityParams, RerankConfig, Reranker
+from ranking_svc.server import RankingDeps, create_server, load_ranking_config
 
 TWO_TOWER = "CANDIDATE_SOURCE_TWO_TOWER"
 POPULAR = "CANDIDATE_SOURCE_POPULAR"
 TT_COLUMN = RANKER_FEATURES.index("cross.two_tower_score")
+INTEREST_COLUMN = RANKER_FEATURES.index("cross.category_interest")
 
 
 class FakeRetriever:
@@ -29,13 +35,18 @@ class FakeRetriever:
         self.candidates = candidates
         self.down = down
         self.asked_k: list[int] = []
+        self.filters: list[Any] = []
 
     def retrieve(self, fan_id: str, k: int, filters: Any, context: Any, timeout_s: float) -> RetrievalResult:
         self.asked_k.append(k)
+        self.filters.append(filters)
         if self.down:
             raise Unavailable("retrieval is down")
         return RetrievalResult(
-            [ScoredCandidate(c.item_id, c.source, list(c.sources), dict(c.scores)) for c in self.candidates],
+            [
+                ScoredCandidate(c.item_id, c.source, list(c.sources), dict(c.scores), list(c.reasons))
+                for c in self.candidates
+            ],
             "tt-v1",
             {},
         )
@@ -121,6 +132,151 @@ def test_bad_requests_name_the_field(fan: str, k: int, field: str) -> None:
     assert info.value.field == field
 
 
+class InterestRanker:
+    """Scores by the "category matches the fan's interests" feature; the two-tower score breaks ties."""
+
+    name = "ranker"
+    version = "r-interest"
+
+    def run(self, features: np.ndarray) -> np.ndarray:
+        return (features[:, INTEREST_COLUMN] + 0.1 * features[:, TT_COLUMN]).astype(np.float32)
+
+
+CATEGORY_OF = {f"m{i}": "Music" for i in range(6)} | {f"k{i}": "Cooking" for i in range(6)}
+
+
+def _catalogue_candidates() -> list[ScoredCandidate]:
+    """Six Music creators ahead of six Cooking ones in two-tower order (m0 best ... k5 worst)."""
+    ids = [f"m{i}" for i in range(6)] + [f"k{i}" for i in range(6)]
+    return [
+        ScoredCandidate(
+            c,
+            TWO_TOWER,
+            [TWO_TOWER],
+            {"two_tower": 1.0 - i / 20, "retrieval": 1.0 - i / 20},
+            ["from retrieval"],
+        )
+        for i, c in enumerate(ids)
+    ]
+
+
+CATALOGUE = DictStore(
+    {
+        "fan": {
+            "fan-with-row": {
+                "fan_id": "fan-with-row",
+                "history": ["m9"],
+                "following": ["m9", "m8"],
+                "language": "en",
+            }
+        },
+        "creator": {
+            **{
+                c: {"creator_id": c, "category": cat, "language": "en", "n_followers": 500, "created_at": 0.0}
+                for c, cat in CATEGORY_OF.items()
+            },
+            "m8": {"creator_id": "m8", "category": "Music"},
+            "m9": {"creator_id": "m9", "category": "Music"},
+            "x-mature": {"creator_id": "x-mature", "category": "Cooking", "mature": True},
+        },
+        "popular": {
+            "global": {"creator_ids": ["m0", "x-mature", "k0", "m1"], "scores": [0.9, 0.8, 0.7, 0.6]},
+            "category:Cooking": {"creator_ids": ["x-mature", "k3", "k4"], "scores": [0.9, 0.5, 0.4]},
+        },
+    }
+)
+
+
+def test_new_fans_onboarding_interests_personalise_the_first_page() -> None:
+    retriever = FakeRetriever(_catalogue_candidates())
+    recommender = Recommender(retriever, CATALOGUE, InterestRanker())
+    pages = {}
+    for interest in ("Music", "Cooking"):
+        filters = common_pb2.Filters(categories=[interest])
+        result = recommender.recommend(f"new-{interest}", 3, filters=filters, context=None, timeout_s=1)
+        assert result.fallback == ""
+        assert all(CATEGORY_OF[c.item_id] == interest for c in result.items)
+        assert all(c.reasons[0] == f"matches your interest in {interest}" for c in result.items)
+        assert retriever.filters[-1] is filters  # the filters reach retrieval unchanged
+        pages[interest] = [c.item_id for c in result.items]
+    assert pages == {"Music": ["m0", "m1", "m2"], "Cooking": ["k0", "k1", "k2"]}
+
+
+def test_a_known_fans_categories_are_a_filter_not_interests() -> None:
+    recommender = Recommender(FakeRetriever(_catalogue_candidates()), CATALOGUE, InterestRanker())
+    filters = common_pb2.Filters(categories=["Cooking"])
+    result = recommender.recommend("fan-with-row", 3, filters=filters, context=None, timeout_s=1)
+    # The stored row has no interests: the interest feature stays off (were Cooking taken for an
+    # interest, k0.. would lead), two-tower order decides.
+    assert [c.item_id for c in result.items] == ["m0", "m1", "m2"]
+
+
+def test_every_item_carries_source_stage_scores_rerank_trace_and_explanations() -> None:
+    recommender = Recommender(
+        FakeRetriever(_catalogue_candidates()),
+        CATALOGUE,
+        TwoTowerScoreRanker(),
+        rerank=RerankConfig(cap=CapParams(max_per_group=2)),
+    )
+    result = recommender.recommend("fan-with-row", 4, filters=None, context=None, timeout_s=1)
+    # Two-tower order is m0 m1 m2 ...; the cap of 2 per category lets the best Cooking creators in.
+    assert [c.item_id for c in result.items] == ["m0", "m1", "k0", "k1"]
+    for item in result.items:
+        assert item.source == TWO_TOWER and item.sources == [TWO_TOWER]
+        assert {"two_tower", "retrieval", "ranker", "relevance", "ranker_position", "final"} <= set(
+            item.scores
+        )
+        assert "from retrieval" in item.reasons  # retrieval's reasons are kept
+        assert "matches your language" in item.reasons  # and the ranker's added, from the rows
+    assert result.items[0].reasons[0] == "you follow 2 creators in Music"
+    assert result.items[2].scores["ranker_position"] == 7.0  # k0 was 7th in the ranker's order
+
+
+def test_retrieval_returning_nothing_serves_popular_rather_than_an_empty_page() -> None:
+    result = Recommender(FakeRetriever([]), STORE, TwoTowerScoreRanker()).recommend(
+        "f1", 5, filters=None, context=None, timeout_s=1
+    )
+    assert result.fallback == "retrieval_empty"
+    assert [c.item_id for c in result.items] == ["c3", "c1"]
+
+
+def test_popular_fallback_leads_with_a_new_fans_interests_and_honours_filters() -> None:
+    recommender = Recommender(FakeRetriever([], down=True), CATALOGUE, TwoTowerScoreRanker())
+    filters = common_pb2.Filters(categories=["Cooking"], exclude_mature=True)
+    result = recommender.recommend("brand-new", 4, filters=filters, context=None, timeout_s=1)
+    assert result.fallback == "retrieval_unavailable"
+    assert [c.item_id for c in result.items] == ["k3", "k4", "m0", "k0"]
+    assert result.items[0].reasons == ["popular in Cooking"]
+    assert result.items[2].reasons == ["popular on Kindred right now"]
+
+
+class BrokenStep:
+    name = "broken"
+
+    def apply(self, items: list[Any], page: int) -> list[Any]:
+        raise RuntimeError("bug in a re-rank rule")
+
+
+def test_a_failing_rerank_rule_serves_the_rankers_order_and_says_so() -> None:
+    recommender = Recommender(
+        FakeRetriever(_candidates()), STORE, TwoTowerScoreRanker(), rerank=Reranker([BrokenStep()])
+    )
+    result = recommender.recommend("f1", 3, filters=None, context=None, timeout_s=1)
+    assert result.fallback == "rerank_failed"
+    assert [c.item_id for c in result.items] == ["c2", "c4", "c1"]
+
+
+def test_a_ranker_returning_garbage_counts_as_failing() -> None:
+    class NaNRanker(TwoTowerScoreRanker):
+        def run(self, features: np.ndarray) -> np.ndarray:
+            return np.full(features.shape[0], np.nan, dtype=np.float32)
+
+    result = Recommender(FakeRetriever(_candidates()), STORE, NaNRanker()).recommend(
+        "f1", 2, filters=None, context=None, timeout_s=1
+    )
+    assert result.fallback == "ranker_failed" and [c.item_id for c in result.items] == ["c1", "c2"]
+
+
 @pytest.fixture()
 def stub() -> Iterator[ranking_pb2_grpc.RankingServiceStub]:
     deps = RankingDeps(retriever=FakeRetriever(_candidates()), features=STORE, ranker=TwoTowerScoreRanker())
@@ -148,3 +304,37 @@ def test_servicer_maps_bad_input_to_invalid_argument(stub: ranking_pb2_grpc.Rank
             timeout=5,
         )
     assert "candidates[0].item_id" in (info.value.details() or "")
+
+
+def test_servicer_passes_onboarding_interests_through() -> None:
+    deps = RankingDeps(
+        retriever=FakeRetriever(_catalogue_candidates()), features=CATALOGUE, ranker=InterestRanker()
+    )
+    server = create_server(Settings.from_env({}), deps, port=0).start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = ranking_pb2_grpc.RankingServiceStub(channel)
+            request = ranking_pb2.RecommendRequest(
+                fan_id="new-fan", k=2, filters=common_pb2.Filters(categories=["Cooking"])
+            )
+            response = stub.Recommend(request, timeout=5)
+    finally:
+        server.stop(0)
+    assert [i.item_id for i in response.items] == ["k0", "k1"]
+    assert response.items[0].reasons[0] == "matches your interest in Cooking"
+
+
+def test_ranking_config_file_overrides_the_defaults_and_rejects_typos(tmp_path: Path) -> None:
+    settings = Settings.from_env({"KINDRED_DATA_DIR": str(tmp_path)})
+    assert load_ranking_config(settings) == (RerankConfig(), ExplainParams())  # no file: defaults
+    path = tmp_path / "config" / "ranking.json"
+    path.parent.mkdir()
+    path.write_text(
+        json.dumps({"rerank": {"diversity": {"lam": 0.5}, "exposure": None}, "explain": {"max_reasons": 1}})
+    )
+    rerank, explain = load_ranking_config(settings)
+    assert rerank.diversity == DiversityParams(lam=0.5) and rerank.exposure is None
+    assert rerank.cap == CapParams() and explain.max_reasons == 1
+    path.write_text(json.dumps({"rerank": {"diversity": {"lamda": 0.5}}}))
+    with pytest.raises(ValueError, match="lamda"):
+        load_ranking_config(settings)
