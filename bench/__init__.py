@@ -1,0 +1,1 @@
+"""Kindred's offline benchmarks (quality on public data, latency on generated data)."""

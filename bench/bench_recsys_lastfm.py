@@ -1,0 +1,307 @@
+"""HetRec Last.fm recommendation benchmark: every system on the same per-seed split, beside the paper.
+
+    .venv/bin/python bench/bench_recsys_lastfm.py --seeds 0 1 2     # full run, writes results
+    .venv/bin/python bench/bench_recsys_lastfm.py --quick --seeds 0  # smoke run, writes nothing
+
+Protocol in bench/recsys/protocol.py. Each system is tuned on valid (NDCG@10) and scored once on
+test; mean and spread are over seeds. Writes bench/results/recsys_lastfm.json and replaces this
+benchmark's section of bench/RESULTS.md. Every number written is measured in the run, except the
+published table, which is labelled as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script (make bench): make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Before numpy/scipy load their OpenBLAS builds (there are two): implicit runs its own thread pool
+# and OpenBLAS threads on top of it oversubscribe the cores. threadpool_limits in main() covers
+# a caller that imported numpy first.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from bench.recsys.metrics import metric_keys
+from bench.recsys.peers import Grids, PeerTuner, Tuned, peer_tuners
+from bench.recsys.protocol import (
+    DATASET_DIRNAME,
+    Interactions,
+    Split,
+    default_data_dir,
+    describe,
+    evaluate,
+    load_friends,
+    load_interactions,
+    mean_metrics,
+    repo_root,
+    split_per_user,
+)
+from bench.recsys.strong import StrongGrids, tune_blend, tune_ease
+
+K = 10
+EXPECTED_INTERACTIONS = 92_834
+SECTION = "recsys_lastfm"
+
+# RecBole-GNN results/social/lastfm.md (same protocol), as quoted in shared/data/README.md.
+PUBLISHED: dict[str, dict[str, float]] = {
+    "BPR-MF": {
+        "recall@10": 0.1761,
+        "ndcg@10": 0.1674,
+        "mrr@10": 0.3026,
+        "hit@10": 0.5573,
+        "precision@10": 0.0858,
+    },
+    "NGCF": {
+        "recall@10": 0.1960,
+        "ndcg@10": 0.1898,
+        "mrr@10": 0.3479,
+        "hit@10": 0.6141,
+        "precision@10": 0.0961,
+    },
+    "LightGCN": {
+        "recall@10": 0.2064,
+        "ndcg@10": 0.1972,
+        "mrr@10": 0.3559,
+        "hit@10": 0.6322,
+        "precision@10": 0.1009,
+    },
+    "MHCN (social)": {
+        "recall@10": 0.2123,
+        "ndcg@10": 0.2068,
+        "mrr@10": 0.3782,
+        "hit@10": 0.6523,
+        "precision@10": 0.1042,
+    },
+    "SEPT (social)": {
+        "recall@10": 0.2127,
+        "ndcg@10": 0.2057,
+        "mrr@10": 0.3703,
+        "hit@10": 0.6465,
+        "precision@10": 0.1044,
+    },
+}
+PUBLISHED_SOURCE = "RecBole-GNN results/social/lastfm.md"
+
+SystemRun = Callable[[Split, dict[str, Tuned]], Tuned]
+
+
+def systems(grids: Grids, strong: StrongGrids, friends: Any, threads: int) -> dict[str, SystemRun]:
+    """Every system in run order. A later system may reuse earlier tuned ones (the blend does).
+
+    Kindred's own pipeline is added here by the lead, under the key "kindred".
+    """
+
+    def peer(tuner: PeerTuner) -> SystemRun:
+        return lambda split, done: tuner(split, grids, split.seed, threads)
+
+    runs: dict[str, SystemRun] = {name: peer(tuner) for name, tuner in peer_tuners().items()}
+    runs["ease"] = lambda split, done: tune_ease(split, strong)
+    runs["als_ease_social"] = lambda split, done: tune_blend(
+        split, friends, done["implicit_als"], done["ease"], strong
+    )
+    return runs
+
+
+def run_seed(seed: int, inter: Interactions, runs: dict[str, SystemRun]) -> dict[str, dict[str, Any]]:
+    split = split_per_user(inter, seed)
+    done: dict[str, Tuned] = {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, run in runs.items():
+        start = time.perf_counter()
+        tuned = run(split, done)
+        test = mean_metrics(evaluate(tuned.model.score, split, "test", k=K))
+        done[name] = tuned
+        out[name] = {
+            "test": test,
+            "valid_ndcg@10": tuned.valid[f"ndcg@{K}"],
+            "params": tuned.params,
+            "trials": len(tuned.trials),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        ndcg = f"ndcg@{K}"
+        print(
+            f"  seed {seed} {name:<16} test {ndcg} {test[ndcg]:.4f}  valid {tuned.valid[ndcg]:.4f}"
+            f"  {out[name]['seconds']:>6.1f}s  {tuned.params}",
+            flush=True,
+        )
+    return out
+
+
+def aggregate(per_seed: list[dict[str, dict[str, Any]]], seeds: list[int]) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = {}
+    for name in per_seed[0]:
+        rows = [s[name] for s in per_seed]
+        entry: dict[str, Any] = {}
+        std: dict[str, float] = {}
+        for key in metric_keys(K):
+            values = np.array([r["test"][key] for r in rows])
+            entry[key] = round(float(values.mean()), 4)
+            std[key] = round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4)
+        entry["std"] = std
+        entry["valid_ndcg@10"] = round(float(np.mean([r["valid_ndcg@10"] for r in rows])), 4)
+        entry["per_seed"] = [
+            {
+                "seed": seed,
+                **{k: round(v, 4) for k, v in r["test"].items()},
+                "params": r["params"],
+                "trials": r["trials"],
+                "seconds": r["seconds"],
+            }
+            for seed, r in zip(seeds, rows, strict=True)
+        ]
+        result[name] = entry
+    return result
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with open("/proc/meminfo", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+                break
+    versions = {p: metadata.version(p) for p in ("numpy", "scipy", "implicit")}
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        # The 2 cores are shared: the load average says how much of them the run actually had.
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "cpu": cpu,
+        "ram_gb": round(mem_kb / 1024**2, 1),
+        "python": platform.python_version(),
+        **versions,
+    }
+
+
+def render_table(systems_: dict[str, dict[str, Any]]) -> list[str]:
+    keys = metric_keys(K)
+    header = "| system | " + " | ".join(k.replace("@", "@") for k in keys) + " |"
+    lines = [header, "|---" * (len(keys) + 1) + "|"]
+    for name, entry in systems_.items():
+        cells = [f"{entry[k]:.4f} ± {entry['std'][k]:.4f}" for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, row in PUBLISHED.items():
+        lines.append(f"| published: {name} | " + " | ".join(f"{row[k]:.4f}" for k in keys) + " |")
+    return lines
+
+
+def write_results_md(path: Path, report: dict[str, Any]) -> None:
+    begin, end = f"<!-- {SECTION}:begin -->", f"<!-- {SECTION}:end -->"
+    m = report["machine"]
+    body = [
+        begin,
+        "## HetRec Last.fm: full-ranking quality (@10)",
+        "",
+        f"- Command: `{report['command']}`",
+        f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_gb']} GB RAM; Python {m['python']}, "
+        f"numpy {m['numpy']}, scipy {m['scipy']}, implicit {m['implicit']}",
+        f"- Date: {report['date']}; seeds {report['seeds']}; wall time {report['runtime_seconds']:.0f} s, "
+        f"CPU time {report['cpu_seconds']:.0f} s, load average at the end {m['load_average_at_end']} "
+        "(the cores are shared)",
+        "- Protocol: all 92,834 user_artists pairs as implicit feedback, no filtering; per-user "
+        "shuffle 8:1:1 train/valid/test; full ranking over all 17,632 artists, train (valid) and "
+        "train+valid (test) masked; users without held-out items skipped. Tuned on valid NDCG@10, "
+        "fit on train only. Mean ± sample std over seeds; published rows are quoted from "
+        f"{PUBLISHED_SOURCE}.",
+        "",
+        *render_table(report["systems"]),
+        "",
+        "Chosen hyper-parameters per seed are in `bench/results/recsys_lastfm.json`.",
+        end,
+    ]
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
+        text = head + "\n".join(body) + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(body) + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--quick", action="store_true", help="one point per grid; prints, writes nothing")
+    p.add_argument("--threads", type=int, default=2, help="implicit's own threads (BLAS is pinned to 1)")
+    p.add_argument(
+        "--data-dir", type=Path, default=None, help="default: <repo>/../shared/data/" + DATASET_DIRNAME
+    )
+    p.add_argument("--out", type=Path, default=repo_root() / "bench" / "results" / "recsys_lastfm.json")
+    p.add_argument("--results-md", type=Path, default=repo_root() / "bench" / "RESULTS.md")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data_dir = args.data_dir or default_data_dir()
+    if not (data_dir / "user_artists.dat").exists():
+        print(f"HetRec Last.fm not found at {data_dir}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    inter = load_interactions(data_dir)
+    if len(inter.users) != EXPECTED_INTERACTIONS:
+        print(f"expected {EXPECTED_INTERACTIONS} interactions, read {len(inter.users)}", file=sys.stderr)
+        return 2
+    friends = load_friends(data_dir, inter)
+    grids, strong = (Grids.quick(), StrongGrids.quick()) if args.quick else (Grids(), StrongGrids())
+    runs = systems(grids, strong, friends, args.threads)
+
+    per_seed = []
+    import implicit.cpu.als  # noqa: F401  (loads scipy's OpenBLAS now, so the limit below reaches it)
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        for seed in args.seeds:
+            print(f"seed {seed}", flush=True)
+            per_seed.append(run_seed(seed, inter, runs))
+    result = aggregate(per_seed, args.seeds)
+    runtime = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_seconds = usage.ru_utime + usage.ru_stime  # vs wall time: how much of the shared cores we had
+
+    print(f"\nHetRec Last.fm, {len(args.seeds)} seed(s), mean ± std, {runtime:.0f} s")
+    print("\n".join(render_table(result)))
+    if args.quick:
+        print("\nquick run: grids reduced, nothing written")
+        return 0
+
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(repo_root()) if script.is_relative_to(repo_root()) else script
+    report = {
+        "protocol": {**describe(inter, k=K), "seeds": args.seeds, "selection": "valid ndcg@10"},
+        "command": " ".join(["python", str(shown), *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine(),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "seeds": args.seeds,
+        "runtime_seconds": round(runtime, 1),
+        "cpu_seconds": round(cpu_seconds, 1),
+        "systems": result,
+        "published": {"source": PUBLISHED_SOURCE, **PUBLISHED},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_results_md(args.results_md, report)
+    print(f"\nwrote {args.out} and {args.results_md}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Recommendation-quality benchmark: HetRec Last.fm protocol, metrics, peer systems."""
