@@ -1,0 +1,451 @@
+"""Unit tests of the Recommend latency benchmark's helpers: percentiles, the load generator, span
+aggregation, /proc parsing and the read-modify-write of bench/RESULTS.md. Fast: no services."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.latency import procinfo, report, traces
+from bench.latency.load import run_closed_loop, time_calls
+from bench.latency.stats import percentile, round_floats, summarize_ms
+
+# ---------------------------------------------------------------------------------------------- stats
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([4, 1, 3, 2], 0) == 1
+    assert percentile([4, 1, 3, 2], 100) == 4
+    assert percentile([10.0], 99) == 10.0
+    assert percentile([0, 10], 90) == pytest.approx(9.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False), min_size=1, max_size=60),
+    st.floats(min_value=0, max_value=100),
+)
+def test_percentile_matches_numpy_linear(values: list[float], q: float) -> None:
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-9, abs=1e-6)
+
+
+def test_percentile_rejects_empty_and_out_of_range() -> None:
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+    with pytest.raises(ValueError):
+        percentile([1.0], -1)
+
+
+def test_summarize_ms_converts_seconds_and_reports_empty_as_such() -> None:
+    s = summarize_ms([0.001, 0.002, 0.003, 0.010])
+    assert s["n"] == 4
+    assert s["p50_ms"] == pytest.approx(2.5)
+    assert s["mean_ms"] == pytest.approx(4.0)
+    assert s["max_ms"] == pytest.approx(10.0) and s["min_ms"] == pytest.approx(1.0)
+    assert s["p99_ms"] == pytest.approx(float(np.percentile([1, 2, 3, 10], 99)))
+    assert summarize_ms([]) == {"n": 0}
+
+
+def test_round_floats_recurses() -> None:
+    assert round_floats({"a": [1.23456, {"b": 2.0001}], "c": "x", "d": 3}, 2) == {
+        "a": [1.23, {"b": 2.0}],
+        "c": "x",
+        "d": 3,
+    }
+
+
+# ----------------------------------------------------------------------------------------------- load
+
+
+def test_closed_loop_never_exceeds_its_concurrency_and_reaches_it() -> None:
+    lock = threading.Lock()
+    now = {"in": 0, "peak": 0}
+
+    def make(_: int):  # type: ignore[no-untyped-def]
+        def call(item: int) -> None:
+            with lock:
+                now["in"] += 1
+                now["peak"] = max(now["peak"], now["in"])
+            time.sleep(0.002)
+            with lock:
+                now["in"] -= 1
+
+        return call
+
+    result = run_closed_loop(make, list(range(7)), concurrency=4, requests=80, warmup=8)
+    assert now["peak"] == 4  # observed by the calls themselves, warm-up included
+    assert result.max_in_flight <= 4
+    assert result.ok == 80 and result.errors == 0
+    assert result.concurrency == 4
+    # 80 calls of >= 2 ms over 4 callers take >= 40 ms; closed loop, so throughput is bounded by that.
+    assert result.wall_s >= 0.04
+    assert result.throughput_rps == pytest.approx(80 / result.wall_s)
+
+
+def test_closed_loop_sends_each_measured_item_in_order_after_the_warmup() -> None:
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def make(_: int):  # type: ignore[no-untyped-def]
+        def call(item: int) -> None:
+            with lock:
+                seen.append(item)
+
+        return call
+
+    items = list(range(10))
+    run_closed_loop(make, items, concurrency=1, requests=25, warmup=3)
+    warm, measured = seen[:3], seen[3:]
+    assert measured == [i % 10 for i in range(25)]
+    assert warm == [(25 + n) % 10 for n in range(3)]
+
+
+def test_closed_loop_builds_one_caller_per_thread_in_that_thread() -> None:
+    built: dict[int, int] = {}
+
+    def make(index: int):  # type: ignore[no-untyped-def]
+        built[index] = threading.get_ident()
+        return lambda item: None
+
+    run_closed_loop(make, [1], concurrency=3, requests=9)
+    assert sorted(built) == [0, 1, 2]
+    assert len(set(built.values())) == 3 and threading.get_ident() not in built.values()
+
+
+def test_closed_loop_counts_errors_without_recording_their_latency() -> None:
+    def make(_: int):  # type: ignore[no-untyped-def]
+        def call(item: int) -> None:
+            if item % 3 == 0:
+                raise RuntimeError(f"boom {item}")
+
+        return call
+
+    result = run_closed_loop(make, list(range(9)), concurrency=2, requests=30)
+    assert result.errors == 10 and result.ok == 20
+    assert result.error_samples and all("boom" in s for s in result.error_samples)
+    summary = result.summary()
+    assert summary["n"] == 20 and summary["errors"] == 10
+
+
+def test_closed_loop_measures_with_the_given_clock() -> None:
+    ticks = iter(range(0, 10_000))
+
+    def clock() -> float:
+        return float(next(ticks))
+
+    result = run_closed_loop(lambda _: lambda item: None, [0], concurrency=1, requests=5, clock=clock)
+    assert result.latencies_s == [1.0] * 5  # each call spans exactly two consecutive clock reads
+
+
+def test_closed_loop_reports_a_caller_that_cannot_be_built() -> None:
+    def make(index: int):  # type: ignore[no-untyped-def]
+        if index == 1:
+            raise OSError("no channel")
+        return lambda item: None
+
+    with pytest.raises(RuntimeError, match="no channel"):
+        run_closed_loop(make, [0], concurrency=2, requests=4)
+
+
+def test_closed_loop_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        run_closed_loop(lambda _: lambda i: None, [0], concurrency=0, requests=1)
+    with pytest.raises(ValueError):
+        run_closed_loop(lambda _: lambda i: None, [], concurrency=1, requests=1)
+
+
+def test_time_calls_repeats_over_items() -> None:
+    calls: list[str] = []
+    out = time_calls(calls.append, ["a", "b"], repeat=3, warmup=1)
+    assert calls == ["a", "a", "b", "a", "b", "a", "b"]
+    assert len(out) == 6 and all(x >= 0 for x in out)
+
+
+# --------------------------------------------------------------------------------------------- traces
+
+
+def _span(name: str, sid: str, parent: str | None, start: int, end: int, trace: str = "t1", **kw: object):  # type: ignore[no-untyped-def]
+    return {
+        "name": name,
+        "trace_id": trace,
+        "span_id": sid,
+        "parent_span_id": parent,
+        "service": kw.get("service", "ranking_svc"),
+        "kind": kw.get("kind", "INTERNAL"),
+        "start_ns": start,
+        "end_ns": end,
+        "attributes": kw.get("attributes", {}),
+    }
+
+
+def _recommend_trace(trace: str, scale: int) -> list[dict[str, object]]:
+    ms = 1_000_000 * scale
+    return [
+        _span("/kindred.v1.RankingService/Recommend", "r", None, 0, 10 * ms, trace, kind="SERVER"),
+        _span("ranking.call_retrieval", "c", "r", 1 * ms, 7 * ms, trace),
+        _span(
+            "/kindred.v1.RetrievalService/Retrieve",
+            "rs",
+            "c",
+            2 * ms,
+            6 * ms,
+            trace,
+            kind="SERVER",
+            service="retrieval_svc",
+        ),
+        _span(
+            "onnx.run",
+            "u",
+            "rs",
+            2 * ms,
+            3 * ms,
+            trace,
+            service="retrieval_svc",
+            attributes={"kindred.model.name": "two_tower_user"},
+        ),
+        _span(
+            "qdrant.query",
+            "q1",
+            "rs",
+            3 * ms,
+            4 * ms,
+            trace,
+            service="retrieval_svc",
+            attributes={"kindred.retrieval.source": "popular"},
+        ),
+        _span(
+            "qdrant.query",
+            "q2",
+            "rs",
+            4 * ms,
+            5 * ms,
+            trace,
+            service="retrieval_svc",
+            attributes={"kindred.retrieval.source": "popular"},
+        ),
+        _span("onnx.run", "k", "r", 8 * ms, 9 * ms, trace, attributes={"kindred.model.name": "ranker"}),
+    ]
+
+
+def test_stage_breakdown_sums_per_request_and_subtracts_children() -> None:
+    spans = _recommend_trace("t1", 1) + _recommend_trace("t2", 2)
+    spans.append(_span("/grpc.health.v1.Health/Check", "h", None, 0, 5, "t3", kind="SERVER"))  # not a request
+    out = traces.stage_breakdown(spans)
+    assert out["requests"] == 2
+    assert out["root"] == "server /kindred.v1.RankingService/Recommend"
+    st_ = out["stages"]
+    assert set(st_) == {
+        "server /kindred.v1.RankingService/Recommend",
+        "ranking.call_retrieval",
+        "server /kindred.v1.RetrievalService/Retrieve",
+        "onnx.run[two_tower_user]",
+        "qdrant.query[popular]",
+        "onnx.run[ranker]",
+    }
+    q = st_["qdrant.query[popular]"]
+    assert q["spans_per_request"] == 2 and q["in_requests"] == 2
+    assert q["inclusive"]["p50_ms"] == pytest.approx(3.0)  # 2 ms and 4 ms per request
+    root = st_["server /kindred.v1.RankingService/Recommend"]
+    assert root["inclusive"]["mean_ms"] == pytest.approx(15.0)
+    assert root["exclusive_mean_ms"] == pytest.approx(15.0 - 6 * 1.5 - 1 * 1.5)
+    assert st_["ranking.call_retrieval"]["exclusive_mean_ms"] == pytest.approx(2 * 1.5)
+    total = sum(s["exclusive_mean_ms"] for s in st_.values())
+    assert total == pytest.approx(root["inclusive"]["mean_ms"])
+    assert sum(s["share_of_root"] for s in st_.values()) == pytest.approx(1.0)
+    assert st_["onnx.run[two_tower_user]"]["service"] == "retrieval_svc"
+
+
+def test_stage_key_qualifies_shared_names() -> None:
+    assert (
+        traces.stage_key({"name": "online_store.get", "service": "ranking_svc"})
+        == "online_store.get[ranking_svc]"
+    )
+    assert (
+        traces.stage_key(
+            {"name": "online_store.get", "attributes": {"kindred.online_store.namespace": "fan"}}
+        )
+        == "online_store.get[fan]"
+    )
+    assert traces.stage_key({"name": "/a.B/C", "kind": "CLIENT"}) == "client /a.B/C"
+    assert traces.stage_key({"name": "retrieval.retrieve"}) == "retrieval.retrieve"
+
+
+def test_read_spans_skips_a_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"name": "a"}) + "\n\n" + '{"name": "b", "tr')
+    assert [s["name"] for s in traces.read_spans(path)] == ["a"]
+    assert traces.read_spans(tmp_path / "missing.jsonl") == []
+    assert traces.stage_breakdown([]) == {"requests": 0, "root": None, "stages": {}}
+
+
+# ------------------------------------------------------------------------------------------- procinfo
+
+
+def test_parse_status_reads_kb_fields() -> None:
+    text = "Name:\tpython\nVmPeak:\t  999 kB\nVmHWM:\t  2048 kB\nVmRSS:\t    1024 kB\nThreads:\t3\n"
+    assert procinfo.parse_status(text) == {"VmRSS": 1024, "VmHWM": 2048}
+    with pytest.raises(ValueError):
+        procinfo.parse_status("VmRSS:\t12 MB\n")
+
+
+def test_memory_of_this_process_grows_with_an_allocation() -> None:
+    before = procinfo.memory_mb(os.getpid())
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    after = procinfo.memory_mb(os.getpid())
+    assert after["rss_mb"] - before["rss_mb"] > 40
+    assert after["hwm_mb"] >= after["rss_mb"] > 0
+    del block
+
+
+def test_cpu_ticks_parse_past_a_command_name_with_spaces_and_parentheses() -> None:
+    fields = ["S"] + [str(i) for i in range(4, 14)] + ["70", "30"] + ["0"] * 30
+    text = "1234 (we ird) name) " + " ".join(fields)
+    assert procinfo.parse_stat_cpu_ticks(text) == 100
+
+
+def test_cpu_seconds_of_this_process_grow_with_work() -> None:
+    before = procinfo.cpu_seconds(os.getpid())
+    t0 = time.process_time()
+    x = 0
+    while time.process_time() - t0 < 0.15:
+        x += random.random() > 2
+    assert procinfo.cpu_seconds(os.getpid()) - before >= 0.1
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def test_replace_section_keeps_other_sections_byte_for_byte() -> None:
+    text = (
+        "# Benchmark results\n\n## Search — BEIR SciFact\n\nsearch table\n```\n## not a header\n```\n\n"
+        "## Recommend latency\n\nold numbers\n\n## Recsys\n\nrecsys table\n"
+    )
+    new = report.replace_section_text(text, "## Recommend latency\n\nnew numbers\n")
+    assert "old numbers" not in new and "new numbers" in new
+    assert new.startswith(
+        "# Benchmark results\n\n## Search — BEIR SciFact\n\nsearch table\n```\n## not a header\n```\n"
+    )
+    assert new.endswith("## Recsys\n\nrecsys table\n")
+    assert report.replace_section_text(new, "## Recommend latency\n\nnew numbers\n") == new  # idempotent
+
+
+def test_replace_section_appends_when_absent_and_ignores_fenced_headers() -> None:
+    text = "# Benchmark results\n\n## Other\n\n```\n## Recommend latency\n```\n"
+    new = report.replace_section_text(text, "## Recommend latency\n\nmine\n")
+    assert new == text + "\n## Recommend latency\n\nmine\n"
+    assert report.replace_section_text("", "## Recommend latency\n\nx\n").startswith("# Benchmark results\n")
+    with pytest.raises(ValueError):
+        report.replace_section_text(text, "## Something else\n")
+
+
+def test_replace_section_never_swallows_another_writers_marker() -> None:
+    text = (
+        "# Benchmark results\n\n## Recommend latency\n\nold\n\n<!-- recsys:begin -->\n## Recsys\n\nx\n"
+        "<!-- recsys:end -->\n"
+    )
+    new = report.replace_section_text(text, "## Recommend latency\n\nnew\n")
+    assert new == (
+        "# Benchmark results\n\n## Recommend latency\n\nnew\n\n<!-- recsys:begin -->\n## Recsys\n\nx\n"
+        "<!-- recsys:end -->\n"
+    )
+
+
+def test_write_section_reads_the_file_anew(tmp_path: Path) -> None:
+    md = tmp_path / "RESULTS.md"
+    report.write_section(md, "## Recommend latency\n\nfirst\n")
+    md.write_text(md.read_text() + "\n## Written by someone else meanwhile\n\ntheirs\n")
+    report.write_section(md, "## Recommend latency\n\nsecond\n")
+    text = md.read_text()
+    assert "second" in text and "first" not in text and "theirs" in text
+
+
+def _fake_result() -> dict[str, object]:
+    lat = {"n": 10, "p50_ms": 5.0, "p90_ms": 6.0, "p99_ms": 30.0, "mean_ms": 5.5, "max_ms": 31.0}
+    level = {**lat, "throughput_rps": 100.0, "errors": 0, "cpu_ms_per_request": {"ranking": 2.0}}
+    return {
+        "command": "python bench/bench_recommend_latency.py --quick",
+        "machine": {
+            "date_utc": "2026-01-01T00:00:00Z",
+            "nproc": 2,
+            "cpu_model": "CPU X",
+            "mem_total_gb": 8,
+            "python": "3.11",
+            "load_before": [1.0],
+            "load_during": {"mean": 2.5, "max": 3.0, "every_s": 5},
+        },
+        "code": {"commit": "abcdef1234567890", "uncommitted_service_files": ["ranking_svc/x.py"]},
+        "scale": {
+            "creators": 1000,
+            "index_dim": 16,
+            "index_mb": 3.0,
+            "fans": 100,
+            "fans_with_follows": 90,
+            "follow_pairs": 500,
+            "posts": 2000,
+            "days": 7,
+            "trainer_config": "tiny",
+            "generate_s": 12.0,
+            "train_s": None,
+        },
+        "request": {
+            "k": 10,
+            "retrieve_k": 100,
+            "two_tower_n": 56,
+            "hnsw_ef": 224,
+            "sampled_fans": 50,
+            "seed": 7,
+        },
+        "client": {"channels": "one channel per caller", "warmup": 20, "requests": 100},
+        "levels": {"1": level, "4": level, "16": level},
+        "goals": {
+            "p50_within_2x_floor": {"recommend_p50_ms": 5.0, "floor_p50_ms": 2.0, "ratio": 2.5, "met": False},
+            "p99_at_4_callers_le_25ms": {"p99_ms": 30.0, "met": False},
+        },
+        "floor": {
+            "components": {"grpc": {"label": "empty gRPC", "latency": lat, "in_floor": True}},
+            "sum_p50_ms": 2.0,
+            "als": {"factors": 64, "nnz": 500, "fit_s": 0.1},
+            "retrieval_degraded_sources": {"trending": {"fans": 50, "example": "failed: LookupError"}},
+        },
+        "stages": {
+            "requests": 2,
+            "client": lat,
+            "outside_ranking_server_mean_ms": 0.5,
+            "stages": {
+                "onnx.run[ranker]": {
+                    "service": "ranking_svc",
+                    "in_requests": 2,
+                    "spans_per_request": 1.0,
+                    "inclusive": lat,
+                    "exclusive_mean_ms": 0.2,
+                    "share_of_root": 0.1,
+                }
+            },
+        },
+        "memory_mb": {"retrieval": {"rss_mb": 250.0, "hwm_mb": 260.0}},
+        "runtime_s": 60.0,
+    }
+
+
+def test_render_shows_the_measured_numbers_and_the_goals() -> None:
+    text = report.render(_fake_result())
+    assert text.startswith(report.SECTION + "\n")
+    assert "| 4 | 5.00 | 6.00 | 30.00 |" in text
+    assert "p99 30.00 ms | **no** |" in text and "2.50×" in text
+    assert "`onnx.run[ranker]`" in text and "| retrieval | 250 | 260 |" in text
+    assert "trending (50 of 50 fans" in text and "abcdef123456" in text
+    assert "not measured in this run" in text  # train_s None: reused data says so
+    # A rendered section replaces itself cleanly.
+    assert report.replace_section_text(report.replace_section_text("", text), text).count(report.SECTION) == 1
