@@ -6,7 +6,9 @@ remaining hits, so a new fan without two-tower input still gets k candidates. An
 several sources appears once; `source` is the source whose slot it took and `sources` lists every
 source that proposed it. The final order is a reciprocal-rank fusion over the sources (an item two
 sources agree on rises), but the scores passed on are each source's own: `scores["retrieval"]` is the
-claiming source's score (what the ranker was trained with), `scores[<source>]` each proposer's.
+claiming source's score (what the ranker was trained with), `scores[<source>]` each proposer's, and
+each proposer's named facts (`SourceHit.extra`, e.g. `scores["social_friends"] = 3`) ride along for the
+ranker and the explanations; `reasons` collects every proposer's reason.
 
 A source that fails or does not apply is reported in `degraded` and the others still answer; only
 when no source could answer at all is the request UNAVAILABLE.
@@ -30,7 +32,14 @@ log = logging.getLogger(__name__)
 
 MAX_K = 1000
 FAN_NAMESPACE = "fan"
-DEFAULT_QUOTA_SHARES: Mapping[str, float] = {"two_tower": 0.7, "popular": 0.3}
+# Default share of k per source, in priority order (why these: retrieval_svc.server's docstring).
+DEFAULT_QUOTA_SHARES: Mapping[str, float] = {
+    "two_tower": 0.55,
+    "item_to_item": 0.2,
+    "social": 0.1,
+    "trending": 0.1,
+    "popular": 0.05,
+}
 RRF_K = 60  # the usual reciprocal-rank-fusion constant: damps the difference between top ranks
 MIN_SLACK = 8  # extra items asked of each source beyond its quota, to survive de-duplication
 SOURCE_PREFIX = "candidate_source_"
@@ -182,7 +191,12 @@ class Retriever:
 
 
 def resolve_quotas(k: int, shares: Mapping[str, float], overrides: Mapping[str, int]) -> dict[str, int]:
-    """Slots per source: overrides as given, the rest split by share (largest remainder, sums to k)."""
+    """Slots per source: overrides as given, the rest split by share (largest remainder, sums to k).
+
+    When the budget has room for all of them, every source with a positive share gets at least one
+    slot (taken from the largest quota): a small share must not silently switch a source off at small
+    k — popular, the source that always answers, has a small share by default.
+    """
     quotas = {n: overrides[n] for n in shares if n in overrides}
     rest = [n for n in shares if n not in overrides]
     total_share = sum(shares[n] for n in rest)
@@ -193,6 +207,13 @@ def resolve_quotas(k: int, shares: Mapping[str, float], overrides: Mapping[str, 
         leftover = budget - sum(base.values())
         for n in sorted(rest, key=lambda n: base[n] - exact[n])[:leftover]:
             base[n] += 1
+        positive = [n for n in rest if shares[n] > 0]
+        if budget >= len(positive):
+            for n in positive:
+                if base[n] == 0:
+                    donor = max(positive, key=lambda m: base[m])  # first of the largest, in order
+                    base[donor] -= 1
+                    base[n] += 1
         quotas.update(base)
     else:
         quotas.update({n: 0 for n in rest})
@@ -228,6 +249,8 @@ def merge(hits: Mapping[str, Sequence[SourceHit]], quotas: Mapping[str, int], k:
         proposed = proposals[item_id]
         names = [source, *(n for n in order if n in proposed and n != source)]
         scores = {n: proposed[n][1].score for n in names}
+        for n in reversed(names):  # the claiming source's facts win a name clash
+            scores.update(proposed[n][1].extra)
         scores["retrieval"] = proposed[source][1].score
         reasons = list(dict.fromkeys(proposed[n][1].reason for n in names if proposed[n][1].reason))
         candidates.append(Candidate(item_id, source, names, scores, reasons))

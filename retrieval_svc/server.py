@@ -1,16 +1,38 @@
 """Wiring of the retrieval service: creator index + user tower + online store → sources → gRPC.
 
 `build_deps` opens the current creator index, loads the promoted user tower and opens the online
-store; `make_servicer` checks the model and the index fit together and builds the sources and the
-servicer. `main` listens at once (NOT_SERVING) and waits for the trainer to publish both if needed.
+store; `make_servicer` checks the model and the index fit together, builds the sources into a serving
+bundle and the servicer around it, and (when `deps.reload_poll_s` is set, as `build_deps` does) starts
+the watcher that swaps in newly promoted versions without a restart (retrieval_svc.serving). `main`
+listens at once (NOT_SERVING) and waits for the trainer to publish an index and a model if needed.
+
+Candidate sources, in priority order (the first fills its quota first and keeps the candidates several
+sources propose), with their default share of the k slots (`retriever.DEFAULT_QUOTA_SHARES`):
+
+    two_tower     0.55  personalised ANN over the creator index: the strongest single source
+    item_to_item  0.20  creators whose audiences overlap with those the fan follows
+    social        0.10  creators the fan's friends follow or support
+    trending      0.10  fastest-growing creators, 30 % of its slots for new creators (exploration)
+    popular       0.05  popular by the fan's interests and overall: always answers, so it backfills
+
+The shares are measured, not guessed: on two generated demo platforms (2,000 fans, 300 creators,
+30 days; seeds 7 and 11) the hold-out recall of the k = 100 pool rose from 0.900 / 0.900 (two-tower
+0.7 + popular 0.3, the previous default) to 0.927 / 0.931, and at k = 50 from 0.738 / 0.726 to
+0.778 / 0.787 (trainer.candidates measures it on every training run). Slots moved from popular to
+the other sources raised the pool's recall in every split tried, hence its small share; it keeps a
+slot because it answers for anyone. Slots a source cannot fill (a new fan has no two-tower input,
+follows nobody, has no friends) go to the others' remaining candidates, so k come back whenever the
+catalogue has k that pass the filters.
+Posts from followed creators ("followed_fresh") are not a source yet: they need the post index.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -24,8 +46,19 @@ from kindred.vectorstore import VectorIndex, open_creator_index
 from retrieval_svc.creators import CreatorCatalogue
 from retrieval_svc.retriever import ModelRef, Retriever
 from retrieval_svc.servicer import RetrievalServicer
+from retrieval_svc.serving import (
+    DEFAULT_POLL_S,
+    BundleSwitch,
+    BundleWatcher,
+    NotReady,
+    ServingBundle,
+    VersionKey,
+)
 from retrieval_svc.sources import CandidateSource, FeatureReader
+from retrieval_svc.sources.item_to_item import ItemToItemSource
 from retrieval_svc.sources.popular import PopularSource
+from retrieval_svc.sources.social import SocialSource
+from retrieval_svc.sources.trending import DEFAULT_NEW_SHARE, TrendingSource
 from retrieval_svc.sources.two_tower import FeatureFn, TwoTowerSource, UserTower
 
 SERVICE_NAME = "kindred.v1.RetrievalService"
@@ -41,6 +74,13 @@ class RetrievalDeps:
     features: FeatureFn = user_tower_features
     hnsw_ef: int = 128  # the minimum; grows with k (kindred.vectorstore.search_ef)
     popular_cache_ttl_s: float = 30.0
+    quota_shares: Mapping[str, float] | None = None  # None: retrieval_svc.retriever.DEFAULT_QUOTA_SHARES
+    trending_new_share: float = DEFAULT_NEW_SHARE
+    # Poll for newly promoted versions this often and swap them in; None: serve `index` until closed.
+    reload_poll_s: float | None = None
+    # Closes `index`, safe to call twice: a swap closes the first index once its requests finished,
+    # and `closers` (which should hold this too) closes it at shutdown if no swap did.
+    close_index: Callable[[], None] = lambda: None
     closers: list[Callable[[], None]] = dataclasses.field(default_factory=list)
 
     def close(self) -> None:
@@ -51,54 +91,154 @@ class RetrievalDeps:
                 log.warning("closing a retrieval dependency failed", exc_info=True)
 
 
-def build_deps(settings: Settings) -> RetrievalDeps:
-    """Opens the index, the model and the store named by `settings`; the caller closes them."""
+def open_versioned(settings: Settings) -> tuple[VectorIndex, UserTower]:
+    """The current creator index and the promoted user tower (the caller closes the index)."""
     from kindred.models import load_model
-    from kindred.store.online import open_online_store
 
     index = open_creator_index(settings)
     try:
         model = load_model(settings.resolved_models_dir, USER_TOWER, expected_features=USER_TOWER_FEATURES)
+    except BaseException:
+        index.close()
+        raise
+    return index, model
+
+
+def build_deps(settings: Settings, *, reload_poll_s: float | None = DEFAULT_POLL_S) -> RetrievalDeps:
+    """Opens the index, the model and the store named by `settings`; the caller closes them."""
+    from kindred.store.online import open_online_store
+
+    index, model = open_versioned(settings)
+    try:
         store = open_online_store(settings)
     except BaseException:
         index.close()
         raise
-    return RetrievalDeps(index=index, user_tower=model, store=store, closers=[index.close, store.close])
+    close_index = _once(index.close)
+    return RetrievalDeps(
+        index=index,
+        user_tower=model,
+        store=store,
+        reload_poll_s=reload_poll_s,
+        close_index=close_index,
+        closers=[close_index, store.close],
+    )
 
 
-def check_compatible(deps: RetrievalDeps) -> None:
+def check_compatible(index: VectorIndex, user_tower: UserTower, features: FeatureFn) -> None:
     """Refuses a user tower whose embeddings do not live in the index's space (dimension check)."""
-    probe = np.asarray(deps.features(None), dtype=np.float32)[None, :]
-    width = deps.user_tower.run(probe).shape[-1]
-    if width != deps.index.dim:
+    probe = np.asarray(features(None), dtype=np.float32)[None, :]
+    width = user_tower.run(probe).shape[-1]
+    if width != index.dim:
         raise ModelMismatch(
-            f"user tower {deps.user_tower.version} embeds into {width} dimensions but creator index "
-            f"{deps.index.version} holds {deps.index.dim}: train and index them together"
+            f"user tower {user_tower.version} embeds into {width} dimensions but creator index "
+            f"{index.version} holds {index.dim}: train and index them together"
         )
     # The trainer records which index a tower was trained with; serving another one still works
     # (same dimension) but ranks with mismatched spaces, so say so loudly.
-    manifest = getattr(deps.user_tower, "manifest", None) or {}
-    paired = str(manifest.get("index_version", deps.user_tower.version))
-    if deps.index.version and paired != deps.index.version:
+    paired = paired_index_version(user_tower)
+    if index.version and paired != index.version:
         log.warning(
             "user tower %s was trained for creator index %s but index %s is served",
-            deps.user_tower.version,
+            user_tower.version,
             paired,
-            deps.index.version,
+            index.version,
         )
 
 
-def make_servicer(settings: Settings, deps: RetrievalDeps) -> RetrievalServicer:
-    """Checks the model and the index fit together, then builds the sources and the servicer."""
-    check_compatible(deps)
-    popular = PopularSource(deps.store, deps.index, cache_ttl_s=deps.popular_cache_ttl_s)
-    two_tower = TwoTowerSource(
-        deps.user_tower, deps.index, deps.features, model_name=USER_TOWER, hnsw_ef=deps.hnsw_ef
+def paired_index_version(user_tower: UserTower) -> str:
+    manifest = getattr(user_tower, "manifest", None) or {}
+    return str(manifest.get("index_version", user_tower.version))
+
+
+def build_bundle(
+    deps: RetrievalDeps,
+    index: VectorIndex,
+    user_tower: UserTower,
+    *,
+    close: Callable[[], None] = lambda: None,
+) -> ServingBundle:
+    """The sources over `index` and `user_tower` (reading `deps.store`), ready to serve."""
+    check_compatible(index, user_tower, deps.features)
+    popular = PopularSource(deps.store, index, cache_ttl_s=deps.popular_cache_ttl_s)
+    sources: list[CandidateSource] = [  # priority order: see the module docstring
+        TwoTowerSource(user_tower, index, deps.features, model_name=USER_TOWER, hnsw_ef=deps.hnsw_ef),
+        ItemToItemSource(deps.store, index),
+        SocialSource(deps.store, index),
+        TrendingSource(deps.store, index, new_share=deps.trending_new_share),
+        popular,
+    ]
+    retriever = Retriever(
+        sources, deps.store, quota_shares=deps.quota_shares, model=ModelRef(USER_TOWER, user_tower.version)
     )
-    sources: list[CandidateSource] = [two_tower, popular]  # priority order
-    retriever = Retriever(sources, deps.store, model=ModelRef(USER_TOWER, deps.user_tower.version))
-    creators = CreatorCatalogue(deps.index, hnsw_ef=deps.hnsw_ef, on_write=[popular.invalidate])
-    return RetrievalServicer(retriever, creators)
+    creators = CreatorCatalogue(index, hnsw_ef=deps.hnsw_ef, on_write=[popular.invalidate])
+    return ServingBundle(index.version, user_tower.version, retriever, creators, close)
+
+
+def make_servicer(settings: Settings, deps: RetrievalDeps) -> RetrievalServicer:
+    """Builds the first bundle from `deps` and the servicer; starts the version watcher if asked to.
+
+    The watcher's stop and the switch's close join `deps.closers`, so closing deps stops both.
+    """
+    switch = BundleSwitch(build_bundle(deps, deps.index, deps.user_tower, close=deps.close_index))
+    if deps.reload_poll_s is not None:
+        watcher = BundleWatcher(
+            switch,
+            probe=lambda: promoted_versions(settings),
+            build=lambda key: open_bundle(settings, deps, key),
+            poll_s=deps.reload_poll_s,
+        ).start()
+        deps.closers += [switch.close, watcher.stop]  # closed in reverse: the watcher first
+    return RetrievalServicer(switch)
+
+
+def promoted_versions(settings: Settings) -> VersionKey | None:
+    """(index version, user tower version) promoted now, or None while they do not belong together.
+
+    The trainer switches the index and the models one after the other; between the two, the tower's
+    manifest names another index than CURRENT does, and serving waits for the pair to settle.
+    """
+    from kindred.models import current_version, read_manifest
+    from kindred.vectorstore import current_creator_version
+
+    index_version = current_creator_version(settings)
+    model_version = current_version(settings.resolved_models_dir, USER_TOWER)
+    if not index_version or not model_version:
+        return None
+    manifest = read_manifest(settings.resolved_models_dir, USER_TOWER, model_version)
+    if str(manifest.get("index_version", model_version)) != index_version:
+        return None
+    return (index_version, model_version)
+
+
+def open_bundle(settings: Settings, deps: RetrievalDeps, key: VersionKey) -> ServingBundle:
+    """Opens the promoted index and tower (off the request path) and builds a bundle on them."""
+    index, tower = open_versioned(settings)
+    try:
+        if paired_index_version(tower) != index.version:
+            raise NotReady(f"user tower {tower.version} belongs to index {paired_index_version(tower)}")
+        return build_bundle(deps, index, tower, close=index.close)
+    except BaseException:
+        index.close()
+        raise
+
+
+class _Once:
+    """Runs `fn` on the first call only (thread-safe)."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn: Callable[[], None] | None = fn
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()
+
+
+def _once(fn: Callable[[], None]) -> _Once:
+    return _Once(fn)
 
 
 def _wait_for_deps(settings: Settings, retry_s: float = 5.0) -> RetrievalDeps:

@@ -9,8 +9,9 @@ import grpc
 from kindred.errors import Unimplemented
 from kindred.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from kindred.vectorstore import PayloadFilter
-from retrieval_svc.creators import SIMILAR_SOURCE, CreatorCatalogue
-from retrieval_svc.retriever import Candidate, RetrieveQuery, Retriever
+from retrieval_svc.creators import SIMILAR_SOURCE
+from retrieval_svc.retriever import Candidate, RetrieveQuery
+from retrieval_svc.serving import BundleSwitch
 
 SIMILAR_REASON = "similar to this creator"
 
@@ -47,9 +48,9 @@ def candidate_to_proto(c: Candidate) -> common_pb2.Candidate:
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
-    def __init__(self, retriever: Retriever, creators: CreatorCatalogue) -> None:
-        self._retriever = retriever
-        self._creators = creators
+    def __init__(self, serving: BundleSwitch) -> None:
+        """Every call runs on the bundle current when it started (see retrieval_svc.serving)."""
+        self._serving = serving
 
     def Retrieve(
         self, request: retrieval_pb2.RetrieveRequest, context: grpc.ServicerContext
@@ -63,7 +64,8 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             now=ctx.request_time.ToSeconds() if ctx.HasField("request_time") else None,
             want_creators=wants_creators(request.filters),
         )
-        result = self._retriever.retrieve(query)
+        with self._serving.acquire() as bundle:
+            result = bundle.retriever.retrieve(query)
         response = retrieval_pb2.RetrieveResponse(
             candidates=[candidate_to_proto(c) for c in result.candidates],
             degraded_sources=result.degraded,
@@ -84,7 +86,8 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     ) -> retrieval_pb2.SimilarCreatorsResponse:
         if not wants_creators(request.filters):
             return retrieval_pb2.SimilarCreatorsResponse()
-        hits = self._creators.similar(request.creator_id, request.k, filter_from_proto(request.filters))
+        with self._serving.acquire() as bundle:
+            hits = bundle.creators.similar(request.creator_id, request.k, filter_from_proto(request.filters))
         source = source_to_proto(SIMILAR_SOURCE)
         return retrieval_pb2.SimilarCreatorsResponse(
             candidates=[
@@ -114,7 +117,8 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             }
             for c in request.creators
         ]
-        return retrieval_pb2.UpsertCreatorsResponse(upserted=self._creators.update_payloads(updates))
+        with self._serving.acquire() as bundle:
+            return retrieval_pb2.UpsertCreatorsResponse(upserted=bundle.creators.update_payloads(updates))
 
     def UpsertPosts(self, request: retrieval_pb2.UpsertPostsRequest, context: grpc.ServicerContext) -> Any:
         raise Unimplemented(
@@ -126,4 +130,5 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     ) -> retrieval_pb2.DeleteItemsResponse:
         if request.kind == common_pb2.ITEM_KIND_POST:
             raise Unimplemented("deleting posts is not implemented yet: there is no post index before search")
-        return retrieval_pb2.DeleteItemsResponse(deleted=self._creators.delete(list(request.item_ids)))
+        with self._serving.acquire() as bundle:
+            return retrieval_pb2.DeleteItemsResponse(deleted=bundle.creators.delete(list(request.item_ids)))

@@ -1,6 +1,9 @@
 """The trainer's command line (also behind `kindred train`).
 
-    python -m trainer train --data-dir var/demo [--config tiny|default|path.toml] [--seed 7]
+    python -m trainer train --data-dir var/demo [--config tiny|default|path.toml] [--seed 7] [--force-promote]
+
+A run promotes its models only if the promotion gate finds them not worse than the current ones on the
+hold-out (trainer.promotion); `--force-promote` overrides a rejection, and promotion.json records it.
 
 Settings come from KINDRED_* environment variables like every other process (the online store backend,
 the vector backend, the models directory); `--data-dir` overrides KINDRED_DATA_DIR.
@@ -28,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", default="default", help="tiny | default | path to a .toml file")
     train.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
     train.add_argument("--version", default=None, help="artefact version (default: UTC time + random suffix)")
+    train.add_argument(
+        "--force-promote",
+        action="store_true",
+        help="promote even if the gate rejects the new models (recorded in promotion.json)",
+    )
     return parser
 
 
@@ -54,9 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trainer.pipeline import NotEnoughData, run
 
     try:
-        report = run(settings, cfg, version=args.version)
+        report = run(settings, cfg, version=args.version, force_promote=args.force_promote)
     except NotEnoughData as exc:
         print(f"trainer: not enough data: {exc}", file=sys.stderr)
         return 1
-    print(f"[train] done: version {report.version}")
+    decision = report.promotion or {}
+    print(
+        f"[train] done: version {report.version}, {decision.get('decision', 'not promoted')}"
+        + (" (forced)" if decision.get("forced") else "")
+    )
     return 0

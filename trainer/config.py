@@ -42,6 +42,7 @@ class TwoTowerConfig:
     epochs: int = 8
     batch_size: int = 512
     lr: float = 3e-3
+    lr_warmup: float = 0.1  # share of all steps OneCycleLR spends rising to `lr`
     weight_decay: float = 1e-2
     temperature: float = 0.07  # softmax temperature on cosine similarities
     logq: bool = True  # subtract log(sampling probability) from in-batch logits (see trainer.two_tower)
@@ -62,7 +63,11 @@ class RankerConfig:
     epochs: int = 15
     batch_groups: int = 64  # lists (one fan snapshot each) per optimisation step
     lr: float = 2e-3
+    lr_warmup: float = 0.1  # share of all steps OneCycleLR spends rising to `lr`
     weight_decay: float = 1e-5
+    # Share of candidate lists kept out of ranker training for its held-out loss (per-epoch history only:
+    # nothing is selected on it).
+    val_fraction: float = 0.15
     # Candidates the ranker trains on, drawn like retrieval_svc draws them for a page (k=100 with its
     # default quotas: 70 % two-tower, 30 % popular).
     candidates_two_tower: int = 70
@@ -80,6 +85,36 @@ class EvalConfig:
     ks: tuple[int, ...] = (10, 50)
     candidates_two_tower: int = 70
     candidates_popular: int = 30
+
+
+@dataclasses.dataclass(frozen=True)
+class PromotionConfig:
+    """The promotion gate (trainer.promotion): when a new model may replace the current one.
+
+    Both models are scored on this run's hold-out with the same evaluation code; the new one is promoted
+    unless, on any gated metric, it is worse than the current one by more than
+    `max(tolerance_abs, tolerance_rel × current)`. Set one tolerance to 0 to use only the other.
+    """
+
+    # Which ranking of trainer.evaluate the gate reads: the one the services serve.
+    model: str = "two_tower+ranker"
+    # Metric names as trainer.evaluate writes them ("ndcg@K" / "recall@K"); every K must be in eval.ks.
+    metrics: tuple[str, ...] = ("ndcg@10", "recall@10")
+    # Noise allowance. Training is seeded, so a retrain on unchanged data scores the same; the seed and
+    # the data window move the numbers: seeds 7 and 11 on the default platform differ by 0.002–0.004 on
+    # these metrics, and the allowance (0.010 / 0.012 there) is 3–6 times that (trainer.promotion).
+    tolerance_abs: float = 0.01
+    tolerance_rel: float = 0.03
+
+    def __post_init__(self) -> None:
+        if self.tolerance_abs < 0 or self.tolerance_rel < 0:
+            raise ValueError("promotion tolerances must be ≥ 0")
+        if not self.metrics:
+            raise ValueError("promotion.metrics must name at least one metric")
+        for m in self.metrics:
+            name, _, k = m.partition("@")
+            if name not in ("ndcg", "recall") or not k.isdigit():
+                raise ValueError(f"promotion.metrics: {m!r} is not ndcg@K or recall@K")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +136,13 @@ class TrainConfig:
     ranker: RankerConfig = dataclasses.field(default_factory=RankerConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
+    promotion: PromotionConfig = dataclasses.field(default_factory=PromotionConfig)
+
+    def __post_init__(self) -> None:
+        # Checked at load time, not after minutes of training: the gate reads metrics at eval.ks only.
+        missing = [m for m in self.promotion.metrics if int(m.partition("@")[2]) not in self.eval.ks]
+        if missing:
+            raise ValueError(f"promotion.metrics {missing} need their K in eval.ks {list(self.eval.ks)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

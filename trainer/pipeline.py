@@ -10,7 +10,9 @@ cost more in task overhead than it saves.
 Every artefact of a run shares one version string (sortable by time): features/<version>/,
 models/<name>/<version>/, index/creators/<version>/. Models are promoted (CURRENT) last, after the
 index and the online store are written, so a service that follows CURRENT never sees a model whose
-index or features are not there yet.
+index or features are not there yet — and only if the promotion gate (trainer.promotion) finds the new
+models not worse than the current ones on this run's hold-out (or `force_promote`); either way the
+decision and both metric sets are written to models/<name>/<version>/promotion.json.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from kindred.features import (
     build_popular_lists,
     creator_tower_features_batch,
 )
-from kindred.models import promote, write_model
+from kindred.models import write_model
 from trainer.config import TrainConfig
 from trainer.datasets import (
     Snapshot,
@@ -80,6 +82,7 @@ class TrainReport:
     features_dir: Path
     n_events: int
     history: dict[str, list[dict[str, float]]]
+    promotion: dict[str, Any] | None = None  # the promotion.json record (trainer.promotion)
 
 
 class Progress:
@@ -238,7 +241,12 @@ def write_parquet(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def run(
-    settings: Settings, cfg: TrainConfig, *, out: Callable[[str], None] = print, version: str | None = None
+    settings: Settings,
+    cfg: TrainConfig,
+    *,
+    out: Callable[[str], None] = print,
+    version: str | None = None,
+    force_promote: bool = False,
 ) -> TrainReport:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import torch
@@ -253,7 +261,7 @@ def run(
     work = Path(tempfile.mkdtemp(prefix="ktrain-", dir="/tmp"))
     try:
         with local_ray(cfg.ray.num_cpus):
-            report = _run(settings, cfg, data_dir, models_dir, version, progress, work)
+            report = _run(settings, cfg, data_dir, models_dir, version, progress, work, force_promote)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     total = time.perf_counter() - progress.started
@@ -274,6 +282,7 @@ def _run(
     version: str,
     progress: Progress,
     work: Path,
+    force_promote: bool = False,
 ) -> TrainReport:
     from trainer import ranker as rk
     from trainer import two_tower as tt
@@ -359,7 +368,7 @@ def _run(
         )
         _require(len(rdata) > 1, "too few ranker lists (held-out fans with a retrieved discovery)")
         rng = np.random.default_rng(cfg.seed)
-        is_val = rng.random(len(rdata)) < 0.15
+        is_val = rng.random(len(rdata)) < cfg.ranker.val_fraction
         r_train = rk.RankerData(rdata.x[~is_val], rdata.mask[~is_val], rdata.y[~is_val])
         r_val = rk.RankerData(rdata.x[is_val], rdata.mask[is_val], rdata.y[is_val])
         note(
@@ -490,7 +499,7 @@ def _run(
         index_creators(settings, version, creator_ids, serving_vectors, payloads, promote=False)
 
     # 8. online store + promote --------------------------------------------------------------------
-    with progress.step("online+promote", "serving features into the online store, then CURRENT pointers"):
+    with progress.step("online+promote", "serving features into the online store, then the promotion gate"):
         from kindred.store.online import open_online_store
 
         popular = build_popular_lists(creator_rows, k=cfg.popular_k)
@@ -499,6 +508,23 @@ def _run(
             store.put("fan", fan_rows)
             store.put("creator", creator_rows)
             store.put("popular", popular)
+            from trainer.candidates import Holdout, publish_candidates
+
+            publish_candidates(
+                store,
+                events,
+                catalogue,
+                as_of=as_of,
+                holdout=Holdout.from_snapshot(
+                    test,
+                    tt.user_vectors(tower, test.user_x),
+                    tt.creator_vectors(tower, test.creator_x),
+                    creator_ids,
+                ),
+                popular_k=cfg.popular_k,
+                report=features_dir / "candidates.json",
+                note=note,
+            )
         finally:
             close = getattr(store, "close", None)
             if callable(close):
@@ -508,11 +534,30 @@ def _run(
             f"{len(popular)} popular lists"
         )
         from kindred.vectorstore import promote_creator_index
+        from trainer.promotion import export_creator_tower, run_gate
 
-        promote_creator_index(settings, version)
-        for name in MODEL_NAMES:
-            promote(models_dir, name, version)
-        note(f"CURRENT → {version} for the creator index and {', '.join(MODEL_NAMES)}")
+        export_creator_tower(
+            tower.creator,
+            creator_ids,
+            test.creator_x,
+            models_dir=models_dir,
+            version=version,
+            data_window=window,
+            config=config,
+            seed=cfg.seed,
+        )
+        promotion = run_gate(
+            models_dir=models_dir,
+            model_names=MODEL_NAMES,
+            version=version,
+            new_metrics=metrics,
+            test=test,
+            creator_ids=creator_ids,
+            cfg=cfg,
+            force=force_promote,
+            promote_index=lambda v: promote_creator_index(settings, v),
+            out=note,
+        )
 
     return TrainReport(
         version=version,
@@ -523,6 +568,7 @@ def _run(
         features_dir=features_dir,
         n_events=len(events),
         history={"two_tower": tt_result.history, "ranker": rk_result.history},
+        promotion=promotion,
     )
 
 

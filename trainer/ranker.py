@@ -9,9 +9,26 @@ are drawn the way retrieval draws them — the two-tower's top `candidates_two_t
 discovered the creator in the label window. The ranker therefore learns to re-order what retrieval
 actually gives it, including when to trust popularity over the two-tower score.
 
+Negatives: the candidates of that list the fan did not discover. Why these and not random creators:
+the ranker only ever scores retrieval's output, so the distinction it must learn is between plausible
+candidates — creators the two-tower already rates close to the fan, and the popular ones — not
+between a relevant creator and an obviously irrelevant one, which the two-tower has settled. Random
+negatives would spend the ranker's capacity on a case that never occurs at serving time and teach it
+feature ranges it never sees there. Drawing from the two-tower's *own* top-n (of this run's model, on
+fans it was not trained on) gives the hard negatives of exactly the retrieval it will sit behind; the
+popular quota gives the other source's, with no two-tower score attached, as retrieval_svc sends them
+(`two_tower_dropout` also hides the score on a few two-tower candidates, so a caller that cannot
+supply it is in distribution). Lists whose candidates hold no discovery teach nothing and are skipped.
+
 Loss: listwise softmax cross-entropy per candidate list (ListNet-style with multiple positives: the
 mean −log softmax of the positives). It optimises the order within a list, which is what NDCG measures,
-and needs no negative-sampling ratio to tune.
+and needs no negative-sampling ratio to tune: every candidate of the list is a negative.
+
+Known approximation: the two-tower that scores these lists is trained on all training snapshots, the
+later ones included, so for an early snapshot its scores (and creator id embeddings) carry other fans'
+later follows. The hold-out is untouched by this (nothing at or after the train end is ever read for
+training), but the ranker may learn to trust the two-tower score slightly more than serving warrants;
+a two-tower per cut would remove it at several times the training cost.
 """
 
 from __future__ import annotations
@@ -31,6 +48,7 @@ from torch import nn
 from kindred.features import RANKER_FEATURES, ranker_features_batch
 from trainer.config import RankerConfig
 from trainer.datasets import Snapshot
+from trainer.schedule import one_cycle
 from trainer.two_tower import Standardize, feature_stats, writable
 
 
@@ -212,9 +230,7 @@ def train_ranker(
     model = Ranker(data.x.shape[-1], cfg.hidden, cfg.dropout, mean, std)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, math.ceil(len(data) / cfg.batch_groups))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.1
-    )
+    sched = one_cycle(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, warmup=cfg.lr_warmup)
     history: list[dict[str, float]] = []
     for epoch in range(cfg.epochs):
         started = time.perf_counter()

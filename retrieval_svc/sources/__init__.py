@@ -42,6 +42,9 @@ class SourceHit:
     item_id: str
     score: float  # the source's own score (cosine, popularity, ...): comparable within a source only
     reason: str
+    # Named facts behind the hit the ranker and explanations can use, e.g. {"social_friends": 3.0};
+    # copied into the candidate's scores next to the source's own score.
+    extra: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 class CandidateSource(Protocol):

@@ -19,7 +19,7 @@ from typing import Any
 from kindred import telemetry_schema as schema
 from kindred.telemetry import get_tracer
 from kindred.vectorstore import PayloadFilter, VectorIndex
-from retrieval_svc.sources import FeatureReader, SourceHit, SourceRequest
+from retrieval_svc.sources import FanRow, FeatureReader, SourceHit, SourceRequest
 
 NAME = "popular"
 NAMESPACE = "popular"
@@ -77,7 +77,8 @@ class PopularSource:
 
     def retrieve(self, request: SourceRequest) -> list[SourceHit]:
         flt = request.filter
-        lists = [(f"category:{c}", f"popular in {c}") for c in self._categories(request)]
+        categories = interest_categories(sorted(flt.categories), request.fan, self._max_interest_lists)
+        lists = [(f"category:{c}", f"popular in {c}") for c in categories]
         lists += [(f"language:{lang}", REASON_GLOBAL) for lang in sorted(flt.languages)]
         lists.append((GLOBAL_KEY, REASON_GLOBAL))
         key = (tuple(lists), tuple(sorted(flt.languages)), tuple(sorted(flt.categories)), flt.exclude_mature)
@@ -101,7 +102,7 @@ class PopularSource:
             rows = self._store.get(NAMESPACE, [key for key, _ in lists])
         if rows[-1] is None:
             raise LookupError(f"no {NAMESPACE!r}/{GLOBAL_KEY!r} list in the online store (run the trainer)")
-        return list(_merge(rows, [reason for _, reason in lists]))
+        return merge_lists(rows, [reason for _, reason in lists])
 
     def _extend(self, entry: _Filtered, flt: PayloadFilter, need: int) -> None:
         """Filters further chunks of the ranked list in the engine until `need` items passed."""
@@ -116,24 +117,27 @@ class PopularSource:
         # Replace both fields together: another thread may be reading this entry.
         entry.passing, entry.checked = passing, checked
 
-    def _categories(self, request: SourceRequest) -> list[str]:
-        # Requested categories first (they constrain the result), then the fan's stated interests.
-        wanted = sorted(request.filter.categories)
-        if request.fan:
-            wanted += [str(c) for c in request.fan.get("interests") or () if c]
-        if request.filter.categories:
-            wanted = [c for c in wanted if c in request.filter.categories]
-        return list(dict.fromkeys(wanted))[: self._max_interest_lists]
+
+def interest_categories(requested: Sequence[str], fan: FanRow | None, max_lists: int = 3) -> list[str]:
+    """Requested categories first (they constrain the result), then the fan's stated interests."""
+    wanted = sorted(requested)
+    if fan:
+        wanted += [str(c) for c in fan.get("interests") or () if c]
+    if requested:
+        wanted = [c for c in wanted if c in requested]
+    return list(dict.fromkeys(wanted))[:max_lists]
 
 
-def _merge(rows: Sequence[dict[str, Any] | None], reasons: Sequence[str]) -> Iterator[SourceHit]:
+def merge_lists(rows: Sequence[dict[str, Any] | None], reasons: Sequence[str]) -> list[SourceHit]:
     """The specific lists interleaved (each gets its top slots), then the global (last) one; no repeats."""
     seen: set[str] = set()
+    out = []
     specific = [_hits(row, reason) for row, reason in zip(rows[:-1], reasons[:-1], strict=True) if row]
     for hit in [*_interleave(specific), *_hits(rows[-1] or {}, reasons[-1])]:
         if hit.item_id not in seen:
             seen.add(hit.item_id)
-            yield hit
+            out.append(hit)
+    return out
 
 
 def _hits(row: dict[str, Any], reason: str) -> list[SourceHit]:

@@ -7,6 +7,7 @@ as it loads a trained one. `tiny_catalogue` makes creators with unit vectors and
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from kindred.features import USER_TOWER_FEATURES, user_tower_features
 from kindred.models import promote, write_model
+from kindred.vectorstore import PayloadFilter, StoredPoint, VectorIndex
 
 CATEGORIES = ["Music", "Art", "Gaming", "Podcasts"]
 LANGUAGES = ["en", "fr", "de"]
@@ -70,15 +72,27 @@ def user_tower_onnx(weights: np.ndarray) -> bytes:
     return model.SerializeToString()
 
 
-def write_user_tower(models_dir: Path, version: str, weights: np.ndarray) -> None:
-    write_model(
-        models_dir,
-        "two_tower_user",
-        version,
-        user_tower_onnx(weights),
-        {"inputs": ["features"], "outputs": ["user_vec"], "features": list(USER_TOWER_FEATURES), "opset": 17},
-    )
-    promote(models_dir, "two_tower_user", version)
+def write_user_tower(
+    models_dir: Path,
+    version: str,
+    weights: np.ndarray,
+    *,
+    index_version: str | None = None,
+    promoted: bool = True,
+) -> None:
+    """Writes (and by default promotes) a user tower; `index_version` goes into its manifest as the
+    trainer writes it (absent, the service pairs the tower with the index of the same version)."""
+    manifest: dict[str, Any] = {
+        "inputs": ["features"],
+        "outputs": ["user_vec"],
+        "features": list(USER_TOWER_FEATURES),
+        "opset": 17,
+    }
+    if index_version is not None:
+        manifest["index_version"] = index_version
+    write_model(models_dir, "two_tower_user", version, user_tower_onnx(weights), manifest)
+    if promoted:
+        promote(models_dir, "two_tower_user", version)
 
 
 def embed(fan_row: Mapping[str, Any] | None, weights: np.ndarray) -> np.ndarray:
@@ -87,9 +101,11 @@ def embed(fan_row: Mapping[str, Any] | None, weights: np.ndarray) -> np.ndarray:
     return (y / np.linalg.norm(y)).astype(np.float32)
 
 
-def tiny_catalogue(n: int, seed: int = 0) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+def tiny_catalogue(
+    n: int, seed: int = 0, prefix: str = "c"
+) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
     rng = np.random.default_rng(seed)
-    ids = [f"c{i:03d}" for i in range(n)]
+    ids = [f"{prefix}{i:03d}" for i in range(n)]
     vectors = rng.normal(size=(n, EMBED_DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     payloads = [
@@ -130,3 +146,67 @@ def popular_lists(ids: Sequence[str], payloads: Sequence[Mapping[str, Any]]) -> 
         members = [cid for cid, p in zip(ids, payloads, strict=True) if p["category"] == cat]
         out[f"category:{cat}"] = {"creator_ids": members, "scores": [0.5] * len(members)}
     return out
+
+
+def candidate_tables(
+    ids: Sequence[str], payloads: Sequence[Mapping[str, Any]], social_fans: Sequence[str] = ("f1",)
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The trainer's list namespaces, shaped like trainer.candidates writes them.
+
+    creator_neighbors: creator i → the next 12 creators (i+1 closest). social: each fan in
+    `social_fans` → 30 creators from the first third on, friend counts 3, 3, 2, 2, 1, ...
+    trending: "global" in reverse id order, per-category lists, and "new:" lists holding every 7th
+    creator from c002.
+    """
+    n = len(ids)
+    neighbors = {
+        cid: {"ids": [ids[(i + d) % n] for d in range(1, 13)], "scores": [1.0 / d for d in range(1, 13)]}
+        for i, cid in enumerate(ids)
+    }
+    social_ids = list(ids[n // 3 : n // 3 + 30])
+    friends = [max(1, 3 - r // 2) for r in range(len(social_ids))]
+    social = {
+        fan: {"ids": social_ids, "scores": [f / (f + 1.0) for f in friends], "friends": friends}
+        for fan in social_fans
+    }
+    trending: dict[str, dict[str, Any]] = {}
+    for prefix, members in (
+        ("", list(reversed(ids))),
+        ("new:", [c for i, c in enumerate(ids) if i % 7 == 2]),
+    ):
+        trending[prefix + "global"] = {
+            "ids": members,
+            "scores": [1.0 - r / len(members) for r in range(len(members))],
+        }
+        for cat in CATEGORIES:
+            mine = [c for c in members if payloads[ids.index(c)]["category"] == cat]
+            trending[f"{prefix}category:{cat}"] = {"ids": mine, "scores": [0.5] * len(mine)}
+    return {"creator_neighbors": neighbors, "social": social, "trending": trending}
+
+
+class SpyIndex:
+    """A real index that records the filters list-based sources hand to `fetch`."""
+
+    def __init__(self, inner: VectorIndex) -> None:
+        self.inner = inner
+        self.fetches: list[tuple[tuple[str, ...], PayloadFilter | None]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def fetch(
+        self, ids: Any, filter: PayloadFilter | None = None, *, with_vectors: bool = False
+    ) -> list[StoredPoint]:
+        self.fetches.append((tuple(ids), filter))
+        return self.inner.fetch(ids, filter, with_vectors=with_vectors)
+
+
+@dataclasses.dataclass
+class IndexedCreators:
+    index: SpyIndex
+    ids: list[str]
+    payloads: dict[str, dict[str, Any]]
+
+    def passes(self, ids: list[str], flt: PayloadFilter) -> list[str]:
+        """The reference filter semantics, in Python: what the engine must agree with."""
+        return [i for i in ids if i in self.payloads and flt.matches(i, self.payloads[i])]

@@ -12,7 +12,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from rs_helpers import FakeStore, fan_row, popular_lists, tiny_catalogue, user_tower_weights, write_user_tower
+from rs_helpers import (
+    FakeStore,
+    candidate_tables,
+    fan_row,
+    popular_lists,
+    tiny_catalogue,
+    user_tower_weights,
+    write_user_tower,
+)
 
 from kindred.config import Settings
 from kindred.errors import ModelMismatch
@@ -21,11 +29,20 @@ from kindred.grpc_server import KindredServer
 from kindred.models import load_model
 from kindred.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from kindred.vectorstore import index_creators, open_creator_index
+from retrieval_svc.retriever import DEFAULT_QUOTA_SHARES, resolve_quotas
 from retrieval_svc.server import RetrievalDeps, create_server
 
 N = 80
 TT = common_pb2.CANDIDATE_SOURCE_TWO_TOWER
 POP = common_pb2.CANDIDATE_SOURCE_POPULAR
+I2I = common_pb2.CANDIDATE_SOURCE_ITEM_TO_ITEM
+SOC = common_pb2.CANDIDATE_SOURCE_SOCIAL
+TR = common_pb2.CANDIDATE_SOURCE_TRENDING
+ENUM = {"two_tower": TT, "item_to_item": I2I, "social": SOC, "trending": TR, "popular": POP}
+
+
+def default_split(k: int) -> Counter[int]:
+    return Counter({ENUM[n]: q for n, q in resolve_quotas(k, DEFAULT_QUOTA_SHARES, {}).items() if q})
 
 
 @dataclass
@@ -48,6 +65,7 @@ def _serve(data_dir: Path, spans: InMemorySpanExporter) -> Iterator[Served]:
         {
             "fan": {"f1": fan_row("f1", ["c001", "c002", "c003"], interests=["Music"])},
             "popular": popular_lists(ids, payloads),
+            **candidate_tables(ids, payloads),
         }
     )
     index = open_creator_index(settings)
@@ -99,7 +117,7 @@ def _retrieve(s: Served, **kwargs: object) -> retrieval_pb2.RetrieveResponse:
     return s.stub.Retrieve(retrieval_pb2.RetrieveRequest(**kwargs), timeout=5)  # type: ignore[arg-type]
 
 
-def test_serving_with_both_sources_tagged_and_no_duplicates(served: Served) -> None:
+def test_serving_with_every_source_tagged_and_no_duplicates(served: Served) -> None:
     health = health_pb2_grpc.HealthStub(served.channel)
     status = health.Check(
         health_pb2.HealthCheckRequest(service="kindred.v1.RetrievalService"), timeout=5
@@ -110,7 +128,8 @@ def test_serving_with_both_sources_tagged_and_no_duplicates(served: Served) -> N
 
     ids = [c.item_id for c in response.candidates]
     assert len(ids) == len(set(ids)) == 20
-    assert Counter(c.source for c in response.candidates) == {TT: 14, POP: 6}
+    assert Counter(c.source for c in response.candidates) == default_split(20)
+    assert set(default_split(20)) == {TT, I2I, SOC, TR, POP}
     assert not {"c001", "c002", "c003"} & set(ids)  # the fan's history is excluded
     for c in response.candidates:
         assert c.sources[0] == c.source and len(set(c.sources)) == len(c.sources)
@@ -118,6 +137,14 @@ def test_serving_with_both_sources_tagged_and_no_duplicates(served: Served) -> N
         assert "retrieval" in c.scores
         if TT in c.sources:
             assert -1.0 <= c.scores["two_tower"] <= 1.0
+        if SOC in c.sources:
+            assert c.scores["social_friends"] >= 1 and any(
+                "of your friends" in r or "a friend" in r for r in c.reasons
+            )
+        if I2I in c.sources:
+            assert c.scores["item_to_item_seeds"] >= 1 and any(
+                "creators you follow" in r or "a creator you follow" in r for r in c.reasons
+            )
     assert (response.model.name, response.model.version) == ("two_tower_user", "v1")
     assert dict(response.degraded_sources) == {}
 
@@ -126,6 +153,9 @@ def test_serving_with_both_sources_tagged_and_no_duplicates(served: Served) -> N
         "retrieval.retrieve",
         "retrieval.source.two_tower",
         "retrieval.source.popular",
+        "retrieval.source.item_to_item",
+        "retrieval.source.social",
+        "retrieval.source.trending",
         "onnx.run",
         "qdrant.query",
         "online_store.get",
@@ -149,9 +179,8 @@ def test_request_quotas_and_filters_are_honoured(served: Served) -> None:
     filters = common_pb2.Filters(
         languages=["fr"], categories=["Art", "Gaming"], exclude_mature=True, exclude_item_ids=["c005"]
     )
-    response = _retrieve(
-        served, fan_id="f1", k=8, filters=filters, source_quotas={"CANDIDATE_SOURCE_POPULAR": 6}
-    )
+    quotas = {"CANDIDATE_SOURCE_POPULAR": 6, "two_tower": 2}  # the others get the rest: none
+    response = _retrieve(served, fan_id="f1", k=8, filters=filters, source_quotas=quotas)
     assert Counter(c.source for c in response.candidates) == {POP: 6, TT: 2}
     for c in response.candidates:
         p = served.payloads[c.item_id]
@@ -159,17 +188,31 @@ def test_request_quotas_and_filters_are_honoured(served: Served) -> None:
         assert c.item_id != "c005"
 
 
-def test_a_new_fan_gets_popular_candidates_and_two_tower_is_reported(served: Served) -> None:
+def test_a_new_fan_gets_trending_and_popular_candidates_and_the_personal_sources_are_reported(
+    served: Served,
+) -> None:
     response = _retrieve(served, fan_id="someone-new", k=10)
-    assert [c.source for c in response.candidates] == [POP] * 10
-    assert "new fan" in response.degraded_sources["two_tower"]
+    assert len(response.candidates) == 10
+    assert {c.source for c in response.candidates} == {TR, POP}
+    assert set(response.degraded_sources) == {"two_tower", "item_to_item", "social"}
+    assert all("new fan" in reason for reason in response.degraded_sources.values())
+
+
+def test_a_new_fans_onboarding_categories_come_as_the_category_filter(served: Served) -> None:
+    filters = common_pb2.Filters(categories=["Podcasts"])
+    response = _retrieve(served, fan_id="someone-new", k=10, filters=filters)
+    assert len(response.candidates) == 10
+    assert {served.payloads[c.item_id]["category"] for c in response.candidates} == {"Podcasts"}
+    reasons = {r for c in response.candidates for r in c.reasons}
+    assert {"trending in Podcasts", "popular in Podcasts"} <= reasons
 
 
 def test_a_failing_source_degrades_instead_of_failing_the_request(served: Served) -> None:
     del served.store.data["popular"]
     response = _retrieve(served, fan_id="f1", k=10)
-    assert [c.source for c in response.candidates] == [TT] * 10
+    assert len(response.candidates) == 10 and POP not in {c.source for c in response.candidates}
     assert "run the trainer" in response.degraded_sources["popular"]
+    assert set(response.degraded_sources) == {"popular"}
 
 
 @pytest.mark.parametrize(
@@ -283,6 +326,8 @@ def test_create_server_from_settings_alone_with_the_embedded_store(tmp_path: Pat
     writer = open_online_store(settings)
     writer.put("fan", {"f1": fan_row("f1", ["c000"])})
     writer.put("popular", popular_lists(ids, payloads))
+    for namespace, rows in candidate_tables(ids, payloads).items():
+        writer.put(namespace, rows)
     writer.close()
 
     deps = build_deps(settings)
@@ -294,6 +339,6 @@ def test_create_server_from_settings_alone_with_the_embedded_store(tmp_path: Pat
     finally:
         server.stop(0)
         deps.close()
-    assert Counter(c.source for c in response.candidates) == {TT: 7, POP: 3}
+    assert Counter(c.source for c in response.candidates) == default_split(10)
     assert "c000" not in {c.item_id for c in response.candidates}
     assert response.model.version == "v7"

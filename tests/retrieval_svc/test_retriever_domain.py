@@ -39,7 +39,8 @@ def _setup(tt_ids: Sequence[str], pop_ids: Sequence[str], fans: dict[str, dict] 
     tt = FakeSource("two_tower", tt_ids)
     pop = FakeSource("popular", pop_ids)
     store = FakeStore({"fan": fans if fans is not None else {"f1": fan_row("f1", [])}})
-    return Retriever([tt, pop], store), tt, pop, store
+    # The shares these tests were written with (the service's defaults include more sources).
+    return Retriever([tt, pop], store, quota_shares={"two_tower": 0.7, "popular": 0.3}), tt, pop, store
 
 
 @pytest.mark.parametrize(
@@ -184,3 +185,46 @@ def test_unfilled_slots_ask_the_remaining_sources_again_for_k() -> None:
     retriever, tt, pop, _ = _setup(["t0"], [f"p{i}" for i in range(20)])
     assert len(retriever.retrieve(RetrieveQuery("f1", 100)).candidates) == 21
     assert [r.n for r in tt.requests] == [87] and [r.n for r in pop.requests] == [38]
+
+
+def test_a_hits_named_facts_reach_the_candidates_scores_and_the_claiming_source_wins_clashes() -> None:
+    class Facts(FakeSource):
+        def __init__(self, name: str, ids: Sequence[str], facts: dict[str, float]) -> None:
+            super().__init__(name, ids)
+            self.facts = facts
+
+        def retrieve(self, request: SourceRequest) -> list[SourceHit]:
+            return [SourceHit(h.item_id, h.score, h.reason, self.facts) for h in super().retrieve(request)]
+
+    social = Facts("social", ["a", "b"], {"social_friends": 3.0, "shared": 1.0})
+    i2i = Facts("item_to_item", ["b", "c"], {"item_to_item_seeds": 2.0, "shared": 2.0})
+    store = FakeStore({"fan": {"f1": fan_row("f1", [])}})
+    retriever = Retriever([social, i2i], store, quota_shares={"social": 0.5, "item_to_item": 0.5})
+    by_id = {c.item_id: c for c in retriever.retrieve(RetrieveQuery("f1", 3)).candidates}
+    assert by_id["a"].scores == {"social": 1.0, "social_friends": 3.0, "shared": 1.0, "retrieval": 1.0}
+    b = by_id["b"]
+    assert b.source == "social" and b.sources == ["social", "item_to_item"]
+    assert b.scores["social_friends"] == 3.0 and b.scores["item_to_item_seeds"] == 2.0
+    assert b.scores["shared"] == 1.0  # the claiming source's value
+    assert by_id["c"].scores["item_to_item_seeds"] == 2.0 and "social_friends" not in by_id["c"].scores
+
+
+def test_every_source_with_a_share_gets_a_slot_when_k_has_room_for_all() -> None:
+    shares = {"two_tower": 0.55, "item_to_item": 0.2, "social": 0.1, "trending": 0.1, "popular": 0.05}
+    assert resolve_quotas(10, shares, {}) == {
+        "two_tower": 5,  # 5.5 rounds up by largest remainder, then gives popular its one slot
+        "item_to_item": 2,
+        "social": 1,
+        "trending": 1,
+        "popular": 1,
+    }
+    assert resolve_quotas(100, shares, {}) == {
+        "two_tower": 55,
+        "item_to_item": 20,
+        "social": 10,
+        "trending": 10,
+        "popular": 5,
+    }
+    assert sum(resolve_quotas(3, shares, {}).values()) == 3  # no room for all: shares decide
+    assert resolve_quotas(3, shares, {})["popular"] == 0
+    assert resolve_quotas(10, {**shares, "social": 0.0}, {})["social"] == 0  # a zero share stays off

@@ -177,3 +177,15 @@ def test_retrieve_mirrors_serving_candidates() -> None:
         tt_scores, popularity, {0}, n_two_tower=2, n_popular=2, two_tower_score_for_popular=True
     )
     assert scored[3].two_tower_score == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("total_steps", [1, 2, 3, 4, 9, 10, 11, 200])
+def test_lr_schedule_survives_short_runs(total_steps: int) -> None:
+    from trainer.schedule import one_cycle
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([param], lr=1e-3)
+    sched = one_cycle(opt, max_lr=1e-3, total_steps=total_steps, warmup=0.1)
+    for _ in range(total_steps):  # 10 steps at 10 % warm-up used to raise ZeroDivisionError
+        opt.step()
+        sched.step()

@@ -1,0 +1,86 @@
+"""Item-to-item: creators whose audiences overlap with the creators the fan follows or supports.
+
+The trainer computes each creator's top co-engagement neighbours (shrunk cosine over the fan × creator
+follow/membership matrix, see trainer.candidates) into the online store namespace "creator_neighbors":
+`{creator_id: {"ids": [...], "scores": [...]}}`. At serving time the neighbour lists of the fan's
+`following` (its strongest engagements first, at most `max_seeds`) are read in one batch and summed: a
+creator similar to several of the fan's creators rises. The request filter is applied by the engine
+(see ranked_lists), and the seeds themselves are already excluded by it (the fan follows them).
+
+Score: the summed similarity `s` squashed to s / (1 + s) in [0, 1), the range of the other sources'
+scores the ranker was trained with; `scores["item_to_item_seeds"]` says how many of the fan's creators
+led to the candidate, which the reason puts in words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kindred import telemetry_schema as schema
+from kindred.telemetry import get_tracer
+from kindred.vectorstore import VectorIndex
+from retrieval_svc.sources import FanRow, FeatureReader, SourceHit, SourceRequest, SourceSkipped
+from retrieval_svc.sources.ranked_lists import count_phrase, filter_in_engine, read_ranked
+
+NAME = "item_to_item"
+NAMESPACE = "creator_neighbors"
+SEEDS_KEY = "item_to_item_seeds"
+# Seeds read per request: one batched store read of this many rows; past ~50 the sum barely moves.
+MAX_SEEDS = 50
+
+
+def seeds_of(fan: FanRow, max_seeds: int = MAX_SEEDS) -> list[str]:
+    """The creators the fan follows or supports, strongest engagement first (the fan row's history
+    order), then the rest of `following` in its own order."""
+    following = [str(c) for c in fan.get("following") or ()]
+    followed = set(following)
+    history = [str(c) for c in fan.get("history") or () if str(c) in followed]
+    return list(dict.fromkeys([*history, *following]))[:max_seeds]
+
+
+def reason(n_seeds: int) -> str:
+    return "similar to " + count_phrase(n_seeds, "a creator you follow", "{n} creators you follow")
+
+
+def aggregate(seeds: Sequence[str], rows: Sequence[Mapping[str, Any] | None]) -> list[SourceHit]:
+    """Neighbours of `seeds` (their stored rows, in the same order), summed, best first; seeds excluded."""
+    total: dict[str, float] = {}
+    count: dict[str, int] = {}
+    exclude = set(seeds)
+    for row in rows:
+        for item, sim in read_ranked(row):
+            if item in exclude:
+                continue
+            total[item] = total.get(item, 0.0) + sim
+            count[item] = count.get(item, 0) + 1
+    ranked = sorted(total, key=lambda i: (-total[i], i))
+    return [
+        SourceHit(i, total[i] / (1.0 + total[i]), reason(count[i]), {SEEDS_KEY: float(count[i])})
+        for i in ranked
+    ]
+
+
+class ItemToItemSource:
+    def __init__(self, store: FeatureReader, index: VectorIndex, *, max_seeds: int = MAX_SEEDS) -> None:
+        self._store = store
+        self._index = index
+        self._max_seeds = max_seeds
+        self._tracer = get_tracer(__name__)
+
+    @property
+    def name(self) -> str:
+        return NAME
+
+    def retrieve(self, request: SourceRequest) -> list[SourceHit]:
+        if request.fan_error is not None:
+            raise RuntimeError(f"fan features unavailable: {request.fan_error}")
+        if not request.fan:
+            raise SourceSkipped("no features for this fan yet (new fan)")
+        seeds = seeds_of(request.fan, self._max_seeds)
+        if not seeds:
+            return []  # follows nobody yet: nothing to be similar to, and nothing wrong
+        with self._tracer.start_as_current_span(schema.SPAN_ONLINE_STORE_GET) as span:
+            span.set_attribute(schema.ONLINE_STORE_NAMESPACE, NAMESPACE)
+            rows = self._store.get(NAMESPACE, seeds)
+        return filter_in_engine(self._index, aggregate(seeds, rows), request.filter, request.n, source=NAME)

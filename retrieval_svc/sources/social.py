@@ -1,0 +1,64 @@
+"""Social: creators the fan's friends follow or support, the more friends the higher.
+
+Serving path: the trainer precomputes, per fan, the creators the fan's friends follow or support and how
+many friends do ("social" namespace: `{fan_id: {"ids": [...], "scores": [...], "friends": [...]}}`, ids
+best first, creators the fan already had left out). One store read per request. The alternative — the
+fan's friend list, then every friend's fan row — costs a read of ~5-50 large rows per request to gain
+freshness up to the next training run; it is the path to take once follows stream into the online store.
+
+Score: n / (n + 1) for n friends (in [0, 1), like the other sources' scores); `scores["social_friends"]`
+carries n itself, for the ranker and for the reason ("followed by 3 of your friends").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kindred import telemetry_schema as schema
+from kindred.telemetry import get_tracer
+from kindred.vectorstore import VectorIndex
+from retrieval_svc.sources import FeatureReader, SourceHit, SourceRequest, SourceSkipped
+from retrieval_svc.sources.ranked_lists import count_phrase, filter_in_engine, read_ranked
+
+NAME = "social"
+NAMESPACE = "social"
+FRIENDS_KEY = "social_friends"
+
+
+def reason(n_friends: int) -> str:
+    return "followed by " + count_phrase(n_friends, "a friend of yours", "{n} of your friends")
+
+
+def hits_from_row(row: Mapping[str, Any] | None) -> list[SourceHit]:
+    """The stored row as hits, in its order; a row without friend counts counts one friend each."""
+    ranked = read_ranked(row)
+    friends = list((row or {}).get("friends") or [])
+    if len(friends) != len(ranked):
+        friends = [1] * len(ranked)
+    return [
+        SourceHit(item, score, reason(int(n)), {FRIENDS_KEY: float(n)})
+        for (item, score), n in zip(ranked, friends, strict=True)
+    ]
+
+
+class SocialSource:
+    def __init__(self, store: FeatureReader, index: VectorIndex) -> None:
+        self._store = store
+        self._index = index
+        self._tracer = get_tracer(__name__)
+
+    @property
+    def name(self) -> str:
+        return NAME
+
+    def retrieve(self, request: SourceRequest) -> list[SourceHit]:
+        if request.fan_error is not None:
+            raise RuntimeError(f"fan features unavailable: {request.fan_error}")
+        if not request.fan:
+            raise SourceSkipped("no features for this fan yet (new fan)")
+        with self._tracer.start_as_current_span(schema.SPAN_ONLINE_STORE_GET) as span:
+            span.set_attribute(schema.ONLINE_STORE_NAMESPACE, NAMESPACE)
+            row = self._store.get(NAMESPACE, [request.fan_id])[0]
+        # No row: no friends, or friends who follow nobody new to this fan. Nothing wrong, nothing to add.
+        return filter_in_engine(self._index, hits_from_row(row), request.filter, request.n, source=NAME)
