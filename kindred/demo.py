@@ -16,10 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from kindred.config import Settings
+from kindred.grpc_client import wait_until_serving
 from kindred.models import current_version
 
 DEMO_SERVICES = ("retrieval", "notify", "events", "ranking")  # ranking last: it calls retrieval
@@ -105,7 +103,8 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         for name in DEMO_SERVICES:
             children[name] = subprocess.Popen([python, "-m", "kindred", "serve", name], env=env)
-            _wait_serving(name, _target(settings, name), children[name])
+            wait_until_serving(_target(settings, name), proc=children[name])
+            print(f"[demo] {name} serving on {_target(settings, name)}", flush=True)
         elapsed = time.monotonic() - started
         print(_banner(settings, data_dir, elapsed))
         if args.no_wait:
@@ -131,24 +130,6 @@ def _step(name: str, cmd: list[str], env: dict[str, str]) -> None:
 def _target(settings: Settings, name: str) -> str:
     port = getattr(settings, f"{name}_port")
     return f"{settings.host}:{port}"
-
-
-def _wait_serving(name: str, target: str, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {proc.returncode} before serving")
-            try:
-                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    print(f"[demo] {name} serving on {target}", flush=True)
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.25)
-    raise TimeoutError(f"{name} not SERVING on {target} after {timeout_s:.0f} s")
 
 
 def _banner(settings: Settings, data_dir: Path, elapsed: float) -> str:

@@ -7,8 +7,11 @@ INVALID_ARGUMENT can never succeed; a retried DEADLINE_EXCEEDED only adds load w
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.instrumentation.grpc import client_interceptor
 from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 
@@ -54,3 +57,32 @@ def deadline_from(context: grpc.ServicerContext | None, default_s: float) -> flo
     if remaining is None:
         return default_s
     return max(0.001, min(default_s, remaining - _DEADLINE_MARGIN_S))
+
+
+def wait_until_serving(
+    target: str, *, proc: subprocess.Popen[bytes] | None = None, timeout_s: float = 120.0
+) -> None:
+    """Polls the standard health service of `target` until SERVING.
+
+    Raises ServiceExited if `proc` (the server's process) dies first, TimeoutError after `timeout_s`.
+    """
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise ServiceExited(f"service on {target} exited with code {proc.returncode} before serving")
+            try:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
+                    return
+            except grpc.RpcError:
+                pass  # not listening yet
+            time.sleep(0.2)
+    raise TimeoutError(f"service on {target} not SERVING after {timeout_s:.0f} s")
+
+
+class ServiceExited(RuntimeError):
+    """A server process ended while we waited for it to serve."""

@@ -103,21 +103,12 @@ def start_mesh(
 
 
 def wait_serving(target: str, proc: subprocess.Popen[bytes], timeout_s: float, log_path: Path) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from kindred.grpc_client import ServiceExited, wait_until_serving
 
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"service on {target} exited with {proc.returncode}:\n{tail}")
-            try:
-                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise TimeoutError(f"service on {target} not SERVING after {timeout_s:.0f} s (log: {log_path})")
+    try:
+        wait_until_serving(target, proc=proc, timeout_s=timeout_s)
+    except ServiceExited as exc:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{exc}:\n{tail}") from exc
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc} (log: {log_path})") from exc

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace as otel_trace
 from opentelemetry.instrumentation.grpc import client_interceptor
 from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
@@ -25,6 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from kindred.grpc_client import wait_until_serving
 from kindred.v1 import (
     common_pb2,
     events_pb2,
@@ -45,24 +45,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _wait_serving(target: str, proc: subprocess.Popen[bytes], timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"service on {target} exited with {proc.returncode}"
-            try:
-                if (
-                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise TimeoutError(target)
 
 
 class Mesh:
@@ -113,7 +95,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         for name in SERVICES:
             proc = subprocess.Popen([sys.executable, "-m", "kindred", "serve", name], env=env, cwd=REPO)
             procs.append(proc)
-            _wait_serving(f"127.0.0.1:{ports[name]}", proc)
+            wait_until_serving(f"127.0.0.1:{ports[name]}", proc=proc, timeout_s=90)
         yield Mesh(data_dir, ports, trace_file)
     finally:
         for proc in procs:
