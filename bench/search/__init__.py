@@ -1,0 +1,1 @@
+"""Search-quality benchmarks on public data (BEIR SciFact): loading, metrics, TREC runs."""
