@@ -251,8 +251,6 @@ def load_model(
     feature order differs from `expected_features` in any way (names, count or order); and
     FailedPrecondition if there is no such model at all.
     """
-    import onnxruntime as ort  # imported here: only processes that serve models need it
-
     directory = version_dir(models_dir, name, version)
     manifest = read_manifest(models_dir, name, directory.name)
     missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
@@ -263,15 +261,37 @@ def load_model(
     model_path = directory / str(manifest.get("model_file", MODEL_FILE))
     if not model_path.is_file():
         raise ModelMismatch(f"model {name} {directory.name}: {model_path.name} is missing")
-    actual_sha = sha256_file(model_path)
-    if actual_sha != manifest["sha256"]:
-        raise ModelMismatch(
-            f"model {name} {directory.name}: {model_path.name} has sha256 {actual_sha[:16]}…, "
-            f"manifest says {str(manifest['sha256'])[:16]}… (file changed after export)"
-        )
+    label = f"model {name} {directory.name}"
+    verify_sha256(model_path, str(manifest["sha256"]), label=label)
     diff = feature_diff(expected_features, manifest["features"])
     if diff:
         raise ModelMismatch(f"model {name} {directory.name} was trained on a different feature order: {diff}")
+
+    session = open_session(model_path, manifest, label=label, intra_op_num_threads=intra_op_num_threads)
+    width = session.get_inputs()[0].shape[-1]
+    if isinstance(width, int) and width != len(expected_features):
+        raise ModelMismatch(
+            f"model {name} {directory.name}: graph takes {width} features, expected {len(expected_features)}"
+        )
+    return OnnxModel(model_path, manifest, session)
+
+
+def verify_sha256(path: Path, expected: str, *, label: str) -> None:
+    """Raises ModelMismatch if `path` is not the file the manifest was written for."""
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ModelMismatch(
+            f"{label}: {path.name} has sha256 {actual[:16]}…, "
+            f"manifest says {expected[:16]}… (file changed after export)"
+        )
+
+
+def open_session(
+    model_path: Path, manifest: Mapping[str, Any], *, label: str, intra_op_num_threads: int = 1
+) -> Any:
+    """An onnxruntime session tuned for a latency-bound service on few cores, whose graph's input and
+    output names are checked against the manifest's."""
+    import onnxruntime as ort  # imported here: only processes that serve models need it
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_num_threads
@@ -283,20 +303,15 @@ def load_model(
             str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise ModelMismatch(f"model {name} {directory.name}: onnxruntime cannot load it: {exc}") from exc
+        raise ModelMismatch(f"{label}: onnxruntime cannot load it: {exc}") from exc
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     if inputs != list(manifest["inputs"]) or outputs != list(manifest["outputs"]):
         raise ModelMismatch(
-            f"model {name} {directory.name}: graph has inputs {inputs} / outputs {outputs}, "
+            f"{label}: graph has inputs {inputs} / outputs {outputs}, "
             f"manifest says {manifest['inputs']} / {manifest['outputs']}"
         )
-    width = session.get_inputs()[0].shape[-1]
-    if isinstance(width, int) and width != len(expected_features):
-        raise ModelMismatch(
-            f"model {name} {directory.name}: graph takes {width} features, expected {len(expected_features)}"
-        )
-    return OnnxModel(model_path, manifest, session)
+    return session
 
 
 def load_array(models_dir: Path, name: str, filename: str, version: str | None = None) -> npt.NDArray[Any]:

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kindred.errors import ModelMismatch
-from kindred.models import MANIFEST_FILE, MODEL_FILE, read_manifest, sha256_file, version_dir
+from kindred.models import MANIFEST_FILE, MODEL_FILE, open_session, read_manifest, verify_sha256, version_dir
 
 MODEL_NAME: Final = "text_encoder"
 TOKENIZER_FILE: Final = "tokenizer.json"
@@ -145,7 +145,6 @@ class TextEncoder:
 
     @classmethod
     def _load(cls, directory: Path, manifest: Mapping[str, Any], *, intra_op_num_threads: int) -> TextEncoder:
-        import onnxruntime as ort  # imported here: only processes that serve models need it
         from tokenizers import Tokenizer
 
         missing = [k for k in TEXT_MANIFEST_KEYS if k not in manifest]
@@ -155,33 +154,12 @@ class TextEncoder:
             raise ModelMismatch(f"text encoder at {directory} claims to be version {manifest['version']}")
         model_path = directory / str(manifest.get("model_file", MODEL_FILE))
         tok_path = directory / TOKENIZER_FILE
+        label = f"text encoder {directory.name}"
         for path, key in ((model_path, "sha256"), (tok_path, "tokenizer_sha256")):
             if not path.is_file():
                 raise ModelMismatch(f"text encoder {directory.name}: {path.name} is missing")
-            actual = sha256_file(path)
-            if actual != manifest[key]:
-                raise ModelMismatch(
-                    f"text encoder {directory.name}: {path.name} has sha256 {actual[:16]}…, "
-                    f"manifest says {str(manifest[key])[:16]}… (file changed after export)"
-                )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_num_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(
-                str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelMismatch(f"text encoder {directory.name}: onnxruntime cannot load it: {exc}") from exc
-        outputs = [o.name for o in session.get_outputs()]
-        inputs = [i.name for i in session.get_inputs()]
-        if inputs != list(manifest["inputs"]) or outputs != list(manifest["outputs"]):
-            raise ModelMismatch(
-                f"text encoder {directory.name}: graph has inputs {inputs} / outputs {outputs}, "
-                f"manifest says {manifest['inputs']} / {manifest['outputs']}"
-            )
+            verify_sha256(path, str(manifest[key]), label=label)
+        session = open_session(model_path, manifest, label=label, intra_op_num_threads=intra_op_num_threads)
         return cls(session, Tokenizer.from_file(str(tok_path)), manifest, path=directory)
 
     # -- encoding ----------------------------------------------------------------------------------
