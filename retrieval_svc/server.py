@@ -171,7 +171,11 @@ def build_bundle(
     retriever = Retriever(
         sources, deps.store, quota_shares=deps.quota_shares, model=ModelRef(USER_TOWER, user_tower.version)
     )
-    creators = CreatorCatalogue(index, hnsw_ef=deps.hnsw_ef, on_write=[popular.invalidate])
+    creators = CreatorCatalogue(
+        index,
+        hnsw_ef=deps.hnsw_ef,
+        on_write=[s.invalidate for s in sources if isinstance(s, PopularSource | TrendingSource)],
+    )
     return ServingBundle(index.version, user_tower.version, retriever, creators, close)
 
 

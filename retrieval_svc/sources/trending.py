@@ -16,19 +16,26 @@ categories as the category filter, and both this source and popular then rank wi
 Exploration: `new_share` of this source's slots (evenly spread: with 10 slots and 0.3, slots 4, 7 and
 10) go to new creators, tagged `scores["trending_new"] = 1`; slots either part cannot fill go to the
 other. The request filter is applied by the engine (see ranked_lists).
+
+The lists change when the trainer runs, so each one is cached with the engine's verdict on its prefix
+per (list key, filter without the fan's excluded ids) for `cache_ttl_s` (`ranked_lists.ListCache`); a
+request merges the cached lists, drops its excluded ids in Python and builds hits only for what it
+returns. `invalidate()` drops the cache after index writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kindred import telemetry_schema as schema
 from kindred.data.schema import CATEGORIES
 from kindred.telemetry import get_tracer
-from kindred.vectorstore import VectorIndex
+from kindred.vectorstore import PayloadFilter, VectorIndex
 from retrieval_svc.sources import FanRow, FeatureReader, SourceHit, SourceRequest
-from retrieval_svc.sources.ranked_lists import filter_in_engine, interleave, read_ranked
+from retrieval_svc.sources.ranked_lists import CachedList, ListCache, first_passing, interleave, read_ranked
 
 NAME = "trending"
 NAMESPACE = "trending"
@@ -123,6 +130,8 @@ class TrendingSource:
         *,
         new_share: float = DEFAULT_NEW_SHARE,
         max_category_lists: int = MAX_CATEGORY_LISTS,
+        cache_ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0.0 <= new_share <= 1.0:
             raise ValueError(f"new_share must be in [0, 1], got {new_share}")
@@ -130,28 +139,57 @@ class TrendingSource:
         self._index = index
         self._new_share = new_share
         self._max_category_lists = max_category_lists
+        self._cache = ListCache(cache_ttl_s, clock)
         self._tracer = get_tracer(__name__)
 
     @property
     def name(self) -> str:
         return NAME
 
+    def invalidate(self) -> None:
+        self._cache.invalidate()
+
     def retrieve(self, request: SourceRequest) -> list[SourceHit]:
         # A store failure for the fan row only costs personalisation here: the global lists still answer.
         flt = request.filter
+        engine_flt = dataclasses.replace(flt, exclude_ids=frozenset())
         names = list_keys(
             categories_for(sorted(flt.categories), request.fan, self._max_category_lists),
             languages_for(sorted(flt.languages), request.fan),
         )
+        lists = self._cache.lists(
+            [*names, *(NEW_PREFIX + k for k in names)], engine_flt, self._read, read_ranked
+        )
+        want_new = round(request.n * self._new_share)
+        new_ok = (
+            self._hits(lists[len(names) :], names, flt, engine_flt, want_new, new=True) if want_new else []
+        )
+        # Enough trending ones to fill every slot in case few new creators pass the filter.
+        trend_ok = self._hits(lists[: len(names)], names, flt, engine_flt, request.n, new=False)
+        return mix(trend_ok, new_ok, request.n, self._new_share)
+
+    def _read(self, keys: list[str]) -> Sequence[Mapping[str, Any] | None]:
         with self._tracer.start_as_current_span(schema.SPAN_ONLINE_STORE_GET) as span:
             span.set_attribute(schema.ONLINE_STORE_NAMESPACE, NAMESPACE)
-            rows = self._store.get(NAMESPACE, [*names, *(NEW_PREFIX + k for k in names)])
-        if rows[len(names) - 1] is None:
+            rows = self._store.get(NAMESPACE, keys)
+        if GLOBAL_KEY in keys and rows[keys.index(GLOBAL_KEY)] is None:
             raise LookupError(f"no {NAMESPACE!r}/{GLOBAL_KEY!r} list in the online store (run the trainer)")
-        trending = merge_lists(rows[: len(names)], names, new=False)
-        new = merge_lists(rows[len(names) :], names, new=True)
-        want_new = round(request.n * self._new_share)
-        new_ok = filter_in_engine(self._index, new, flt, want_new, source=NAME) if want_new else []
-        # Enough trending ones to fill every slot in case few new creators pass the filter.
-        trend_ok = filter_in_engine(self._index, trending, flt, request.n, source=NAME)
-        return mix(trend_ok, new_ok, request.n, self._new_share)
+        return rows
+
+    def _hits(
+        self,
+        lists: Sequence[CachedList],
+        names: Sequence[str],
+        flt: PayloadFilter,
+        engine_flt: PayloadFilter,
+        n: int,
+        *,
+        new: bool,
+    ) -> list[SourceHit]:
+        """The first `n` passing hits of the merged lists (as `merge_lists` orders them)."""
+        reasons = [reason(key, new=new) for key in names]
+        passing = first_passing(self._index, lists, flt, engine_flt, n, source=NAME)
+        return [
+            SourceHit(lists[j].ids[r], lists[j].scores[r], reasons[j], {NEW_KEY: 1.0} if new else {})
+            for j, r in passing
+        ]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from rs_helpers import (
     FakeStore,
+    SpyIndex,
     embed,
     fan_row,
     popular_lists,
@@ -145,3 +146,33 @@ def test_popular_caches_the_engine_filtered_list_and_still_applies_per_fan_exclu
     store.data["popular"]["global"] = {"creator_ids": ["c097"], "scores": [1.0]}
     cached.invalidate()
     assert [h.item_id for h in cached.retrieve(SourceRequest("f", None, base, 2))] == ["c097"]
+
+
+def test_popular_fans_with_other_interests_and_exclusions_share_the_cached_lists(world) -> None:  # type: ignore[no-untyped-def]
+    inner, _, _, _, payloads = world
+    index = SpyIndex(inner)
+    ids = [p["creator_id"] for p in payloads]
+    store = FakeStore({"popular": popular_lists(ids, payloads)})
+    cached = PopularSource(store, index, cache_ttl_s=30.0, clock=lambda: 0.0)
+    uncached = PopularSource(store, inner, cache_ttl_s=-1.0)
+    base = PayloadFilter.build(languages=["en", "fr"], exclude_mature=True)
+    for fan_id, interests in [("f1", ["Gaming"]), ("f2", ["Music"])]:
+        cached.retrieve(SourceRequest(fan_id, fan_row(fan_id, [], interests=interests), base, 12))
+    index.fetches.clear()
+    store.reads.clear()
+
+    fan = fan_row("f3", ["c001", "c002", "c012"], interests=["Music", "Gaming"])
+    flt = base.excluding(fan["following"])
+    hits = cached.retrieve(SourceRequest("f3", fan, flt, 12))
+
+    assert index.fetches == [] and store.reads == []  # a new combination of cached lists: no engine call
+    expected = uncached.retrieve(SourceRequest("f3", fan, flt, 12))
+    assert [(h.item_id, h.score, h.reason) for h in hits] == [
+        (h.item_id, h.score, h.reason) for h in expected
+    ]
+    by_id = dict(zip(ids, payloads, strict=True))
+    assert len(hits) == 12 and all(flt.matches(h.item_id, by_id[h.item_id]) for h in hits)
+    assert {h.reason for h in hits} == {"popular in Music", "popular in Gaming"}
+    other = PayloadFilter.build(languages=["de"])  # another engine filter is its own entry
+    cached.retrieve(SourceRequest("f3", fan, other, 5))
+    assert {f for _, f in index.fetches} == {other}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from rs_helpers import FakeStore, IndexedCreators, candidate_tables, fan_row
 
@@ -50,7 +52,9 @@ def test_the_request_filter_is_applied_by_the_engine_to_both_parts(
     hits = TrendingSource(store, creators.index).retrieve(SourceRequest("f1", None, flt, 12))
     assert len(hits) == 12
     assert creators.passes([h.item_id for h in hits], flt) == [h.item_id for h in hits]
-    assert {f for _, f in creators.index.fetches} == {flt}
+    # The engine applies the shared part; the fan's excluded ids are dropped from the cached prefix.
+    assert {f for _, f in creators.index.fetches} == {dataclasses.replace(flt, exclude_ids=frozenset())}
+    assert "c119" not in {h.item_id for h in hits}
     assert any("trending_new" in h.extra for h in hits)
 
 
@@ -94,3 +98,39 @@ def test_mix_spreads_the_new_share_and_each_side_backfills_the_other() -> None:
     assert [h.item_id for h in mix(trending[:2], new, 4, 0.25)] == ["t0", "t1", "n0", "n1"]
     assert [h.item_id for h in mix(trending, new[:1], 4, 0.5)] == ["t0", "n0", "t1", "t2"]
     assert [h.item_id for h in mix(trending, [trending[0], *new], 3, 0.34)] == ["t0", "t1", "n0"]
+
+
+def test_fans_with_other_interests_and_exclusions_share_the_cached_engine_filtered_lists(
+    creators: IndexedCreators, store: FakeStore
+) -> None:
+    now = [0.0]
+    cached = TrendingSource(store, creators.index, cache_ttl_s=30.0, clock=lambda: now[0])
+    uncached = TrendingSource(store, creators.index, cache_ttl_s=-1.0)
+    base = PayloadFilter.build(exclude_mature=True)
+    warm = [
+        (fan_row("f1", ["c003"], interests=["Gaming"]), base.excluding(["c003"])),
+        (fan_row("f2", [], interests=["Art"]), base),
+    ]
+    for fan, flt in warm:
+        cached.retrieve(SourceRequest(fan["fan_id"], fan, flt, 10))
+    creators.index.fetches.clear()
+    store.reads.clear()
+
+    fan = fan_row("f3", ["c002", "c006", "c010"], interests=["Art", "Gaming"])
+    flt = base.excluding(fan["following"])
+    hits = cached.retrieve(SourceRequest("f3", fan, flt, 10))
+
+    assert creators.index.fetches == [] and store.reads == []  # every list and verdict came from the cache
+    expected = uncached.retrieve(SourceRequest("f3", fan, flt, 10))
+    assert [(h.item_id, h.score, h.reason, h.extra) for h in hits] == [
+        (h.item_id, h.score, h.reason, h.extra) for h in expected
+    ]
+    assert len(hits) == 10 and creators.passes([h.item_id for h in hits], flt) == [h.item_id for h in hits]
+    assert {h.reason for h in hits} >= {"trending in Art", "trending in Gaming"}
+
+    creators.index.fetches.clear()
+    cached.invalidate()  # an index write: the engine is asked again
+    assert [h.item_id for h in cached.retrieve(SourceRequest("f3", fan, flt, 10))] == [
+        h.item_id for h in hits
+    ]
+    assert creators.index.fetches
