@@ -36,6 +36,17 @@ class SourceRequest:
     now: float | None = None  # request time (epoch s) for time-dependent features; None = the row's as_of
     fan_error: str | None = None  # set when reading the fan row failed (as opposed to: no row)
 
+    def require_fan(self) -> FanRow:
+        """The fan row, for sources that only work from a fan's history.
+
+        A failed read is a source failure (degraded); a fan with no row yet is a skip (not degraded).
+        """
+        if self.fan_error is not None:
+            raise RuntimeError(f"fan features unavailable: {self.fan_error}")
+        if not self.fan:
+            raise SourceSkipped("no features for this fan yet (new fan)")
+        return self.fan
+
 
 @dataclasses.dataclass(frozen=True)
 class SourceHit:

@@ -20,7 +20,7 @@ from typing import Any
 from kindred import telemetry_schema as schema
 from kindred.telemetry import get_tracer
 from kindred.vectorstore import VectorIndex
-from retrieval_svc.sources import FanRow, FeatureReader, SourceHit, SourceRequest, SourceSkipped
+from retrieval_svc.sources import FanRow, FeatureReader, SourceHit, SourceRequest
 from retrieval_svc.sources.ranked_lists import count_phrase, filter_in_engine, read_ranked
 
 NAME = "item_to_item"
@@ -73,11 +73,8 @@ class ItemToItemSource:
         return NAME
 
     def retrieve(self, request: SourceRequest) -> list[SourceHit]:
-        if request.fan_error is not None:
-            raise RuntimeError(f"fan features unavailable: {request.fan_error}")
-        if not request.fan:
-            raise SourceSkipped("no features for this fan yet (new fan)")
-        seeds = seeds_of(request.fan, self._max_seeds)
+        fan = request.require_fan()
+        seeds = seeds_of(fan, self._max_seeds)
         if not seeds:
             return []  # follows nobody yet: nothing to be similar to, and nothing wrong
         with self._tracer.start_as_current_span(schema.SPAN_ONLINE_STORE_GET) as span:

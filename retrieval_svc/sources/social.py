@@ -18,7 +18,7 @@ from typing import Any
 from kindred import telemetry_schema as schema
 from kindred.telemetry import get_tracer
 from kindred.vectorstore import VectorIndex
-from retrieval_svc.sources import FeatureReader, SourceHit, SourceRequest, SourceSkipped
+from retrieval_svc.sources import FeatureReader, SourceHit, SourceRequest
 from retrieval_svc.sources.ranked_lists import count_phrase, filter_in_engine, read_ranked
 
 NAME = "social"
@@ -53,10 +53,7 @@ class SocialSource:
         return NAME
 
     def retrieve(self, request: SourceRequest) -> list[SourceHit]:
-        if request.fan_error is not None:
-            raise RuntimeError(f"fan features unavailable: {request.fan_error}")
-        if not request.fan:
-            raise SourceSkipped("no features for this fan yet (new fan)")
+        request.require_fan()  # social lists are per known fan: a new fan has none
         with self._tracer.start_as_current_span(schema.SPAN_ONLINE_STORE_GET) as span:
             span.set_attribute(schema.ONLINE_STORE_NAMESPACE, NAMESPACE)
             row = self._store.get(NAMESPACE, [request.fan_id])[0]
