@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,10 @@ MATURE_KEY = "mature"
 
 FloatArray = npt.NDArray[np.float32]
 VectorLike = FloatArray | Sequence[float]
+
+# Engine-neutral names each adapter maps to its own library's enums.
+FieldType = Literal["keyword", "integer", "float", "bool", "text", "datetime"]
+Distance = Literal["cosine", "dot"]
 
 
 class VectorIndexError(RuntimeError):

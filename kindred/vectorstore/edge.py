@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import qdrant_edge as qe
@@ -18,6 +18,8 @@ from kindred.vectorstore.base import (
     CATEGORY_KEY,
     LANGUAGE_KEY,
     MATURE_KEY,
+    Distance,
+    FieldType,
     HnswParams,
     IndexPoint,
     PayloadFilter,
@@ -30,9 +32,6 @@ from kindred.vectorstore.base import (
     point_uuid,
     to_engine_payload,
 )
-
-FieldType = Literal["keyword", "integer", "float", "bool", "text", "datetime"]
-Distance = Literal["cosine", "dot"]
 
 _FIELD_TYPES: dict[str, qe.PayloadSchemaType] = {
     "keyword": qe.PayloadSchemaType.Keyword,

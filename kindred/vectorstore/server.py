@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -24,6 +24,8 @@ from kindred.vectorstore.base import (
     CATEGORY_KEY,
     LANGUAGE_KEY,
     MATURE_KEY,
+    Distance,
+    FieldType,
     HnswParams,
     IndexPoint,
     PayloadFilter,
@@ -36,9 +38,6 @@ from kindred.vectorstore.base import (
     point_uuid,
     to_engine_payload,
 )
-
-FieldType = Literal["keyword", "integer", "float", "bool", "text", "datetime"]
-Distance = Literal["cosine", "dot"]
 
 _FIELD_TYPES: dict[str, qm.PayloadSchemaType] = {
     "keyword": qm.PayloadSchemaType.KEYWORD,
