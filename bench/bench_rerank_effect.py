@@ -1,0 +1,214 @@
+"""Effect of re-ranking on the trainer's time hold-out (NDCG/Recall@10, category coverage, exposure).
+
+Same protocol as trainer.evaluate.evaluate_holdout's "two_tower+ranker" row (features as of the train
+end, candidates = two-tower top-n ∪ popular top-n, ranker = the promoted ONNX ranker), then the page of
+10 re-ranked by ranking_svc.rerank with each configuration, with a bootstrap CI of each NDCG change.
+
+    python bench/bench_rerank_effect.py [DATA_DIR]     (default var/demo, what `make demo` builds)
+
+Replaces the "## Re-ranking effect" section of bench/RESULTS.md with the printed tables. GRID=1 adds a
+λ × cap grid.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import shlex
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from kindred.data.catalogue import Catalogue
+from kindred.eventlog import EventLog
+from kindred.models import current_version
+from ranking_svc.domain import ScoredCandidate
+from ranking_svc.rerank import (
+    CapParams,
+    DiversityParams,
+    ExposureParams,
+    FreshnessParams,
+    RerankConfig,
+    Reranker,
+    Slate,
+)
+from trainer.config import load_config
+from trainer.datasets import (
+    build_snapshot,
+    label_type_codes,
+    read_segments_batch,
+    time_split,
+    to_interactions,
+)
+from trainer.evaluate import ndcg_at_k, rank_by, recall_at_k
+from trainer.promotion import RegistryModels
+from trainer.ranker import featurize, retrieve
+
+K = 10
+data_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "var/demo")
+if not (data_dir / "models").is_dir():
+    print(f"no trained demo in {data_dir}: run `make demo` first (or pass a data dir)")
+    sys.exit(0)
+lines: list[str] = []
+
+
+def out(line: str) -> None:
+    print(line)
+    lines.append(line)
+
+
+cfg = load_config("default")
+catalogue = Catalogue.load(data_dir)
+creator_ids = [c.creator_id for c in catalogue.creators]
+segments = EventLog(data_dir / "events").segment_paths()
+events = to_interactions(
+    read_segments_batch({"path": np.array([str(p) for p in segments], dtype=object)}), catalogue
+)
+split = time_split(events, cfg.split.test_fraction)
+test = build_snapshot(
+    events,
+    catalogue,
+    creator_ids,
+    cut=split.train_end,
+    window_end=split.end,
+    label_codes=label_type_codes(cfg.split.label_types),
+)
+models_dir = data_dir / "models"
+version = current_version(models_dir, "ranker")
+assert version is not None
+models = RegistryModels(models_dir, version, version)
+user_vecs = models.user_vectors(test.user_x)
+creator_vecs = models.creator_vectors(creator_ids, test.creator_x)
+tt_scores = user_vecs @ creator_vecs.T
+rows = [i for i, y in enumerate(test.labels) if y]
+category = [str((test.creator_rows.get(c) or {}).get("category", "")) for c in creator_ids]
+followers = np.array([float((test.creator_rows.get(c) or {}).get("n_followers", 0)) for c in creator_ids])
+age = np.array(
+    [
+        (
+            (test.creator_rows.get(c) or {}).get("as_of", 0)
+            - (test.creator_rows.get(c) or {}).get("created_at", 0)
+        )
+        / 86400
+        for c in creator_ids
+    ]
+)
+qualifies = (followers < ExposureParams().max_followers) | (age < ExposureParams().new_days)
+
+# Per fan: the ranker's ordered head (as evaluate_holdout builds it), then the rest in two-tower order.
+fans = []
+for i in rows:
+    cands = retrieve(
+        tt_scores[i],
+        test.popularity,
+        test.seen[i],
+        n_two_tower=cfg.eval.candidates_two_tower,
+        n_popular=cfg.eval.candidates_popular,
+        two_tower_score_for_popular=cfg.ranker.two_tower_score_for_popular,
+    )
+    s = models.ranker_scores(featurize(test, i, cands, creator_ids))
+    order = np.argsort(-s, kind="stable")
+    head = [cands[j].creator for j in order]
+    taken = set(head)
+    tail = [c for c in rank_by(tt_scores[i], test.seen[i]) if c not in taken]
+    fans.append((i, head, [float(s[j]) for j in order], tail))
+
+out(
+    f"hold-out: {len(fans)} fans, {sum(len(test.labels[i]) for i, *_ in fans)} discoveries, "
+    f"{len(creator_ids)} creators; ranker {version}; candidates per fan "
+    f"{cfg.eval.candidates_two_tower}+{cfg.eval.candidates_popular}"
+)
+
+OFF = RerankConfig(freshness=None, diversity=None, exposure=None, cap=None)
+DEFAULT = RerankConfig()
+grid = os.environ.get("GRID") == "1"
+configs = {
+    "ranker only (no re-rank)": OFF,
+    "freshness only (w 0.05)": RerankConfig(FreshnessParams(), None, None, None),
+    "freshness only (w 0.1)": RerankConfig(FreshnessParams(weight=0.1), None, None, None),
+    "diversity only (lam 0.85)": RerankConfig(None, DiversityParams(0.85), None, None),
+    "exposure only": RerankConfig(None, None, ExposureParams(), None),
+    "cap only (3/category)": RerankConfig(None, None, None, CapParams()),
+    "default": DEFAULT,
+}
+if os.environ.get("EXPO") == "1":
+    configs = {"ranker only (no re-rank)": OFF}
+    for mr in (0.3, 0.4, 0.5, 0.6):
+        configs[f"lam .93, min_rel {mr}"] = RerankConfig(
+            diversity=DiversityParams(0.93), exposure=ExposureParams(min_relevance=mr)
+        )
+    configs["lam .93, no exposure"] = RerankConfig(diversity=DiversityParams(0.93), exposure=None)
+if grid:
+    for lam in (0.85, 0.9, 0.93, 0.95, 0.97):
+        for cap in (2, 3):
+            configs[f"all, lam {lam}, cap {cap}"] = RerankConfig(
+                diversity=DiversityParams(lam), cap=CapParams(cap)
+            )
+    configs["all but diversity, cap 3"] = RerankConfig(diversity=None)
+small_line = ExposureParams().max_followers
+per_fan: dict[str, np.ndarray] = {}
+out(
+    f"{'configuration':<28}{'ndcg@10':>9}{'recall@10':>11}{'cats@10':>9}{'max/cat':>9}{'ILD':>7}"
+    f"{'small@10':>10}{'pages w/ new|small':>19}"
+)
+for name, config in configs.items():
+    reranker = Reranker.from_config(config)
+    ndcg, recall, cats, maxcat, ild, small, expo = [], [], [], [], [], [], []
+    for i, head, scores, tail in fans:
+        cands = [
+            ScoredCandidate(creator_ids[c], "two_tower", scores={"ranker": sc})
+            for c, sc in zip(head, scores, strict=True)
+        ]
+        slate = Slate.from_rows(cands, [test.creator_rows.get(creator_ids[c]) for c in head])
+        page_ids = [c.item_id for c in reranker.rerank(slate, K)]
+        index = {c: j for j, c in enumerate(creator_ids)}
+        page = [index[c] for c in page_ids]
+        ranked = page + [c for c in head if c not in set(page)] + tail
+        ndcg.append(ndcg_at_k(ranked, test.labels[i], K))
+        recall.append(recall_at_k(ranked, test.labels[i], K))
+        counts = Counter(category[c] for c in page)
+        cats.append(len(counts))
+        maxcat.append(max(counts.values()))
+        same = sum(n * (n - 1) for n in counts.values()) / (len(page) * (len(page) - 1))
+        ild.append(1.0 - same)
+        small.append(sum(followers[c] < small_line for c in page))
+        expo.append(any(qualifies[c] for c in page))
+    per_fan[name] = np.array(ndcg)
+    out(
+        f"{name:<28}{np.mean(ndcg):9.4f}{np.mean(recall):11.4f}{np.mean(cats):9.2f}{np.mean(maxcat):9.2f}"
+        f"{np.mean(ild):7.3f}{np.mean(small):10.2f}{np.mean(expo):19.2f}"
+    )
+# Spread: bootstrap over fans of the NDCG@10 difference to ranker-only.
+rng = np.random.default_rng(0)
+base = per_fan["ranker only (no re-rank)"]
+for name, v in per_fan.items():
+    d = v - base
+    boots = [d[rng.integers(0, len(d), len(d))].mean() for _ in range(1000)]
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    out(f"  Δndcg@10 {name:<28} {d.mean():+.4f}  95% CI [{lo:+.4f}, {hi:+.4f}]")
+
+section = "\n".join(
+    [
+        "## Re-ranking effect",
+        "",
+        f"- Command: `{shlex.join(['python', *sys.argv])}`",
+        f"- Machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
+        f"date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        "```",
+        *lines,
+        "```",
+        "",
+    ]
+)
+results = Path(__file__).resolve().parent / "RESULTS.md"
+text = results.read_text(encoding="utf-8") if results.exists() else "# Benchmark results\n"
+pattern = re.compile(r"## Re-ranking effect\n.*?(?=\n## |\n<!-- |\Z)", re.S)
+text = (
+    pattern.sub(section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+)
+results.write_text(text, encoding="utf-8")
