@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import re
 import shlex
 import sys
 from collections import Counter
@@ -23,6 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+if __package__ in (None, ""):  # run as a script (make bench): make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.results_md import write_section
 from kindred.data.catalogue import Catalogue
 from kindred.eventlog import EventLog
 from kindred.models import current_version
@@ -205,10 +208,4 @@ section = "\n".join(
         "",
     ]
 )
-results = Path(__file__).resolve().parent / "RESULTS.md"
-text = results.read_text(encoding="utf-8") if results.exists() else "# Benchmark results\n"
-pattern = re.compile(r"## Re-ranking effect\n.*?(?=\n## |\n<!-- |\Z)", re.S)
-text = (
-    pattern.sub(section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-)
-results.write_text(text, encoding="utf-8")
+write_section("rerank_effect", section)

@@ -1,0 +1,35 @@
+"""bench.results_md: each benchmark replaces only its own RESULTS.md section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.results_md import replace_section_text, write_section
+
+
+def test_appends_then_replaces_only_its_own_marked_section(tmp_path: Path) -> None:
+    md = tmp_path / "RESULTS.md"
+    write_section("a", "## A\n\nfirst a\n", md)
+    write_section("b", "## B\n\nfirst b\n", md)
+    write_section("a", "## A\n\nsecond a\n", md)
+    text = md.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmark results\n")
+    assert "first a" not in text and "second a" in text and "first b" in text
+    assert text.index("second a") < text.index("first b"), "a section keeps its place in the file"
+    assert text.count("<!-- a:begin -->") == 1 and text.count("<!-- b:end -->") == 1
+
+
+def test_an_unmarked_legacy_section_is_replaced_once_and_gains_markers() -> None:
+    text = "# Benchmark results\n\n## Old\n\nstale\n```\n## not a header\n```\n\n## Other\n\nkeep\n"
+    new = replace_section_text(text, "old", "## Old\n\nfresh\n")
+    assert "stale" not in new and "## not a header" not in new
+    assert "<!-- old:begin -->\n## Old\n\nfresh\n<!-- old:end -->" in new
+    assert new.endswith("## Other\n\nkeep\n")
+    assert replace_section_text(new, "old", "## Old\n\nfresher\n").count("## Old") == 1
+
+
+def test_a_section_without_a_title_is_refused() -> None:
+    with pytest.raises(ValueError, match="title"):
+        replace_section_text("", "x", "no title\n")
