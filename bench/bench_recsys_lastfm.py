@@ -2,11 +2,26 @@
 
     .venv/bin/python bench/bench_recsys_lastfm.py --seeds 0 1 2     # full run, writes results
     .venv/bin/python bench/bench_recsys_lastfm.py --quick --seeds 0  # smoke run, writes nothing
+    # on shared cores: one process per seed, each writing a part, then one call merges them
+    .venv/bin/python bench/bench_recsys_lastfm.py --seeds 0 --part var/recsys/lastfm_seed0.json &  # 1, 2 too
+    .venv/bin/python bench/bench_recsys_lastfm.py --combine var/recsys/lastfm_seed{0,1,2}.json
 
 Protocol in bench/recsys/protocol.py. Each system is tuned on valid (NDCG@10) and scored once on
 test; mean and spread are over seeds. Writes bench/results/recsys_lastfm.json and replaces this
-benchmark's section of bench/RESULTS.md. Every number written is measured in the run, except the
-published table, which is labelled as such.
+benchmark's section of bench/RESULTS.md (bench.results_md). Every number written is measured in the
+run, except the published table, which is labelled as such.
+
+"kindred" is Kindred's pipeline (bench/recsys/kindred_pipeline.py): multi-source retrieval (ALS
+embeddings in the two-tower's role, EASE and item-kNN co-engagement, friends, popular) pooled per
+user, then a LightGBM lambdarank ranker trained on labels held back from each user's *train*
+interactions, chosen on valid, and served as ONNX. Shared with the services: the ranker is written
+and loaded through kindred.models (write_model / load_model: sha256 + feature-order check +
+open_session, the path ranking_svc loads its ranker by) and every kindred score is computed by that
+onnxruntime session. Bench-specific: the sources are matrix computations over the benchmark's ids
+(not retrieval_svc's Qdrant-backed modules), and the features are the pipeline module's own, since
+Last.fm has no creators, categories or prices for kindred/features.py to compute. The sources reuse
+the hyper-parameters the standalone ALS/EASE/item-kNN peers chose on valid in the same seed.
+Not used: user_taggedartists.dat (unsplit; it would leak held-out listening).
 """
 
 from __future__ import annotations
@@ -20,6 +35,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,6 +50,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from bench.recsys.kindred_pipeline import PipelineConfig, SourceParams, tune_kindred
 from bench.recsys.metrics import metric_keys
 from bench.recsys.peers import Grids, PeerTuner, Tuned, peer_tuners
 from bench.recsys.protocol import (
@@ -50,6 +67,7 @@ from bench.recsys.protocol import (
     split_per_user,
 )
 from bench.recsys.strong import StrongGrids, tune_blend, tune_ease
+from bench.results_md import write_section
 
 K = 10
 EXPECTED_INTERACTIONS = 92_834
@@ -98,11 +116,11 @@ PUBLISHED_SOURCE = "RecBole-GNN results/social/lastfm.md"
 SystemRun = Callable[[Split, dict[str, Tuned]], Tuned]
 
 
-def systems(grids: Grids, strong: StrongGrids, friends: Any, threads: int) -> dict[str, SystemRun]:
-    """Every system in run order. A later system may reuse earlier tuned ones (the blend does).
-
-    Kindred's own pipeline is added here by the lead, under the key "kindred".
-    """
+def systems(
+    grids: Grids, strong: StrongGrids, pipeline: PipelineConfig, friends: Any, threads: int
+) -> dict[str, SystemRun]:
+    """Every system in run order. A later system may reuse earlier tuned ones (the blend and
+    Kindred's sources take the hyper-parameters the peers chose on valid)."""
 
     def peer(tuner: PeerTuner) -> SystemRun:
         return lambda split, done: tuner(split, grids, split.seed, threads)
@@ -112,11 +130,21 @@ def systems(grids: Grids, strong: StrongGrids, friends: Any, threads: int) -> di
     runs["als_ease_social"] = lambda split, done: tune_blend(
         split, friends, done["implicit_als"], done["ease"], strong
     )
+    runs["kindred"] = lambda split, done: (
+        tune_kindred(
+            split, friends, SourceParams.from_tuned(done), replace(pipeline, seed=split.seed, threads=threads)
+        ).tuned
+    )
     return runs
 
 
 def run_seed(seed: int, inter: Interactions, runs: dict[str, SystemRun]) -> dict[str, dict[str, Any]]:
-    split = split_per_user(inter, seed)
+    return run_systems(split_per_user(inter, seed), runs)
+
+
+def run_systems(split: Split, runs: dict[str, SystemRun]) -> dict[str, dict[str, Any]]:
+    """Tune every system on `split`'s valid part, then score it once on test."""
+    seed = split.seed
     done: dict[str, Tuned] = {}
     out: dict[str, dict[str, Any]] = {}
     for name, run in runs.items():
@@ -152,6 +180,13 @@ def aggregate(per_seed: list[dict[str, dict[str, Any]]], seeds: list[int]) -> di
             std[key] = round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4)
         entry["std"] = std
         entry["valid_ndcg@10"] = round(float(np.mean([r["valid_ndcg@10"] for r in rows])), 4)
+        if all("pool_recall" in r["params"] for r in rows):
+            # Kindred's candidate pool: the share of held-out items retrieval lets the ranker see.
+            entry["pool_recall"] = {
+                part: round(float(np.mean([r["params"]["pool_recall"][part] for r in rows])), 4)
+                for part in rows[0]["params"]["pool_recall"]
+            }
+            entry["pool_size"] = round(float(np.mean([r["params"]["pool_size"] for r in rows])), 1)
         entry["per_seed"] = [
             {
                 "seed": seed,
@@ -166,7 +201,9 @@ def aggregate(per_seed: list[dict[str, dict[str, Any]]], seeds: list[int]) -> di
     return result
 
 
-def machine() -> dict[str, Any]:
+def machine(
+    packages: tuple[str, ...] = ("numpy", "scipy", "implicit", "lightgbm", "onnxruntime"),
+) -> dict[str, Any]:
     cpu = "unknown"
     with open("/proc/cpuinfo", encoding="utf-8") as fh:
         for line in fh:
@@ -179,7 +216,7 @@ def machine() -> dict[str, Any]:
             if line.startswith("MemTotal:"):
                 mem_kb = int(line.split()[1])
                 break
-    versions = {p: metadata.version(p) for p in ("numpy", "scipy", "implicit")}
+    versions = {p: metadata.version(p) for p in packages}
     return {
         "nproc": len(os.sched_getaffinity(0)),
         # The 2 cores are shared: the load average says how much of them the run actually had.
@@ -191,28 +228,31 @@ def machine() -> dict[str, Any]:
     }
 
 
-def render_table(systems_: dict[str, dict[str, Any]]) -> list[str]:
+def render_table(
+    systems_: dict[str, dict[str, Any]], published: dict[str, dict[str, float]] | None = None
+) -> list[str]:
     keys = metric_keys(K)
     header = "| system | " + " | ".join(k.replace("@", "@") for k in keys) + " |"
     lines = [header, "|---" * (len(keys) + 1) + "|"]
     for name, entry in systems_.items():
         cells = [f"{entry[k]:.4f} ± {entry['std'][k]:.4f}" for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    for name, row in PUBLISHED.items():
+    for name, row in (PUBLISHED if published is None else published).items():
         lines.append(f"| published: {name} | " + " | ".join(f"{row[k]:.4f}" for k in keys) + " |")
     return lines
 
 
-def write_results_md(path: Path, report: dict[str, Any]) -> None:
-    begin, end = f"<!-- {SECTION}:begin -->", f"<!-- {SECTION}:end -->"
+def results_section(report: dict[str, Any]) -> str:
     m = report["machine"]
-    body = [
-        begin,
+    kindred = report["systems"].get("kindred", {})
+    pool = kindred.get("pool_recall")
+    lines = [
         "## HetRec Last.fm: full-ranking quality (@10)",
         "",
         f"- Command: `{report['command']}`",
         f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_gb']} GB RAM; Python {m['python']}, "
-        f"numpy {m['numpy']}, scipy {m['scipy']}, implicit {m['implicit']}",
+        f"numpy {m['numpy']}, scipy {m['scipy']}, implicit {m['implicit']}, lightgbm {m.get('lightgbm')}, "
+        f"onnxruntime {m.get('onnxruntime')}",
         f"- Date: {report['date']}; seeds {report['seeds']}; wall time {report['runtime_seconds']:.0f} s, "
         f"CPU time {report['cpu_seconds']:.0f} s, load average at the end {m['load_average_at_end']} "
         "(the cores are shared)",
@@ -221,20 +261,24 @@ def write_results_md(path: Path, report: dict[str, Any]) -> None:
         "train+valid (test) masked; users without held-out items skipped. Tuned on valid NDCG@10, "
         "fit on train only. Mean ± sample std over seeds; published rows are quoted from "
         f"{PUBLISHED_SOURCE}.",
+        "- kindred: ALS / EASE / item-kNN / friends / popular candidates pooled per user, LightGBM "
+        "lambdarank on labels held back from train, scored by the ONNX ranker loaded through "
+        "kindred.models (bench/recsys/kindred_pipeline.py).",
+    ]
+    if pool:
+        lines.append(
+            f"- kindred candidate pool: {kindred['pool_size']:.0f} artists per user; recall of the "
+            "held-out items it contains: "
+            + ", ".join(f"{part} {value:.3f}" for part, value in pool.items())
+            + " (the ceiling for any ranker over it)"
+        )
+    lines += [
         "",
         *render_table(report["systems"]),
         "",
         "Chosen hyper-parameters per seed are in `bench/results/recsys_lastfm.json`.",
-        end,
     ]
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        tail = rest.split(end, 1)[1]
-        text = head + "\n".join(body) + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(body) + "\n"
-    path.write_text(text, encoding="utf-8")
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -247,7 +291,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, default=repo_root() / "bench" / "results" / "recsys_lastfm.json")
     p.add_argument("--results-md", type=Path, default=repo_root() / "bench" / "RESULTS.md")
+    # On shared cores one process per seed finishes sooner: each writes a part, one call combines them.
+    p.add_argument("--part", type=Path, default=None, help="write this run's raw per-seed results here, only")
+    p.add_argument("--combine", type=Path, nargs="+", default=None, help="parts to merge into the results")
     return p.parse_args(argv)
+
+
+def this_command(argv: list[str] | None) -> str:
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(repo_root()) if script.is_relative_to(repo_root()) else script
+    return " ".join(["python", str(shown), *(argv if argv is not None else sys.argv[1:])])
+
+
+def load_parts(
+    paths: list[Path],
+) -> tuple[list[int], list[dict[str, dict[str, Any]]], float, float, list[str]]:
+    """Seeds, per-seed results, wall time (the parts ran side by side: the longest), CPU time
+    (summed) and the commands of the part runs, merged in seed order."""
+    parts = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    rows = sorted(
+        (seed, res) for part in parts for seed, res in zip(part["seeds"], part["per_seed"], strict=True)
+    )
+    seeds = [seed for seed, _ in rows]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"parts repeat a seed: {seeds}")
+    runtime = max(float(part["runtime_seconds"]) for part in parts)
+    cpu = sum(float(part["cpu_seconds"]) for part in parts)
+    return seeds, [res for _, res in rows], runtime, cpu, [str(part["command"]) for part in parts]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,35 +332,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"expected {EXPECTED_INTERACTIONS} interactions, read {len(inter.users)}", file=sys.stderr)
         return 2
     friends = load_friends(data_dir, inter)
-    grids, strong = (Grids.quick(), StrongGrids.quick()) if args.quick else (Grids(), StrongGrids())
-    runs = systems(grids, strong, friends, args.threads)
+    command = this_command(argv)
+    if args.combine:
+        seeds, per_seed, runtime, cpu_seconds, part_commands = load_parts(args.combine)
+        command = " & ".join(part_commands) + "; then " + command
+    else:
+        grids, strong = (Grids.quick(), StrongGrids.quick()) if args.quick else (Grids(), StrongGrids())
+        pipeline = PipelineConfig.quick() if args.quick else PipelineConfig()
+        runs = systems(grids, strong, pipeline, friends, args.threads)
+        seeds, per_seed = args.seeds, []
+        import implicit.cpu.als  # noqa: F401  (loads scipy's OpenBLAS now, so the limit below reaches it)
 
-    per_seed = []
-    import implicit.cpu.als  # noqa: F401  (loads scipy's OpenBLAS now, so the limit below reaches it)
+        with threadpool_limits(limits=1, user_api="blas"):
+            for seed in seeds:
+                print(f"seed {seed}", flush=True)
+                per_seed.append(run_seed(seed, inter, runs))
+        runtime = time.perf_counter() - started
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_seconds = usage.ru_utime + usage.ru_stime  # vs wall time: how much of the shared cores we had
+    result = aggregate(per_seed, seeds)
 
-    with threadpool_limits(limits=1, user_api="blas"):
-        for seed in args.seeds:
-            print(f"seed {seed}", flush=True)
-            per_seed.append(run_seed(seed, inter, runs))
-    result = aggregate(per_seed, args.seeds)
-    runtime = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_seconds = usage.ru_utime + usage.ru_stime  # vs wall time: how much of the shared cores we had
-
-    print(f"\nHetRec Last.fm, {len(args.seeds)} seed(s), mean ± std, {runtime:.0f} s")
+    print(f"\nHetRec Last.fm, {len(seeds)} seed(s), mean ± std, {runtime:.0f} s")
     print("\n".join(render_table(result)))
     if args.quick:
         print("\nquick run: grids reduced, nothing written")
         return 0
+    if args.part:
+        raw: dict[str, Any] = {"command": command, "seeds": seeds, "per_seed": per_seed}
+        raw |= {"runtime_seconds": round(runtime, 1), "cpu_seconds": round(cpu_seconds, 1)}
+        args.part.parent.mkdir(parents=True, exist_ok=True)
+        args.part.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote part {args.part} (combine the parts with --combine)")
+        return 0
 
-    script = Path(sys.argv[0]).resolve()
-    shown = script.relative_to(repo_root()) if script.is_relative_to(repo_root()) else script
     report = {
-        "protocol": {**describe(inter, k=K), "seeds": args.seeds, "selection": "valid ndcg@10"},
-        "command": " ".join(["python", str(shown), *(argv if argv is not None else sys.argv[1:])]),
+        "protocol": {**describe(inter, k=K), "seeds": seeds, "selection": "valid ndcg@10"},
+        "command": command,
         "machine": machine(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "seeds": args.seeds,
+        "seeds": seeds,
         "runtime_seconds": round(runtime, 1),
         "cpu_seconds": round(cpu_seconds, 1),
         "systems": result,
@@ -298,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    write_results_md(args.results_md, report)
+    write_section(SECTION, results_section(report), args.results_md)
     print(f"\nwrote {args.out} and {args.results_md}")
     return 0
 
