@@ -15,7 +15,10 @@ SPAN_RANK = "ranking.rank"
 SPAN_RERANK = "ranking.rerank"
 SPAN_RETRIEVAL_CALL = "ranking.call_retrieval"
 SPAN_NOTIFY_DECIDE = "notify.decide"
+SPAN_NOTIFY_COLLECT_DUE = "notify.collect_due"  # attribute BATCH_SIZE: notifications claimed
 SPAN_EVENTS_APPEND = "events.append"
+SPAN_SEARCH = "retrieval.search"  # attributes CANDIDATES, MODEL_VERSION (the text encoder)
+SPAN_SEARCH_RANKED = "ranking.search_ranked"  # attributes FAN_ID, CANDIDATES
 
 # --- attributes ---
 FAN_ID = "kindred.fan_id"  # str
@@ -28,8 +31,11 @@ FALLBACK = "kindred.fallback"  # str, why a fallback served the response
 DEGRADED = "kindred.degraded"  # bool, a dependency failed and the response is partial
 CACHE_HIT = "kindred.cache_hit"  # bool
 ONLINE_STORE_NAMESPACE = "kindred.online_store.namespace"  # str, e.g. "fan", "popular"
+NOTIFY_POLICY = "kindred.notify.policy"  # str, the serving policy: "rules" or "learned:<model version>"
 
 # --- metrics ---
 METRIC_RPC_DURATION = "kindred.rpc.server.duration"  # histogram, ms; attrs rpc.method, rpc.grpc.status_code
 METRIC_RPC_SHED = "kindred.rpc.server.shed"  # counter; requests refused with RESOURCE_EXHAUSTED
 METRIC_DEGRADED = "kindred.degraded_responses"  # counter; attrs kindred.fallback
+METRIC_NOTIFY_THRESHOLD = "kindred.notify.threshold"  # gauge; the volume controller's send threshold
+METRIC_NOTIFY_SEND_RATE = "kindred.notify.send_rate"  # gauge, sends/min; the rate it acts on (EWMA)

@@ -99,12 +99,13 @@ class Verdict:
     claim_content: bool = False
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def content_key(candidate: Candidate) -> str:
     """The dedupe key of a candidate's content within one fan: (creator, post, trigger)."""
     # JSON keeps the key unambiguous whatever characters the ids contain.
-    return json.dumps(
-        [candidate.creator_id, candidate.post_id, int(candidate.trigger)], separators=(",", ":")
-    )
+    return _COMPACT.encode([candidate.creator_id, candidate.post_id, int(candidate.trigger)])
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,54 @@ class FanState:
     opted_out: bool = False
     time_zone: str = ""  # the zone last seen on a candidate for this fan
     last_same_content: datetime | None = None
+
+
+class DueKind(enum.IntEnum):
+    DELAYED = 1  # one DELAY_UNTIL item
+    DIGEST = 2  # every due DIGEST item of one fan, bundled
+
+
+@dataclass(frozen=True)
+class ScheduledItem:
+    """A DELAY_UNTIL or DIGEST decision waiting in the store for its delivery time."""
+
+    notification_id: str
+    fan_id: str
+    creator_id: str
+    post_id: str
+    trigger: int
+    channel: int
+    deliver_at: datetime
+    reason: str
+    kind: DueKind
+
+
+def scheduled_item(candidate: Candidate, decision: Decision) -> ScheduledItem | None:
+    """What the store keeps for later delivery, for a fresh DELAY_UNTIL or DIGEST decision."""
+    if decision.action not in (Action.DELAY_UNTIL, Action.DIGEST) or decision.deliver_at is None:
+        return None
+    return ScheduledItem(
+        notification_id=candidate.notification_id,
+        fan_id=candidate.fan_id,
+        creator_id=candidate.creator_id,
+        post_id=candidate.post_id,
+        trigger=int(candidate.trigger),
+        channel=int(candidate.channel),
+        deliver_at=decision.deliver_at,
+        reason=decision.reason,
+        kind=DueKind.DIGEST if decision.action is Action.DIGEST else DueKind.DELAYED,
+    )
+
+
+@dataclass(frozen=True)
+class DueNotification:
+    """One claimed delivery: a delayed item, or a fan's digest. Ack with `claim_id` before the lease ends."""
+
+    claim_id: str
+    fan_id: str
+    kind: DueKind
+    items: tuple[ScheduledItem, ...]
+    lease_expires_at: datetime
 
 
 @dataclass(frozen=True)

@@ -6,27 +6,35 @@ candidate, so that
 - a notification id is decided once: replays (and the losers of concurrent identical calls) get
   the recorded decision back with `duplicate=True`;
 - caps and spacing hold under concurrency: two different notifications for the same fan never
-  both decide from the same stale view of the fan's sends.
+  both decide from the same stale view of the fan's sends;
+- a crash between deciding and recording records nothing (the transaction / script never ran),
+  so the caller's retry decides afresh and there is never a second send.
+
+Candidates are decided in *waves*: a wave holds each fan and each notification id at most once, so
+its fans' states are read together, the whole wave is scored by one `decide_many` call (one ONNX
+run for a learned policy), and its records are written together. Later occurrences of a fan in
+the same chunk go to the next wave and see the earlier decisions.
 
 How each backend gets there:
 
 - `EmbeddedNotifyState`: one sqlite file; candidates are decided inside `BEGIN IMMEDIATE`
-  transactions of up to 256 (the database write lock, so other threads and processes wait), and
+  transactions of up to 512 (the database write lock, so other threads and processes wait), and
   the decision row goes in with `INSERT OR IGNORE` on the notification id as the idempotency
   backstop.
-- `RedisNotifyState`: optimistic concurrency. A Lua script reads everything one candidate needs;
-  Python runs the policy; a second Lua script records the decision only if the id is still
+- `RedisNotifyState`: optimistic concurrency. One Lua script reads everything a wave needs;
+  Python runs the policy; a second Lua script records each decision only if the id is still
   undecided *and* the fan's version token is the one that was read, setting a fresh random
-  token. A conflict re-reads and re-decides. Both scripts are pipelined over a whole chunk, and
-  candidates of the same fan inside a chunk chain their tokens so they commit in order.
+  token. A conflict re-reads and re-decides in a later round. Each script call carries the whole
+  wave as one JSON argument (cjson in the script), which keeps client-side packing off the hot path.
 
-Times are stored as integer microseconds since the epoch (exact in sqlite and in a Redis score,
-which is a double: < 2**53), so spacing computed on read-back is never off by rounding.
+Fresh DELAY_UNTIL and DIGEST decisions are also stored as scheduled items, in the same atomic
+step, for delivery through claim + ack (see delivery.py).
+
+Times are stored as integer microseconds since the epoch (timeconv.py).
 """
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 import os
@@ -34,27 +42,57 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 from kindred.errors import Unavailable
+from notify_svc import delivery
 from notify_svc.domain import (
     Action,
     Candidate,
     Decision,
+    DueNotification,
     FanState,
     Outcome,
     OutcomeEvent,
     Verdict,
     content_key,
+    scheduled_item,
 )
+from notify_svc.features import HISTORY_WINDOW as ENGAGEMENT_WINDOW  # the journal's retention
+from notify_svc.timeconv import from_us, to_us
 
+# Scores a wave: candidates and their fans' states, in the same order; one verdict each.
+DecideManyFn = Callable[[Sequence[Candidate], Sequence[FanState]], list[Verdict]]
 DecideFn = Callable[[Candidate, FanState], Verdict]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
+
+def per_candidate(decide: DecideFn) -> DecideManyFn:
+    """A DecideManyFn from a one-at-a-time decision function."""
+
+    def decide_many(candidates: Sequence[Candidate], fans: Sequence[FanState]) -> list[Verdict]:
+        return [decide(c, f) for c, f in zip(candidates, fans, strict=True)]
+
+    return decide_many
+
+
+def waves(candidates: Sequence[Candidate], indices: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Splits `indices` into a wave (each fan and id at most once, first come) and the rest, in order."""
+    wave: list[int] = []
+    later: list[int] = []
+    fans: set[str] = set()
+    ids: set[str] = set()
+    for i in indices:
+        c = candidates[i]
+        if c.fan_id in fans or c.notification_id in ids:
+            later.append(i)
+        else:
+            fans.add(c.fan_id)
+            ids.add(c.notification_id)
+            wave.append(i)
+    return wave, later
 
 
 @dataclass(frozen=True)
@@ -71,8 +109,20 @@ class Retention:
 
 
 class NotifyState(Protocol):
-    def decide(self, candidates: Sequence[Candidate], decide: DecideFn, now: datetime) -> list[Decision]:
+    def decide(
+        self, candidates: Sequence[Candidate], decide_many: DecideManyFn, now: datetime
+    ) -> list[Decision]:
         """Decides each candidate atomically with recording it; results are in input order."""
+        ...
+
+    def collect_due(
+        self, now: datetime, limit: int, worker_id: str, lease: timedelta
+    ) -> list[DueNotification]:
+        """Claims due delayed items and digests for `worker_id` until `now + lease` (delivery.py)."""
+        ...
+
+    def ack_due(self, claim_id: str, notification_ids: Sequence[str]) -> int:
+        """Removes the items still held by `claim_id`; returns how many."""
         ...
 
     def record_outcome(self, event: OutcomeEvent) -> None: ...
@@ -88,24 +138,19 @@ class NotifyState(Protocol):
     def close(self) -> None: ...
 
 
-def to_us(instant: datetime) -> int:
-    return (instant - _EPOCH) // _US
-
-
-def from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
+# One encoder for every record: json.dumps with non-default separators builds a new one per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def encode_decision(decision: Decision) -> str:
-    return json.dumps(
+    return _COMPACT.encode(
         {
             "id": decision.notification_id,
             "a": int(decision.action),
             "r": decision.reason,
             "t": None if decision.deliver_at is None else to_us(decision.deliver_at),
             "s": decision.scores,
-        },
-        separators=(",", ":"),
+        }
     )
 
 
@@ -123,7 +168,8 @@ def decode_decision(body: str, *, duplicate: bool) -> Decision:
 
 # --------------------------------------------------------------------------------------- sqlite
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS decisions (
     notification_id TEXT PRIMARY KEY,
     fan_id TEXT NOT NULL,
@@ -152,12 +198,21 @@ CREATE TABLE IF NOT EXISTS fans (
     dismissed INTEGER NOT NULL DEFAULT 0,
     last_outcome_us INTEGER
 ) WITHOUT ROWID;
+-- The learned policy's engagement journal (notify_svc.features.EngagementJournal): JSON records.
+CREATE TABLE IF NOT EXISTS engagement (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_us INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS engagement_by_time ON engagement (at_us);
 """
+    + delivery.SQLITE_SCHEMA
+)
 
 # Whole-table pruning of expired decisions and content claims runs every this many decisions.
 _PRUNE_EVERY = 4096
 # Candidates decided per write transaction.
-_TRANSACTION_SIZE = 256
+_TRANSACTION_SIZE = 512
 
 
 class EmbeddedNotifyState:
@@ -208,62 +263,131 @@ class EmbeddedNotifyState:
                 raise
             self._conn.execute("COMMIT")
 
-    def decide(self, candidates: Sequence[Candidate], decide: DecideFn, now: datetime) -> list[Decision]:
+    def decide(
+        self, candidates: Sequence[Candidate], decide_many: DecideManyFn, now: datetime
+    ) -> list[Decision]:
         out: list[Decision] = []
         # Atomicity is per candidate; committing every few hundred keeps a large fan-out chunk from
         # holding the write lock (and every concurrent Decide) for the whole chunk.
         for start in range(0, len(candidates), _TRANSACTION_SIZE):
+            part = candidates[start : start + _TRANSACTION_SIZE]
             with self._transaction() as conn:
-                out.extend(
-                    self._decide_one(conn, c, decide, now)
-                    for c in candidates[start : start + _TRANSACTION_SIZE]
-                )
-                self._since_prune += min(_TRANSACTION_SIZE, len(candidates) - start)
+                out.extend(self._decide_part(conn, part, decide_many, now))
+                self._since_prune += len(part)
                 if self._since_prune >= _PRUNE_EVERY:
                     self._prune(conn, now)
         return out
 
-    def _decide_one(
-        self, conn: sqlite3.Connection, c: Candidate, decide: DecideFn, now: datetime
-    ) -> Decision:
-        row = conn.execute(
-            "SELECT body FROM decisions WHERE notification_id = ?", (c.notification_id,)
-        ).fetchone()
-        if row is not None:
-            return decode_decision(row[0], duplicate=True)
-        key = content_key(c)
-        verdict = decide(c, self._load(conn, c.fan_id, now, key))
-        decision = verdict.decision
-        inserted = conn.execute(
+    def _decide_part(
+        self, conn: sqlite3.Connection, part: Sequence[Candidate], decide_many: DecideManyFn, now: datetime
+    ) -> list[Decision]:
+        results: list[Decision | None] = [None] * len(part)
+        remaining = list(range(len(part)))
+        while remaining:
+            wave, remaining = waves(part, remaining)
+            decided = _rows_by_key(
+                conn,
+                "SELECT notification_id, body FROM decisions WHERE notification_id IN ({})",
+                [part[i].notification_id for i in wave],
+            )
+            todo: list[int] = []
+            for i in wave:
+                row = decided.get(part[i].notification_id)
+                if row is None:
+                    todo.append(i)
+                else:
+                    results[i] = decode_decision(row[0], duplicate=True)
+            if not todo:
+                continue
+            cands = [part[i] for i in todo]
+            keys = [content_key(c) for c in cands]
+            fans = self._load_wave(conn, cands, keys, now)
+            verdicts = decide_many(cands, fans)
+            self._record_wave(conn, cands, keys, fans, verdicts, now)
+            for i, verdict in zip(todo, verdicts, strict=True):
+                results[i] = verdict.decision
+        return [d for d in results if d is not None]
+
+    def _load_wave(
+        self, conn: sqlite3.Connection, cands: Sequence[Candidate], keys: Sequence[str], now: datetime
+    ) -> list[FanState]:
+        """The fans of one wave (each fan once), read with three statements instead of three per fan."""
+        fan_ids = [c.fan_id for c in cands]
+        marks = ",".join("?" * len(fan_ids))
+        sends: dict[str, list[datetime]] = {}
+        for fan_id, at_us in conn.execute(
+            f"SELECT fan_id, at_us FROM sends WHERE fan_id IN ({marks}) AND at_us > ? ORDER BY fan_id, at_us",
+            [*fan_ids, to_us(now - self.retention.history)],
+        ):
+            sends.setdefault(fan_id, []).append(from_us(at_us))
+        meta = _rows_by_key(
+            conn, "SELECT fan_id, opted_out, time_zone FROM fans WHERE fan_id IN ({})", fan_ids
+        )
+        claims = {
+            (fan_id, key): at_us
+            for fan_id, key, at_us in conn.execute(
+                f"SELECT fan_id, content_key, at_us FROM content WHERE fan_id IN ({marks}) AND at_us > ?",
+                [*fan_ids, to_us(now - self.retention.dedupe)],
+            )
+        }
+        out = []
+        for c, key in zip(cands, keys, strict=True):
+            row = meta.get(c.fan_id)
+            last = claims.get((c.fan_id, key))
+            out.append(
+                FanState(
+                    sends=tuple(sends.get(c.fan_id, ())),
+                    opted_out=bool(row[0]) if row else False,
+                    time_zone=row[1] if row else "",
+                    last_same_content=None if last is None else from_us(last),
+                )
+            )
+        return out
+
+    def _record_wave(
+        self,
+        conn: sqlite3.Connection,
+        cands: Sequence[Candidate],
+        keys: Sequence[str],
+        fans: Sequence[FanState],
+        verdicts: Sequence[Verdict],
+        now: datetime,
+    ) -> None:
+        now_us = to_us(now)
+        rows = list(zip(cands, keys, fans, verdicts, strict=True))
+        # The ids are unique in a wave and undecided, and we hold the write lock since reading them.
+        conn.executemany(
             "INSERT OR IGNORE INTO decisions (notification_id, fan_id, decided_us, body) VALUES (?, ?, ?, ?)",
-            (c.notification_id, c.fan_id, to_us(now), encode_decision(decision)),
-        ).rowcount
-        if inserted == 0:  # unreachable while we hold the write lock; the id is the backstop anyway
-            row = conn.execute(
-                "SELECT body FROM decisions WHERE notification_id = ?", (c.notification_id,)
-            ).fetchone()
-            return decode_decision(row[0], duplicate=True)
-        if verdict.send_at is not None:
-            conn.execute(
-                "INSERT OR IGNORE INTO sends (fan_id, at_us, notification_id) VALUES (?, ?, ?)",
-                (c.fan_id, to_us(verdict.send_at), c.notification_id),
+            [(c.notification_id, c.fan_id, now_us, encode_decision(v.decision)) for c, _, _, v in rows],
+        )
+        sends = [
+            (c.fan_id, to_us(v.send_at), c.notification_id) for c, _, _, v in rows if v.send_at is not None
+        ]
+        if sends:
+            conn.executemany(
+                "INSERT OR IGNORE INTO sends (fan_id, at_us, notification_id) VALUES (?, ?, ?)", sends
             )
+            fan_ids = [fan_id for fan_id, _, _ in sends]
             conn.execute(
-                "DELETE FROM sends WHERE fan_id = ? AND at_us <= ?",
-                (c.fan_id, to_us(now - self.retention.history)),
+                f"DELETE FROM sends WHERE fan_id IN ({','.join('?' * len(fan_ids))}) AND at_us <= ?",
+                [*fan_ids, to_us(now - self.retention.history)],
             )
-        if verdict.claim_content:
-            conn.execute(
-                "INSERT OR REPLACE INTO content (fan_id, content_key, at_us) VALUES (?, ?, ?)",
-                (c.fan_id, key, to_us(now)),
-            )
-        if c.fan_time_zone:
-            conn.execute(
-                "INSERT INTO fans (fan_id, time_zone) VALUES (?, ?)"
-                " ON CONFLICT (fan_id) DO UPDATE SET time_zone = excluded.time_zone",
-                (c.fan_id, c.fan_time_zone),
-            )
-        return decision
+        conn.executemany(
+            "INSERT OR REPLACE INTO content (fan_id, content_key, at_us) VALUES (?, ?, ?)",
+            [(c.fan_id, key, now_us) for c, key, _, v in rows if v.claim_content],
+        )
+        conn.executemany(
+            "INSERT INTO fans (fan_id, time_zone) VALUES (?, ?)"
+            " ON CONFLICT (fan_id) DO UPDATE SET time_zone = excluded.time_zone",
+            [
+                (c.fan_id, c.fan_time_zone)
+                for c, _, f, _ in rows
+                if c.fan_time_zone and c.fan_time_zone != f.time_zone
+            ],
+        )
+        items = [item for c, _, _, v in rows if (item := scheduled_item(c, v.decision)) is not None]
+        if items:
+            delivery.sqlite_schedule_many(conn, items)
 
     def _load(self, conn: sqlite3.Connection, fan_id: str, now: datetime, key: str | None) -> FanState:
         sends = tuple(
@@ -315,6 +439,33 @@ class EmbeddedNotifyState:
         with self._lock:
             return self._load(self._conn, fan_id, now, None)
 
+    def collect_due(
+        self, now: datetime, limit: int, worker_id: str, lease: timedelta
+    ) -> list[DueNotification]:
+        with self._transaction() as conn:
+            return delivery.sqlite_claim(conn, now, limit, worker_id, lease)
+
+    def ack_due(self, claim_id: str, notification_ids: Sequence[str]) -> int:
+        with self._transaction() as conn:
+            return delivery.sqlite_ack(conn, claim_id, list(notification_ids))
+
+    def append_engagement(self, records: Sequence[tuple[datetime, str]]) -> None:
+        """Journal records for the learned policy's features; keeps the last ENGAGEMENT_WINDOW."""
+        if not records:
+            return
+        newest = max(at for at, _ in records)
+        with self._transaction() as conn:
+            rows = [(to_us(at), body) for at, body in records]
+            conn.executemany("INSERT INTO engagement (at_us, body) VALUES (?, ?)", rows)
+            conn.execute("DELETE FROM engagement WHERE at_us < ?", (to_us(newest - ENGAGEMENT_WINDOW),))
+
+    def engagement_since(self, since: datetime) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT body FROM engagement WHERE at_us >= ? ORDER BY at_us, seq", (to_us(since),)
+            ).fetchall()
+        return [body for (body,) in rows]
+
     def decision(self, notification_id: str) -> Decision | None:
         with self._lock:
             row = self._conn.execute(
@@ -329,68 +480,92 @@ class EmbeddedNotifyState:
 
 # ---------------------------------------------------------------------------------------- Redis
 
-# KEYS: decision, fan hash, sends zset, content zset.
-# ARGV: sends after (us, exclusive), content key, content after (us, exclusive).
-# Returns {decision body} for a decided id, else {false, version, opted_out, zone, sends, content_us}.
+# ARGV[1]: JSON {p: prefix, h: sends after (µs, exclusive), d: content after (µs, exclusive),
+#               c: [[notification id, fan, content key], ...]}.
+# Returns JSON: per candidate [decision body] if decided, else [false, version, opted_out, zone,
+# [send µs, ...], content µs or ""]. Numbers travel as strings: cjson would round µs to 14 digits.
 _READ_LUA = """
-local d = redis.call('GET', KEYS[1])
-if d then return {d} end
-local meta = redis.call('HMGET', KEYS[2], 'v', 'opt', 'tz')
-local sends = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], '+inf', 'WITHSCORES')
-local c = redis.call('ZSCORE', KEYS[4], ARGV[2])
-if c and tonumber(c) <= tonumber(ARGV[3]) then c = false end
-return {false, meta[1] or '', meta[2] or '0', meta[3] or '', sends, c or ''}
+local req = cjson.decode(ARGV[1])
+local p = req.p
+local out = {}
+for i, c in ipairs(req.c) do
+  local d = redis.call('GET', p .. 'decision:' .. c[1])
+  if d then
+    out[i] = {d}
+  else
+    local meta = redis.call('HMGET', p .. 'fan:' .. c[2], 'v', 'opt', 'tz')
+    local raw = redis.call('ZRANGEBYSCORE', p .. 'sends:' .. c[2], '(' .. req.h, '+inf', 'WITHSCORES')
+    local sends = {}
+    for j = 2, #raw, 2 do sends[#sends + 1] = raw[j] end
+    local cs = redis.call('ZSCORE', p .. 'content:' .. c[2], c[3])
+    if cs and tonumber(cs) <= tonumber(req.d) then cs = false end
+    out[i] = {false, meta[1] or '', meta[2] or '0', meta[3] or '', sends, cs or ''}
+  end
+end
+return cjson.encode(out)
 """
 
-# KEYS: decision, fan hash, sends zset, content zset.
-# ARGV: 1 expected version, 2 new version, 3 decision body, 4 decision ttl (s),
-#       5 send at (us) or '', 6 notification id, 7 prune sends at or before (us), 8 sends ttl (s),
-#       9 content key or '', 10 now (us), 11 prune content at or before (us), 12 content ttl (s),
-#       13 fan zone or ''.
-# Returns {'dup', body} if the id was decided meanwhile, {'retry'} if the fan changed, else {'ok'}.
+# ARGV[1]: JSON {p: prefix, ttl: decision ttl (s), prune: drop sends at or before (µs),
+#               now: µs, cprune: drop content claims at or before (µs), cttl: content ttl (s),
+#               c: [commit, ...]}, each commit a list:
+#   1 id, 2 fan, 3 expected version, 4 new version, 5 decision body, 6 send µs or "",
+#   7 sends ttl (s), 8 content key or "", 9 fan zone to store or "", 10 scheduled item body or "",
+#   11 item kind, 12 item due µs.
+# Returns JSON: per commit "ok", "retry" (the fan changed since the read) or the decision body of
+# an earlier decision of the same id (a duplicate).
 _COMMIT_LUA = """
-local d = redis.call('GET', KEYS[1])
-if d then return {'dup', d} end
-local v = redis.call('HGET', KEYS[2], 'v') or ''
-if v ~= ARGV[1] then return {'retry'} end
-redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
-redis.call('HSET', KEYS[2], 'v', ARGV[2])
-if ARGV[13] ~= '' then redis.call('HSET', KEYS[2], 'tz', ARGV[13]) end
-if ARGV[5] ~= '' then
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[7])
-  redis.call('EXPIRE', KEYS[3], ARGV[8])
+local req = cjson.decode(ARGV[1])
+local p = req.p
+local out = {}
+for i, c in ipairs(req.c) do
+  local dk = p .. 'decision:' .. c[1]
+  local d = redis.call('GET', dk)
+  local fk = p .. 'fan:' .. c[2]
+  if d then
+    out[i] = d
+  elseif (redis.call('HGET', fk, 'v') or '') ~= c[3] then
+    out[i] = 'retry'
+  else
+    redis.call('SET', dk, c[5], 'EX', req.ttl)
+    if c[9] ~= '' then
+      redis.call('HSET', fk, 'v', c[4], 'tz', c[9])
+    else
+      redis.call('HSET', fk, 'v', c[4])
+    end
+    if c[6] ~= '' then
+      local sk = p .. 'sends:' .. c[2]
+      redis.call('ZADD', sk, c[6], c[1])
+      redis.call('ZREMRANGEBYSCORE', sk, '-inf', req.prune)
+      redis.call('EXPIRE', sk, c[7])
+    end
+    if c[8] ~= '' then
+      local ck = p .. 'content:' .. c[2]
+      redis.call('ZADD', ck, req.now, c[8])
+      redis.call('ZREMRANGEBYSCORE', ck, '-inf', req.cprune)
+      redis.call('EXPIRE', ck, req.cttl)
+    end
+    if c[10] ~= '' then
+      redis.call('HSET', p .. 'item:' .. c[1], 'b', c[10], 'f', c[2], 'k', c[11])
+      redis.call('ZADD', p .. 'due', c[12], c[1])
+      if c[11] == '2' then redis.call('ZADD', p .. 'digest:' .. c[2], c[12], c[1]) end
+    end
+    out[i] = 'ok'
+  end
 end
-if ARGV[9] ~= '' then
-  redis.call('ZADD', KEYS[4], ARGV[10], ARGV[9])
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[11])
-  redis.call('EXPIRE', KEYS[4], ARGV[12])
-end
-return {'ok'}
+return cjson.encode(out)
 """
 
 # A chunk whose commits keep conflicting gives up after this many read-decide-commit rounds.
 _MAX_ROUNDS = 32
 
 
-@dataclass
-class _FanView:
-    """One fan as read in this round, advanced locally by the decisions planned so far."""
-
-    version: str
-    sends: list[datetime]
-    opted_out: bool
-    time_zone: str
-    claims: dict[str, datetime] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
-class _Planned:
+class _Read:
+    """A wave member as read: the fan's state and the version token its commit must still find."""
+
     index: int
-    verdict: Verdict
-    expected: str
+    fan: FanState
     version: str
-    content_key: str
 
 
 class RedisNotifyState:
@@ -398,7 +573,8 @@ class RedisNotifyState:
 
     Keys under `prefix`: `decision:<id>` (decision JSON, expires after the idempotency retention),
     `fan:<fan>` (hash: version token, opt-out, zone, outcome counters; never expires because the
-    opt-out must not), `sends:<fan>` and `content:<fan>` (sorted sets scored by microseconds).
+    opt-out must not), `sends:<fan>` and `content:<fan>` (sorted sets scored by microseconds), and
+    the delivery keys of delivery.py (`item:<id>`, `due`, `digest:<fan>`).
     """
 
     def __init__(
@@ -409,6 +585,7 @@ class RedisNotifyState:
         self.prefix = prefix
         self._read = client.register_script(_READ_LUA)
         self._commit = client.register_script(_COMMIT_LUA)
+        self._delivery = delivery.RedisDelivery(client, prefix)
 
     @classmethod
     def from_url(
@@ -421,124 +598,123 @@ class RedisNotifyState:
         )
         return cls(client, retention, prefix=prefix)
 
-    def _keys(self, notification_id: str, fan_id: str) -> list[str]:
-        p = self.prefix
-        return [
-            f"{p}decision:{notification_id}",
-            f"{p}fan:{fan_id}",
-            f"{p}sends:{fan_id}",
-            f"{p}content:{fan_id}",
-        ]
-
-    def _run(self, calls: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
-        """Runs script calls: one directly (one round trip), several in one pipeline."""
-        with _redis_errors():
-            if len(calls) == 1:
-                script, keys, args = calls[0]
-                return [script(keys=keys, args=args)]
-            pipe = self._r.pipeline(transaction=False)
-            for script, keys, args in calls:
-                script(keys=keys, args=args, client=pipe)
-            return list(pipe.execute())
-
-    def decide(self, candidates: Sequence[Candidate], decide: DecideFn, now: datetime) -> list[Decision]:
+    def decide(
+        self, candidates: Sequence[Candidate], decide_many: DecideManyFn, now: datetime
+    ) -> list[Decision]:
         results: list[Decision | None] = [None] * len(candidates)
         pending = list(range(len(candidates)))
-        history_after = to_us(now - self.retention.history)
-        dedupe_after = to_us(now - self.retention.dedupe)
         for _ in range(_MAX_ROUNDS):
             if not pending:
                 break
-            reads = self._run(
-                [
-                    (
-                        self._read,
-                        self._keys(candidates[i].notification_id, candidates[i].fan_id),
-                        [history_after, content_key(candidates[i]), dedupe_after],
-                    )
-                    for i in pending
-                ]
-            )
-            views: dict[str, _FanView] = {}
-            planned: list[_Planned] = []
-            leader_of: dict[str, int] = {}
-            followers: list[tuple[int, int]] = []
-            for i, raw in zip(pending, reads, strict=True):
-                c = candidates[i]
-                if raw[0] is not None:
-                    results[i] = decode_decision(raw[0], duplicate=True)
-                    continue
-                if c.notification_id in leader_of:  # the same id twice in one chunk
-                    followers.append((i, leader_of[c.notification_id]))
-                    continue
-                view = views.get(c.fan_id)
-                if view is None:
-                    view = views[c.fan_id] = _FanView(
-                        version=raw[1],
-                        sends=[from_us(int(float(s))) for s in raw[4][1::2]],
-                        opted_out=raw[2] == "1",
-                        time_zone=raw[3],
-                    )
-                key = content_key(c)
-                last_same = view.claims.get(key) or (from_us(int(float(raw[5]))) if raw[5] else None)
-                verdict = decide(c, FanState(tuple(view.sends), view.opted_out, view.time_zone, last_same))
-                token = os.urandom(8).hex()
-                planned.append(_Planned(i, verdict, view.version, token, key))
-                leader_of[c.notification_id] = i
-                view.version = token
-                if verdict.send_at is not None:
-                    bisect.insort(view.sends, verdict.send_at)
-                if verdict.claim_content:
-                    view.claims[key] = now
-                if c.fan_time_zone:
-                    view.time_zone = c.fan_time_zone
-            replies = (
-                self._run([self._commit_call(candidates[p.index], p, now) for p in planned])
-                if planned
-                else []
-            )
-            retry: list[int] = []
-            for p, reply in zip(planned, replies, strict=True):
-                if reply[0] == "ok":
-                    results[p.index] = p.verdict.decision
-                elif reply[0] == "dup":
-                    results[p.index] = decode_decision(reply[1], duplicate=True)
-                else:
-                    retry.append(p.index)
-            for i, leader in followers:
-                decided = results[leader]
-                if decided is None:
-                    retry.append(i)
-                else:
-                    results[i] = replace(decided, duplicate=True)
-            pending = sorted(retry)
+            wave, later = waves(candidates, pending)
+            retry = self._decide_wave(candidates, wave, decide_many, now, results)
+            pending = sorted(retry + later)
         if pending:
             raise Unavailable(
                 f"notify state: {len(pending)} decisions kept conflicting on the same fans; retry"
             )
         return [d for d in results if d is not None]
 
-    def _commit_call(self, c: Candidate, p: _Planned, now: datetime) -> tuple[Any, list[str], list[Any]]:
+    def _decide_wave(
+        self,
+        candidates: Sequence[Candidate],
+        wave: list[int],
+        decide_many: DecideManyFn,
+        now: datetime,
+        results: list[Decision | None],
+    ) -> list[int]:
+        """Reads, decides and commits one wave into `results`; returns the indices to retry."""
         r = self.retention
-        send_at = p.verdict.send_at
-        # The sends set must outlive its newest (possibly scheduled) member by the history window.
-        horizon = (max(send_at, now) if send_at is not None else now) - now + r.history
-        args: list[Any] = [
-            p.expected,
-            p.version,
-            encode_decision(p.verdict.decision),
-            _seconds(r.idempotency),
-            "" if send_at is None else to_us(send_at),
+        request = {
+            "p": self.prefix,
+            "h": str(to_us(now - r.history)),
+            "d": str(to_us(now - r.dedupe)),
+            "c": [
+                [candidates[i].notification_id, candidates[i].fan_id, content_key(candidates[i])]
+                for i in wave
+            ],
+        }
+        with _redis_errors():
+            replies = json.loads(self._read(args=[_COMPACT.encode(request)]))
+        reads: list[_Read] = []
+        for i, raw in zip(wave, replies, strict=True):
+            if raw[0] is not False:
+                results[i] = decode_decision(raw[0], duplicate=True)
+                continue
+            sends = raw[4] if isinstance(raw[4], list) else []  # cjson writes an empty list as {}
+            reads.append(
+                _Read(
+                    i,
+                    FanState(
+                        sends=tuple(sorted(from_us(int(float(s))) for s in sends)),
+                        opted_out=raw[2] == "1",
+                        time_zone=raw[3],
+                        last_same_content=from_us(int(float(raw[5]))) if raw[5] else None,
+                    ),
+                    raw[1],
+                )
+            )
+        if not reads:
+            return []
+        verdicts = decide_many([candidates[x.index] for x in reads], [x.fan for x in reads])
+        token = os.urandom(8).hex()  # + the position: unique per commit, one syscall per wave
+        commit_request = {
+            "p": self.prefix,
+            "ttl": str(_seconds(r.idempotency)),
+            "prune": str(to_us(now - r.history)),
+            "now": str(to_us(now)),
+            "cprune": str(to_us(now - r.dedupe)),
+            "cttl": str(_seconds(r.dedupe)),
+            "c": [
+                self._commit_fields(candidates[x.index], x, v, f"{token}-{n}", now)
+                for n, (x, v) in enumerate(zip(reads, verdicts, strict=True))
+            ],
+        }
+        with _redis_errors():
+            outcomes = json.loads(self._commit(args=[_COMPACT.encode(commit_request)]))
+        retry: list[int] = []
+        for x, verdict, outcome in zip(reads, verdicts, outcomes, strict=True):
+            if outcome == "ok":
+                results[x.index] = verdict.decision
+            elif outcome == "retry":
+                retry.append(x.index)
+            else:
+                results[x.index] = decode_decision(outcome, duplicate=True)
+        return retry
+
+    def _commit_fields(
+        self, c: Candidate, read: _Read, verdict: Verdict, version: str, now: datetime
+    ) -> list[str]:
+        send_at = verdict.send_at
+        sends_ttl = ""
+        if send_at is not None:
+            # The sends set must outlive its newest (possibly scheduled) member by the history window.
+            sends_ttl = str(_seconds(max(send_at, now) - now + self.retention.history))
+        item = scheduled_item(c, verdict.decision)
+        return [
             c.notification_id,
-            to_us(now - r.history),
-            _seconds(horizon),
-            p.content_key if p.verdict.claim_content else "",
-            to_us(now),
-            to_us(now - r.dedupe),
-            _seconds(r.dedupe),
-            c.fan_time_zone,
+            c.fan_id,
+            read.version,
+            version,
+            encode_decision(verdict.decision),
+            "" if send_at is None else str(to_us(send_at)),
+            sends_ttl,
+            content_key(c) if verdict.claim_content else "",
+            c.fan_time_zone if c.fan_time_zone != read.fan.time_zone else "",
+            "" if item is None else delivery.encode_item(item),
+            "" if item is None else str(int(item.kind)),
+            "" if item is None else str(to_us(item.deliver_at)),
         ]
-        return self._commit, self._keys(c.notification_id, c.fan_id), args
+
+    def collect_due(
+        self, now: datetime, limit: int, worker_id: str, lease: timedelta
+    ) -> list[DueNotification]:
+        with _redis_errors():
+            return self._delivery.claim(now, limit, worker_id, lease)
+
+    def ack_due(self, claim_id: str, notification_ids: Sequence[str]) -> int:
+        with _redis_errors():
+            return self._delivery.ack(claim_id, list(notification_ids))
 
     def record_outcome(self, event: OutcomeEvent) -> None:
         fan_key = f"{self.prefix}fan:{event.fan_id}"
@@ -568,6 +744,25 @@ class RedisNotifyState:
             time_zone=zone or "",
         )
 
+    def append_engagement(self, records: Sequence[tuple[datetime, str]]) -> None:
+        """Journal records for the learned policy's features (`engagement`, a sorted set by µs).
+
+        One key for every replica: a restarting replica replays what all of them observed.
+        """
+        if not records:
+            return
+        newest = max(at for at, _ in records)
+        key = f"{self.prefix}engagement"
+        with _redis_errors():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.zadd(key, {body: to_us(at) for at, body in records})
+            pipe.zremrangebyscore(key, "-inf", f"({to_us(newest - ENGAGEMENT_WINDOW)}")
+            pipe.execute()
+
+    def engagement_since(self, since: datetime) -> list[str]:
+        with _redis_errors():
+            return [str(b) for b in self._r.zrangebyscore(f"{self.prefix}engagement", to_us(since), "+inf")]
+
     def decision(self, notification_id: str) -> Decision | None:
         with _redis_errors():
             body = self._r.get(f"{self.prefix}decision:{notification_id}")
@@ -575,6 +770,12 @@ class RedisNotifyState:
 
     def close(self) -> None:
         self._r.close()
+
+
+def _rows_by_key(conn: sqlite3.Connection, sql: str, keys: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """Rows of `sql` (whose `IN ({})` takes `keys`) by their first column."""
+    rows = conn.execute(sql.format(",".join("?" * len(keys))), list(keys))
+    return {row[0]: tuple(row[1:]) for row in rows}
 
 
 def _seconds(delta: timedelta) -> int:

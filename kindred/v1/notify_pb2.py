@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17kindred/v1/notify.proto\x12\nkindred.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x01\n\x15NotificationCandidate\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61n_id\x18\x02 \x01(\t\x12\x12\n\ncreator_id\x18\x03 \x01(\t\x12\x0f\n\x07post_id\x18\x04 \x01(\t\x12(\n\x07trigger\x18\x05 \x01(\x0e\x32\x17.kindred.v1.TriggerType\x12$\n\x07\x63hannel\x18\x06 \x01(\x0e\x32\x13.kindred.v1.Channel\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rfan_time_zone\x18\x08 \x01(\t\"\xfb\x01\n\x08\x44\x65\x63ision\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\"\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x12.kindred.v1.Action\x12.\n\ndeliver_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x30\n\x06scores\x18\x05 \x03(\x0b\x32 .kindred.v1.Decision.ScoresEntry\x12\x11\n\tduplicate\x18\x06 \x01(\x08\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"E\n\rDecideRequest\x12\x34\n\tcandidate\x18\x01 \x01(\x0b\x32!.kindred.v1.NotificationCandidate\"8\n\x0e\x44\x65\x63ideResponse\x12&\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x14.kindred.v1.Decision\"K\n\x12\x44\x65\x63ideBatchRequest\x12\x35\n\ncandidates\x18\x01 \x03(\x0b\x32!.kindred.v1.NotificationCandidate\">\n\x13\x44\x65\x63ideBatchResponse\x12\'\n\tdecisions\x18\x01 \x03(\x0b\x32\x14.kindred.v1.Decision\"\x96\x01\n\x14RecordOutcomeRequest\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61n_id\x18\x02 \x01(\t\x12$\n\x07outcome\x18\x03 \x01(\x0e\x32\x13.kindred.v1.Outcome\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x17\n\x15RecordOutcomeResponse*\xf4\x01\n\x0bTriggerType\x12\x1c\n\x18TRIGGER_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15TRIGGER_TYPE_NEW_POST\x10\x01\x12\x1d\n\x19TRIGGER_TYPE_LIVE_STARTED\x10\x02\x12\'\n#TRIGGER_TYPE_CREATOR_RECOMMENDATION\x10\x03\x12\x1e\n\x1aTRIGGER_TYPE_COMMENT_REPLY\x10\x04\x12\x1f\n\x1bTRIGGER_TYPE_PAYMENT_FAILED\x10\n\x12#\n\x1fTRIGGER_TYPE_MEMBERSHIP_CHANGED\x10\x0b*[\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x43HANNEL_PUSH\x10\x01\x12\x11\n\rCHANNEL_EMAIL\x10\x02\x12\x12\n\x0e\x43HANNEL_IN_APP\x10\x03*q\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41\x43TION_SEND_NOW\x10\x01\x12\x16\n\x12\x41\x43TION_DELAY_UNTIL\x10\x02\x12\x11\n\rACTION_DIGEST\x10\x03\x12\x0f\n\x0b\x41\x43TION_DROP\x10\x04*z\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_DELIVERED\x10\x01\x12\x12\n\x0eOUTCOME_OPENED\x10\x02\x12\x15\n\x11OUTCOME_DISMISSED\x10\x03\x12\x14\n\x10OUTCOME_DISABLED\x10\x04\x32\xfa\x01\n\rNotifyService\x12?\n\x06\x44\x65\x63ide\x12\x19.kindred.v1.DecideRequest\x1a\x1a.kindred.v1.DecideResponse\x12R\n\x0b\x44\x65\x63ideBatch\x12\x1e.kindred.v1.DecideBatchRequest\x1a\x1f.kindred.v1.DecideBatchResponse(\x01\x30\x01\x12T\n\rRecordOutcome\x12 .kindred.v1.RecordOutcomeRequest\x1a!.kindred.v1.RecordOutcomeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17kindred/v1/notify.proto\x12\nkindred.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x01\n\x15NotificationCandidate\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61n_id\x18\x02 \x01(\t\x12\x12\n\ncreator_id\x18\x03 \x01(\t\x12\x0f\n\x07post_id\x18\x04 \x01(\t\x12(\n\x07trigger\x18\x05 \x01(\x0e\x32\x17.kindred.v1.TriggerType\x12$\n\x07\x63hannel\x18\x06 \x01(\x0e\x32\x13.kindred.v1.Channel\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rfan_time_zone\x18\x08 \x01(\t\"\xfb\x01\n\x08\x44\x65\x63ision\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\"\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x12.kindred.v1.Action\x12.\n\ndeliver_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x30\n\x06scores\x18\x05 \x03(\x0b\x32 .kindred.v1.Decision.ScoresEntry\x12\x11\n\tduplicate\x18\x06 \x01(\x08\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"E\n\rDecideRequest\x12\x34\n\tcandidate\x18\x01 \x01(\x0b\x32!.kindred.v1.NotificationCandidate\"8\n\x0e\x44\x65\x63ideResponse\x12&\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x14.kindred.v1.Decision\"K\n\x12\x44\x65\x63ideBatchRequest\x12\x35\n\ncandidates\x18\x01 \x03(\x0b\x32!.kindred.v1.NotificationCandidate\">\n\x13\x44\x65\x63ideBatchResponse\x12\'\n\tdecisions\x18\x01 \x03(\x0b\x32\x14.kindred.v1.Decision\"\x96\x01\n\x14RecordOutcomeRequest\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61n_id\x18\x02 \x01(\t\x12$\n\x07outcome\x18\x03 \x01(\x0e\x32\x13.kindred.v1.Outcome\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x17\n\x15RecordOutcomeResponse\"u\n\x11\x43ollectDueRequest\x12\'\n\x03now\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x15\n\rlease_seconds\x18\x04 \x01(\r\"\xd7\x01\n\x07\x44ueItem\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x12\n\ncreator_id\x18\x02 \x01(\t\x12\x0f\n\x07post_id\x18\x03 \x01(\t\x12(\n\x07trigger\x18\x04 \x01(\x0e\x32\x17.kindred.v1.TriggerType\x12$\n\x07\x63hannel\x18\x05 \x01(\x0e\x32\x13.kindred.v1.Channel\x12.\n\ndeliver_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\xb0\x01\n\x0f\x44ueNotification\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61n_id\x18\x02 \x01(\t\x12!\n\x04kind\x18\x03 \x01(\x0e\x32\x13.kindred.v1.DueKind\x12\"\n\x05items\x18\x04 \x03(\x0b\x32\x13.kindred.v1.DueItem\x12\x34\n\x10lease_expires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\rAckDueRequest\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\x18\n\x10notification_ids\x18\x02 \x03(\t\"\x1f\n\x0e\x41\x63kDueResponse\x12\r\n\x05\x61\x63ked\x18\x01 \x01(\r*\xf4\x01\n\x0bTriggerType\x12\x1c\n\x18TRIGGER_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15TRIGGER_TYPE_NEW_POST\x10\x01\x12\x1d\n\x19TRIGGER_TYPE_LIVE_STARTED\x10\x02\x12\'\n#TRIGGER_TYPE_CREATOR_RECOMMENDATION\x10\x03\x12\x1e\n\x1aTRIGGER_TYPE_COMMENT_REPLY\x10\x04\x12\x1f\n\x1bTRIGGER_TYPE_PAYMENT_FAILED\x10\n\x12#\n\x1fTRIGGER_TYPE_MEMBERSHIP_CHANGED\x10\x0b*[\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x43HANNEL_PUSH\x10\x01\x12\x11\n\rCHANNEL_EMAIL\x10\x02\x12\x12\n\x0e\x43HANNEL_IN_APP\x10\x03*q\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41\x43TION_SEND_NOW\x10\x01\x12\x16\n\x12\x41\x43TION_DELAY_UNTIL\x10\x02\x12\x11\n\rACTION_DIGEST\x10\x03\x12\x0f\n\x0b\x41\x43TION_DROP\x10\x04*z\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_DELIVERED\x10\x01\x12\x12\n\x0eOUTCOME_OPENED\x10\x02\x12\x15\n\x11OUTCOME_DISMISSED\x10\x03\x12\x14\n\x10OUTCOME_DISABLED\x10\x04*N\n\x07\x44ueKind\x12\x18\n\x14\x44UE_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44UE_KIND_DELAYED\x10\x01\x12\x13\n\x0f\x44UE_KIND_DIGEST\x10\x02\x32\x87\x03\n\rNotifyService\x12?\n\x06\x44\x65\x63ide\x12\x19.kindred.v1.DecideRequest\x1a\x1a.kindred.v1.DecideResponse\x12R\n\x0b\x44\x65\x63ideBatch\x12\x1e.kindred.v1.DecideBatchRequest\x1a\x1f.kindred.v1.DecideBatchResponse(\x01\x30\x01\x12T\n\rRecordOutcome\x12 .kindred.v1.RecordOutcomeRequest\x1a!.kindred.v1.RecordOutcomeResponse\x12J\n\nCollectDue\x12\x1d.kindred.v1.CollectDueRequest\x1a\x1b.kindred.v1.DueNotification0\x01\x12?\n\x06\x41\x63kDue\x12\x19.kindred.v1.AckDueRequest\x1a\x1a.kindred.v1.AckDueResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,14 +34,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DECISION_SCORESENTRY']._loaded_options = None
   _globals['_DECISION_SCORESENTRY']._serialized_options = b'8\001'
-  _globals['_TRIGGERTYPE']._serialized_start=1030
-  _globals['_TRIGGERTYPE']._serialized_end=1274
-  _globals['_CHANNEL']._serialized_start=1276
-  _globals['_CHANNEL']._serialized_end=1367
-  _globals['_ACTION']._serialized_start=1369
-  _globals['_ACTION']._serialized_end=1482
-  _globals['_OUTCOME']._serialized_start=1484
-  _globals['_OUTCOME']._serialized_end=1606
+  _globals['_TRIGGERTYPE']._serialized_start=1640
+  _globals['_TRIGGERTYPE']._serialized_end=1884
+  _globals['_CHANNEL']._serialized_start=1886
+  _globals['_CHANNEL']._serialized_end=1977
+  _globals['_ACTION']._serialized_start=1979
+  _globals['_ACTION']._serialized_end=2092
+  _globals['_OUTCOME']._serialized_start=2094
+  _globals['_OUTCOME']._serialized_end=2216
+  _globals['_DUEKIND']._serialized_start=2218
+  _globals['_DUEKIND']._serialized_end=2296
   _globals['_NOTIFICATIONCANDIDATE']._serialized_start=73
   _globals['_NOTIFICATIONCANDIDATE']._serialized_end=325
   _globals['_DECISION']._serialized_start=328
@@ -60,6 +62,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDOUTCOMEREQUEST']._serialized_end=1002
   _globals['_RECORDOUTCOMERESPONSE']._serialized_start=1004
   _globals['_RECORDOUTCOMERESPONSE']._serialized_end=1027
-  _globals['_NOTIFYSERVICE']._serialized_start=1609
-  _globals['_NOTIFYSERVICE']._serialized_end=1859
+  _globals['_COLLECTDUEREQUEST']._serialized_start=1029
+  _globals['_COLLECTDUEREQUEST']._serialized_end=1146
+  _globals['_DUEITEM']._serialized_start=1149
+  _globals['_DUEITEM']._serialized_end=1364
+  _globals['_DUENOTIFICATION']._serialized_start=1367
+  _globals['_DUENOTIFICATION']._serialized_end=1543
+  _globals['_ACKDUEREQUEST']._serialized_start=1545
+  _globals['_ACKDUEREQUEST']._serialized_end=1604
+  _globals['_ACKDUERESPONSE']._serialized_start=1606
+  _globals['_ACKDUERESPONSE']._serialized_end=1637
+  _globals['_NOTIFYSERVICE']._serialized_start=2299
+  _globals['_NOTIFYSERVICE']._serialized_end=2690
 # @@protoc_insertion_point(module_scope)

@@ -42,6 +42,12 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_OPENED: _ClassVar[Outcome]
     OUTCOME_DISMISSED: _ClassVar[Outcome]
     OUTCOME_DISABLED: _ClassVar[Outcome]
+
+class DueKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DUE_KIND_UNSPECIFIED: _ClassVar[DueKind]
+    DUE_KIND_DELAYED: _ClassVar[DueKind]
+    DUE_KIND_DIGEST: _ClassVar[DueKind]
 TRIGGER_TYPE_UNSPECIFIED: TriggerType
 TRIGGER_TYPE_NEW_POST: TriggerType
 TRIGGER_TYPE_LIVE_STARTED: TriggerType
@@ -63,6 +69,9 @@ OUTCOME_DELIVERED: Outcome
 OUTCOME_OPENED: Outcome
 OUTCOME_DISMISSED: Outcome
 OUTCOME_DISABLED: Outcome
+DUE_KIND_UNSPECIFIED: DueKind
+DUE_KIND_DELAYED: DueKind
+DUE_KIND_DIGEST: DueKind
 
 class NotificationCandidate(_message.Message):
     __slots__ = ("notification_id", "fan_id", "creator_id", "post_id", "trigger", "channel", "created_at", "fan_time_zone")
@@ -146,3 +155,61 @@ class RecordOutcomeRequest(_message.Message):
 class RecordOutcomeResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class CollectDueRequest(_message.Message):
+    __slots__ = ("now", "limit", "worker_id", "lease_seconds")
+    NOW_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    now: _timestamp_pb2.Timestamp
+    limit: int
+    worker_id: str
+    lease_seconds: int
+    def __init__(self, now: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., worker_id: _Optional[str] = ..., lease_seconds: _Optional[int] = ...) -> None: ...
+
+class DueItem(_message.Message):
+    __slots__ = ("notification_id", "creator_id", "post_id", "trigger", "channel", "deliver_at", "reason")
+    NOTIFICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    POST_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    notification_id: str
+    creator_id: str
+    post_id: str
+    trigger: TriggerType
+    channel: Channel
+    deliver_at: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(self, notification_id: _Optional[str] = ..., creator_id: _Optional[str] = ..., post_id: _Optional[str] = ..., trigger: _Optional[_Union[TriggerType, str]] = ..., channel: _Optional[_Union[Channel, str]] = ..., deliver_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DueNotification(_message.Message):
+    __slots__ = ("claim_id", "fan_id", "kind", "items", "lease_expires_at")
+    CLAIM_ID_FIELD_NUMBER: _ClassVar[int]
+    FAN_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    claim_id: str
+    fan_id: str
+    kind: DueKind
+    items: _containers.RepeatedCompositeFieldContainer[DueItem]
+    lease_expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, claim_id: _Optional[str] = ..., fan_id: _Optional[str] = ..., kind: _Optional[_Union[DueKind, str]] = ..., items: _Optional[_Iterable[_Union[DueItem, _Mapping]]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AckDueRequest(_message.Message):
+    __slots__ = ("claim_id", "notification_ids")
+    CLAIM_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTIFICATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    claim_id: str
+    notification_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, claim_id: _Optional[str] = ..., notification_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AckDueResponse(_message.Message):
+    __slots__ = ("acked",)
+    ACKED_FIELD_NUMBER: _ClassVar[int]
+    acked: int
+    def __init__(self, acked: _Optional[int] = ...) -> None: ...

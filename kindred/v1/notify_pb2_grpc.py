@@ -49,6 +49,16 @@ class NotifyServiceStub:
                 request_serializer=kindred_dot_v1_dot_notify__pb2.RecordOutcomeRequest.SerializeToString,
                 response_deserializer=kindred_dot_v1_dot_notify__pb2.RecordOutcomeResponse.FromString,
                 _registered_method=True)
+        self.CollectDue = channel.unary_stream(
+                '/kindred.v1.NotifyService/CollectDue',
+                request_serializer=kindred_dot_v1_dot_notify__pb2.CollectDueRequest.SerializeToString,
+                response_deserializer=kindred_dot_v1_dot_notify__pb2.DueNotification.FromString,
+                _registered_method=True)
+        self.AckDue = channel.unary_unary(
+                '/kindred.v1.NotifyService/AckDue',
+                request_serializer=kindred_dot_v1_dot_notify__pb2.AckDueRequest.SerializeToString,
+                response_deserializer=kindred_dot_v1_dot_notify__pb2.AckDueResponse.FromString,
+                _registered_method=True)
 
 
 class NotifyServiceServicer:
@@ -73,6 +83,19 @@ class NotifyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CollectDue(self, request, context):
+        """Delivery: claims due delayed items and digests (see CollectDueRequest), then AckDue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AckDue(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotifyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +113,16 @@ def add_NotifyServiceServicer_to_server(servicer, server):
                     servicer.RecordOutcome,
                     request_deserializer=kindred_dot_v1_dot_notify__pb2.RecordOutcomeRequest.FromString,
                     response_serializer=kindred_dot_v1_dot_notify__pb2.RecordOutcomeResponse.SerializeToString,
+            ),
+            'CollectDue': grpc.unary_stream_rpc_method_handler(
+                    servicer.CollectDue,
+                    request_deserializer=kindred_dot_v1_dot_notify__pb2.CollectDueRequest.FromString,
+                    response_serializer=kindred_dot_v1_dot_notify__pb2.DueNotification.SerializeToString,
+            ),
+            'AckDue': grpc.unary_unary_rpc_method_handler(
+                    servicer.AckDue,
+                    request_deserializer=kindred_dot_v1_dot_notify__pb2.AckDueRequest.FromString,
+                    response_serializer=kindred_dot_v1_dot_notify__pb2.AckDueResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +206,60 @@ class NotifyService:
             '/kindred.v1.NotifyService/RecordOutcome',
             kindred_dot_v1_dot_notify__pb2.RecordOutcomeRequest.SerializeToString,
             kindred_dot_v1_dot_notify__pb2.RecordOutcomeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CollectDue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kindred.v1.NotifyService/CollectDue',
+            kindred_dot_v1_dot_notify__pb2.CollectDueRequest.SerializeToString,
+            kindred_dot_v1_dot_notify__pb2.DueNotification.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AckDue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kindred.v1.NotifyService/AckDue',
+            kindred_dot_v1_dot_notify__pb2.AckDueRequest.SerializeToString,
+            kindred_dot_v1_dot_notify__pb2.AckDueResponse.FromString,
             options,
             channel_credentials,
             insecure,

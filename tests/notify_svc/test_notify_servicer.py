@@ -1,8 +1,9 @@
-"""NotifyService through gRPC, in process on port 0, with the embedded store and a fixed clock."""
+"""NotifyService through gRPC, in process on port 0, with a fixed clock, over both state backends."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -17,9 +18,10 @@ from kindred.v1 import notify_pb2, notify_pb2_grpc
 from notify_svc.domain import Action, Channel, Outcome, Trigger
 from notify_svc.policy import RulePolicy
 from notify_svc.server import SERVICE_NAME, NotifyDeps, create_server
-from notify_svc.state import EmbeddedNotifyState
+from notify_svc.state import NotifyState
 
 pb = notify_pb2
+StoreOpener = Callable[[], NotifyState]
 
 
 @dataclass
@@ -30,10 +32,10 @@ class Served:
 
 
 @pytest.fixture()
-def served(tmp_path: Path) -> Iterator[Served]:
+def served(tmp_path: Path, open_store: StoreOpener) -> Iterator[Served]:
     settings = Settings.from_env({"KINDRED_DATA_DIR": str(tmp_path), "KINDRED_SERVER_THREADS": "4"})
     clock = Clock()
-    state = EmbeddedNotifyState.open(tmp_path / "notify")
+    state = open_store()
     server = create_server(
         settings, NotifyDeps(state=state, policy=RulePolicy(), clock=clock), port=0
     ).start()
@@ -43,7 +45,6 @@ def served(tmp_path: Path) -> Iterator[Served]:
     finally:
         channel.close()
         server.stop(0)
-        state.close()
 
 
 def candidate(nid: str, **kw: object) -> pb.NotificationCandidate:
@@ -192,3 +193,63 @@ def test_domain_enums_match_the_proto_by_name_and_value() -> None:
         proto = {name.removeprefix(prefix): value for name, value in proto_enum.items() if value != 0}
         domain = {member.name: int(member) for member in domain_enum if int(member) != 0}
         assert domain == proto, domain_enum.__name__
+
+
+def test_ten_concurrent_identical_decides_through_grpc_record_one_send(served: Served) -> None:
+    with ThreadPoolExecutor(10) as pool:
+        decisions = list(pool.map(lambda _: decide(served, candidate("n-same")), range(10)))
+    assert {(d.action, d.reason) for d in decisions} == {(pb.ACTION_SEND_NOW, "eligible")}
+    assert sum(not d.duplicate for d in decisions) == 1
+    # One recorded send: the next notification for the fan has to wait the spacing.
+    assert decide(served, candidate("n-next")).reason == "min_spacing"
+
+
+def test_bad_candidates_in_a_batch_are_dropped_naming_the_field(served: Served) -> None:
+    future = candidate("f-1")
+    future.created_at.FromDatetime(T0 + timedelta(days=30))
+    chunk = [
+        candidate("ok-1"),
+        candidate("t-1", trigger=99),
+        candidate("z-1", fan_time_zone="Europe/Atlantis"),
+        candidate("m-1", fan_id=""),
+        future,
+    ]
+    [response] = served.stub.DecideBatch(iter([pb.DecideBatchRequest(candidates=chunk)]), timeout=10)
+    assert [d.reason for d in response.decisions] == [
+        "eligible",
+        "invalid:trigger",
+        "invalid:fan_time_zone",
+        "invalid:fan_id",
+        "invalid:created_at",
+    ]
+
+
+def test_delayed_items_and_digests_are_collected_through_grpc_and_acked(served: Served) -> None:
+    for i in range(6):  # 1 send, 2 delayed by spacing, then the daily cap sends 3 to the 18:00 digest
+        decide(served, candidate(f"n-{i}"))
+    served.clock.advance(hours=6)  # 18:00 in London
+    request = pb.CollectDueRequest(worker_id="w1", limit=10, lease_seconds=30)
+    batch = list(served.stub.CollectDue(request, timeout=5))
+    kinds = sorted((pb.DueKind.Name(d.kind), len(d.items)) for d in batch)
+    assert kinds == [("DUE_KIND_DELAYED", 1), ("DUE_KIND_DELAYED", 1), ("DUE_KIND_DIGEST", 3)]
+    digest = next(d for d in batch if d.kind == pb.DUE_KIND_DIGEST)
+    assert [i.notification_id for i in digest.items] == ["n-3", "n-4", "n-5"]
+    assert all(i.reason == "daily_cap" and i.trigger == pb.TRIGGER_TYPE_NEW_POST for i in digest.items)
+    assert list(served.stub.CollectDue(pb.CollectDueRequest(worker_id="w2"), timeout=5)) == []
+    acked = sum(
+        served.stub.AckDue(
+            pb.AckDueRequest(claim_id=d.claim_id, notification_ids=[i.notification_id for i in d.items]),
+            timeout=5,
+        ).acked
+        for d in batch
+    )
+    assert acked == 5
+    served.clock.advance(minutes=5)  # past the lease: acked items never come back
+    assert list(served.stub.CollectDue(pb.CollectDueRequest(worker_id="w2"), timeout=5)) == []
+
+
+def test_collect_due_without_a_worker_is_invalid(served: Served) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        list(served.stub.CollectDue(pb.CollectDueRequest(limit=5), timeout=5))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "worker_id" in (info.value.details() or "")

@@ -6,11 +6,15 @@ idempotency, atomic caps under concurrency, opt-out, restart survival, chunk sem
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from notify_testkit import T0, Clock, fields
@@ -28,7 +32,7 @@ from notify_svc.domain import (
 )
 from notify_svc.engine import NotifyEngine
 from notify_svc.policy import RulePolicy
-from notify_svc.state import NotifyState, RedisNotifyState
+from notify_svc.state import EmbeddedNotifyState, NotifyState, RedisNotifyState, per_candidate
 
 StoreOpener = Callable[[], NotifyState]
 DAY = timedelta(days=1)
@@ -209,14 +213,17 @@ def test_redis_commit_retries_when_the_fan_changed_between_read_and_write(
         calls[candidate.notification_id] += 1
         if sum(calls.values()) == 1:  # the first read is now stale: a rival sends to the same fan
             rival.decide(
-                [validate_candidate(fields("rival"), T0, DAY)], lambda c, f: policy.decide(c, f, T0), T0
+                [validate_candidate(fields("rival"), T0, DAY)],
+                per_candidate(lambda c, f: policy.decide(c, f, T0)),
+                T0,
             )
         return policy.decide(candidate, fan, T0)
 
     chunk = [validate_candidate(fields(i), T0, DAY) for i in ("a-1", "a-1", "a-2")]
-    decisions = store.decide(chunk, interfering, T0)
+    decisions = store.decide(chunk, per_candidate(interfering), T0)
     # Round 1 planned a-1 as SEND_NOW on the stale view; its commit was refused and it was re-decided.
-    assert calls["a-1"] == 2 and calls["a-2"] == 2
+    # The repeated a-1 and a-2 (same fan) wait for later waves, so they read a-1's fresh decision.
+    assert calls["a-1"] == 2 and calls["a-2"] == 1
     assert [(d.action, d.reason) for d in decisions] == [
         (Action.DELAY_UNTIL, "min_spacing"),
         (Action.DELAY_UNTIL, "min_spacing"),
@@ -224,3 +231,73 @@ def test_redis_commit_retries_when_the_fan_changed_between_read_and_write(
     ]
     assert decisions[1].duplicate and same(decisions[1], decisions[0])
     assert store.fan_state("fan-1", T0).sends == tuple(T0 + timedelta(minutes=m) for m in (0, 30, 60))
+
+
+# A process that decides one candidate and dies (os._exit: no cleanup, no rollback of its own) after
+# the policy answered and before the store recorded anything.
+_CRASHING_DECIDER = """
+import os, sys
+from notify_testkit import T0, RETENTION, fields
+from notify_svc.domain import validate_candidate
+from notify_svc.policy import RulePolicy
+from notify_svc.state import EmbeddedNotifyState, RedisNotifyState
+from datetime import timedelta
+
+backend, where = sys.argv[1], sys.argv[2]
+store = (
+    EmbeddedNotifyState(where, RETENTION) if backend == "embedded"
+    else RedisNotifyState.from_url("redis://127.0.0.1:6379/0", RETENTION, prefix=where)
+)
+policy = RulePolicy()
+
+def decide_then_crash(candidates, fans):
+    verdicts = [policy.decide(c, f, T0) for c, f in zip(candidates, fans)]
+    assert verdicts[0].decision.action.name == "SEND_NOW"
+    os._exit(17)
+
+store.decide([validate_candidate(fields("n-crash"), T0, timedelta(days=1))], decide_then_crash, T0)
+"""
+
+
+def _store_location(store: NotifyState) -> tuple[str, str]:
+    if isinstance(store, RedisNotifyState):
+        return "redis", store.prefix
+    assert isinstance(store, EmbeddedNotifyState)
+    return "embedded", store.path
+
+
+def test_a_crash_between_deciding_and_recording_never_yields_two_sends(store: NotifyState) -> None:
+    backend, where = _store_location(store)
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), str(here.parents[1])])}
+    child = subprocess.run(
+        [sys.executable, "-c", _CRASHING_DECIDER, backend, where], env=env, capture_output=True, timeout=60
+    )
+    assert child.returncode == 17, child.stderr.decode()
+    # The decision died with the process: nothing recorded, no send spent...
+    assert store.decision("n-crash") is None
+    assert store.fan_state("fan-1", T0).sends == ()
+    # ...so the caller's retry decides afresh, and every further replay is the same single send.
+    e = engine(store)
+    decisions = [e.decide(fields("n-crash")) for _ in range(3)]
+    assert [(d.action, d.duplicate) for d in decisions] == [
+        (Action.SEND_NOW, False),
+        (Action.SEND_NOW, True),
+        (Action.SEND_NOW, True),
+    ]
+    assert store.fan_state("fan-1", T0).sends == (T0,)
+
+
+def test_a_failure_inside_the_decision_step_records_nothing(store: NotifyState) -> None:
+    policy = RulePolicy()
+
+    def decide_then_fail(candidates: Sequence[Candidate], fans: Sequence[FanState]) -> list[Verdict]:
+        [policy.decide(c, f, T0) for c, f in zip(candidates, fans, strict=True)]
+        raise RuntimeError("injected: the process dies between deciding and recording")
+
+    chunk = [validate_candidate(fields(f"n-{i}", f"fan-{i}"), T0, DAY) for i in range(3)]
+    with pytest.raises(RuntimeError, match="injected"):
+        store.decide(chunk, decide_then_fail, T0)
+    assert all(store.decision(f"n-{i}") is None for i in range(3))
+    decided = store.decide(chunk, per_candidate(lambda c, f: policy.decide(c, f, T0)), T0)
+    assert [d.action for d in decided] == [Action.SEND_NOW] * 3 and not any(d.duplicate for d in decided)
