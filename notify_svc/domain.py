@@ -45,6 +45,18 @@ class Outcome(enum.IntEnum):
     DISABLED = 4
 
 
+# Paid membership tiers are 1..MAX_TIER (MAX_TIER = top); 0 = no tier.
+MAX_TIER = 3
+
+
+@dataclass(frozen=True)
+class Relationship:
+    """The fan's relationship to a creator, as the candidate's producer knows it (model features)."""
+
+    member: bool = False
+    tier: int = 0  # 0 = not a member, 1..MAX_TIER = paid tiers
+
+
 @dataclass(frozen=True)
 class CandidateFields:
     """A candidate exactly as received: nothing checked yet (the servicer's proto → domain step)."""
@@ -57,6 +69,9 @@ class CandidateFields:
     channel: int = 0
     created_at: datetime | None = None
     fan_time_zone: str = ""
+    # None = not said (proto field unset); the relationship is stated when either is set.
+    fan_is_member: bool | None = None
+    membership_tier: int | None = None
     # Set by the proto layer when created_at is present but not a representable instant.
     created_at_invalid: bool = False
 
@@ -73,6 +88,9 @@ class Candidate:
     channel: Channel
     created_at: datetime
     fan_time_zone: str = ""
+    # The fan's relationship to the creator as the producer stated it; None = not stated (the
+    # features then use what the service's engagement history knows, by default not a member).
+    relationship: Relationship | None = None
 
 
 @dataclass(frozen=True)
@@ -215,7 +233,20 @@ def validate_candidate(
         channel=channel,
         created_at=created_at,
         fan_time_zone=raw.fan_time_zone,
+        relationship=_relationship(raw, prefix),
     )
+
+
+def _relationship(raw: CandidateFields, prefix: str) -> Relationship | None:
+    if raw.fan_is_member is None and raw.membership_tier is None:
+        return None
+    member = bool(raw.fan_is_member)
+    tier = raw.membership_tier or 0
+    if not 0 <= tier <= MAX_TIER:
+        raise InvalidArgument(prefix + "membership_tier", f"{tier} is not a tier: 0 (none) or 1..{MAX_TIER}")
+    if tier > 0 and not member:
+        raise InvalidArgument(prefix + "membership_tier", f"tier {tier} needs fan_is_member = true")
+    return Relationship(member, tier)
 
 
 def validate_outcome(

@@ -5,7 +5,9 @@ relationship to the creator, the fan's recent volume and engagement, and the fan
 `at` together with how often the fan has opened notifications around that hour. Everything here is
 something the service itself observes — the fan's sends (`FanState.sends`), outcome events
 (DELIVERED / OPENED / DISABLED, as RecordOutcome receives them) and the membership facts the
-candidate's producer knows — never a simulator's hidden propensities.
+candidate's producer knows (`Candidate.relationship`, from NotificationCandidate.fan_is_member /
+membership_tier; else what `EngagementHistory.set_relationship` was told) — never a simulator's
+hidden propensities.
 
 `EngagementHistory` is the in-process record of those observations (what a delivery system and
 RecordOutcome report); `feature_matrix` turns (candidate, fan state, history, instants) into rows.
@@ -32,7 +34,8 @@ import numpy as np
 import numpy.typing as npt
 
 from notify_svc import timezones as tz
-from notify_svc.domain import Candidate, FanState, Outcome, OutcomeEvent, Trigger
+from notify_svc.domain import MAX_TIER, Candidate, FanState, Outcome, OutcomeEvent, Trigger
+from notify_svc.domain import Relationship as Relationship  # re-exported: trainer and bench import it here
 
 # Bumped whenever a feature's meaning changes; written into the model manifest.
 NOTIFY_FEATURE_VERSION = "notify-features-1"
@@ -81,14 +84,6 @@ class EngagementJournal(Protocol):
     def engagement_since(self, since: datetime) -> list[str]:
         """Records at or after `since`, in time order (older ones may already be pruned)."""
         ...
-
-
-@dataclass(frozen=True)
-class Relationship:
-    """The fan's relationship to a creator, as the candidate's producer knows it."""
-
-    member: bool = False
-    tier: int = 0  # 0 = not a member, 1..3 = paid tiers
 
 
 @dataclass
@@ -266,9 +261,10 @@ def feature_matrix(
         col = _TRIGGER_COLUMNS.get(cand.trigger)
         if col is not None:
             row[:, col] = 1.0
-        rel = snap.relationship
+        # What the candidate states wins over what the history was told (the producer knows best).
+        rel = cand.relationship if cand.relationship is not None else snap.relationship
         row[:, 4] = float(rel.member)
-        row[:, 5] = rel.tier / 3.0
+        row[:, 5] = rel.tier / MAX_TIER
         row[:, 6] = (snap.creator_opens_28d + _PRIOR_OPEN_RATE) / (snap.creator_deliveries_28d + 1.0)
         row[:, 7] = math.log1p(snap.creator_sends_7d)
         row[:, 11] = math.log1p(snap.opens_7d)

@@ -84,6 +84,8 @@ def from_proto(c: notify_pb2.NotificationCandidate) -> CandidateFields:
         channel=c.channel,
         created_at=created_at,
         fan_time_zone=c.fan_time_zone,
+        fan_is_member=c.fan_is_member if c.HasField("fan_is_member") else None,
+        membership_tier=c.membership_tier if c.HasField("membership_tier") else None,
         created_at_invalid=c.HasField("created_at") and created_at is None,
     )
 

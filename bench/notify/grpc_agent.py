@@ -31,6 +31,27 @@ def _ts(instant: datetime) -> Timestamp:
     return out
 
 
+def candidate_proto(
+    world: World, index: int, prefix: str, created_at: Timestamp
+) -> notify_pb2.NotificationCandidate:
+    """Candidate `index` as the wire message, with the relationship the producer knows (the model's
+    is_member / tier features: without them the service would score every fan as a non-member)."""
+    c = to_candidate(world, index)
+    fan, creator = int(world.candidates.fan[index]), int(world.candidates.creator[index])
+    return notify_pb2.NotificationCandidate(
+        notification_id=prefix + c.notification_id,
+        fan_id=c.fan_id,
+        creator_id=c.creator_id,
+        post_id=c.post_id,
+        trigger=int(c.trigger),  # type: ignore[arg-type]
+        channel=int(c.channel),  # type: ignore[arg-type]
+        created_at=created_at,
+        fan_time_zone=c.fan_time_zone,
+        fan_is_member=bool(world.member[fan, creator]),
+        membership_tier=int(world.tier[fan, creator]),
+    )
+
+
 class GrpcAgent:
     def __init__(self, world: World, target: str, *, deadline_s: float = 30.0) -> None:
         self.w = world
@@ -44,24 +65,11 @@ class GrpcAgent:
 
     def decide(self, now: datetime, indices: npt.NDArray[np.int64]) -> list[Choice]:
         server_now = datetime.now(UTC)
-        cands = [to_candidate(self.w, int(i)) for i in indices]
+        created_at = _ts(server_now)
+        protos = [candidate_proto(self.w, int(i), self.prefix, created_at) for i in indices]
         requests = [
-            notify_pb2.DecideBatchRequest(
-                candidates=[
-                    notify_pb2.NotificationCandidate(
-                        notification_id=self.prefix + c.notification_id,
-                        fan_id=c.fan_id,
-                        creator_id=c.creator_id,
-                        post_id=c.post_id,
-                        trigger=int(c.trigger),  # type: ignore[arg-type]
-                        channel=int(c.channel),  # type: ignore[arg-type]
-                        created_at=_ts(server_now),
-                        fan_time_zone=c.fan_time_zone,
-                    )
-                    for c in cands[start : start + _CHUNK]
-                ]
-            )
-            for start in range(0, len(cands), _CHUNK)
+            notify_pb2.DecideBatchRequest(candidates=protos[start : start + _CHUNK])
+            for start in range(0, len(protos), _CHUNK)
         ]
         out: list[Choice] = []
         for response in self.stub.DecideBatch(iter(requests), timeout=self.deadline_s):
@@ -73,8 +81,8 @@ class GrpcAgent:
                 elif action is Action.SEND_NOW:
                     at = now
                 out.append(Choice(action, at))
-        if len(out) != len(cands):
-            raise RuntimeError(f"DecideBatch answered {len(out)} decisions for {len(cands)} candidates")
+        if len(out) != len(protos):
+            raise RuntimeError(f"DecideBatch answered {len(out)} decisions for {len(protos)} candidates")
         return out
 
     def _record(self, index: int, outcome: notify_pb2.Outcome) -> None:

@@ -74,7 +74,7 @@ DUE_KIND_DELAYED: DueKind
 DUE_KIND_DIGEST: DueKind
 
 class NotificationCandidate(_message.Message):
-    __slots__ = ("notification_id", "fan_id", "creator_id", "post_id", "trigger", "channel", "created_at", "fan_time_zone")
+    __slots__ = ("notification_id", "fan_id", "creator_id", "post_id", "trigger", "channel", "created_at", "fan_time_zone", "fan_is_member", "membership_tier")
     NOTIFICATION_ID_FIELD_NUMBER: _ClassVar[int]
     FAN_ID_FIELD_NUMBER: _ClassVar[int]
     CREATOR_ID_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,8 @@ class NotificationCandidate(_message.Message):
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     FAN_TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    FAN_IS_MEMBER_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_TIER_FIELD_NUMBER: _ClassVar[int]
     notification_id: str
     fan_id: str
     creator_id: str
@@ -91,7 +93,9 @@ class NotificationCandidate(_message.Message):
     channel: Channel
     created_at: _timestamp_pb2.Timestamp
     fan_time_zone: str
-    def __init__(self, notification_id: _Optional[str] = ..., fan_id: _Optional[str] = ..., creator_id: _Optional[str] = ..., post_id: _Optional[str] = ..., trigger: _Optional[_Union[TriggerType, str]] = ..., channel: _Optional[_Union[Channel, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fan_time_zone: _Optional[str] = ...) -> None: ...
+    fan_is_member: bool
+    membership_tier: int
+    def __init__(self, notification_id: _Optional[str] = ..., fan_id: _Optional[str] = ..., creator_id: _Optional[str] = ..., post_id: _Optional[str] = ..., trigger: _Optional[_Union[TriggerType, str]] = ..., channel: _Optional[_Union[Channel, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fan_time_zone: _Optional[str] = ..., fan_is_member: _Optional[bool] = ..., membership_tier: _Optional[int] = ...) -> None: ...
 
 class Decision(_message.Message):
     __slots__ = ("notification_id", "action", "deliver_at", "reason", "scores", "duplicate")

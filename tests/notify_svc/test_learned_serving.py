@@ -24,7 +24,7 @@ from notify_testkit import T0, Clock
 from kindred.config import Settings
 from kindred.v1 import notify_pb2, notify_pb2_grpc
 from notify_svc.domain import Candidate, Channel, Outcome, OutcomeEvent, Trigger
-from notify_svc.features import EngagementSnapshot, feature_matrix
+from notify_svc.features import EngagementSnapshot, Relationship, feature_matrix
 from notify_svc.learned import MODEL_NAME, LearnedParams, LearnedPolicy
 from notify_svc.policy import RulePolicy
 from notify_svc.server import (
@@ -44,6 +44,11 @@ StoreOpener = Callable[[], NotifyState]
 EAGER = LearnedParams(threshold=-5.0, disable_cost=0.0, delay_gain=100.0)
 
 
+# Every third fan of the training log is a tier-2 member of creator-1 (and opens more).
+def log_member(f: int) -> bool:
+    return f % 3 == 0
+
+
 def outcome_log(fans: int = 12, days: int = 6, seed: int = 0) -> list[object]:
     """Random-hour deliveries; fans open mostly in the local evening (enough signal for a tiny model)."""
     from trainer.notify_log import LogEvent
@@ -60,7 +65,8 @@ def outcome_log(fans: int = 12, days: int = 6, seed: int = 0) -> list[object]:
                 events.append(
                     LogEvent("delivered", at, nid, f"fan-{f}", "creator-1", int(Trigger.NEW_POST), zone)
                 )
-                if rng.random() < (0.6 if 18 <= at.astimezone(ZoneInfo(zone)).hour < 22 else 0.1):
+                p_open = 0.6 if 18 <= at.astimezone(ZoneInfo(zone)).hour < 22 else 0.1
+                if rng.random() < p_open + 0.2 * log_member(f):
                     events.append(LogEvent("opened", at + timedelta(minutes=3), nid, f"fan-{f}"))
     return events
 
@@ -69,11 +75,13 @@ def outcome_log(fans: int = 12, days: int = 6, seed: int = 0) -> list[object]:
 def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models dir holding a really trained and promoted `notify_outcomes` (version "tiny")."""
     torch = pytest.importorskip("torch")
+    from trainer.notify_log import MembershipRow
     from trainer.notify_models import NotifyTrainConfig, train_notify_models
 
     torch.set_num_threads(1)
     models = tmp_path_factory.mktemp("models")
-    train_notify_models(outcome_log(), [], models, version="tiny", config=NotifyTrainConfig(epochs=1))  # type: ignore[arg-type]
+    members = [MembershipRow(f"fan-{f}", "creator-1", 2) for f in range(12) if log_member(f)]
+    train_notify_models(outcome_log(), members, models, version="tiny", config=NotifyTrainConfig(epochs=1))  # type: ignore[arg-type]
     return models
 
 
@@ -166,7 +174,9 @@ def served(tmp_path: Path, trained_models: Path, open_store: StoreOpener) -> Ite
         server.stop(0)
 
 
-def candidate(nid: str, fan: str = "fan-a", zone: str = "Europe/London") -> pb.NotificationCandidate:
+def candidate(
+    nid: str, fan: str = "fan-a", zone: str = "Europe/London", **relationship: object
+) -> pb.NotificationCandidate:
     return pb.NotificationCandidate(
         notification_id=nid,
         fan_id=fan,
@@ -175,6 +185,7 @@ def candidate(nid: str, fan: str = "fan-a", zone: str = "Europe/London") -> pb.N
         trigger=pb.TRIGGER_TYPE_NEW_POST,
         channel=pb.CHANNEL_PUSH,
         fan_time_zone=zone,
+        **relationship,  # type: ignore[arg-type]
     )
 
 
@@ -187,11 +198,17 @@ def snapshot(s: Served, fan: str = "fan-a") -> EngagementSnapshot:
     return s.policy.history.snapshot(fan, "creator-1", s.clock.now + timedelta(seconds=1))
 
 
-def served_p_open_now(s: Served, nid: str, snap: EngagementSnapshot) -> float:
-    """p(open) the served model gives the next candidate of fan-a now, from features built on `snap`."""
-    cand = Candidate(nid, "fan-a", "creator-1", f"post-{nid}", Trigger.NEW_POST, Channel.PUSH, s.clock.now,
-                     "Europe/London")  # fmt: skip
-    fan = s.state.fan_state("fan-a", s.clock.now)
+def served_p_open_now(
+    s: Served,
+    nid: str,
+    snap: EngagementSnapshot,
+    fan_id: str = "fan-a",
+    relationship: Relationship | None = None,
+) -> float:
+    """p(open) the served model gives the next candidate of `fan_id` now, from features built on `snap`."""
+    cand = Candidate(nid, fan_id, "creator-1", f"post-{nid}", Trigger.NEW_POST, Channel.PUSH, s.clock.now,
+                     "Europe/London", relationship)  # fmt: skip
+    fan = s.state.fan_state(fan_id, s.clock.now)
     rows = feature_matrix([cand], [fan], [snap], [ZoneInfo("Europe/London")], [[s.clock.now]])
     return float(s.policy.scorer.score(rows.reshape(1, -1))[0, 0])
 
@@ -222,6 +239,34 @@ def test_send_now_and_opened_outcomes_feed_the_features_of_the_next_decision(ser
     second = decide(served, candidate("n-2"))
     assert second.scores["p_open_now"] == pytest.approx(with_open, abs=1e-6)
     assert not np.isclose(with_open, without, atol=1e-6)
+
+
+def test_the_candidates_relationship_reaches_the_model(served: Served) -> None:
+    """Fresh fans identical but for the stated membership: the served p(open) is the model's on exactly
+    those features, and membership moves it (the train/serve skew the proto fields close)."""
+    expected = {
+        rel: served_p_open_now(served, "x", EngagementSnapshot(), f"fan-{rel.tier}", rel)
+        for rel in (Relationship(), Relationship(True, 1), Relationship(True, 3))
+    }
+    assert len({round(p, 6) for p in expected.values()}) == 3  # each relationship scores differently
+
+    member = decide(served, candidate("n-m", fan="fan-m", fan_is_member=True, membership_tier=3))
+    tier_1 = decide(served, candidate("n-t", fan="fan-t", fan_is_member=True, membership_tier=1))
+    stranger = decide(served, candidate("n-s", fan="fan-s", fan_is_member=False, membership_tier=0))
+    unstated = decide(served, candidate("n-u", fan="fan-u"))
+    assert member.scores["p_open_now"] == pytest.approx(expected[Relationship(True, 3)], abs=1e-6)
+    assert tier_1.scores["p_open_now"] == pytest.approx(expected[Relationship(True, 1)], abs=1e-6)
+    assert stranger.scores["p_open_now"] == pytest.approx(expected[Relationship()], abs=1e-6)
+    assert unstated.scores["p_open_now"] == pytest.approx(expected[Relationship()], abs=1e-6)
+    assert not np.isclose(member.scores["p_open_now"], stranger.scores["p_open_now"], atol=1e-6)
+
+    # Unstated, the history's relationship serves; stated, the candidate wins over the history.
+    served.policy.history.set_relationship("fan-h", "creator-1", Relationship(True, 3))
+    served.policy.history.set_relationship("fan-o", "creator-1", Relationship(True, 3))
+    from_history = decide(served, candidate("n-h", fan="fan-h"))
+    overridden = decide(served, candidate("n-o", fan="fan-o", fan_is_member=False))
+    assert from_history.scores["p_open_now"] == pytest.approx(expected[Relationship(True, 3)], abs=1e-6)
+    assert overridden.scores["p_open_now"] == pytest.approx(expected[Relationship()], abs=1e-6)
 
 
 def test_delayed_items_count_as_delivered_when_acked(served: Served) -> None:
@@ -296,3 +341,24 @@ def test_a_failing_journal_costs_persistence_not_the_call(
     policy.record_delivery(cand, T0)  # does not raise
     assert policy.history.snapshot("fan-a", "creator-1", T0 + timedelta(seconds=1)).deliveries_28d == 1
     assert "engagement journal write failed" in caplog.text
+
+
+def test_the_simulators_grpc_driver_sends_the_relationship_the_world_knows() -> None:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from bench.notify.grpc_agent import candidate_proto
+    from bench.notify.world import WorldConfig, make_world
+    from notify_svc.domain import validate_candidate
+    from notify_svc.servicer import from_proto
+
+    world = make_world(0, WorldConfig(fans=60, days=2))
+    created_at = Timestamp()
+    created_at.FromDatetime(T0)
+    seen: set[Relationship] = set()
+    for i in range(len(world.candidates.fan)):
+        fan, creator = int(world.candidates.fan[i]), int(world.candidates.creator[i])
+        raw = from_proto(candidate_proto(world, i, "run-", created_at))
+        rel = validate_candidate(raw, T0, timedelta(days=1)).relationship
+        assert rel == Relationship(bool(world.member[fan, creator]), int(world.tier[fan, creator]))
+        seen.add(rel)
+    assert Relationship() in seen and any(r.member and r.tier > 0 for r in seen)  # both kinds were sent

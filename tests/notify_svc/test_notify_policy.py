@@ -9,7 +9,15 @@ import pytest
 from notify_testkit import T0, fields
 
 from kindred.errors import InvalidArgument
-from notify_svc.domain import Action, Candidate, CandidateFields, FanState, Trigger, validate_candidate
+from notify_svc.domain import (
+    Action,
+    Candidate,
+    CandidateFields,
+    FanState,
+    Relationship,
+    Trigger,
+    validate_candidate,
+)
 from notify_svc.policy import CapRule, PolicyParams, RulePolicy
 
 POLICY = RulePolicy()
@@ -166,6 +174,10 @@ def test_params_reject_inconsistent_values() -> None:
         ({"fan_time_zone": "Europe/Atlantis"}, "candidate.fan_time_zone"),
         ({"created_at": T0 + timedelta(days=1, seconds=1)}, "candidate.created_at"),
         ({"created_at_invalid": True}, "candidate.created_at"),
+        ({"fan_is_member": True, "membership_tier": 4}, "candidate.membership_tier"),
+        ({"fan_is_member": True, "membership_tier": -1}, "candidate.membership_tier"),
+        ({"membership_tier": 1}, "candidate.membership_tier"),
+        ({"fan_is_member": False, "membership_tier": 3}, "candidate.membership_tier"),
     ],
 )
 def test_validation_names_the_field(change: dict[str, object], field: str) -> None:
@@ -173,6 +185,23 @@ def test_validation_names_the_field(change: dict[str, object], field: str) -> No
     with pytest.raises(InvalidArgument) as info:
         validate_candidate(raw, T0, DAY)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("member", "tier", "expected"),
+    [
+        (None, None, None),  # not stated: the features fall back to the engagement history
+        (True, 3, Relationship(True, 3)),
+        (True, None, Relationship(True, 0)),
+        (False, None, Relationship(False, 0)),
+        (None, 0, Relationship(False, 0)),
+    ],
+)
+def test_validation_carries_the_stated_relationship(
+    member: bool | None, tier: int | None, expected: Relationship | None
+) -> None:
+    raw = dataclasses.replace(fields("n-1"), fan_is_member=member, membership_tier=tier)
+    assert validate_candidate(raw, T0, DAY).relationship == expected
 
 
 def test_validation_defaults_and_normalises_created_at() -> None:

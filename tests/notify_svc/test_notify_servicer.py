@@ -95,6 +95,10 @@ def test_decide_sends_then_replays_and_delays(served: Served) -> None:
         ({"trigger": pb.TRIGGER_TYPE_UNSPECIFIED}, "candidate.trigger"),
         ({"trigger": 77}, "candidate.trigger"),
         ({"fan_time_zone": "Moon/Tranquility"}, "candidate.fan_time_zone"),
+        ({"fan_is_member": True, "membership_tier": 4}, "candidate.membership_tier"),
+        ({"fan_is_member": True, "membership_tier": -1}, "candidate.membership_tier"),
+        ({"membership_tier": 2}, "candidate.membership_tier"),  # a tier without membership
+        ({"fan_is_member": False, "membership_tier": 1}, "candidate.membership_tier"),
     ],
 )
 def test_bad_candidates_are_invalid_argument_naming_the_field(
@@ -115,6 +119,19 @@ def test_created_at_far_in_the_future_is_invalid(served: Served) -> None:
     assert "candidate.created_at" in (info.value.details() or "")
     c.created_at.FromDatetime(T0 + timedelta(hours=1))  # a little clock skew is fine
     assert decide(served, c).action == pb.ACTION_SEND_NOW
+
+
+@pytest.mark.parametrize(
+    "relationship",
+    [
+        {"fan_is_member": True, "membership_tier": 3},
+        {"fan_is_member": True, "membership_tier": 0},  # a member without a paid tier
+        {"fan_is_member": True},
+        {"fan_is_member": False, "membership_tier": 0},
+    ],
+)
+def test_valid_relationships_are_accepted(served: Served, relationship: dict[str, object]) -> None:
+    assert decide(served, candidate("n-rel", **relationship)).action == pb.ACTION_SEND_NOW
 
 
 def test_decide_batch_streams_chunks_in_order(served: Served) -> None:
@@ -213,6 +230,7 @@ def test_bad_candidates_in_a_batch_are_dropped_naming_the_field(served: Served) 
         candidate("z-1", fan_time_zone="Europe/Atlantis"),
         candidate("m-1", fan_id=""),
         future,
+        candidate("r-1", fan_is_member=True, membership_tier=9),
     ]
     [response] = served.stub.DecideBatch(iter([pb.DecideBatchRequest(candidates=chunk)]), timeout=10)
     assert [d.reason for d in response.decisions] == [
@@ -221,6 +239,7 @@ def test_bad_candidates_in_a_batch_are_dropped_naming_the_field(served: Served) 
         "invalid:fan_time_zone",
         "invalid:fan_id",
         "invalid:created_at",
+        "invalid:membership_tier",
     ]
 
 
