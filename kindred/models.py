@@ -233,6 +233,20 @@ class OnnxModel:
         out = self._session.run([self.output_name], {self.input_name: arr})[0]
         return np.asarray(out, dtype=np.float32)
 
+    @property
+    def output_names(self) -> list[str]:
+        return [str(o) for o in self.manifest["outputs"]]
+
+    def run_outputs(self, x: npt.ArrayLike) -> dict[str, npt.NDArray[np.float32]]:
+        """Every output of the graph by name, from one run (a multi-objective ranker's heads)."""
+        arr = np.ascontiguousarray(x, dtype=np.float32)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != len(self.features):
+            raise ValueError(f"{self.name} expects (B, {len(self.features)}) features, got {arr.shape}")
+        outs = self._session.run(self.output_names, {self.input_name: arr})
+        return {n: np.asarray(o, dtype=np.float32) for n, o in zip(self.output_names, outs, strict=True)}
+
     def __repr__(self) -> str:
         return f"OnnxModel({self.name!r}, version={self.version!r}, features={len(self.features)})"
 

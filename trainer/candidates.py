@@ -462,10 +462,125 @@ def publish_candidates(
     return metrics
 
 
+# --------------------------------------------------------------------------------------------------
+# The serving pool, offline: what the ranker trains and is evaluated on
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One retrieved candidate as the ranker sees it (the offline twin of retrieval_svc's Candidate)."""
+
+    creator: int  # index in the catalogue creator order
+    source: str  # the source that claimed it ("two_tower", "item_to_item", "social", "trending", "popular")
+    two_tower_score: float | None  # None where serving would not know it
+    retrieval_score: float  # the claiming source's own score (serving's scores["retrieval"])
+    sources: tuple[str, ...] = ()  # every source that proposed it, claiming source first
+
+
+class ServingPool:
+    """Draws one fan's candidates the way retrieval_svc does, from tables as of one time.
+
+    Sources are the serving sources' own list logic (`source_hits`) over `tables` and `popular`, each
+    asked for its quota plus slack like `Retriever.retrieve`, merged by retrieval_svc's `merge` at
+    `shares` (default: the serving quotas). A candidate carries `scores["two_tower"]` only when the
+    two-tower proposed it, as at serving time. The two-tower list is taken from an argpartition of the
+    fan's scores: O(catalogue) per fan, nothing per (fan × catalogue) is kept.
+    """
+
+    def __init__(
+        self,
+        tables: CandidateTables,
+        popular: Mapping[str, Mapping[str, Any]],
+        creator_ids: Sequence[str],
+        *,
+        k: int,
+        shares: Mapping[str, float] | None = None,
+    ) -> None:
+        from retrieval_svc.retriever import DEFAULT_QUOTA_SHARES, MIN_SLACK, resolve_quotas
+
+        self.tables = tables
+        self.popular = popular
+        self.creator_ids = list(creator_ids)
+        self.index = {c: i for i, c in enumerate(self.creator_ids)}
+        self.k = k
+        self.shares = dict(DEFAULT_QUOTA_SHARES if shares is None else shares)
+        self.quotas = resolve_quotas(k, self.shares, {})
+        self.asked = {n: min(k, q + max(MIN_SLACK, q // 4)) for n, q in self.quotas.items()}
+
+    @classmethod
+    def as_of(
+        cls,
+        events: Interactions,
+        catalogue: Catalogue,
+        creator_rows: Mapping[str, Mapping[str, Any]],
+        *,
+        as_of: float,
+        k: int,
+        popular_k: int = 500,
+        cfg: CandidatesConfig | None = None,
+    ) -> ServingPool:
+        """Tables from events strictly before `as_of`; popular lists from `creator_rows` (rows as of it)."""
+        tables = build_candidate_tables(events, catalogue, as_of=as_of, cfg=cfg)
+        popular = build_popular_lists(creator_rows, k=popular_k)
+        return cls(tables, popular, [c.creator_id for c in catalogue.creators], k=k)
+
+    def draw(
+        self,
+        fan_id: str,
+        fan_row: Mapping[str, Any] | None,
+        two_tower_scores: npt.NDArray[np.floating] | None,
+    ) -> list[Candidate]:
+        from retrieval_svc.retriever import merge
+
+        fan = fan_row or {}
+        wanted = [n for n, q in self.quotas.items() if q > 0]
+        # Each source's list up to k: serving first asks for quota + slack and, when the merge comes out
+        # short, asks the sources that had more for up to k (its backfill). Both views come from these.
+        full = source_hits(
+            fan_id,
+            fan,
+            None,
+            self.creator_ids,
+            self.tables,
+            self.popular,
+            sources=[n for n in wanted if n != "two_tower"],
+            n=self.k,
+        )
+        if "two_tower" in wanted and two_tower_scores is not None:
+            full["two_tower"] = self._two_tower_hits(fan, two_tower_scores, self.k)
+        present = [n for n in wanted if n in full]
+        hits = {n: full[n][: self.asked[n]] for n in present}
+        merged = merge(hits, self.quotas, self.k)
+        if len(merged) < self.k:
+            hits = {n: full[n] if len(hits[n]) >= self.asked[n] else hits[n] for n in present}
+            merged = merge(hits, self.quotas, self.k)
+        out = []
+        for c in merged:
+            i = self.index.get(c.item_id)
+            if i is None:
+                continue
+            tt = c.scores.get("two_tower") if "two_tower" in c.sources else None
+            out.append(Candidate(i, c.source, tt, float(c.scores["retrieval"]), tuple(c.sources)))
+        return out
+
+    def _two_tower_hits(
+        self, fan: Mapping[str, Any], scores: npt.NDArray[np.floating], n: int
+    ) -> list[SourceHit]:
+        seen = {self.index[str(c)] for c in fan.get("following") or () if str(c) in self.index}
+        take = min(len(scores), n + len(seen))
+        top = np.argpartition(-scores, take - 1)[:take] if take < len(scores) else np.arange(len(scores))
+        # Ties by index, like a stable argsort over the whole row.
+        top = top[np.lexsort((top, -scores[top]))]
+        return [SourceHit(self.creator_ids[j], float(scores[j]), "") for j in top if j not in seen][:n]
+
+
 __all__ = [
+    "Candidate",
     "CandidateTables",
     "CandidatesConfig",
     "Holdout",
+    "ServingPool",
     "build_candidate_tables",
     "candidate_pool_recall",
     "co_engagement_neighbors",

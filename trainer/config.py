@@ -78,13 +78,68 @@ class RankerConfig:
     # Share of the two-tower candidates whose score is hidden as well, so the ranker copes with a
     # caller that cannot supply it at all (two_tower_missing = 1).
     two_tower_dropout: float = 0.05
+    # Where training candidates come from: "serving" draws each list from the five-source pool exactly as
+    # retrieval_svc merges it (trainer.candidates.ServingPool, `pool_size` candidates at the serving
+    # quotas, tables as of each cut); "two_source" is the older two-tower top-n + popular top-n draw
+    # (`candidates_two_tower` / `candidates_popular`), kept for comparison.
+    pool: str = "serving"
+    pool_size: int = 100
+    # Objectives: one head each over the shared trunk; a head's label is "the fan did one of these event
+    # types with this (not yet followed) creator in the label window" (trainer.ranker documents the losses).
+    objectives: Mapping[str, tuple[str, ...]] = dataclasses.field(
+        default_factory=lambda: {
+            "follow": ("FOLLOW",),
+            "support": ("MEMBERSHIP_START",),
+            "engage": ("POST_VIEW", "POST_LIKE"),
+        }
+    )
+    # The default combination of the heads' scores, written to the manifest (the served "score" output);
+    # ranking_svc may override it per deployment (`objective_weights` in <data_dir>/config/ranking.json).
+    objective_weights: Mapping[str, float] = dataclasses.field(
+        default_factory=lambda: {"follow": 1.0, "support": 0.1, "engage": 0.1}
+    )
+    # How much each head's listwise loss counts in training (absent = 1). Measured on the demo platform
+    # (seed 7, hold-out NDCG@10 of two_tower+ranker): engage at 1 → 0.257, 0.25 → 0.252, 0.1 → 0.253; a
+    # follow-only ranker 0.260. Differences of this size are within seed noise (±0.004), so all 1.
+    objective_loss_weights: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # Choose the default combination on the ranker's validation lists instead (trainer.ranker.select_weights):
+    # first objective at 1, each other from this grid, best discovery NDCG@10 wins. On the demo platform
+    # the support head learns from ~20 lists only, and at weight 1 it cost 0.04 hold-out NDCG@10.
+    select_weights: bool = True
+    weight_grid: tuple[float, ...] = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+    def __post_init__(self) -> None:
+        # TOML gives lists: store tuples so the config stays comparable and hashable in spirit.
+        objectives = {str(k): tuple(str(t) for t in v) for k, v in dict(self.objectives).items()}
+        weights = {str(k): float(v) for k, v in dict(self.objective_weights).items()}
+        object.__setattr__(self, "objectives", objectives)
+        object.__setattr__(self, "objective_weights", weights)
+        if not objectives or any(not v for v in objectives.values()):
+            raise ValueError("ranker.objectives must name at least one objective, each with event types")
+        loss_weights = {str(k): float(v) for k, v in dict(self.objective_loss_weights).items()}
+        object.__setattr__(self, "objective_loss_weights", loss_weights)
+        for key, table in (("objective_weights", weights), ("objective_loss_weights", loss_weights)):
+            unknown = sorted(set(table) - set(objectives))
+            if unknown:
+                raise ValueError(f"ranker.{key} names unknown objectives {unknown}")
+        if self.pool not in ("serving", "two_source"):
+            raise ValueError(f'ranker.pool must be "serving" or "two_source", got {self.pool!r}')
+
+    def weight_vector(self) -> tuple[float, ...]:
+        """The default combination weights in objective order (absent = 0)."""
+        return tuple(self.objective_weights.get(name, 0.0) for name in self.objectives)
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     ks: tuple[int, ...] = (10, 50)
+    # The "two_tower+ranker" row re-orders the candidates of `ranker.pool` (`pool_size` of them from the
+    # serving pool, or these two counts for "two_source").
     candidates_two_tower: int = 70
     candidates_popular: int = 30
+    pool_size: int = 100
+    # Fans scored per block: evaluation holds (chunk × catalogue) scores at a time, never (fans × catalogue).
+    chunk_fans: int = 512
 
 
 @dataclasses.dataclass(frozen=True)

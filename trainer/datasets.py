@@ -164,6 +164,11 @@ def label_type_codes(names: Sequence[str]) -> frozenset[int]:
     return frozenset(codes)
 
 
+def objective_label_codes(objectives: Mapping[str, Sequence[str]]) -> dict[str, frozenset[int]]:
+    """`ranker.objectives` ({"follow": ["FOLLOW"], ...}) as event type codes per objective."""
+    return {name: label_type_codes(types) for name, types in objectives.items()}
+
+
 def discoveries(
     events: Interactions, start: float, end: float, label_codes: frozenset[int], known: Mapping[str, set[str]]
 ) -> dict[str, set[str]]:
@@ -198,6 +203,9 @@ class Snapshot:
     positives: list[set[int]]  # two-tower training positives (positive_types) per fan
     seen: list[set[int]]  # creators the fan follows / is a member of at the cut (excluded from ranking)
     popularity: npt.NDArray[np.float64]  # (C,) popular-list score at the cut
+    # Per ranker objective (e.g. "follow", "support", "engage"): creators the fan did one of that
+    # objective's event types with in [cut, window_end), not known at the cut; one set per fan in fan_ids.
+    objective_labels: dict[str, list[set[int]]] = dataclasses.field(default_factory=dict)
 
 
 def build_snapshot(
@@ -209,11 +217,13 @@ def build_snapshot(
     window_end: float,
     label_codes: frozenset[int],
     positive_codes: frozenset[int] | None = None,
+    objective_codes: Mapping[str, frozenset[int]] | None = None,
 ) -> Snapshot:
     """Features as of `cut` (events before it only), labels from [cut, window_end).
 
     `positive_codes` (default: the label codes) widens what counts as a training positive for the
-    two-tower; fans with a label or a positive are kept, in id order.
+    two-tower; fans with a label or a positive are kept, in id order. `objective_codes` adds the ranker's
+    per-objective labels for those fans (same window, same "not known at the cut" rule).
     """
     creator_index = {c: i for i, c in enumerate(creator_ids)}
     past = events.before(cut)
@@ -232,6 +242,13 @@ def build_snapshot(
     keep = [i for i in range(len(candidates)) if labels_all[i] or positives_all[i]]
     fan_ids = [candidates[i] for i in keep]
     labels = [labels_all[i] for i in keep]
+    objective_labels = {
+        name: [as_index(per_fan.get(f, set())) for f in fan_ids]
+        for name, per_fan in (
+            (name, discoveries(events, cut, window_end, codes, known))
+            for name, codes in (objective_codes or {}).items()
+        )
+    }
     return Snapshot(
         cut=cut,
         window_end=window_end,
@@ -246,6 +263,7 @@ def build_snapshot(
         popularity=np.array(
             [float(creator_rows[c]["popularity_raw"]) if c in creator_rows else 0.0 for c in creator_ids]
         ),
+        objective_labels=objective_labels,
     )
 
 
@@ -273,6 +291,7 @@ def build_training_snapshots(
     warmup_fraction: float,
     label_codes: frozenset[int],
     positive_codes: frozenset[int] | None = None,
+    objective_codes: Mapping[str, frozenset[int]] | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> list[Snapshot]:
     train_events = events.before(split.train_end)  # nothing from the hold-out, by construction
@@ -287,6 +306,7 @@ def build_training_snapshots(
             window_end=window_end,
             label_codes=label_codes,
             positive_codes=positive_codes,
+            objective_codes=objective_codes,
         )
         progress(
             f"snapshot {i + 1}/{len(cuts)} at {_day(cut)}: {len(snap.fan_ids)} fans, "

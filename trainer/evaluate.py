@@ -6,8 +6,15 @@ Relevance is binary (discovered or not).
 
     popularity         the "popular" list as of the train end (what a fan without a model would get)
     two_tower          cosine of user and creator vectors, full catalogue, exact (no ANN error)
-    two_tower+ranker   the ranker re-orders the candidates retrieval would give it (two-tower top-n ∪
-                       popular top-n); the rest of the catalogue follows in two-tower order
+    two_tower+ranker   the ranker re-orders the candidates retrieval would give it — the five-source
+                       serving pool (trainer.candidates.ServingPool, tables as of the train end) when a
+                       pool is given, else two-tower top-n ∪ popular top-n; the rest of the catalogue
+                       follows in two-tower order
+
+Memory: only the top max(ks) of each ranking is kept per fan, and two-tower scores are computed for
+`chunk_fans` fans at a time, so evaluation holds O(chunk × catalogue + fans × K), never the
+(fans × catalogue) score matrix or full-catalogue lists per fan (at 100k creators × 20k fans those took
+22 GB). tests/trainer/test_evaluate_memory.py fails if that comes back.
 """
 
 from __future__ import annotations
@@ -18,8 +25,11 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from trainer.candidates import ServingPool
 from trainer.datasets import Snapshot
 from trainer.ranker import featurize, retrieve
+
+DEFAULT_CHUNK_FANS = 512
 
 
 def recall_at_k(ranked: Sequence[int], relevant: set[int], k: int) -> float:
@@ -37,9 +47,20 @@ def ndcg_at_k(ranked: Sequence[int], relevant: set[int], k: int) -> float:
 
 
 def rank_by(scores: npt.NDArray[np.floating], seen: set[int]) -> list[int]:
-    """Item indices by descending score (ties by index), excluding `seen`."""
+    """Item indices by descending score (ties by index), excluding `seen` (the whole catalogue: for
+    small catalogues and tools; evaluation uses `top_by`)."""
     order = np.argsort(-scores, kind="stable")
     return [int(i) for i in order if int(i) not in seen]
+
+
+def top_by(scores: npt.NDArray[np.floating], seen: set[int], n: int) -> list[int]:
+    """The first `n` of `rank_by(scores, seen)`, in O(catalogue) time and O(n + |seen|) extra memory."""
+    take = min(len(scores), n + len(seen))
+    if take <= 0:
+        return []
+    top = np.argpartition(-scores, take - 1)[:take] if take < len(scores) else np.arange(len(scores))
+    top = top[np.lexsort((top, -scores[top]))]  # descending score, ties by index (as a stable argsort)
+    return [int(i) for i in top if int(i) not in seen][:n]
 
 
 def summarize(
@@ -65,32 +86,44 @@ def evaluate_holdout(
     n_popular: int,
     ranker_score: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]] | None,
     two_tower_score_for_popular: bool = False,
+    pool: ServingPool | None = None,
+    chunk_fans: int = DEFAULT_CHUNK_FANS,
 ) -> dict[str, dict[str, float]]:
     """{"popularity": {...}, "two_tower": {...}, "two_tower+ranker": {...}} plus "holdout" counts."""
     rows = [i for i, y in enumerate(test.labels) if y]
     if not rows:
         raise ValueError("the hold-out window has no discoveries to evaluate against")
-    tt_scores = user_vecs @ creator_vecs.T  # (U, C)
+    top_k = max(ks)
+    pop_order = np.argsort(-test.popularity, kind="stable")
     pop_lists, tt_lists, rk_lists = [], [], []
     labels = [test.labels[i] for i in rows]
-    for i in rows:
-        seen = test.seen[i]
-        pop_lists.append(rank_by(test.popularity, seen))
-        tt = rank_by(tt_scores[i], seen)
-        tt_lists.append(tt)
-        if ranker_score is not None:
-            cands = retrieve(
-                tt_scores[i],
-                test.popularity,
-                seen,
-                n_two_tower=n_two_tower,
-                n_popular=n_popular,
-                two_tower_score_for_popular=two_tower_score_for_popular,
-            )
-            s = ranker_score(featurize(test, i, cands, creator_ids))
+    for start in range(0, len(rows), max(1, chunk_fans)):
+        chunk = rows[start : start + max(1, chunk_fans)]
+        tt_scores = user_vecs[chunk] @ creator_vecs.T  # (chunk, C): the only catalogue-wide block
+        for r, i in enumerate(chunk):
+            seen = test.seen[i]
+            pop_lists.append([int(c) for c in pop_order[: top_k + len(seen)] if int(c) not in seen][:top_k])
+            if ranker_score is None:
+                tt_lists.append(top_by(tt_scores[r], seen, top_k))
+                continue
+            if pool is not None:
+                fan = test.fan_ids[i]
+                cands = pool.draw(fan, test.fan_rows.get(fan), tt_scores[r])
+            else:
+                cands = retrieve(
+                    tt_scores[r],
+                    test.popularity,
+                    seen,
+                    n_two_tower=n_two_tower,
+                    n_popular=n_popular,
+                    two_tower_score_for_popular=two_tower_score_for_popular,
+                )
+            tt = top_by(tt_scores[r], seen, top_k + len(cands))
+            tt_lists.append(tt[:top_k])
+            s = ranker_score(featurize(test, i, cands, creator_ids)) if cands else np.zeros(0, np.float32)
             head = [cands[j].creator for j in np.argsort(-s, kind="stable")]
             taken = set(head)
-            rk_lists.append(head + [c for c in tt if c not in taken])
+            rk_lists.append((head + [c for c in tt if c not in taken])[:top_k])
     result = {
         "popularity": summarize(pop_lists, labels, ks),
         "two_tower": summarize(tt_lists, labels, ks),

@@ -34,8 +34,10 @@ class ExportError(RuntimeError):
     """The exported graph does not reproduce the torch model."""
 
 
-def export_onnx(model: nn.Module, n_features: int, output_name: str) -> bytes:
-    """The model as ONNX bytes: input "features" float32 (B, n_features), one output, dynamic batch."""
+def export_onnx(model: nn.Module, n_features: int, output_name: str | Sequence[str]) -> bytes:
+    """The model as ONNX bytes: input "features" float32 (B, n_features), dynamic batch; one output, or
+    one per name when the model returns a tuple (e.g. the ranker's score and its objective heads)."""
+    output_names = [output_name] if isinstance(output_name, str) else list(output_name)
     model = model.eval()
     example = torch.zeros(2, n_features)
     # The exporter logs "torchvision is not installed" for ops we never use, and torch.export raises a
@@ -51,7 +53,7 @@ def export_onnx(model: nn.Module, n_features: int, output_name: str) -> bytes:
             (example,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=[output_name],
+            output_names=output_names,
             dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
             opset_version=OPSET,
             dynamo=True,
@@ -68,7 +70,8 @@ def export_onnx(model: nn.Module, n_features: int, output_name: str) -> bytes:
 def check_parity(
     model: nn.Module, onnx_bytes: bytes, inputs: npt.NDArray[np.float32], *, atol: float = 1e-4
 ) -> float:
-    """Max |torch − onnxruntime| over `inputs` (and a batch of one); raises ExportError above `atol`."""
+    """Max |torch − onnxruntime| over `inputs` (and a batch of one) and every output; raises ExportError
+    above `atol`."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -78,11 +81,15 @@ def check_parity(
     for batch in (inputs, inputs[:1]):
         x = np.ascontiguousarray(batch, dtype=np.float32)
         with torch.no_grad():
-            expected = model.eval()(torch.from_numpy(x)).numpy()
-        got = session.run(None, {INPUT_NAME: x})[0]
-        if got.shape != expected.shape:
-            raise ExportError(f"ONNX output shape {got.shape} != torch {expected.shape}")
-        worst = max(worst, float(np.abs(got - expected).max()) if got.size else 0.0)
+            out = model.eval()(torch.from_numpy(x))
+        expected_all = [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+        got_all = session.run(None, {INPUT_NAME: x})
+        if len(got_all) != len(expected_all):
+            raise ExportError(f"ONNX graph has {len(got_all)} outputs, torch returns {len(expected_all)}")
+        for got, expected in zip(got_all, expected_all, strict=True):
+            if got.shape != expected.shape:
+                raise ExportError(f"ONNX output shape {got.shape} != torch {expected.shape}")
+            worst = max(worst, float(np.abs(got - expected).max()) if got.size else 0.0)
     if not worst <= atol:
         raise ExportError(f"ONNX and torch differ by {worst:.2e} (> {atol:.0e})")
     return worst
@@ -118,7 +125,7 @@ def build_manifest(
     *,
     name: str,
     version: str,
-    output_name: str,
+    output_name: str | Sequence[str],
     features: Sequence[str],
     data_window: Mapping[str, float],
     metrics: Mapping[str, Any],
@@ -132,7 +139,7 @@ def build_manifest(
         "version": version,
         "created_at": iso(time.time()),
         "inputs": [INPUT_NAME],
-        "outputs": [output_name],
+        "outputs": [output_name] if isinstance(output_name, str) else list(output_name),
         "input_shape": ["batch", len(features)],
         "features": list(features),
         "feature_schema": FEATURE_SCHEMA_VERSION,

@@ -47,6 +47,7 @@ from kindred.features import (
     creator_tower_features_batch,
 )
 from kindred.models import write_model
+from trainer.candidates import ServingPool
 from trainer.config import TrainConfig
 from trainer.datasets import (
     Snapshot,
@@ -55,6 +56,7 @@ from trainer.datasets import (
     build_training_snapshots,
     ingest_with_ray,
     label_type_codes,
+    objective_label_codes,
     time_split,
     to_interactions,
 )
@@ -313,6 +315,7 @@ def _run(
     # 2. features ----------------------------------------------------------------------------------
     label_codes = label_type_codes(cfg.split.label_types)
     positive_codes = label_type_codes(cfg.two_tower.positive_types)
+    objective_codes = objective_label_codes(cfg.ranker.objectives)
     with progress.step("features", f"fan/creator rows at {cfg.split.n_cuts} training cuts + the train end"):
         snaps = build_training_snapshots(
             events,
@@ -323,6 +326,7 @@ def _run(
             warmup_fraction=cfg.split.warmup_fraction,
             label_codes=label_codes,
             positive_codes=positive_codes,
+            objective_codes=objective_codes,
             progress=note,
         )
         test = build_snapshot(
@@ -360,20 +364,38 @@ def _run(
         tower = tt.build_model(tt_result, cfg.two_tower)
 
     # 4. ranker ------------------------------------------------------------------------------------
-    with progress.step("ranker", "listwise MLP over retrieved candidates, Ray Train (1 worker)"):
+    heads = ", ".join(cfg.ranker.objectives)
+    with progress.step("ranker", f"listwise multi-objective MLP ({heads}) over the {cfg.ranker.pool} pool"):
         user_vecs = [tt.user_vectors(tower, s.user_x) for s in snaps]
         creator_vecs = [tt.creator_vectors(tower, s.creator_x) for s in snaps]
+        train_events = events.before(split.train_end)
+        pools: list[ServingPool | None] = [
+            ServingPool.as_of(
+                train_events,
+                catalogue,
+                s.creator_rows,
+                as_of=s.cut,
+                k=cfg.ranker.pool_size,
+                popular_k=cfg.popular_k,
+            )
+            if cfg.ranker.pool == "serving"
+            else None
+            for s in snaps
+        ]
         rdata = rk.build_ranker_data(
-            snaps, user_vecs, creator_vecs, holdout, creator_ids, cfg.ranker, seed=cfg.seed
+            snaps, user_vecs, creator_vecs, holdout, creator_ids, cfg.ranker, seed=cfg.seed, pools=pools
         )
         _require(len(rdata) > 1, "too few ranker lists (held-out fans with a retrieved discovery)")
         rng = np.random.default_rng(cfg.seed)
         is_val = rng.random(len(rdata)) < cfg.ranker.val_fraction
-        r_train = rk.RankerData(rdata.x[~is_val], rdata.mask[~is_val], rdata.y[~is_val])
-        r_val = rk.RankerData(rdata.x[is_val], rdata.mask[is_val], rdata.y[is_val])
+        r_train, r_val = rdata.subset(~is_val), rdata.subset(is_val)
+        positives = ", ".join(
+            f"{name} {int((rdata.y[..., h].sum(1) > 0).sum()):,}"
+            for h, name in enumerate(cfg.ranker.objectives)
+        )
         note(
             f"{len(rdata):,} candidate lists × {rdata.x.shape[1]} candidates × {rdata.x.shape[2]} features "
-            f"({len(r_val)} for validation)"
+            f"({len(r_val)} for validation); lists with a positive: {positives}"
         )
         note("fitting in a Ray Train worker…")
         rk_result: rk.RankerResult = fit_in_ray_train(
@@ -387,9 +409,31 @@ def _run(
         )
         _print_history(note, rk_result.history)
         ranker = rk.build_model(rk_result, cfg.ranker)
+        weight_table: list[dict[str, Any]] = []
+        if cfg.ranker.select_weights and len(r_val):
+            chosen, weight_table = rk.select_weights(ranker, r_val, cfg.ranker.weight_grid)
+            rk_result = dataclasses.replace(rk_result, weights=chosen)
+            ranker = rk.build_model(rk_result, cfg.ranker)
+            best = max(row["ndcg@10"] for row in weight_table)
+            note(
+                "objective weights (chosen on the validation lists, NDCG@10 "
+                f"{best:.4f}): {dict(zip(rk_result.objectives, chosen, strict=True))}"
+            )
 
     # 5. evaluate ----------------------------------------------------------------------------------
     with progress.step("evaluate", "Recall@K / NDCG@K on the time hold-out"):
+        eval_pool = (
+            ServingPool.as_of(
+                events.before(split.train_end),
+                catalogue,
+                test.creator_rows,
+                as_of=split.train_end,
+                k=cfg.eval.pool_size,
+                popular_k=cfg.popular_k,
+            )
+            if cfg.ranker.pool == "serving"
+            else None
+        )
         metrics = evaluate_holdout(
             test,
             tt.user_vectors(tower, test.user_x),
@@ -400,6 +444,8 @@ def _run(
             n_popular=cfg.eval.candidates_popular,
             ranker_score=lambda x: rk.score(ranker, x),
             two_tower_score_for_popular=cfg.ranker.two_tower_score_for_popular,
+            pool=eval_pool,
+            chunk_fans=cfg.eval.chunk_fans,
         )
         for line in format_table(metrics, cfg.eval.ks).splitlines():
             note(line)
@@ -448,18 +494,30 @@ def _run(
                 "training": tt_result.history,
             },
         )
-        ranker_onnx = export_onnx(ranker, len(RANKER_FEATURES), "score")
-        ranker_diff = check_parity(ranker, ranker_onnx, parity_inputs(rdata.x[rdata.mask], seed=cfg.seed))
+        graph = rk.RankerGraph(ranker)
+        objective_outputs = {name: rk.head_output(name) for name in rk_result.objectives}
+        ranker_onnx = export_onnx(graph, len(RANKER_FEATURES), [rk.SCORE_OUTPUT, *objective_outputs.values()])
+        ranker_diff = check_parity(graph, ranker_onnx, parity_inputs(rdata.x[rdata.mask], seed=cfg.seed))
         ranker_manifest = build_manifest(
             name="ranker",
             version=version,
-            output_name="score",
+            output_name=[rk.SCORE_OUTPUT, *objective_outputs.values()],
             features=RANKER_FEATURES,
             data_window=window,
             metrics=metrics,
             config=config,
             parity_max_abs_diff=ranker_diff,
-            extra={"two_tower_version": version, "training": rk_result.history},
+            extra={
+                "two_tower_version": version,
+                "training": rk_result.history,
+                # ranking_svc.objectives reads these: heads, their outputs, the default combination.
+                "objectives": list(rk_result.objectives),
+                "objective_outputs": objective_outputs,
+                "objective_weights": dict(zip(rk_result.objectives, rk_result.weights, strict=True)),
+                "objective_labels": {n: list(t) for n, t in cfg.ranker.objectives.items()},
+                "objective_weight_selection": sorted(weight_table, key=lambda r: -r["ndcg@10"])[:10],
+                "candidate_pool": cfg.ranker.pool,
+            },
         )
         model_dirs = {
             "two_tower_user": write_model(
@@ -557,6 +615,7 @@ def _run(
             force=force_promote,
             promote_index=lambda v: promote_creator_index(settings, v),
             out=note,
+            pool=eval_pool,
         )
 
     return TrainReport(

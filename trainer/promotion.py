@@ -49,7 +49,10 @@ logQ off the two-tower alone lost 0.08 NDCG@10 while two_tower+ranker lost 0.004
 trainer.two_tower) — that model would pass.
 
 Record: `models/<name>/<version>/promotion.json` for every model of the run — the decision and reason,
-each check, both full metric sets, the versions compared and how the current creator vectors were made.
+each check, both full metric sets, the versions compared, how the current creator vectors were made,
+and what each ranker combines (`ranker_objectives`: its heads and default weights, or a single score —
+a multi-objective ranker is gated on its combined score against a single-score one, same hold-out,
+same candidate pool).
 It is written before any pointer moves, so a promoted version always has its record. A rejected version
 stays on disk (its models and its built, unswitched index) and nothing CURRENT moves. Promoted, the
 creator index and the models switch together, index first, as before the gate existed. The online
@@ -82,6 +85,7 @@ from kindred.models import (
     version_dir,
     write_model,
 )
+from trainer.candidates import ServingPool
 from trainer.config import PromotionConfig, TrainConfig
 from trainer.datasets import Snapshot
 from trainer.evaluate import evaluate_holdout
@@ -198,9 +202,15 @@ class ModelSet(Protocol):
 
 
 def score_on_holdout(
-    models: ModelSet, test: Snapshot, creator_ids: Sequence[str], cfg: TrainConfig
+    models: ModelSet,
+    test: Snapshot,
+    creator_ids: Sequence[str],
+    cfg: TrainConfig,
+    pool: ServingPool | None = None,
 ) -> dict[str, dict[str, float]]:
-    """The metrics of `models` on `test`, with exactly the arguments the pipeline's evaluate step uses."""
+    """The metrics of `models` on `test`, with exactly the arguments the pipeline's evaluate step uses
+    (`pool`: the same serving pool the new models were evaluated with; each model set draws from it
+    with its own two-tower scores)."""
     return evaluate_holdout(
         test,
         models.user_vectors(test.user_x),
@@ -211,6 +221,8 @@ def score_on_holdout(
         n_popular=cfg.eval.candidates_popular,
         ranker_score=models.ranker_scores,
         two_tower_score_for_popular=cfg.ranker.two_tower_score_for_popular,
+        pool=pool,
+        chunk_fans=cfg.eval.chunk_fans,
     )
 
 
@@ -385,6 +397,7 @@ def run_gate(
     promote_index: Callable[[str], None],
     out: Callable[[str], None] = print,
     load_current: LoadCurrent = RegistryModels,
+    pool: ServingPool | None = None,
 ) -> dict[str, Any]:
     """Evaluates CURRENT on `test`, decides, writes promotion.json next to each model of `version`, and
     (if promoted) switches the creator index and every model in `model_names` to `version`.
@@ -415,7 +428,7 @@ def run_gate(
             check_window = getattr(models, "check_stored_window", None)
             if callable(check_window):
                 check_window(test.cut)
-            current_metrics = score_on_holdout(models, test, creator_ids, cfg)
+            current_metrics = score_on_holdout(models, test, creator_ids, cfg, pool)
             current_info.update(
                 creator_vectors=getattr(models, "creator_vectors_from", None),
                 creators_unknown_to_current=getattr(models, "unknown_creators", 0),
@@ -428,6 +441,7 @@ def run_gate(
         if current_metrics is not None:
             _check_same_holdout(new_metrics, current_metrics)
         current_info["manifest_metrics"] = _manifest_metrics(models_dir, user_v)
+        current_info["ranker_objectives"] = _ranker_objectives(models_dir, ranker_v)
 
     decision = decide(new_metrics, current_metrics, pcfg, force=force, no_current_reason=no_current)
     record: dict[str, Any] = {
@@ -452,7 +466,11 @@ def run_gate(
             "end_iso": _iso(test.window_end),
             **{k: v for k, v in new_metrics.get("holdout", {}).items()},
         },
-        "new": {"versions": {name: version for name in model_names}, "metrics": _plain(new_metrics)},
+        "new": {
+            "versions": {name: version for name in model_names},
+            "metrics": _plain(new_metrics),
+            "ranker_objectives": _ranker_objectives(models_dir, version) if RANKER in model_names else None,
+        },
         "current": {**current_info, "metrics": _plain(current_metrics) if current_metrics else None},
     }
     for name in model_names:
@@ -492,6 +510,19 @@ def _manifest_metrics(models_dir: Path, user_version: str | None) -> dict[str, A
     return {"data_window": m.get("data_window"), "metrics": m.get("metrics")}
 
 
+def _ranker_objectives(models_dir: Path, version: str | None) -> dict[str, Any] | None:
+    """What a ranker version combines: its heads and default weights, or a single "score"."""
+    if version is None:
+        return None
+    try:
+        m = read_manifest(models_dir, RANKER, version)
+    except (ModelMismatch, FailedPrecondition):
+        return None
+    if not m.get("objectives"):
+        return {"objectives": ["score"], "weights": {"score": 1.0}, "single_score": True}
+    return {"objectives": list(m["objectives"]), "weights": dict(m.get("objective_weights") or {})}
+
+
 def _plain(metrics: Metrics | None) -> dict[str, dict[str, float]] | None:
     if metrics is None:
         return None
@@ -527,6 +558,14 @@ def format_record(record: Mapping[str, Any]) -> str:
         + (f"  [creator vectors: {cur['creator_vectors']}]" if cur.get("creator_vectors") else ""),
         f"  new:     {record['version']}",
     ]
+    heads = [
+        f"{label} "
+        + ", ".join(f"{n} {w:g}" for n, w in (side.get("ranker_objectives") or {}).get("weights", {}).items())
+        for label, side in (("current", cur), ("new", new))
+        if side.get("ranker_objectives")
+    ]
+    if heads:
+        lines.append("  ranker objectives (default weights): " + "; ".join(heads))
     if cur_metrics is not None:
         cols = [c for c in _metric_columns(new_metrics) if any(c in r for r in cur_metrics.values())]
         width = max(len(m) for m in new_metrics if m != "holdout") + 10

@@ -266,3 +266,41 @@ def test_publish_writes_the_three_namespaces_and_measures_the_pool(
         assert f"candidate_recall@{k}_two_tower+popular" in metrics
     assert metrics["source_recall:item_to_item@50"] > 0.0
     assert any("candidate pool recall@100" in line for line in lines)
+
+
+def test_the_serving_pool_draws_like_retrieval_and_tags_every_candidate(
+    platform: tuple[Catalogue, Interactions],
+) -> None:
+    """trainer.candidates.ServingPool: the ranker's training and evaluation candidates come from all five
+    serving sources through retrieval_svc's merge, carrying what serving gives the ranker."""
+    from kindred.features import build_creator_rows, build_fan_rows
+    from retrieval_svc.retriever import DEFAULT_QUOTA_SHARES, resolve_quotas
+    from trainer.candidates import ServingPool
+
+    catalogue, events = _with_friends(platform[0]), platform[1]
+    as_of = float(np.quantile(events.ts, 0.8))
+    creator_ids = [c.creator_id for c in catalogue.creators]
+    fan_rows = build_fan_rows(events, catalogue.fans, catalogue.creators, as_of=as_of)
+    creator_rows = build_creator_rows(events, catalogue.creators, catalogue.posts, as_of=as_of)
+    pool = ServingPool.as_of(events, catalogue, creator_rows, as_of=as_of, k=8)
+    assert pool.quotas == resolve_quotas(8, DEFAULT_QUOTA_SHARES, {})  # serving's own quota split
+    rng = np.random.default_rng(0)
+    claimed: set[str] = set()
+    for fan in catalogue.fans:
+        tt = rng.normal(size=len(creator_ids)).astype(np.float32)
+        row = fan_rows.get(fan.fan_id)
+        cands = pool.draw(fan.fan_id, row, tt)
+        following = set((row or {}).get("following") or ())
+        ids = [creator_ids[c.creator] for c in cands]
+        assert 0 < len(cands) <= 8 and len(set(ids)) == len(ids)
+        assert not following & set(ids)  # excluded like the serving filter
+        for c in cands:
+            assert c.sources[0] == c.source and set(c.sources) <= set(DEFAULT_QUOTA_SHARES)
+            # The two-tower score only where the two-tower proposed the candidate, as at serving time.
+            assert (c.two_tower_score is not None) == ("two_tower" in c.sources)
+            if c.two_tower_score is not None:
+                assert c.two_tower_score == pytest.approx(float(tt[c.creator]))
+            if c.source == "two_tower":
+                assert c.retrieval_score == pytest.approx(float(tt[c.creator]))
+        claimed |= {c.source for c in cands}
+    assert claimed >= {"two_tower", "item_to_item", "social", "popular"}

@@ -213,3 +213,46 @@ def test_a_creator_created_after_the_cut_looks_brand_new_not_future(
 
     assert creator_x(cut + DAY) == creator_x(cut + 9 * DAY) == creator_x(cut)
     assert creator_x(cut - 30 * DAY) != creator_x(cut)  # the age feature is live for existing creators
+
+
+def test_the_rankers_candidate_lists_are_blind_to_the_label_window(
+    setup: tuple[Catalogue, Interactions, list[str], float, float],
+) -> None:
+    """The ranker trains on the serving pool (trainer.candidates.ServingPool): its item-to-item, social
+    and trending tables and popular lists are a second path from events to the ranker's input. A burst
+    inside the label window (from exactly the cut) changes no table, no drawn candidate and no byte of
+    the candidates' features; only the per-objective labels move."""
+    from trainer.candidates import ServingPool
+    from trainer.ranker import featurize
+
+    catalogue, ev, ids, cut, window_end = setup
+    codes = {
+        "follow": frozenset({int(ET.EVENT_TYPE_FOLLOW)}),
+        "engage": frozenset({int(ET.EVENT_TYPE_POST_LIKE)}),
+    }
+    rng = np.random.default_rng(0)
+    tt = rng.normal(size=(len(catalogue.fans), len(ids))).astype(np.float32)
+    fan_index = {f.fan_id: i for i, f in enumerate(catalogue.fans)}
+
+    def lists(events: Interactions) -> tuple[Snapshot, ServingPool, dict[str, bytes]]:
+        snap = build_snapshot(
+            events, catalogue, ids, cut=cut, window_end=window_end, label_codes=LABELS, objective_codes=codes
+        )
+        pool = ServingPool.as_of(events, catalogue, snap.creator_rows, as_of=cut, k=10)
+        out = {}
+        for i, fan in enumerate(snap.fan_ids):
+            cands = pool.draw(fan, snap.fan_rows.get(fan), tt[fan_index[fan]])
+            out[fan] = (
+                json.dumps([dataclasses.astuple(c) for c in cands]).encode()
+                + featurize(snap, i, cands, ids).tobytes()
+            )
+        return snap, pool, out
+
+    base_snap, base_pool, base = lists(ev)
+    busy_snap, busy_pool, busy = lists(concat(ev, future_events(catalogue, cut, window_end)))
+    assert base_pool.tables == busy_pool.tables and base_pool.popular == busy_pool.popular
+    assert base and all(busy[f] == x for f, x in base.items())
+    assert sum(map(len, busy_snap.objective_labels["follow"])) > sum(
+        map(len, base_snap.objective_labels["follow"])
+    )
+    assert sum(map(len, busy_snap.objective_labels["engage"])) > 0  # the burst's likes are labels only

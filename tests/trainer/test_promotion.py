@@ -363,7 +363,7 @@ def exported(
     from kindred.features import RANKER_FEATURES, USER_TOWER_FEATURES
     from trainer import ranker as rk
     from trainer import two_tower as tt
-    from trainer.datasets import build_training_snapshots
+    from trainer.datasets import build_training_snapshots, objective_label_codes
     from trainer.evaluate import evaluate_holdout
     from trainer.export import build_manifest, export_onnx
     from trainer.pipeline import _npy_bytes, pack_two_tower
@@ -381,7 +381,14 @@ def exported(
     )
     split = time_split(ev, 0.25)
     snaps = build_training_snapshots(
-        ev, catalogue, ids, split, n_cuts=3, warmup_fraction=0.3, label_codes=FOLLOWS
+        ev,
+        catalogue,
+        ids,
+        split,
+        n_cuts=3,
+        warmup_fraction=0.3,
+        label_codes=FOLLOWS,
+        objective_codes=objective_label_codes(cfg.ranker.objectives),
     )
     test = build_snapshot(ev, catalogue, ids, cut=split.train_end, window_end=split.end, label_codes=FOLLOWS)
     quiet = lambda _: None  # noqa: E731
@@ -525,4 +532,6 @@ def test_run_gate_with_the_real_registry_models(exported: dict[str, Any], tmp_pa
         c["delta"] == pytest.approx(0.0, abs=1e-9) for c in rec["checks"]
     )
     assert rec["current"]["manifest_metrics"]["metrics"]["two_tower+ranker"]
+    # v1's ranker was exported with a single "score" output: recorded as such, and still comparable.
+    assert rec["current"]["ranker_objectives"]["single_score"] is True
     assert switched == ["v2"] and current_version(models_dir, "ranker") == "v2"

@@ -47,13 +47,14 @@ def test_every_step_reports_progress_with_timing(trained: tuple[Settings, object
 def test_manifests_describe_the_models(trained: tuple[Settings, object, list[str]]) -> None:
     settings, report, _ = trained
     version = report.version  # type: ignore[attr-defined]
-    for name, features, output in (
-        ("two_tower_user", USER_TOWER_FEATURES, "user_vector"),
-        ("ranker", RANKER_FEATURES, "score"),
+    heads = ["follow_logit", "support_logit", "engage_logit"]
+    for name, features, outputs in (
+        ("two_tower_user", USER_TOWER_FEATURES, ["user_vector"]),
+        ("ranker", RANKER_FEATURES, ["score", *heads]),
     ):
         m = read_manifest(settings.resolved_models_dir, name)
         assert (m["name"], m["version"]) == (name, version)
-        assert m["inputs"] == ["features"] and m["outputs"] == [output]
+        assert m["inputs"] == ["features"] and m["outputs"] == outputs
         assert m["features"] == list(features)
         assert m["opset"] >= 17
         window = m["data_window"]
@@ -66,6 +67,12 @@ def test_manifests_describe_the_models(trained: tuple[Settings, object, list[str
         assert m["config"]["name"] == "tiny"
         assert m["parity_max_abs_diff"] <= 1e-4
         assert created_at_is_iso(m["created_at"])
+    ranker = read_manifest(settings.resolved_models_dir, "ranker")
+    assert ranker["objectives"] == ["follow", "support", "engage"]
+    # The manifest is written with sorted keys: the objectives' order is the list above, not this dict's.
+    assert ranker["objective_outputs"] == dict(zip(ranker["objectives"], heads, strict=True))
+    assert ranker["objective_weights"]["follow"] == 1.0 and ranker["candidate_pool"] == "serving"
+    assert ranker["objective_weight_selection"]  # the validation scores behind the chosen weights
 
 
 def created_at_is_iso(value: str) -> bool:

@@ -114,32 +114,75 @@ def test_user_tower_onnx_matches_torch() -> None:
     assert worst <= 1e-4
     # And the check can fail: a model that differs from the exported one is caught.
     with torch.no_grad():
-        model.user.net[0].bias.add_(0.5)
+        model.user.net[0].bias.add_(0.5)  # type: ignore[operator]
     with pytest.raises(ExportError):
         check_parity(model.user, onnx_bytes, parity_inputs(data.user_x), atol=1e-4)
 
 
 def ranker_data(seed: int = 0, groups: int = 120, size: int = 12, features: int = 6) -> rk.RankerData:
-    """Lists where feature 0 (plus noise) decides relevance; some padding at the end of each list."""
+    """Lists with one label per objective of SMALL_RK (follow, support, engage): feature 0 (plus noise)
+    decides the follow, feature 1 the support — present in every other list only, as memberships are
+    rarer — and the engagement goes to the three best by feature 0 + feature 1. Padding at each list's end.
+    """
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(groups, size, features)).astype(np.float32)
     mask = np.ones((groups, size), bool)
     mask[:, -2:] = False
-    y = np.zeros((groups, size), np.float32)
-    best = np.argmax(np.where(mask, x[..., 0] + 0.3 * rng.normal(size=(groups, size)), -np.inf), axis=1)
-    y[np.arange(groups), best] = 1.0
+    y = np.zeros((groups, size, 3), np.float32)
+    rows = np.arange(groups)
+
+    def best(signal: np.ndarray) -> np.ndarray:
+        return np.argsort(-np.where(mask, signal + 0.3 * rng.normal(size=(groups, size)), -np.inf), axis=1)
+
+    y[rows, best(x[..., 0])[:, 0], 0] = 1.0
+    support = best(x[..., 1])[:, 0]
+    y[rows[::2], support[::2], 1] = 1.0
+    for r in range(3):
+        y[rows, best(x[..., 0] + x[..., 1])[:, r], 2] = 1.0
     return rk.RankerData(x, mask, y)
 
 
-def test_ranker_short_run_lowers_the_loss_and_ranks_by_the_signal() -> None:
+def test_ranker_short_run_lowers_the_loss_and_each_head_learns_its_own_signal() -> None:
     data = ranker_data()
+    assert tuple(SMALL_RK.objectives) == ("follow", "support", "engage")
     result = rk.train_ranker(data, SMALL_RK, seed=0, log=lambda _: None)
     assert result.history[-1]["loss"] < 0.7 * result.history[0]["loss"]
+    assert result.objectives == ("follow", "support", "engage")
     model = rk.build_model(result, SMALL_RK)
-    xs = np.zeros((5, 6), np.float32)
-    xs[:, 0] = np.linspace(-2, 2, 5)
-    scores = rk.score(model, xs)
-    assert np.all(np.diff(scores) > 0)  # direction: more of the relevant feature, higher score
+    grid = np.linspace(-2, 2, 5)
+    along0 = np.zeros((5, 6), np.float32)
+    along0[:, 0] = grid
+    along1 = np.zeros((5, 6), np.float32)
+    along1[:, 1] = grid
+    heads0, heads1 = rk.score_objectives(model, along0), rk.score_objectives(model, along1)
+    assert np.all(np.diff(heads0[:, 0]) > 0)  # follow rises with feature 0 ...
+    assert np.all(np.diff(heads1[:, 1]) > 0)  # ... support with feature 1 ...
+    assert np.ptp(heads0[:, 0]) > 2 * np.ptp(heads1[:, 0])  # ... and follow cares far less about 1
+    # The combined score is the heads weighted by the configured defaults.
+    weights = np.array([SMALL_RK.objective_weights[n] for n in SMALL_RK.objectives], np.float32)
+    np.testing.assert_allclose(rk.score(model, along0), heads0 @ weights, rtol=1e-5, atol=1e-5)
+
+
+def test_the_default_combination_is_chosen_for_the_discovery_target_on_validation_lists() -> None:
+    data = ranker_data()
+    model = rk.build_model(rk.train_ranker(data, SMALL_RK, seed=0, log=lambda _: None), SMALL_RK)
+    val = ranker_data(seed=1)
+    # Discovery = the follow: the other heads only add noise, so the chosen weights leave them out.
+    val.discovery = val.y[..., 0].copy()
+    chosen, table = rk.select_weights(model, val, (0.0, 1.0))
+    assert chosen == (1.0, 0.0, 0.0) and len(table) == 4
+    assert max(r["ndcg@10"] for r in table) == next(r["ndcg@10"] for r in table if r["weights"] == [1, 0, 0])
+    # Discovery = the support: the support head must get weight.
+    val.discovery = val.y[..., 1].copy()
+    chosen, _ = rk.select_weights(model, val, (0.0, 1.0))
+    assert chosen[1] == 1.0
+
+
+def test_list_ndcg_by_hand() -> None:
+    scores = np.array([[3.0, 2.0, 1.0, 9.0]])
+    mask = np.array([[True, True, True, False]])
+    rel = np.array([[0.0, 1.0, 0.0, 1.0]])  # the padded relevant candidate does not count
+    assert rk.list_ndcg(scores, mask, rel, k=2) == pytest.approx((1 / math.log2(3)) / 1.0)
 
 
 def test_listwise_loss_ignores_padding() -> None:
@@ -150,11 +193,32 @@ def test_listwise_loss_ignores_padding() -> None:
     assert torch.isclose(masked, expected)
 
 
-def test_ranker_onnx_matches_torch() -> None:
+def test_a_head_learns_only_from_the_lists_with_its_positives() -> None:
+    """A list with no membership adds nothing (not a zero) to the support head's mean loss."""
+    logits = torch.tensor([[[2.0, 0.0], [1.0, 3.0]], [[0.5, 0.0], [0.0, 0.0]]])  # (G=2, M=2, H=2)
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    y = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 0.0]]])  # list 2: no head-2 positive
+    got = rk.objectives_loss(logits, mask, y)
+    head1 = rk.listwise_loss(logits[..., 0], mask, y[..., 0])
+    head2 = rk.listwise_loss(logits[:1, :, 1], mask[:1], y[:1, :, 1])  # list 1 only
+    assert torch.isclose(got, head1 + head2)
+
+
+def test_ranker_onnx_has_the_score_and_one_output_per_objective_matching_torch() -> None:
+    import onnxruntime as ort
+
     data = ranker_data()
     model = rk.build_model(rk.train_ranker(data, SMALL_RK, seed=0, log=lambda _: None), SMALL_RK)
-    onnx_bytes = export_onnx(model, 6, "score")
-    assert check_parity(model, onnx_bytes, parity_inputs(data.x[data.mask]), atol=1e-4) <= 1e-4
+    names = [rk.SCORE_OUTPUT, *(rk.head_output(n) for n in SMALL_RK.objectives)]
+    graph = rk.RankerGraph(model)
+    onnx_bytes = export_onnx(graph, 6, names)
+    assert check_parity(graph, onnx_bytes, parity_inputs(data.x[data.mask]), atol=1e-4) <= 1e-4
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == names
+    x = data.x[0]
+    score, *heads = session.run(None, {"features": x})
+    np.testing.assert_allclose(np.stack(heads, 1), rk.score_objectives(model, x), atol=1e-4)
+    np.testing.assert_allclose(score, rk.score(model, x), atol=1e-4)
 
 
 def test_retrieve_mirrors_serving_candidates() -> None:
