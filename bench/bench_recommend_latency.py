@@ -2,6 +2,7 @@
 
     python bench/bench_recommend_latency.py [--quick] [--data-dir D] [--creators N] [--fans N]
                                             [--days N] [--config bench|tiny|default] [--requests N]
+                                            [--baseline REV] [--no-colocated]
 
 Default scale: 100,000 creators (the design's target; what retrieval indexes), 5,000 fans, 14 days — a
 fresh build (generate 5.5 min + train 4.8 min) takes ~10 minutes on the shared 2-core machine. 20,000 fans
@@ -12,19 +13,24 @@ with a small hold-out (see BENCH_TRAINER_CONFIG for why).
    var/bench/recommend/c<creators>-f<fans>-d<days>-s<seed>-<config>/ (or --data-dir); reused when it
    is already there. Build times are kept in bench_build.json beside the data, so a reused platform
    still reports what building it cost.
-2. Phase A — the numbers: retrieval_svc and ranking_svc started as real processes (`python -m
-   kindred serve`, free loopback ports, KINDRED_* environment), no trace file. Recommend(k=10) at 1, 4
-   and 16 concurrent callers, closed loop, one gRPC channel and stub per caller thread; a fixed
-   number of requests per level after a warm-up; fans sampled deterministically among fans with at
-   least one follow. Also: CPU seconds each service spent per request (/proc/<pid>/stat), the empty
-   gRPC round trip of each hop (health Check), and VmRSS / VmHWM of each service after the levels.
-3. Phase B — where the time goes: the services restarted with KINDRED_TRACE_FILE; a sample of
-   requests from one caller; span durations aggregated per stage (bench/latency/traces.py).
+2. Phase A — the numbers, per configuration: "mesh" = retrieval_svc and ranking_svc started as real
+   processes (`python -m kindred serve`, free loopback ports, KINDRED_* environment), no trace file;
+   "colocated" = ranking_svc alone with retrieval's domain in its process (KINDRED_RETRIEVAL_TARGET=
+   inprocess); with `--baseline REV`, "baseline" = the mesh of commit REV (`git archive`d to a temporary
+   directory and run from there, same data, same machine, same run: the before of before/after).
+   Recommend(k=10) at 1, 4 and 16 concurrent callers, closed loop, one gRPC channel and stub per caller
+   thread; a fixed number of requests per level after a warm-up; fans sampled deterministically among
+   fans with at least one follow. Also: CPU seconds each process spent per request (/proc/<pid>/stat),
+   the empty gRPC round trip of each hop (health Check), and VmRSS / VmHWM of each service.
+3. Phase B — where the time goes, per configuration: the services restarted with KINDRED_TRACE_FILE,
+   warmed by one pass over the sampled fans (as the levels' caches were); a sample of requests from one
+   caller; span durations aggregated per stage (bench/latency/traces.py).
 4. The floor, in-process, after the services stopped: the bare Qdrant query (a copy of the served
    index version, the same request retrieval sends, a real user-tower vector), the bare ONNX runs (user
    tower batch 1, ranker at the candidate count), and `implicit` ALS `recommend(N=10)` for the same fans.
    Beside the floor, not in it: Recommend through both servicers in one process without the gRPC
    transport, the steps of the retrieval hop's messages, ranker feature building, span export.
+   The floor has one gRPC round trip per hop of the configuration: two for the mesh, one co-located.
 
 Writes bench/results/recommend_latency.json and the "## Recommend latency" section of bench/RESULTS.md
 (only that section; other benchmarks own the others). Everything printed is measured in this run.
@@ -33,6 +39,7 @@ Writes bench/results/recommend_latency.json and the "## Recommend latency" secti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -42,7 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +64,8 @@ from bench.latency import machine, procinfo, report, traces
 from bench.latency.load import run_closed_loop, time_calls
 from bench.latency.mesh import Mesh, start_mesh
 from bench.latency.stats import round_floats, summarize_ms
+from bench.results_md import write_section
+from kindred.service import tune_gc_for_serving
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_JSON = REPO / "bench" / "results" / "recommend_latency.json"
@@ -235,7 +244,7 @@ def recommend_caller(target: str, k: int, timeout_s: float) -> Callable[[int], C
     return make
 
 
-def measure_levels(mesh: Mesh, fans: Sequence[str], requests: int, warmup: int) -> dict[str, Any]:
+def measure_levels(mesh: Mesh, fans: Sequence[str], requests: int, warmup: int, name: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     make = recommend_caller(mesh.target("ranking"), K, timeout_s=5.0)
     for level in LEVELS:
@@ -253,7 +262,8 @@ def measure_levels(mesh: Mesh, fans: Sequence[str], requests: int, warmup: int) 
         summary["load_avg_after"] = round(os.getloadavg()[0], 2)
         out[str(level)] = summary
         log(
-            f"{level:>2} callers: p50 {summary.get('p50_ms', 0):.2f} ms  p90 {summary.get('p90_ms', 0):.2f}  "
+            f"{name} {level:>2} callers: p50 {summary.get('p50_ms', 0):.2f} ms  "
+            f"p90 {summary.get('p90_ms', 0):.2f}  "
             f"p99 {summary.get('p99_ms', 0):.2f}  mean {summary.get('mean_ms', 0):.2f}  "
             f"{summary['throughput_rps']:.1f} rps  errors {summary['errors']}  "
             f"(load {summary['load_avg_after']})"
@@ -263,13 +273,96 @@ def measure_levels(mesh: Mesh, fans: Sequence[str], requests: int, warmup: int) 
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One way of serving Recommend, measured the same way as the others."""
+
+    name: str
+    label: str
+    cwd: Path  # the code that runs: the working tree, or a baseline commit's export
+    colocated: bool = False
+
+    @property
+    def hops(self) -> tuple[str, ...]:
+        return ("ranking",) if self.colocated else ("ranking", "retrieval")
+
+
+def export_commit(rev: str, into: Path) -> str:
+    """`git archive` of `rev` unpacked under `into` (read-only for the repository); returns the full sha."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", sha], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return sha
+
+
+def measure_config(
+    config: Config, data_dir: Path, work: Path, fans: Sequence[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    log(f"phase A [{config.name}]: {config.label}, without tracing")
+    mesh = start_mesh(data_dir, work / f"logs-{config.name}", cwd=config.cwd, colocated=config.colocated)
+    try:
+        log(
+            f"[{config.name}] serving after "
+            + ", ".join(f"{t:.1f} s ({name})" for name, t in mesh.startup_s.items())
+        )
+        levels = measure_levels(mesh, fans, args.requests, args.warmup, config.name)
+        rtt = {hop: F.grpc_rtt(mesh.target(hop), n=max(200, args.requests // 2)) for hop in config.hops}
+        memory = {name: procinfo.memory_mb(mesh.pid(name)) for name in mesh.procs}
+        startup = dict(mesh.startup_s)
+    finally:
+        codes = mesh.stop()
+    log(f"[{config.name}] stopped (exit codes {codes}); memory {memory}")
+    log(f"phase B [{config.name}]: traced sample")
+    # Warm-up: one pass over the sampled fans, so the traced requests see the caches as the levels did.
+    stages = traced_sample(data_dir, work, fans, args.traced, len(fans), config)
+    return {
+        "label": config.label,
+        "colocated": config.colocated,
+        "hops": list(config.hops),
+        "levels": levels,
+        "rtt_s": rtt,
+        "memory_mb": memory,
+        "startup_s": startup,
+        "stages": stages,
+    }
+
+
+def config_goals(measured: Mapping[str, Any], floor_p50_ms: float) -> dict[str, Any]:
+    p50_1 = measured["levels"]["1"]["p50_ms"]
+    p99_4 = measured["levels"][str(GOAL_P99_LEVEL)]["p99_ms"]
+    return {
+        "p50_within_2x_floor": {
+            "recommend_p50_ms": p50_1,
+            "floor_p50_ms": floor_p50_ms,
+            "ratio": p50_1 / floor_p50_ms,
+            "met": p50_1 <= GOAL_FLOOR_RATIO * floor_p50_ms,
+        },
+        "p99_at_4_callers_le_25ms": {"p99_ms": p99_4, "met": p99_4 <= GOAL_P99_MS},
+    }
+
+
 # ----------------------------------------------------------------------------------------------------
 # phase B: traces
 
 
-def traced_sample(data_dir: Path, work: Path, fans: Sequence[str], n: int, warmup: int) -> dict[str, Any]:
-    trace_file = work / "traces.jsonl"
-    mesh = start_mesh(data_dir, work / "logs-traced", trace_file=trace_file, cwd=REPO)
+def traced_sample(
+    data_dir: Path, work: Path, fans: Sequence[str], n: int, warmup: int, config: Config
+) -> dict[str, Any]:
+    trace_file = work / f"traces-{config.name}.jsonl"
+    mesh = start_mesh(
+        data_dir,
+        work / f"logs-traced-{config.name}",
+        trace_file=trace_file,
+        cwd=config.cwd,
+        colocated=config.colocated,
+    )
     try:
         call = recommend_caller(mesh.target("ranking"), K, timeout_s=5.0)(0)
         time_calls(call, list(fans[:warmup]) or list(fans))
@@ -316,7 +409,8 @@ def measure_floor(
     components: dict[str, dict[str, Any]] = {}
     for hop in ("ranking", "retrieval"):
         components[f"grpc_rtt_{hop}"] = {
-            "label": f"empty gRPC round trip to {hop} (health Check)",
+            "label": f"empty gRPC round trip to {hop} (health Check)"
+            + (" — the mesh's second hop; not in the co-located floor" if hop == "retrieval" else ""),
             "latency": summarize_ms(rtt[hop]),
             "in_floor": True,
         }
@@ -405,6 +499,24 @@ def measure_floor(
         "latency": summarize_ms(onnx.time("ranker", ranker_in, repeat=repeat)),
         "in_floor": True,
     }
+    from kindred.features import creator_tower_features_batch
+
+    cached_args = [
+        (a, {**kw, "creator_vectors": creator_tower_features_batch(a[1])}) for a, kw in feature_args
+    ]
+    components["ranker_features_cached"] = {
+        "label": f"ranker_features_batch with the creator vectors precomputed ({batch} candidates; what "
+        "ranking runs since its per-creator cache) — a ranking step, not floor",
+        "latency": summarize_ms(
+            time_calls(
+                lambda a: ranker_features_batch(*a[0], **a[1]),
+                cached_args,
+                repeat=max(1, repeat // 2),
+                warmup=5,
+            )
+        ),
+        "in_floor": False,
+    }
     components["ranker_features_python"] = {
         "label": f"ranker_features_batch (Python, {batch} candidates) — a ranking step, not floor",
         "latency": summarize_ms(
@@ -462,8 +574,10 @@ def measure_floor(
     return {
         "components": components,
         "sum_p50_ms": total,
-        "definition": "sum of the p50s of: the two empty gRPC round trips (client→ranking, "
-        "ranking→retrieval), the bare Qdrant query, the user tower and the ranker ONNX runs",
+        "sum_p50_ms_one_hop": total - components["grpc_rtt_retrieval"]["latency"]["p50_ms"],
+        "definition": "sum of the p50s of: the empty gRPC round trip of every hop (mesh: client→ranking "
+        "and ranking→retrieval; co-located: client→ranking), the bare Qdrant query, the user tower and "
+        "the ranker ONNX runs",
         "als": {"factors": 64, "iterations": 15, "regularization": 0.05, "fit_s": als.fit_s, "nnz": als.nnz},
         "index": index_info,
         "retrieve_response_bytes_mean": response_bytes,
@@ -530,6 +644,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--floor-repeat", type=int, default=None, help="passes over the fans per floor item (default 4)"
     )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="also measure the mesh of this commit (git archive, same data and run): the 'before'",
+    )
+    p.add_argument(
+        "--no-colocated", action="store_true", help="skip the co-located configuration (retrieval in ranking)"
+    )
     p.add_argument("--json-out", type=Path, default=RESULTS_JSON)
     p.add_argument("--md-out", type=Path, default=RESULTS_MD)
     args = p.parse_args(argv)
@@ -584,52 +707,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     work = Path(tempfile.mkdtemp(prefix="kindred-latency-"))
+    configs = [Config("mesh", "two services, gRPC hop ranking → retrieval", REPO)]
+    if not args.no_colocated:
+        configs.append(Config("colocated", "ranking with retrieval in its process", REPO, colocated=True))
+    baseline_sha = None
+    if args.baseline:
+        baseline_sha = export_commit(args.baseline, work / "baseline")
+        label = f"two services at commit {baseline_sha[:12]} (before)"
+        configs.insert(0, Config("baseline", label, work / "baseline"))
+    measured: dict[str, dict[str, Any]] = {}
+    # The load generator runs in this process: keep its own garbage collector from adding pauses to the
+    # latencies it measures (the services do the same once loaded: kindred.service.tune_gc_for_serving).
+    tune_gc_for_serving()
     sampler = LoadSampler()
     with sampler:
-        log("phase A: services without tracing")
-        mesh = start_mesh(data_dir, work / "logs", cwd=REPO)
-        try:
-            log(
-                f"serving after {mesh.startup_s['retrieval']:.1f} s (retrieval), "
-                f"{mesh.startup_s['ranking']:.1f} s "
-                f"(ranking)"
-            )
-            levels = measure_levels(mesh, fans, args.requests, args.warmup)
-            rtt = {
-                hop: F.grpc_rtt(mesh.target(hop), n=max(200, args.requests // 2))
-                for hop in ("ranking", "retrieval")
-            }
-            memory = {name: procinfo.memory_mb(mesh.pid(name)) for name in mesh.procs}
-            startup = dict(mesh.startup_s)
-        finally:
-            codes = mesh.stop()
-        log(f"services stopped (exit codes {codes}); memory {memory}")
-        log("phase B: traced sample")
-        stages = traced_sample(data_dir, work, fans, args.traced, warmup=min(50, len(fans)))
+        for config in configs:
+            measured[config.name] = measure_config(config, data_dir, work, fans, args)
         log("floor, in-process")
+        mesh_rtt = measured["mesh"]["rtt_s"]
         floor = measure_floor(
             data_dir,
             fans,
             fan_rows,
             shape,
-            rtt,
+            mesh_rtt,
             args.floor_repeat,
             {f: v for f, v in following.items() if v},
             creator_ids,
         )
+    for config in configs:
+        entry = measured[config.name]
+        entry["floor_p50_ms"] = floor["sum_p50_ms_one_hop"] if config.colocated else floor["sum_p50_ms"]
+        entry["goals"] = config_goals(entry, entry["floor_p50_ms"])
+        del entry["rtt_s"]  # raw seconds; the floor has their summaries (mesh)
 
     info = machine.describe()
     info["load_before"] = load_before
     info["load_during"] = sampler.summary()
     info["load_after"] = machine.load_average()
-    p50_1 = levels["1"]["p50_ms"]
-    p99_4 = levels[str(GOAL_P99_LEVEL)]["p99_ms"]
     result: dict[str, Any] = {
         "command": shlex.join(
             ["python", "bench/bench_recommend_latency.py", *(sys.argv[1:] if argv is None else argv)]
         ),
         "machine": info,
-        "code": code_state(),
+        "code": {**code_state(), "baseline_commit": baseline_sha},
         "scale": {
             "creators": int(floor["index"]["count"] or len(creator_ids)),
             "index_dim": floor["index"]["dim"],
@@ -641,10 +762,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "days": _generated(catalogue).get("days", args.days),
             "seed": args.seed,
             "trainer_config": build.get("trainer_config"),
+            "train_note": build.get("train_command", ""),
             "generate_s": build.get("generate_s"),
             "train_s": build.get("train_s"),
             "data_dir": str(data_dir),
-            "service_startup_s": startup,
         },
         "request": {
             "k": K,
@@ -659,31 +780,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             "warmup": f"max({args.warmup}, 4×callers)",
             "requests": args.requests,
         },
-        "levels": levels,
-        "stages": stages,
+        "configs": measured,
         "floor": floor,
-        "memory_mb": memory,
-        "goals": {
-            "p50_within_2x_floor": {
-                "recommend_p50_ms": p50_1,
-                "floor_p50_ms": floor["sum_p50_ms"],
-                "ratio": p50_1 / floor["sum_p50_ms"],
-                "met": p50_1 <= GOAL_FLOOR_RATIO * floor["sum_p50_ms"],
-            },
-            "p99_at_4_callers_le_25ms": {"p99_ms": p99_4, "met": p99_4 <= GOAL_P99_MS},
-        },
         "runtime_s": time.monotonic() - started,
     }
     result = round_floats(result)  # type: ignore[assignment]
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(result, indent=2) + "\n")
-    report.write_section(args.md_out, report.render(result))
+    write_section(report.KEY, report.render(result), args.md_out)
     log(f"wrote {args.json_out} and the '{report.SECTION}' section of {args.md_out}")
-    g = result["goals"]
-    log(
-        f"goal p50 ≤ 2× floor: {g['p50_within_2x_floor']}; "
-        f"goal p99@4 ≤ 25 ms: {g['p99_at_4_callers_le_25ms']}"
-    )
+    for name, entry in result["configs"].items():
+        g = entry["goals"]
+        log(
+            f"[{name}] goal p50 ≤ 2× floor: {g['p50_within_2x_floor']}; "
+            f"goal p99@4 ≤ 25 ms: {g['p99_at_4_callers_le_25ms']}"
+        )
     return 0
 
 

@@ -10,6 +10,7 @@ gracefully (NOT_SERVING, in-flight calls finish, then dependencies are closed).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -82,6 +83,25 @@ class ServiceSpec(Generic[Deps]):
         return server
 
 
+# Container allocations (net) between young-generation collections; CPython's default is 700.
+GC_THRESHOLD0 = 50_000
+
+
+def tune_gc_for_serving() -> None:
+    """Keeps the cyclic garbage collector off the request path once models and indexes are loaded.
+
+    A serving process holds large, long-lived caches (decoded feature rows, filter verdicts) and makes
+    little cyclic garbage. With the defaults a full collection still came every ~500 Recommend requests
+    (in-process at 100k creators; 270-340 ms each on the shared 2-core machine at load ~25), stalling
+    every request in flight: a p99 killer. Frozen start-up objects (modules, models, clients) are never
+    walked again, and a high first threshold makes collections rare (none in 1,500 requests after
+    warm-up, same measurement); memory stays bounded by the caches' own limits.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD0, *gc.get_threshold()[1:])
+
+
 def run_service(spec: ServiceSpec[Any], settings: Settings | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {spec.name} %(levelname)s %(message)s")
     settings = settings or Settings.from_env()
@@ -105,6 +125,7 @@ def run_service(spec: ServiceSpec[Any], settings: Settings | None = None) -> Non
     log.info("%s listening on port %d (NOT_SERVING while loading)", spec.name, server.port)
     deps = spec.build_deps(settings)
     servicer = spec.make_servicer(settings, deps)
+    tune_gc_for_serving()
 
     def on_stop() -> None:
         spec.close_deps(deps)

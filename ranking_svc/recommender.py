@@ -28,8 +28,9 @@ from opentelemetry import trace
 
 from kindred import telemetry_schema as schema
 from kindred.errors import InvalidArgument, Unavailable
-from kindred.features import ranker_features_batch
+from kindred.features import FloatArray, ranker_features_batch
 from kindred.telemetry import get_meter, get_tracer
+from ranking_svc.creator_features import CreatorFeatureCache
 from ranking_svc.domain import (
     CandidateRetriever,
     FeatureReader,
@@ -39,6 +40,7 @@ from ranking_svc.domain import (
     ScoringModel,
 )
 from ranking_svc.explain import ExplainParams, FanProfile, explain, following_to_read
+from ranking_svc.objectives import score_objectives
 from ranking_svc.rerank import RerankConfig, Reranker, Slate
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ class Recommender:
         ready `Reranker` with steps of its own."""
         self._retriever = retriever
         self._features = features
+        self._creators = CreatorFeatureCache(features)
         self._ranker = ranker
         if not isinstance(rerank, Reranker):
             rerank = Reranker.from_config(rerank if rerank is not None else RerankConfig())
@@ -101,8 +104,8 @@ class Recommender:
             )
         candidates = retrieved.candidates
         try:
-            fan_row, creator_rows, following_rows = self._read_rows(fan_id, candidates, hints)
-            ranked, order = self._score(fan_row, candidates, creator_rows)
+            fan_row, creator_rows, following_rows, vectors = self._read_rows(fan_id, candidates, hints)
+            ranked, order = self._score(fan_row, candidates, creator_rows, vectors)
         except Exception:
             log.exception("ranker failed; serving retrieval order")
             self._record_fallback("ranker_failed")
@@ -126,8 +129,8 @@ class Recommender:
         """Scores, re-ranks and explains `candidates`; the first `k` (default: all) form the page."""
         if not candidates:
             return []
-        fan_row, creator_rows, following_rows = self._read_rows(fan_id, candidates, RequestHints())
-        ranked, order = self._score(fan_row, candidates, creator_rows)
+        fan_row, creator_rows, following_rows, vectors = self._read_rows(fan_id, candidates, RequestHints())
+        ranked, order = self._score(fan_row, candidates, creator_rows, vectors)
         page = len(ranked) if k is None else k
         return self._rerank_and_explain(
             ranked, [creator_rows[i] for i in order], fan_row, following_rows, page
@@ -135,8 +138,9 @@ class Recommender:
 
     def _read_rows(
         self, fan_id: str, candidates: Sequence[ScoredCandidate], hints: RequestHints
-    ) -> tuple[Row | None, list[Row | None], list[Row | None]]:
-        """The fan row (or its onboarding stand-in), the candidates' rows, rows of creators it follows."""
+    ) -> tuple[Row | None, list[Row | None], list[Row | None], FloatArray]:
+        """The fan row (or its onboarding stand-in), the candidates' rows, rows of creators it follows, and
+        the candidates' creator-tower vectors (cached per creator: ranking_svc.creator_features)."""
         with tracer.start_as_current_span(schema.SPAN_ONLINE_STORE_GET) as span:
             span.set_attribute(schema.CANDIDATES, len(candidates))
             fan_row: Row | None = self._features.get("fan", [fan_id])[0]
@@ -144,13 +148,15 @@ class Recommender:
                 fan_row = hints.onboarding_row(fan_id)
             follows = following_to_read(fan_row)
             # One read for both: the explanations' "you follow 2 creators in Podcasts" needs categories.
-            rows: list[Row | None] = list(
-                self._features.get("creator", [c.item_id for c in candidates] + follows)
-            )
-        return fan_row, rows[: len(candidates)], rows[len(candidates) :]
+            rows, vectors = self._creators.read([c.item_id for c in candidates] + follows, len(candidates))
+        return fan_row, rows[: len(candidates)], rows[len(candidates) :], vectors
 
     def _score(
-        self, fan_row: Row | None, candidates: Sequence[ScoredCandidate], creator_rows: Sequence[Row | None]
+        self,
+        fan_row: Row | None,
+        candidates: Sequence[ScoredCandidate],
+        creator_rows: Sequence[Row | None],
+        creator_vectors: FloatArray | None = None,
     ) -> tuple[list[ScoredCandidate], list[int]]:
         """Candidates sorted by the ranker (best first) with scores["ranker"], and the sorting order."""
         # Two-tower score is absent for candidates from other sources: None tells the model so.
@@ -160,17 +166,22 @@ class Recommender:
             two_tower_scores=[c.scores.get("two_tower") for c in candidates],
             retrieval_scores=[c.scores.get("retrieval", 0.0) for c in candidates],
             sources=[c.source for c in candidates],
+            creator_vectors=creator_vectors,
         )
         with tracer.start_as_current_span(schema.SPAN_ONNX_RUN) as span:
             span.set_attribute(schema.MODEL_NAME, self._ranker.name)
             span.set_attribute(schema.MODEL_VERSION, self._ranker.version)
             span.set_attribute(schema.BATCH_SIZE, len(candidates))
-            scores = np.asarray(self._ranker.run(matrix), dtype=np.float64).reshape(-1)
+            # A multi-objective ranker also gives each head's in-list probability (ranking_svc.objectives).
+            raw, per_objective = score_objectives(self._ranker, matrix)
+            scores = np.asarray(raw, dtype=np.float64).reshape(-1)
         if scores.shape != (len(candidates),) or not np.all(np.isfinite(scores)):
             raise ValueError(f"ranker returned {scores.shape} scores (finite: {np.isfinite(scores).all()})")
-        for candidate, score in zip(candidates, scores, strict=True):
+        for j, (candidate, score) in enumerate(zip(candidates, scores, strict=True)):
             candidate.scores["ranker"] = float(score)
             candidate.scores["final"] = float(score)
+            for key, values in per_objective.items():
+                candidate.scores[key] = float(values[j])
         order = [int(i) for i in np.argsort(-scores, kind="stable")]
         return [candidates[i] for i in order], order
 

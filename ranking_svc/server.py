@@ -4,6 +4,9 @@ Re-ranking and explanation parameters default to the documented values in rankin
 ranking_svc.explain. A deployment overrides them in `<data_dir>/config/ranking.json`, read once at
 start-up, e.g. `{"rerank": {"diversity": {"lam": 0.7}, "exposure": null}, "explain": {"max_reasons": 2}}`
 (`null` switches a step off; unknown keys fail the start, as unknown settings do).
+
+`KINDRED_RETRIEVAL_TARGET=inprocess` runs retrieval's domain inside this process instead of calling
+retrieval_svc (one hop and two protobuf conversions fewer; trade-offs in ranking_svc.retrieval_client).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +30,11 @@ from kindred.store.online import open_online_store
 from kindred.v1 import ranking_pb2_grpc
 from ranking_svc.domain import CandidateRetriever, FeatureReader, ScoringModel
 from ranking_svc.explain import ExplainParams
+from ranking_svc.objectives import CONFIG_KEY as OBJECTIVES_KEY
+from ranking_svc.objectives import load_weight_overrides, wrap_ranker
 from ranking_svc.recommender import Recommender
 from ranking_svc.rerank import RerankConfig, params_from_mapping
-from ranking_svc.retrieval_client import GrpcRetriever
+from ranking_svc.retrieval_client import IN_PROCESS, GrpcRetriever, LocalRetriever
 from ranking_svc.servicer import RankingServicer
 
 SERVICE_NAME = "kindred.v1.RankingService"
@@ -44,10 +50,16 @@ class RankingDeps:
     channel: grpc.Channel | None = None  # owned here, closed on shutdown
     rerank: RerankConfig = dataclasses.field(default_factory=RerankConfig)
     explain: ExplainParams = dataclasses.field(default_factory=ExplainParams)
+    # Set when retrieval runs in this process: they close its index, watcher and the (shared) store.
+    closers: list[Callable[[], None]] = dataclasses.field(default_factory=list)
 
     def close(self) -> None:
         if self.channel is not None:
             self.channel.close()
+        if self.closers:
+            for close in self.closers:
+                close()
+            return
         close_store = getattr(self.features, "close", None)
         if close_store is not None:
             close_store()
@@ -60,8 +72,10 @@ def load_ranking_config(settings: Settings) -> tuple[RerankConfig, ExplainParams
         return RerankConfig(), ExplainParams()
     try:
         data: Any = json.loads(path.read_text())
-        if not isinstance(data, dict) or set(data) - {"rerank", "explain"}:
-            raise ValueError('expected an object with the keys "rerank" and/or "explain"')
+        if not isinstance(data, dict) or set(data) - {"rerank", "explain", OBJECTIVES_KEY}:
+            raise ValueError(
+                f'expected an object with the keys "rerank", "explain" and/or "{OBJECTIVES_KEY}"'
+            )
         rerank = RerankConfig.from_mapping(data.get("rerank") or {})
         explain = params_from_mapping(ExplainParams, data.get("explain") or {}, where="explain")
     except ValueError as exc:  # json.JSONDecodeError is a ValueError too
@@ -74,6 +88,10 @@ def build_deps(settings: Settings) -> RankingDeps:
     rerank, explain = load_ranking_config(settings)  # first: a bad file fails before anything opens
     # load_model refuses a ranker whose manifest's feature order differs from what we compute.
     ranker = load_model(settings.resolved_models_dir, "ranker", expected_features=RANKER_FEATURES)
+    # Multi-objective rankers: heads combined by the manifest's weights, overridden by ranking.json.
+    ranker = wrap_ranker(ranker, load_weight_overrides(settings.data_dir / CONFIG_FILE))
+    if settings.resolved_retrieval_target == IN_PROCESS:
+        return _in_process_deps(settings, ranker, rerank, explain)
     channel = make_channel(settings.resolved_retrieval_target)
     return RankingDeps(
         retriever=GrpcRetriever(channel),
@@ -85,11 +103,42 @@ def build_deps(settings: Settings) -> RankingDeps:
     )
 
 
+def _in_process_deps(
+    settings: Settings, ranker: ScoringModel, rerank: RerankConfig, explain: ExplainParams
+) -> RankingDeps:
+    """Retrieval's index, user tower and sources in this process (trade-offs: ranking_svc.retrieval_client).
+    Waits, as retrieval_svc does, until the trainer has published an index and a user tower."""
+    from retrieval_svc import server as retrieval_server
+
+    retrieval = retrieval_server.SPEC.build_deps(settings)
+    try:
+        serving = retrieval_server.serving_switch(settings, retrieval)
+        # One store (and one row cache) for both: retrieval reads the same fan rows ranking does.
+        return RankingDeps(
+            retriever=LocalRetriever(serving),
+            features=retrieval.store,
+            ranker=ranker,
+            rerank=rerank,
+            explain=explain,
+            closers=[retrieval.close],
+        )
+    except BaseException:
+        retrieval.close()
+        raise
+
+
 def make_servicer(settings: Settings, deps: RankingDeps) -> RankingServicer:
     recommender = Recommender(
         deps.retriever, deps.features, deps.ranker, rerank=deps.rerank, explain=deps.explain
     )
-    return RankingServicer(recommender, settings.default_deadline_s)
+    # SearchRanked calls retrieval's Search over the same channel; not in the in-process mode (no channel).
+    search = None
+    if deps.channel is not None:
+        from ranking_svc.search_client import GrpcSearcher
+        from ranking_svc.search_ranked import SearchRanker
+
+        search = SearchRanker(GrpcSearcher(deps.channel), deps.features)
+    return RankingServicer(recommender, settings.default_deadline_s, search)
 
 
 SPEC: ServiceSpec[RankingDeps] = ServiceSpec(

@@ -52,6 +52,10 @@ class CreatorCatalogue:
             flt = flt.excluding([creator_id])
             return self._index.search(found[0].vector, k, flt, hnsw_ef=search_ef(k, self._hnsw_ef))
 
+    def known(self, ids: Sequence[str]) -> set[str]:
+        """The ids among `ids` that have a vector in this index."""
+        return {p.point_id for p in self._index.fetch(list(ids))} if ids else set()
+
     def update_payloads(self, updates: Sequence[Mapping[str, Any]]) -> int:
         """Merges each update (keyed by "creator_id") into an indexed creator's payload; all or nothing."""
         ids = []

@@ -157,18 +157,22 @@ class Retriever:
                     failed += 1
             if failed and not hits:
                 raise Unavailable(f"no candidate source could answer: {degraded}")
-            if len(merge(hits, quotas, query.k)) < query.k:
+            candidates = merge(hits, quotas, query.k)
+            if len(candidates) < query.k:
                 # Some slots are unfilled (a source skipped, failed or ran dry): ask the sources that
                 # may have more for up to k, so the others can backfill.
+                refilled = False
                 for source in self._sources:
                     may_have_more = source.name in hits and len(hits[source.name]) >= asked[source.name]
                     if may_have_more and asked[source.name] < query.k:
                         request = SourceRequest(query.fan_id, fan, flt, query.k, query.now, fan_error)
                         try:
                             hits[source.name] = self._run(source, request)
+                            refilled = True
                         except Exception:
                             log.warning("backfill from %s failed", source.name, exc_info=True)
-            candidates = merge(hits, quotas, query.k)
+                if refilled:
+                    candidates = merge(hits, quotas, query.k)
             span.set_attribute(schema.CANDIDATES, len(candidates))
             span.set_attribute(schema.DEGRADED, bool(degraded))
             return RetrieveResult(candidates, degraded, self._model)
@@ -223,10 +227,15 @@ def resolve_quotas(k: int, shares: Mapping[str, float], overrides: Mapping[str, 
 def merge(hits: Mapping[str, Sequence[SourceHit]], quotas: Mapping[str, int], k: int) -> list[Candidate]:
     """Quota-based membership, de-duplicated, ordered by reciprocal-rank fusion (see module docstring)."""
     order = [n for n in quotas if n in hits]  # priority order
+    # Runs on every Retrieve over ~150 hits: plain dict operations, no per-hit helper calls.
     proposals: dict[str, dict[str, tuple[int, SourceHit]]] = {}
     for name in order:
         for rank, hit in enumerate(hits[name]):
-            proposals.setdefault(hit.item_id, {}).setdefault(name, (rank, hit))
+            entry = proposals.get(hit.item_id)
+            if entry is None:
+                proposals[hit.item_id] = {name: (rank, hit)}
+            elif name not in entry:
+                entry[name] = (rank, hit)
 
     claimed: dict[str, str] = {}  # item → the source whose slot it took, in claim order
     for name in order:  # each source fills its own slots
@@ -244,19 +253,26 @@ def merge(hits: Mapping[str, Sequence[SourceHit]], quotas: Mapping[str, int], k:
             if quotas[name] > 0:
                 claimed.setdefault(hit.item_id, name)
 
-    candidates = []
+    priority = {n: i for i, n in enumerate(order)}
+    candidates: list[Candidate] = []
+    keys: list[tuple[float, int, int]] = []
     for item_id, source in claimed.items():
         proposed = proposals[item_id]
-        names = [source, *(n for n in order if n in proposed and n != source)]
-        scores = {n: proposed[n][1].score for n in names}
-        for n in reversed(names):  # the claiming source's facts win a name clash
-            scores.update(proposed[n][1].extra)
-        scores["retrieval"] = proposed[source][1].score
-        reasons = list(dict.fromkeys(proposed[n][1].reason for n in names if proposed[n][1].reason))
+        rank, own = proposed[source]
+        if len(proposed) == 1:  # the common case: one source proposed it
+            names = [source]
+            scores = {source: own.score}
+            scores.update(own.extra)
+            reasons = [own.reason] if own.reason else []
+            fused = 1.0 / (RRF_K + rank + 1)
+        else:
+            names = [source, *(n for n in order if n in proposed and n != source)]
+            scores = {n: proposed[n][1].score for n in names}
+            for n in reversed(names):  # the claiming source's facts win a name clash
+                scores.update(proposed[n][1].extra)
+            reasons = list(dict.fromkeys(proposed[n][1].reason for n in names if proposed[n][1].reason))
+            fused = sum(1.0 / (RRF_K + proposed[n][0] + 1) for n in names)
+        scores["retrieval"] = own.score
+        keys.append((-fused, priority[source], len(candidates)))  # the index: ties keep claim order
         candidates.append(Candidate(item_id, source, names, scores, reasons))
-    priority = {n: i for i, n in enumerate(order)}
-
-    def fused(c: Candidate) -> tuple[float, int]:
-        return -sum(1.0 / (RRF_K + proposals[c.item_id][n][0] + 1) for n in c.sources), priority[c.source]
-
-    return sorted(candidates, key=fused)  # stable: ties keep claim order
+    return [candidates[key[2]] for key in sorted(keys)]

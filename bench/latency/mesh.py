@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import IO
 
 SERVICES = ("retrieval", "ranking")  # ranking last: it calls retrieval
+# Co-located: retrieval's domain inside the ranking process (ranking_svc.server, KINDRED_RETRIEVAL_TARGET).
+IN_PROCESS_TARGET = "inprocess"
 
 
 def free_port() -> int:
@@ -33,6 +35,7 @@ def service_env(
     *,
     trace_file: Path | None = None,
     base: Mapping[str, str] | None = None,
+    colocated: bool = False,
 ) -> dict[str, str]:
     """The environment of a service process: no inherited KINDRED_* (the settings reject unknown ones)."""
     env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("KINDRED_")}
@@ -40,6 +43,8 @@ def service_env(
     env.update({f"KINDRED_{name.upper()}_PORT": str(port) for name, port in ports.items()})
     if trace_file is not None:
         env["KINDRED_TRACE_FILE"] = str(trace_file)
+    if colocated:
+        env["KINDRED_RETRIEVAL_TARGET"] = IN_PROCESS_TARGET
     return env
 
 
@@ -78,14 +83,17 @@ def start_mesh(
     trace_file: Path | None = None,
     cwd: Path | None = None,
     timeout_s: float = 180.0,
+    colocated: bool = False,
 ) -> Mesh:
-    """Starts retrieval then ranking; returns once both are SERVING (stops them again on failure)."""
-    ports = {name: free_port() for name in SERVICES}
-    env = service_env(data_dir, ports, trace_file=trace_file)
+    """Starts retrieval then ranking (`colocated`: ranking alone, retrieval in its process); returns once
+    each is SERVING (stops them again on failure)."""
+    services = ("ranking",) if colocated else SERVICES
+    ports = {name: free_port() for name in services}
+    env = service_env(data_dir, ports, trace_file=trace_file, colocated=colocated)
     log_dir.mkdir(parents=True, exist_ok=True)
     mesh = Mesh({}, ports, {}, {})
     try:
-        for name in SERVICES:
+        for name in services:
             log_path = log_dir / f"{name}.log"
             mesh.logs[name] = log_path
             fh: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - the child keeps writing to it

@@ -5,6 +5,10 @@ fan, so the stores keep decoded rows here. Every `put` or `delete_namespace` inc
 version in the backing store in the same transaction; a reader compares it with the version its cached
 rows belong to — one cheap read per `get` — and drops the namespace's rows when it moved. So a reader never
 serves a row older than the version it just read, even when the writer is another process.
+
+`get` hands out shallow copies (callers may add keys). `get_shared` hands out the cached rows themselves
+with the version they belong to: for hot paths that only read them, and that keep values derived from
+rows (feature vectors) valid for exactly that version (see ranking_svc.creator_cache).
 """
 
 from __future__ import annotations
@@ -89,3 +93,8 @@ def resolve(slot: Slot | None) -> Row | None:
     if isinstance(slot, dict):
         return dict(slot)
     return None
+
+
+def shared(slot: Slot | None) -> Row | None:
+    """The cached row itself, for `get_shared` callers that promise not to change it (no copy)."""
+    return slot if isinstance(slot, dict) else None

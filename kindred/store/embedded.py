@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kindred.errors import Unavailable
-from kindred.store.cache import MISS, RowCache, resolve
+from kindred.store.cache import MISS, RowCache, shared
 from kindred.store.online import validate_namespace
 
 _SCHEMA = (
@@ -103,9 +103,16 @@ class EmbeddedOnlineStore:
             conn.execute("COMMIT")
 
     def get(self, namespace: str, keys: Sequence[str]) -> list[dict[str, Any] | None]:
+        if not keys:
+            validate_namespace(namespace)
+            return []
+        return [None if row is None else dict(row) for row in self.get_shared(namespace, keys)[1]]
+
+    def get_shared(self, namespace: str, keys: Sequence[str]) -> tuple[int, list[Mapping[str, Any] | None]]:
+        """The namespace's version and the rows for `keys` as cached: shared, never to be changed."""
         validate_namespace(namespace)
         if not keys:
-            return []
+            return self.version(namespace), []
         conn = self._conn()
         with _translated(self.path):
             conn.execute("BEGIN")  # one snapshot for the version and the rows
@@ -120,10 +127,17 @@ class EmbeddedOnlineStore:
             finally:
                 conn.execute("COMMIT")
         if not missing:
-            return [resolve(s) for s in slots]
+            return version, [shared(s) for s in slots]
         decoded = {k: json.loads(fetched[k]) if k in fetched else None for k in missing}
         self._cache.store(namespace, version, list(decoded.items()))
-        return [resolve(decoded[k] if s is MISS else s) for k, s in zip(keys, slots, strict=True)]
+        return version, [shared(decoded[k] if s is MISS else s) for k, s in zip(keys, slots, strict=True)]
+
+    def version(self, namespace: str) -> int:
+        """How many writes the namespace has seen (0: none); moves with every put and delete."""
+        validate_namespace(namespace)
+        with _translated(self.path):
+            found = self._conn().execute(_VERSION, (namespace,)).fetchone()
+        return int(found[0]) if found else 0
 
     def close(self) -> None:
         with self._lock:

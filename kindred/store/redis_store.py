@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kindred.errors import Unavailable
-from kindred.store.cache import MISS, RowCache, resolve
+from kindred.store.cache import MISS, RowCache, shared
 from kindred.store.online import validate_namespace
 
 DEFAULT_PREFIX: Final = "kindred:"
@@ -72,9 +72,24 @@ class RedisOnlineStore:
             raise Unavailable(f"redis: {exc}") from exc
 
     def get(self, namespace: str, keys: Sequence[str]) -> list[dict[str, Any] | None]:
+        if not keys:
+            validate_namespace(namespace)
+            return []
+        return [None if row is None else dict(row) for row in self.get_shared(namespace, keys)[1]]
+
+    def version(self, namespace: str) -> int:
+        """How many writes the namespace has seen (0: none); moves with every put and delete."""
+        validate_namespace(namespace)
+        try:
+            return self._fetch(namespace, [])[0]
+        except _ERRORS as exc:
+            raise Unavailable(f"redis: {exc}") from exc
+
+    def get_shared(self, namespace: str, keys: Sequence[str]) -> tuple[int, list[Mapping[str, Any] | None]]:
+        """The namespace's version and the rows for `keys` as cached: shared, never to be changed."""
         validate_namespace(namespace)
         if not keys:
-            return []
+            return self.version(namespace), []
         # Optimistic: assume the cached version is current and fetch only what is not cached.
         cached_version = self._cache.version_of(namespace)
         slots = self._cache.lookup(namespace, cached_version, keys) if cached_version is not None else None
@@ -90,8 +105,8 @@ class RedisOnlineStore:
         decoded = {k: None if v is None else json.loads(v) for k, v in zip(missing, raw, strict=True)}
         self._cache.store(namespace, version, list(decoded.items()))
         if slots is None:
-            return [resolve(decoded[k]) for k in keys]
-        return [resolve(decoded[k] if s is MISS else s) for k, s in zip(keys, slots, strict=True)]
+            return version, [decoded[k] for k in keys]
+        return version, [shared(decoded[k] if s is MISS else s) for k, s in zip(keys, slots, strict=True)]
 
     def _fetch(self, namespace: str, keys: Sequence[str]) -> tuple[int, list[bytes | None]]:
         """The namespace's version and the raw rows, read atomically (MULTI/EXEC) in one round trip."""

@@ -9,7 +9,8 @@ creator similar to several of the fan's creators rises. The request filter is ap
 
 Score: the summed similarity `s` squashed to s / (1 + s) in [0, 1), the range of the other sources'
 scores the ranker was trained with; `scores["item_to_item_seeds"]` says how many of the fan's creators
-led to the candidate, which the reason puts in words.
+led to the candidate, which the reason puts in words. The engine's filter verdicts are cached across
+requests (`ranked_lists.VerdictCache`): neighbour lists differ per fan, the catalogue they come from does not.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from kindred import telemetry_schema as schema
 from kindred.telemetry import get_tracer
 from kindred.vectorstore import VectorIndex
 from retrieval_svc.sources import FanRow, FeatureReader, SourceHit, SourceRequest
-from retrieval_svc.sources.ranked_lists import count_phrase, filter_in_engine, read_ranked
+from retrieval_svc.sources.ranked_lists import VerdictCache, count_phrase, read_ranked
 
 NAME = "item_to_item"
 NAMESPACE = "creator_neighbors"
@@ -43,8 +44,11 @@ def reason(n_seeds: int) -> str:
     return "similar to " + count_phrase(n_seeds, "a creator you follow", "{n} creators you follow")
 
 
-def aggregate(seeds: Sequence[str], rows: Sequence[Mapping[str, Any] | None]) -> list[SourceHit]:
-    """Neighbours of `seeds` (their stored rows, in the same order), summed, best first; seeds excluded."""
+def summed_neighbours(
+    seeds: Sequence[str], rows: Sequence[Mapping[str, Any] | None]
+) -> tuple[list[str], dict[str, float], dict[str, int]]:
+    """Neighbours of `seeds` (their stored rows, in the same order) best first (seeds excluded), with
+    each one's summed similarity and how many seeds led to it."""
     total: dict[str, float] = {}
     count: dict[str, int] = {}
     exclude = set(seeds)
@@ -54,19 +58,38 @@ def aggregate(seeds: Sequence[str], rows: Sequence[Mapping[str, Any] | None]) ->
                 continue
             total[item] = total.get(item, 0.0) + sim
             count[item] = count.get(item, 0) + 1
-    ranked = sorted(total, key=lambda i: (-total[i], i))
-    return [
-        SourceHit(i, total[i] / (1.0 + total[i]), reason(count[i]), {SEEDS_KEY: float(count[i])})
-        for i in ranked
-    ]
+    return sorted(total, key=lambda i: (-total[i], i)), total, count
+
+
+def hit(item: str, total: float, count: int) -> SourceHit:
+    return SourceHit(item, total / (1.0 + total), reason(count), {SEEDS_KEY: float(count)})
+
+
+def aggregate(seeds: Sequence[str], rows: Sequence[Mapping[str, Any] | None]) -> list[SourceHit]:
+    """Neighbours of `seeds` (their stored rows, in the same order), summed, best first; seeds excluded."""
+    ranked, total, count = summed_neighbours(seeds, rows)
+    return [hit(i, total[i], count[i]) for i in ranked]
 
 
 class ItemToItemSource:
-    def __init__(self, store: FeatureReader, index: VectorIndex, *, max_seeds: int = MAX_SEEDS) -> None:
+    def __init__(
+        self,
+        store: FeatureReader,
+        index: VectorIndex,
+        *,
+        max_seeds: int = MAX_SEEDS,
+        verdicts: VerdictCache | None = None,
+    ) -> None:
+        """`verdicts`: the engine's filter verdicts, kept across requests (ranked_lists.VerdictCache)."""
         self._store = store
         self._index = index
         self._max_seeds = max_seeds
+        self._verdicts = verdicts if verdicts is not None else VerdictCache()
         self._tracer = get_tracer(__name__)
+
+    def invalidate(self) -> None:
+        """Drops cached filter verdicts (after writes to the index)."""
+        self._verdicts.invalidate()
 
     @property
     def name(self) -> str:
@@ -80,4 +103,7 @@ class ItemToItemSource:
         with self._tracer.start_as_current_span(schema.SPAN_ONLINE_STORE_GET) as span:
             span.set_attribute(schema.ONLINE_STORE_NAMESPACE, NAMESPACE)
             rows = self._store.get(NAMESPACE, seeds)
-        return filter_in_engine(self._index, aggregate(seeds, rows), request.filter, request.n, source=NAME)
+        ranked, total, count = summed_neighbours(seeds, rows)
+        # Hits (with their reason text) only for what is returned: the sum can run to thousands of ids.
+        keep = self._verdicts.passing(self._index, ranked, request.filter, request.n, source=NAME)
+        return [hit(ranked[p], total[ranked[p]], count[ranked[p]]) for p in keep]

@@ -2,14 +2,17 @@
 inside the vector engine, interleave them.
 
 The trainer writes these lists to the online store as `{"ids": [...], "scores": [...]}`; they carry no
-payloads. The request filter (languages, categories, maturity, excluded and already-followed ids) is
-applied by asking the vector index which listed ids pass it (`VectorIndex.fetch(ids, filter)`), so every
-source, list-based or ANN, has the one filter semantics the engine implements, and an id missing from
-the served index (a creator deleted since training) drops out the same way.
+payloads. The request filter's payload clauses (languages, categories, maturity) are applied by asking
+the vector index which listed ids pass them (`VectorIndex.fetch(ids, filter)`), so every source,
+list-based or ANN, has the one filter semantics the engine implements, and an id missing from the served
+index (a creator deleted since training) drops out the same way. Excluded and already-followed ids are
+per fan: they are dropped in Python, which lets the engine's verdicts be shared by every fan.
 
 `ListCache` keeps stored lists that change only when the trainer runs (trending, popular) together with
 the engine's verdict on a prefix of each, per (list key, filter without the per-fan excluded ids), so a
-request merges cached lists and asks the engine only about ids no earlier request needed.
+request merges cached lists and asks the engine only about ids no earlier request needed. Lists that are
+per fan (item-to-item, social) share `VerdictCache`: the engine's verdict per id and filter, so a request
+asks the engine only about ids no earlier request (of any fan) did.
 """
 
 from __future__ import annotations
@@ -41,24 +44,77 @@ def read_ranked(row: Mapping[str, Any] | None) -> list[tuple[str, float]]:
     return [(i, float(s)) for i, s in zip(ids, scores, strict=True)]
 
 
-def filter_in_engine(
-    index: VectorIndex, ranked: Sequence[SourceHit], flt: PayloadFilter, n: int, *, source: str
-) -> list[SourceHit]:
-    """The first `n` of `ranked` (kept in order) that are in the index and pass `flt`, as the engine says."""
-    passing: list[SourceHit] = []
-    tracer = get_tracer(__name__)
-    start = 0
-    while len(passing) < n and start < len(ranked):
-        # Ask for a little more than still missing: most ids pass an ordinary filter.
-        size = min(CHUNK, max(2 * (n - len(passing)), 32))
-        chunk = ranked[start : start + size]
-        start += len(chunk)
-        with tracer.start_as_current_span(schema.SPAN_QDRANT_QUERY) as span:
-            span.set_attribute(schema.SOURCE, source)
-            span.set_attribute(schema.CANDIDATES, len(chunk))
-            ok = {p.point_id for p in index.fetch([h.item_id for h in chunk], flt)}
-        passing.extend(h for h in chunk if h.item_id in ok)
-    return passing[:n]
+class VerdictCache:
+    """The engine's verdict on single ids — in the served index and passing the filter — per engine filter
+    (the request filter without its excluded ids), kept for `ttl_s`.
+
+    For sources whose lists are per fan (item-to-item, social): the lists differ, but they are drawn from
+    one catalogue, and whether a creator passes "language es, no mature content" does not depend on the
+    fan. So after a few requests most ids already have a verdict and a request asks the engine only about
+    the ids no earlier request did; the fan's excluded ids are dropped in Python. Staleness: the index
+    changes only by the service's own writes (`invalidate()` after each, as for `ListCache`) or by a new
+    version (a new serving bundle builds new sources, hence new caches); `ttl_s` bounds anything else.
+    Memory: at most `max_filters` filters of at most `max_ids` verdicts each (a full one starts over).
+    """
+
+    def __init__(
+        self,
+        ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_filters: int = 64,
+        max_ids: int = 250_000,
+    ) -> None:
+        self._ttl = ttl_s
+        self._clock = clock
+        self._max_filters = max_filters
+        self._max_ids = max_ids
+        self._entries: dict[PayloadFilter, tuple[float, dict[str, bool]]] = {}
+        self._lock = threading.Lock()
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def _verdicts(self, engine_flt: PayloadFilter) -> dict[str, bool]:
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(engine_flt)
+            if entry is None or now - entry[0] > self._ttl or len(entry[1]) > self._max_ids:
+                if entry is None and len(self._entries) >= self._max_filters:
+                    self._entries.clear()
+                entry = (now, {})
+                self._entries[engine_flt] = entry
+            return entry[1]
+
+    def passing(
+        self, index: VectorIndex, ids: Sequence[str], flt: PayloadFilter, n: int, *, source: str
+    ) -> list[int]:
+        """Positions in `ids` (distinct, best first) of the first `n` that pass `flt`, in order."""
+        out: list[int] = []
+        if n <= 0 or not ids:
+            return out
+        excluded = flt.exclude_ids
+        engine_flt = dataclasses.replace(flt, exclude_ids=frozenset()) if excluded else flt
+        verdicts = self._verdicts(engine_flt)
+        start = 0
+        while len(out) < n and start < len(ids):
+            # A window a little larger than what is still missing: most ids pass an ordinary filter.
+            window = ids[start : start + min(CHUNK, max(2 * (n - len(out)), 32))]
+            unknown = [i for i in window if i not in verdicts and i not in excluded]
+            if unknown:
+                with get_tracer(__name__).start_as_current_span(schema.SPAN_QDRANT_QUERY) as span:
+                    span.set_attribute(schema.SOURCE, source)
+                    span.set_attribute(schema.CANDIDATES, len(unknown))
+                    ok = {p.point_id for p in index.fetch(unknown, engine_flt)}
+                verdicts.update((i, i in ok) for i in unknown)
+            for offset, item in enumerate(window):
+                if item not in excluded and verdicts.get(item, False):
+                    out.append(start + offset)
+                    if len(out) >= n:
+                        break
+            start += len(window)
+        return out
 
 
 def interleave(lists: Iterable[Sequence[SourceHit]]) -> Iterator[SourceHit]:

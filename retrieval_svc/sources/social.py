@@ -19,7 +19,7 @@ from kindred import telemetry_schema as schema
 from kindred.telemetry import get_tracer
 from kindred.vectorstore import VectorIndex
 from retrieval_svc.sources import FeatureReader, SourceHit, SourceRequest
-from retrieval_svc.sources.ranked_lists import count_phrase, filter_in_engine, read_ranked
+from retrieval_svc.sources.ranked_lists import VerdictCache, count_phrase, read_ranked
 
 NAME = "social"
 NAMESPACE = "social"
@@ -30,23 +30,32 @@ def reason(n_friends: int) -> str:
     return "followed by " + count_phrase(n_friends, "a friend of yours", "{n} of your friends")
 
 
+def hit(item: str, score: float, n_friends: int) -> SourceHit:
+    return SourceHit(item, score, reason(n_friends), {FRIENDS_KEY: float(n_friends)})
+
+
 def hits_from_row(row: Mapping[str, Any] | None) -> list[SourceHit]:
     """The stored row as hits, in its order; a row without friend counts counts one friend each."""
     ranked = read_ranked(row)
     friends = list((row or {}).get("friends") or [])
     if len(friends) != len(ranked):
         friends = [1] * len(ranked)
-    return [
-        SourceHit(item, score, reason(int(n)), {FRIENDS_KEY: float(n)})
-        for (item, score), n in zip(ranked, friends, strict=True)
-    ]
+    return [hit(item, score, int(n)) for (item, score), n in zip(ranked, friends, strict=True)]
 
 
 class SocialSource:
-    def __init__(self, store: FeatureReader, index: VectorIndex) -> None:
+    def __init__(
+        self, store: FeatureReader, index: VectorIndex, *, verdicts: VerdictCache | None = None
+    ) -> None:
+        """`verdicts`: the engine's filter verdicts, kept across requests (ranked_lists.VerdictCache)."""
         self._store = store
         self._index = index
+        self._verdicts = verdicts if verdicts is not None else VerdictCache()
         self._tracer = get_tracer(__name__)
+
+    def invalidate(self) -> None:
+        """Drops cached filter verdicts (after writes to the index)."""
+        self._verdicts.invalidate()
 
     @property
     def name(self) -> str:
@@ -58,4 +67,11 @@ class SocialSource:
             span.set_attribute(schema.ONLINE_STORE_NAMESPACE, NAMESPACE)
             row = self._store.get(NAMESPACE, [request.fan_id])[0]
         # No row: no friends, or friends who follow nobody new to this fan. Nothing wrong, nothing to add.
-        return filter_in_engine(self._index, hits_from_row(row), request.filter, request.n, source=NAME)
+        ranked = read_ranked(row)
+        friends = list((row or {}).get("friends") or [])
+        if len(friends) != len(ranked):
+            friends = [1] * len(ranked)
+        keep = self._verdicts.passing(
+            self._index, [i for i, _ in ranked], request.filter, request.n, source=NAME
+        )
+        return [hit(ranked[p][0], ranked[p][1], int(friends[p])) for p in keep]

@@ -327,53 +327,8 @@ def test_cpu_seconds_of_this_process_grow_with_work() -> None:
 # --------------------------------------------------------------------------------------------- report
 
 
-def test_replace_section_keeps_other_sections_byte_for_byte() -> None:
-    text = (
-        "# Benchmark results\n\n## Search — BEIR SciFact\n\nsearch table\n```\n## not a header\n```\n\n"
-        "## Recommend latency\n\nold numbers\n\n## Recsys\n\nrecsys table\n"
-    )
-    new = report.replace_section_text(text, "## Recommend latency\n\nnew numbers\n")
-    assert "old numbers" not in new and "new numbers" in new
-    assert new.startswith(
-        "# Benchmark results\n\n## Search — BEIR SciFact\n\nsearch table\n```\n## not a header\n```\n"
-    )
-    assert new.endswith("## Recsys\n\nrecsys table\n")
-    assert report.replace_section_text(new, "## Recommend latency\n\nnew numbers\n") == new  # idempotent
-
-
-def test_replace_section_appends_when_absent_and_ignores_fenced_headers() -> None:
-    text = "# Benchmark results\n\n## Other\n\n```\n## Recommend latency\n```\n"
-    new = report.replace_section_text(text, "## Recommend latency\n\nmine\n")
-    assert new == text + "\n## Recommend latency\n\nmine\n"
-    assert report.replace_section_text("", "## Recommend latency\n\nx\n").startswith("# Benchmark results\n")
-    with pytest.raises(ValueError):
-        report.replace_section_text(text, "## Something else\n")
-
-
-def test_replace_section_never_swallows_another_writers_marker() -> None:
-    text = (
-        "# Benchmark results\n\n## Recommend latency\n\nold\n\n<!-- recsys:begin -->\n## Recsys\n\nx\n"
-        "<!-- recsys:end -->\n"
-    )
-    new = report.replace_section_text(text, "## Recommend latency\n\nnew\n")
-    assert new == (
-        "# Benchmark results\n\n## Recommend latency\n\nnew\n\n<!-- recsys:begin -->\n## Recsys\n\nx\n"
-        "<!-- recsys:end -->\n"
-    )
-
-
-def test_write_section_reads_the_file_anew(tmp_path: Path) -> None:
-    md = tmp_path / "RESULTS.md"
-    report.write_section(md, "## Recommend latency\n\nfirst\n")
-    md.write_text(md.read_text() + "\n## Written by someone else meanwhile\n\ntheirs\n")
-    report.write_section(md, "## Recommend latency\n\nsecond\n")
-    text = md.read_text()
-    assert "second" in text and "first" not in text and "theirs" in text
-
-
 def _fake_result() -> dict[str, object]:
     lat = {"n": 10, "p50_ms": 5.0, "p90_ms": 6.0, "p99_ms": 30.0, "mean_ms": 5.5, "max_ms": 31.0}
-    level = {**lat, "throughput_rps": 100.0, "errors": 0, "cpu_ms_per_request": {"ranking": 2.0}}
     return {
         "command": "python bench/bench_recommend_latency.py --quick",
         "machine": {
@@ -385,7 +340,11 @@ def _fake_result() -> dict[str, object]:
             "load_before": [1.0],
             "load_during": {"mean": 2.5, "max": 3.0, "every_s": 5},
         },
-        "code": {"commit": "abcdef1234567890", "uncommitted_service_files": ["ranking_svc/x.py"]},
+        "code": {
+            "commit": "abcdef1234567890",
+            "uncommitted_service_files": ["ranking_svc/x.py"],
+            "baseline_commit": "0123456789abcdef",
+        },
         "scale": {
             "creators": 1000,
             "index_dim": 16,
@@ -408,16 +367,38 @@ def _fake_result() -> dict[str, object]:
             "seed": 7,
         },
         "client": {"channels": "one channel per caller", "warmup": 20, "requests": 100},
-        "levels": {"1": level, "4": level, "16": level},
-        "goals": {
-            "p50_within_2x_floor": {"recommend_p50_ms": 5.0, "floor_p50_ms": 2.0, "ratio": 2.5, "met": False},
-            "p99_at_4_callers_le_25ms": {"p99_ms": 30.0, "met": False},
+        "configs": {
+            "baseline": _fake_config("two services at commit 0123 (before)", ["ranking", "retrieval"], lat),
+            "colocated": _fake_config("ranking with retrieval in its process", ["ranking"], lat),
         },
         "floor": {
             "components": {"grpc": {"label": "empty gRPC", "latency": lat, "in_floor": True}},
             "sum_p50_ms": 2.0,
+            "sum_p50_ms_one_hop": 1.5,
             "als": {"factors": 64, "nnz": 500, "fit_s": 0.1},
             "retrieval_degraded_sources": {"trending": {"fans": 50, "example": "failed: LookupError"}},
+        },
+        "runtime_s": 60.0,
+    }
+
+
+def _fake_config(label: str, hops: list[str], lat: dict[str, float]) -> dict[str, object]:
+    cpu = {"ranking": 2.0, **({"retrieval": 3.0} if "retrieval" in hops else {}), "client": 0.5}
+    level = {**lat, "throughput_rps": 100.0, "errors": 0, "cpu_ms_per_request": cpu}
+    floor = 2.0 if len(hops) == 2 else 1.5
+    return {
+        "label": label,
+        "hops": hops,
+        "levels": {"1": level, "4": level, "16": level},
+        "floor_p50_ms": floor,
+        "goals": {
+            "p50_within_2x_floor": {
+                "recommend_p50_ms": 5.0,
+                "floor_p50_ms": floor,
+                "ratio": 5.0 / floor,
+                "met": False,
+            },
+            "p99_at_4_callers_le_25ms": {"p99_ms": 30.0, "met": False},
         },
         "stages": {
             "requests": 2,
@@ -431,21 +412,42 @@ def _fake_result() -> dict[str, object]:
                     "inclusive": lat,
                     "exclusive_mean_ms": 0.2,
                     "share_of_root": 0.1,
-                }
+                },
+                **(
+                    {
+                        "client /kindred.v1.RetrievalService/Retrieve": {
+                            "service": "ranking_svc",
+                            "in_requests": 2,
+                            "spans_per_request": 1.0,
+                            "inclusive": lat,
+                            "exclusive_mean_ms": 1.25,
+                            "share_of_root": 0.2,
+                        }
+                    }
+                    if "retrieval" in hops
+                    else {}
+                ),
             },
         },
-        "memory_mb": {"retrieval": {"rss_mb": 250.0, "hwm_mb": 260.0}},
-        "runtime_s": 60.0,
+        "memory_mb": {h: {"rss_mb": 250.0, "hwm_mb": 260.0} for h in hops},
     }
 
 
-def test_render_shows_the_measured_numbers_and_the_goals() -> None:
+def test_render_shows_every_configuration_with_its_own_floor_and_the_goals() -> None:
+    from bench.results_md import replace_section_text
+
     text = report.render(_fake_result())
     assert text.startswith(report.SECTION + "\n")
-    assert "| 4 | 5.00 | 6.00 | 30.00 |" in text
-    assert "p99 30.00 ms | **no** |" in text and "2.50×" in text
-    assert "`onnx.run[ranker]`" in text and "| retrieval | 250 | 260 |" in text
-    assert "trending (50 of 50 fans" in text and "abcdef123456" in text
+    assert "| baseline | 4 | 5.00 | 6.00 | 30.00 |" in text and "| colocated | 16 | 5.00 |" in text
+    assert "| 3.00 | 0.50 |" in text and "| (in ranking) | 0.50 |" in text  # CPU per process
+    assert "5.00 ms vs 2.00 ms (2 hops) = 2.50×" in text and "5.00 ms vs 1.50 ms (1 hop) = 3.33×" in text
+    assert "| 30.00 ms | **no** |" in text
+    # Per-stage before/after: one column per configuration, "–" where a stage does not exist.
+    assert "| `onnx.run[ranker]` | 0.200 | 0.200 |" in text
+    assert "| `client /kindred.v1.RetrievalService/Retrieve` | 1.250 | – |" in text
+    assert "| colocated | ranking | 250 | 260 |" in text and "| baseline | retrieval | 250 | 260 |" in text
+    assert "trending (50 of 50 fans" in text and "abcdef123456" in text and "`0123456789ab`" in text
     assert "not measured in this run" in text  # train_s None: reused data says so
-    # A rendered section replaces itself cleanly.
-    assert report.replace_section_text(report.replace_section_text("", text), text).count(report.SECTION) == 1
+    # The section goes through bench.results_md and replaces itself cleanly.
+    once = replace_section_text("", report.KEY, text)
+    assert replace_section_text(once, report.KEY, text) == once and once.count(report.SECTION) == 1

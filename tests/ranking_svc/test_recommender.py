@@ -19,7 +19,7 @@ from kindred.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc
 from ranking_svc.domain import RetrievalResult, ScoredCandidate
 from ranking_svc.explain import ExplainParams
 from ranking_svc.recommender import Recommender
-from ranking_svc.rerank import CapParams, DiversityParams, RerankConfig, Reranker
+from ranking_svc.rerank import CapParams, DiversityParams, RerankConfig, Reranker, Slate
 from ranking_svc.server import RankingDeps, create_server, load_ranking_config
 
 TWO_TOWER = "CANDIDATE_SOURCE_TWO_TOWER"
@@ -253,8 +253,11 @@ def test_popular_fallback_leads_with_a_new_fans_interests_and_honours_filters() 
 class BrokenStep:
     name = "broken"
 
-    def apply(self, items: list[Any], page: int) -> list[Any]:
+    def apply(self, slate: Slate, order: list[int], page: int) -> list[int]:
         raise RuntimeError("bug in a re-rank rule")
+
+    def reasons(self, slate: Slate, items: list[int]) -> dict[int, str]:
+        return {}
 
 
 def test_a_failing_rerank_rule_serves_the_rankers_order_and_says_so() -> None:
@@ -338,3 +341,103 @@ def test_ranking_config_file_overrides_the_defaults_and_rejects_typos(tmp_path: 
     path.write_text(json.dumps({"rerank": {"diversity": {"lamda": 0.5}}}))
     with pytest.raises(ValueError, match="lamda"):
         load_ranking_config(settings)
+
+
+# ------------------------------------------------------ creator feature cache, in-process retrieval
+
+
+def test_creator_vectors_are_built_once_per_store_version_and_rebuilt_when_rows_change(
+    tmp_path: Path,
+) -> None:
+    from kindred.features import creator_tower_features
+    from kindred.store.embedded import EmbeddedOnlineStore
+    from ranking_svc.creator_features import CreatorFeatureCache
+
+    store = EmbeddedOnlineStore(tmp_path)
+    try:
+        rows = {c: {"creator_id": c, "category": "Music", "n_followers": i} for i, c in enumerate(["a", "b"])}
+        store.put("creator", rows)
+        cache = CreatorFeatureCache(store)
+        got, vectors = cache.read(["a", "b", "ghost"], 2)
+        assert got[2] is None and vectors.shape == (2, len(creator_tower_features(None)))
+        np.testing.assert_array_equal(vectors[1], creator_tower_features(rows["b"]))
+        kept = cache._space[1]["a"]
+        _, again = cache.read(["a"])
+        assert cache.cached == 2 and cache._space[1]["a"] is kept  # not rebuilt
+        np.testing.assert_array_equal(again[0], vectors[0])
+
+        # A write moves the namespace's version: every kept vector goes, the new row's is built.
+        store.put("creator", {"a": {"creator_id": "a", "category": "Art", "n_followers": 50}})
+        _, fresh = cache.read(["a"])
+        np.testing.assert_array_equal(fresh[0], creator_tower_features(store.get("creator", ["a"])[0]))
+        assert not np.array_equal(fresh[0], vectors[0]) and cache.cached == 1
+    finally:
+        store.close()
+
+
+def test_creator_vectors_without_a_versioned_store_are_built_per_read() -> None:
+    from kindred.features import creator_tower_features
+    from ranking_svc.creator_features import CreatorFeatureCache
+
+    store = DictStore({"creator": {"c1": {"creator_id": "c1", "category": "Music"}}})
+    cache = CreatorFeatureCache(store)
+    rows, vectors = cache.read(["c1", "c2"])
+    assert rows[1] is None and cache.cached == 0
+    np.testing.assert_array_equal(vectors[0], creator_tower_features(store.data["creator"]["c1"]))
+    store.data["creator"]["c1"] = {"creator_id": "c1", "category": "Art"}
+    np.testing.assert_array_equal(
+        cache.read(["c1"])[1][0], creator_tower_features(store.data["creator"]["c1"])
+    )
+
+
+class _Source:
+    def __init__(self, name: str, ids: Sequence[str], error: Exception | None = None) -> None:
+        self.name, self.ids, self.error = name, list(ids), error
+
+    def retrieve(self, request: Any) -> list[Any]:
+        from retrieval_svc.sources import SourceHit
+
+        if self.error is not None:
+            raise self.error
+        return [SourceHit(i, 1.0 / (r + 1), f"from {self.name}") for r, i in enumerate(self.ids[: request.n])]
+
+
+def _local_retriever(sources: Sequence[_Source]) -> Any:
+    from ranking_svc.retrieval_client import LocalRetriever
+    from retrieval_svc.creators import CreatorCatalogue
+    from retrieval_svc.retriever import ModelRef, Retriever
+    from retrieval_svc.serving import BundleSwitch, ServingBundle
+
+    retriever = Retriever(
+        sources, STORE, quota_shares={s.name: 1.0 for s in sources}, model=ModelRef("two_tower_user", "tt-9")
+    )
+    bundle = ServingBundle("idx-9", "tt-9", retriever, CreatorCatalogue(None))  # type: ignore[arg-type]
+    return LocalRetriever(BundleSwitch(bundle))
+
+
+def test_in_process_retrieval_hands_the_ranker_what_the_grpc_hop_would() -> None:
+    local = _local_retriever([_Source("two_tower", ["c1", "c2"]), _Source("social", ["c4"])])
+    result = local.retrieve("f1", 3, None, None, 1.0)
+    assert result.model_version == "tt-9" and result.degraded_sources == {}
+    by_id = {c.item_id: c for c in result.candidates}
+    assert by_id["c1"].source == TWO_TOWER and by_id["c4"].sources == ["CANDIDATE_SOURCE_SOCIAL"]
+    assert by_id["c2"].scores["retrieval"] == 0.5 and by_id["c2"].reasons == ["from two_tower"]
+
+    page = Recommender(local, STORE, TwoTowerScoreRanker()).recommend(
+        "f1", 2, filters=None, context=None, timeout_s=1
+    )
+    assert len(page.items) == 2 and page.fallback == "" and page.retriever_version == "tt-9"
+
+
+def test_in_process_retrieval_errors_map_like_the_grpc_hop() -> None:
+    with pytest.raises(InvalidArgument) as info:
+        _local_retriever([_Source("two_tower", ["c1"])]).retrieve("", 3, None, None, 1.0)
+    assert info.value.field == "fan_id"
+    broken = _local_retriever([_Source("two_tower", [], error=RuntimeError("engine gone"))])
+    with pytest.raises(Unavailable):
+        broken.retrieve("f1", 3, None, None, 1.0)
+    # ...and the recommender serves its fallback for it, as it does when the service is down.
+    result = Recommender(broken, STORE, TwoTowerScoreRanker()).recommend(
+        "f1", 2, filters=None, context=None, timeout_s=1
+    )
+    assert result.fallback == "retrieval_unavailable" and result.items
