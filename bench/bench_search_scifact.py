@@ -1,32 +1,33 @@
-"""Search quality on BEIR SciFact (training queries): BM25, dense MiniLM, RRF, and Kindred's learned fusion.
+"""Search quality on BEIR SciFact (training queries): BM25, dense MiniLM, RRF, and Kindred's full search.
 
-    python bench/bench_search_scifact.py [--quick] [--trec-out var/bench/scifact/kindred.trec]
-                                         [--train-qrels P] [--eval-qrels P] [--int8]
+    python bench/bench_search_scifact.py [--quick] [--epochs N] [--lr X] [--trec-out var/bench/scifact/k.trec]
+                                         [--train-qrels P] [--eval-qrels P] [--int8] [--sentences]
 
-Every system runs through Qdrant edge, in-process, on one shard holding three vectors per document:
+Every system runs through Qdrant edge, in-process, on one shard holding the vectors of each document:
 - "bm25":   sparse vector (kindred.text.tokenize.Bm25 over title + abstract, Porter, k1 0.9, b 0.4) with
             Modifier.Idf, so the engine supplies IDF from its live counts; query terms weigh 1.0.
 - "dense":  all-MiniLM-L6-v2 exported to ONNX (trainer.text_encoder), served by kindred.text.encoder
             (no torch); cosine on HNSW.
 - "rrf":    one engine call: prefetch BM25 top-100 and dense top-100, fused with Fusion.Rrf(k=60).
-- "kindred": LightGBM LambdaRank over per-candidate features of the union of three top-100 lists — BM25,
-            dense, and "sentences" (a MaxSim multivector of the title and each abstract sentence, so a claim
-            can match the one sentence that supports it) — with engine scores, per-query normalised scores
-            and ranks, term coverage of title and abstract, title cosine... Learned from judgements, so
-            scored only by 5-fold cross-validation over the training queries: each query is ranked by a
-            model that never saw it. With --eval-qrels different from --train-qrels it learns on one file
-            and scores the other, no CV.
+- "kindred": the service's learned path (bench/search/tuned.py): trainer.search_tuning's query-side
+            fine-tuned MiniLM (ONNX, kindred.text.encoder) queries the same dense vectors, and
+            kindred.text.fusion combines the engine's BM25, base-dense and tuned-dense top-100 lists with
+            weights fitted on cross-fitted tuned scores. Learned from judgements, so scored only by 5-fold
+            cross-validation over the training queries, with folds that keep claims sharing a relevant
+            abstract together: each query is ranked by models that never saw it. With --eval-qrels
+            different from --train-qrels it learns on one file and scores the other, no CV.
 
-Extra rows (not in the issue's four), all on BM25 ∪ dense candidates only: "kindred_2src" (the same
-LambdaRank without the sentence retriever: a learned fusion against RRF on identical inputs), a
-logistic-regression fusion ("logreg_cv"), a min-max convex mix with its weight tuned on the training
-folds ("convex_cv") and tuned in-sample ("convex_in_sample", optimistic by construction: the reference
-0.737's protocol); plus "sentence_maxsim" alone, "dense_exact" (exact scan: checks HNSW recall) and,
-with --int8, "dense_int8" (the quantised encoder, exact scan).
+Extra rows, same folds: "dense_tuned_cv" (the tuned encoder alone), "fusion_base_cv" (the same fusion
+without it), "lambdarank_2src" (LightGBM LambdaRank over features of BM25 ∪ dense candidates),
+"logreg_cv", "convex_cv" (min-max convex mix, weight tuned on the training folds), "convex_in_sample"
+(tuned on the scored queries: optimistic, the reference 0.737's protocol), "dense_exact" (exact scan:
+HNSW recall check); with --sentences "sentence_maxsim" and "lambdarank_3src" (a MaxSim multivector of
+title + abstract sentences: ~50k more texts to encode), with --int8 "dense_int8".
 
-Outputs bench/results/search_scifact.json and the "## Search — BEIR SciFact" section of bench/RESULTS.md
-(read-modify-write: other sections are left alone). Corpus embeddings are cached under var/bench/scifact/
-keyed by the model's sha256, so reruns skip encoding (~55k texts: many minutes on 2 shared cores).
+Outputs bench/results/search_scifact.json and the "search_scifact" section of bench/RESULTS.md (through
+bench.results_md.write_section). Corpus embeddings are cached under var/bench/scifact/ keyed by the
+model's sha256, and each fold's tuned model under var/bench/models/text_query_encoder/, so reruns skip
+encoding and tuning.
 """
 
 from __future__ import annotations
@@ -55,10 +56,14 @@ if __package__ in (None, ""):  # run as a script (make bench): make the repo roo
 
 import numpy as np
 
+from bench.results_md import write_section
 from bench.search import metrics as M
 from bench.search import scifact
+from bench.search.tuned import FoldInputs, fit_fold, score_fold
 from kindred.text.encoder import TextEncoder, latency_stats, measure_latency
+from kindred.text.fusion import FitExample, FusionModel
 from kindred.text.tokenize import Bm25, SparseTerms, tokenize
+from trainer.search_tuning import TuneConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "var" / "bench" / "scifact"
@@ -66,6 +71,7 @@ DEFAULT_MODELS = REPO / "var" / "bench" / "models"
 RESULTS_JSON = REPO / "bench" / "results" / "search_scifact.json"
 RESULTS_MD = REPO / "bench" / "RESULTS.md"
 SECTION = "## Search — BEIR SciFact"
+RESULTS_KEY = "search_scifact"
 DENSE, SPARSE, SENT = "dense", "bm25", "sentences"
 DEPTH = 100  # per-retriever candidates; also the Recall@100 cut
 RRF_K = 60
@@ -143,7 +149,12 @@ class Index:
     """One qdrant-edge shard: dense + BM25 sparse per document; point id = position in the corpus."""
 
     def __init__(
-        self, path: Path, corpus: Corpus, dense: np.ndarray, bm25: Bm25, sentences: Sequence[np.ndarray]
+        self,
+        path: Path,
+        corpus: Corpus,
+        dense: np.ndarray,
+        bm25: Bm25,
+        sentences: Sequence[np.ndarray] | None,
     ) -> None:
         import qdrant_edge as qe
 
@@ -151,12 +162,14 @@ class Index:
         self.path = path
         dim = int(dense.shape[1])
         maxsim = qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)
+        vector_params = {DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)}
+        if sentences is not None:
+            # Title + each abstract sentence; MaxSim with a one-vector query = best sentence's cosine.
+            vector_params[SENT] = qe.EdgeVectorParams(
+                size=dim, distance=qe.Distance.Cosine, multivector_config=maxsim
+            )
         config = qe.EdgeConfig(
-            vectors={
-                DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
-                # Title + each abstract sentence; MaxSim with a one-vector query = best sentence's cosine.
-                SENT: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, multivector_config=maxsim),
-            },
+            vectors=vector_params,
             sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
             hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=10_000),
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
@@ -166,11 +179,12 @@ class Index:
         batch: list[Any] = []
         for i, text in enumerate(corpus.texts):
             sv = bm25.document(text)
-            vectors = {
+            vectors: dict[str, Any] = {
                 DENSE: dense[i].astype(float).tolist(),
-                SENT: sentences[i].astype(float).tolist(),
                 SPARSE: qe.SparseVector(list(sv.indices), list(sv.values)),
             }
+            if sentences is not None:
+                vectors[SENT] = sentences[i].astype(float).tolist()
             batch.append(qe.Point(i, vectors, {}))
             if len(batch) == 256 or i == len(corpus.texts) - 1:  # bounded memory: ~10 vectors per doc
                 self.shard.update(qe.UpdateOperation.upsert_points(batch))
@@ -309,7 +323,7 @@ class DocSide:
 
     doc_emb: np.ndarray
     title_emb: np.ndarray
-    sentences: list[np.ndarray]
+    sentences: list[np.ndarray] | None  # None: the sentence retriever is off (its features read 0)
     title_terms: list[set[str]]
     body_terms: list[set[str]]
     doc_len: np.ndarray
@@ -331,9 +345,13 @@ def build_candidates(
     bm = np.array([bm25_score.get(int(d), 0.0) for d in docs], dtype=np.float64)
     de = side.doc_emb[docs] @ qvec  # exact cosine of unit vectors: the number the engine returns
     te = side.title_emb[docs] @ qvec
-    sims = [np.sort(side.sentences[int(d)] @ qvec)[::-1] for d in docs]
-    smax = np.array([s[0] for s in sims])  # = the engine's MaxSim score
-    stop2 = np.array([s[:2].mean() for s in sims])
+    if side.sentences is not None:
+        sims = [np.sort(side.sentences[int(d)] @ qvec)[::-1] for d in docs]
+        smax = np.array([s[0] for s in sims])  # = the engine's MaxSim score
+        stop2 = np.array([s[:2].mean() for s in sims])
+        n_sent = np.array([len(side.sentences[int(d)]) for d in docs], dtype=np.float64)
+    else:
+        smax = stop2 = n_sent = np.zeros(n)
 
     def rank_of(name: str) -> np.ndarray:
         return np.array([ranks.get(name, {}).get(int(d), DEPTH + 1) for d in docs], dtype=np.float64)
@@ -368,7 +386,7 @@ def build_candidates(
         "doc_cov": dcov,
         "q_terms": np.full(n, float(len(qset))),
         "log_doc_len": np.log1p(side.doc_len[docs]),
-        "n_sentences": np.array([len(side.sentences[int(d)]) for d in docs], dtype=np.float64),
+        "n_sentences": n_sent,
     }
     x = np.column_stack([cols[f] for f in FEATURES]).astype(np.float32)
     return QueryCands(qid, docs, x)
@@ -616,6 +634,7 @@ def render_section(result: Mapping[str, Any]) -> str:
     sysd = result["systems"]
     extra = result.get("extra_systems", {})
     mach = result["machine"]
+    kin = result["kindred"]
     lines = [
         SECTION,
         "",
@@ -641,20 +660,42 @@ def render_section(result: Mapping[str, Any]) -> str:
         ref = REFERENCE.get(name)
         ref_s = f"{ref['ndcg@10']:.3f} ({ref['note']})" if ref else ""
         lines.append(f"| {name} | {row['ndcg@10']:.4f} | {row['recall@100']:.4f} | {ref_s} |")
+    per_fold = result.get("per_fold_ndcg@10")
+    if per_fold:
+        n = len(next(iter(per_fold.values())))
+        lines += [
+            "",
+            "NDCG@10 per fold (each fold scored by models that never saw its queries):",
+            "",
+            "| system | " + " | ".join(f"fold {i + 1}" for i in range(n)) + " | mean |",
+            "|---|" + "---|" * (n + 1),
+        ]
+        for name, vals in per_fold.items():
+            lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in vals) + f" | {np.mean(vals):.4f} |")
     enc = result["encoder"]
     hybrid = result["latency"]["hybrid_query"]
     lines += [
         "",
-        "Rows: bm25 / dense / rrf / kindred are issue 4's four systems. kindred = LightGBM LambdaRank over "
-        "the union of three engine top-100 lists (BM25, dense, and a MaxSim multivector of title + abstract "
-        "sentences), scored by cross-validation over the training queries (never on a query it learned "
-        "from). kindred_2src, logreg_cv and convex_cv are the same protocol on BM25 ∪ dense candidates only "
-        "(learned fusion vs RRF on identical inputs); convex_in_sample tunes its weight on the queries it "
-        "scores (the reference 0.737's protocol, optimistic); sentence_maxsim is the sentence retriever "
-        "alone; dense_exact an exact scan (HNSW recall check).",
+        "Rows: bm25 / dense / rrf / kindred are issue 4's four systems. **kindred** = the trainer's "
+        "query-side fine-tuned MiniLM (trainer.search_tuning: contrastive loss over the judged abstract vs "
+        "every other abstract, documents keep their base vectors, so the index is unchanged) exported to "
+        "ONNX and served by kindred.text.encoder, plus kindred.text.fusion's learned weighted sum of "
+        "per-query normalised BM25, base-dense and tuned-dense scores over the engine's three top-100 "
+        "lists — both learned on the other folds only (fusion weights on cross-fitted tuned scores). "
+        f"Fold fusions: {'; '.join(f['fusion'] for f in kin['folds'])}. "
+        "dense_tuned_cv is the tuned encoder alone; fusion_base_cv the same fusion fit without it (BM25 + "
+        "base dense): the encoder's share. lambdarank_2src (LightGBM LambdaRank over 20 candidate "
+        "features), logreg_cv and convex_cv are learned fusions of BM25 ∪ base-dense candidates under the "
+        "same folds; convex_in_sample tunes its weight on the queries it scores (the reference 0.737's "
+        "protocol, optimistic); dense_exact an exact scan (HNSW recall check).",
+        "",
+        f"Tuning cost: {kin['tune_seconds_total']} s for {len(kin['folds'])} folds × "
+        f"({kin['config']['inner_folds']} inner + 1 final) query-encoder tunings of "
+        f"{kin['config']['epochs']} epochs, plus ONNX export and parity check per fold; the corpus is never "
+        "re-encoded.",
         "",
         f"Encoder ({enc['model_version']}, onnxruntime, max_length {enc['max_length']}): "
-        f"corpus {enc['docs_per_s']} docs/s and queries {enc['queries_per_s']} sentences/s at "
+        f"corpus {enc['docs_per_s']} docs/s and queries {enc['queries_per_s']} queries/s at "
         f"{enc['threads']} threads (batch 32, length-sorted); single query p50 "
         f"{enc['single_query_1_thread']['p50_ms']} ms / p99 {enc['single_query_1_thread']['p99_ms']} ms "
         f"(1 thread). Hybrid query end to end (tokenize + encode + one RRF engine call): p50 "
@@ -672,38 +713,6 @@ def render_section(result: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-BEGIN, END = "<!-- search_scifact:begin -->", "<!-- search_scifact:end -->"
-
-
-def replace_section(md_path: Path, section: str) -> None:
-    """Replaces (or appends) our section, leaving every other section byte-for-byte as it was.
-
-    Ours is delimited by BEGIN/END markers. A section written without them (by hand, or by an older
-    version) is recognised by its heading and ends at the next `## ` heading or `<!--` marker, so a
-    neighbour's markers are never swallowed.
-    """
-    text = md_path.read_text(encoding="utf-8") if md_path.is_file() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}\n"
-    lines = text.splitlines(keepends=True)
-    bare = [ln.rstrip("\n") for ln in lines]
-    if BEGIN in bare and END in bare[bare.index(BEGIN) :]:
-        start = bare.index(BEGIN)
-        end = bare.index(END, start) + 1
-    elif SECTION in bare:
-        start = bare.index(SECTION)
-        end = next(
-            (i for i in range(start + 1, len(lines)) if bare[i].startswith(("## ", "<!--"))), len(lines)
-        )
-    else:
-        start = end = len(lines)
-    head = "".join(lines[:start]).rstrip("\n")
-    tail = "".join(lines[end:]).lstrip("\n")
-    new = (head + "\n\n" if head else "") + block + ("\n" + tail if tail else "")
-    tmp = md_path.with_suffix(".md.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    os.replace(tmp, md_path)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -734,8 +743,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="text encoder version directory "
         "(default: var/bench/models/text_encoder/CURRENT, exported first if absent)",
     )
+    p.add_argument(
+        "--models-out",
+        type=Path,
+        default=DEFAULT_MODELS,
+        help="where each fold's tuned query encoder is exported (reused by reruns with the same inputs)",
+    )
     p.add_argument("--int8", action="store_true", help="also measure the int8-quantised encoder (dense only)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--sentences",
+        action="store_true",
+        help="also the sentence-MaxSim retriever and the 3-source LambdaRank row (encodes ~50k sentences)",
+    )
+    p.add_argument("--epochs", type=int, default=TuneConfig.epochs)
+    p.add_argument("--lr", type=float, default=TuneConfig.lr)
+    p.add_argument("--inner-folds", type=int, default=TuneConfig.inner_folds)
+    p.add_argument("--threads", type=int, default=TuneConfig.threads)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--k1", type=float, default=0.9)
@@ -776,6 +799,47 @@ def ensure_encoder_dir(
     return fp32, (q8 if int8 else None)
 
 
+Plan = list[tuple[str, list[str], list[str]]]  # (name, ids to learn from, ids to score)
+
+
+def learning_plan(
+    folds: Sequence[Sequence[str]] | None, train_ids: Sequence[str], eval_ids: Sequence[str]
+) -> Plan:
+    """Cross-validation (each fold scored by what the other folds taught) or one train → eval split."""
+    if folds is None:
+        plan = [("all", list(train_ids), list(eval_ids))]
+    else:
+        plan = [(f"f{i + 1}", [q for q in eval_ids if q not in set(f)], list(f)) for i, f in enumerate(folds)]
+    for name, fit_ids, score_ids in plan:
+        if set(fit_ids) & set(score_ids):
+            raise AssertionError(f"{name}: a query would be scored by a model trained on it")
+    return plan
+
+
+def fusion_cv_run(
+    plan: Plan,
+    base_hits: Mapping[str, Mapping[str, list[tuple[int, float]]]],
+    qrels: Mapping[str, Mapping[str, int]],
+    ids: Sequence[str],
+) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """kindred.text.fusion fitted on BM25 + base dense only (no tuned encoder), per fold."""
+    run: dict[str, dict[str, float]] = {}
+    models = []
+
+    def hits(q: str) -> dict[str, list[tuple[str, float]]]:
+        return {r: [(ids[d], s) for d, s in h] for r, h in base_hits[q].items()}
+
+    for _, fit_ids, score_ids in plan:
+        examples = [
+            FitExample(hits(q), {d: float(r) for d, r in qrels[q].items()}) for q in fit_ids if q in qrels
+        ]
+        model = FusionModel.fit(examples, retrievers=["bm25", "dense"])
+        models.append(str(model))
+        for q in score_ids:
+            run[q] = {h.doc_id: h.score for h in model.fuse(hits(q))}
+    return run, models
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
@@ -809,6 +873,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     corpus = corpus_of(data)
     ids = corpus.ids
     all_qids = sorted(set(eval_qrels) | set(train_qrels))
+    eval_ids = sorted(eval_qrels)
+    train_ids = sorted(train_qrels)
+    folds = group_folds(eval_ids, eval_qrels, args.folds, args.seed) if cross_val else None
+    plan = learning_plan(folds, train_ids, eval_ids)
+    protocol = f"{args.folds}-fold CV" if cross_val else f"learn on {train_path.name}, score {eval_path.name}"
+    grouping = "queries sharing a relevant document are kept in one fold" if cross_val else None
 
     # --- models
     fp32_dir, int8_dir = ensure_encoder_dir(args.model_dir, args.int8, log)
@@ -817,9 +887,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"encoder {encoder}; BM25 k1={bm25.k1} b={bm25.b} avg_len={bm25.avg_len:.1f}")
     doc_emb, enc_s = cached_embeddings(encoder, corpus.texts, "corpus", log)
     title_emb, _ = cached_embeddings(encoder, corpus.titles, "titles", log)
-    sent_texts, sent_offsets = sentences_of(corpus)
-    sent_flat, _ = cached_embeddings(encoder, sent_texts, "sentences", log)
-    sentences = [sent_flat[a:b] for a, b in itertools.pairwise(sent_offsets)]
+    sentences: list[np.ndarray] | None = None
+    if args.sentences:
+        sent_texts, sent_offsets = sentences_of(corpus)
+        sent_flat, _ = cached_embeddings(encoder, sent_texts, "sentences", log)
+        sentences = [sent_flat[a:b] for a, b in itertools.pairwise(sent_offsets)]
+    tune_cfg = TuneConfig(
+        epochs=args.epochs, lr=args.lr, inner_folds=args.inner_folds, seed=args.seed, threads=args.threads
+    )
 
     # --- throughput (always measured, on a fixed sample, so cached runs report it too)
     rng = random.Random(args.seed)
@@ -848,7 +923,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"p99 {lat1['p99_ms']} ms (1 thread)"
     )
 
-    # --- index
+    # --- index, retrieval, and Kindred's tuned search (which queries the same engine)
     shard_dir = Path(tempfile.mkdtemp(prefix="shard-", dir=_mkdir(CACHE)))
     try:
         index = Index(shard_dir / "scifact", corpus, doc_emb, bm25, sentences)
@@ -861,24 +936,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             body_terms=[set(tokenize(t)) for t in corpus.bodies],
             doc_len=np.array([len(tokenize(t)) for t in corpus.texts], dtype=np.float64),
         )
-        names = ("bm25", "dense", "rrf", "dense_exact", "sentence_maxsim")
+        names = ["bm25", "dense", "rrf", "dense_exact"] + (["sentence_maxsim"] if sentences else [])
         runs: dict[str, dict[str, dict[str, float]]] = {name: {} for name in names}
         cands: dict[str, QueryCands] = {}
         cands2: dict[str, QueryCands] = {}
+        base_hits: dict[str, dict[str, list[tuple[int, float]]]] = {}
         hybrid_lat: list[float] = []
         for qid in all_qids:
             text = data.queries[qid]
             qs = bm25.query(text)
-            hits = {"bm25": index.bm25(qs), "dense": index.dense(qemb[qid]), "sent": index.maxsim(qemb[qid])}
+            hits = {"bm25": index.bm25(qs), "dense": index.dense(qemb[qid])}
+            base_hits[qid] = dict(hits)
+            if sentences is not None:
+                hits["sent"] = index.maxsim(qemb[qid])
             if qid in eval_qrels:
                 runs["bm25"][qid] = {ids[d]: s for d, s in hits["bm25"]}
                 runs["dense"][qid] = {ids[d]: s for d, s in hits["dense"]}
-                runs["sentence_maxsim"][qid] = {ids[d]: s for d, s in hits["sent"]}
                 runs["rrf"][qid] = {ids[d]: s for d, s in index.rrf(qs, qemb[qid])}
                 runs["dense_exact"][qid] = {ids[d]: s for d, s in index.dense(qemb[qid], exact=True)}
+                if sentences is not None:
+                    runs["sentence_maxsim"][qid] = {ids[d]: s for d, s in hits["sent"]}
             terms = bm25.query_terms(text)
             bm25_of = functools.partial(index.bm25_of, qs)
-            cands[qid] = build_candidates(qid, terms, qemb[qid], hits, bm25_of, side)
+            if sentences is not None:
+                cands[qid] = build_candidates(qid, terms, qemb[qid], hits, bm25_of, side)
             two = {k: hits[k] for k in ("bm25", "dense")}
             cands2[qid] = build_candidates(qid, terms, qemb[qid], two, bm25_of, side).select(
                 TWO_SOURCE_FEATURES
@@ -892,27 +973,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         int8_row = None
         if q8 is not None:
             q8_emb, _ = cached_embeddings(q8, corpus.texts, "corpus-int8", log)
-            q8_q = q8.encode([data.queries[q] for q in sorted(eval_qrels)])
+            q8_q = q8.encode([data.queries[q] for q in eval_ids])
             scores = q8_q @ q8_emb.T
             run8 = {}
-            for qid, row in zip(sorted(eval_qrels), scores, strict=True):
+            for qid, row in zip(eval_ids, scores, strict=True):
                 top = np.argsort(-row)[:DEPTH]
                 run8[qid] = {ids[int(d)]: float(row[d]) for d in top}
             int8_row = M.evaluate(run8, eval_qrels)
             log(f"int8 dense (exact scan): {int8_row}")
+
+        # Kindred: per fold, the trainer's tuned query encoder + fusion, learned on the other folds.
+        inp = FoldInputs(
+            ids=ids,
+            queries=data.queries,
+            qrels={**train_qrels, **({} if not cross_val else eval_qrels)},
+            doc_emb=doc_emb,
+            base_hits=base_hits,
+            dense_search=lambda v: index.dense(v),
+            doc_encoder=encoder,
+            models_dir=args.models_out,
+            cfg=tune_cfg,
+        )
+        kindred_run: dict[str, dict[str, float]] = {}
+        tuned_run: dict[str, dict[str, float]] = {}
+        fold_infos: list[dict[str, Any]] = []
+        for name, fit_ids, score_ids in plan:
+            log(f"kindred {name}: learning from {len(fit_ids)} queries, scoring {len(score_ids)}")
+            enc_f, fusion_f, info = fit_fold(name, fit_ids, inp, log)
+            run_f, tuned_f = score_fold(enc_f, fusion_f, score_ids, inp)
+            kindred_run.update(run_f)
+            tuned_run.update(tuned_f)
+            held = {q: eval_qrels[q] for q in score_ids}
+            info.update(
+                queries=len(score_ids),
+                ndcg10=round(M.evaluate(run_f, held)["ndcg@10"], 4),
+                tuned_dense_ndcg10=round(M.evaluate(tuned_f, held)["ndcg@10"], 4),
+            )
+            fold_infos.append(info)
+            log(f"kindred {name}: NDCG@10 {info['ndcg10']} (tuned dense alone {info['tuned_dense_ndcg10']})")
     finally:
         with contextlib.suppress(NameError):  # NameError: indexing failed before the shard existed
             index.close()
         shutil.rmtree(shard_dir, ignore_errors=True)
 
-    # --- learned fusion (never scored on a query it learned from)
+    # --- other learned fusions (never scored on a query they learned from)
     rounds = 300 if not args.quick else 100
-    eval_ids = sorted(eval_qrels)
-    train_ids = sorted(train_qrels)
-    folds = group_folds(eval_ids, eval_qrels, args.folds, args.seed) if cross_val else None
-    protocol = f"{args.folds}-fold CV" if cross_val else f"learn on {train_path.name}, score {eval_path.name}"
-    grouping = "queries sharing a relevant document are kept in one fold" if cross_val else None
-    learned: dict[str, dict[str, dict[str, float]]] = {}
+    learned: dict[str, dict[str, dict[str, float]]] = {"kindred": kindred_run, "dense_tuned_cv": tuned_run}
+    learned["fusion_base_cv"], base_fusions = fusion_cv_run(plan, base_hits, train_qrels, ids)
     infos: dict[str, list[dict[str, Any]]] = {}
     ranker = lambdarank_learner(train_qrels, ids, rounds, args.seed)
     dropped = {f.strip() for f in args.drop_features.split(",") if f.strip()}
@@ -920,56 +1027,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"--drop-features: unknown {sorted(dropped - set(FEATURES))}")
     kept = [f for f in FEATURES if f not in dropped]
     kept2 = [f for f in TWO_SOURCE_FEATURES if f not in dropped]
-    rank_cands = {q: c.select(kept) for q, c in cands.items()}
     rank_cands2 = {q: c.select(kept2) for q, c in cands2.items()}
-    for name, learner, pool in [
-        ("kindred", ranker, rank_cands),
-        ("kindred_2src", ranker, rank_cands2),
+    learners: list[tuple[str, Learner, Mapping[str, QueryCands]]] = [
+        ("lambdarank_2src", ranker, rank_cands2),
         ("logreg_cv", logreg_learner(train_qrels, ids), cands2),
         ("convex_cv", convex_learner(train_qrels, ids), cands2),
-    ]:
+    ]
+    if sentences is not None:
+        learners.insert(0, ("lambdarank_3src", ranker, {q: c.select(kept) for q, c in cands.items()}))
+    for name, learner, pool in learners:
         learned[name], infos[name] = held_out_run(
             learner, pool, ids, train_ids=train_ids, eval_ids=eval_ids, folds=folds
         )
         log(f"{name}: scored by {protocol}")
-    if cross_val:  # the naive protocol, for comparison: plain random folds over queries
-        learned["kindred_ungrouped_folds"], _ = held_out_run(
-            ranker,
-            rank_cands,
-            ids,
-            train_ids=train_ids,
-            eval_ids=eval_ids,
-            folds=folds_of(eval_ids, args.folds, args.seed),
-        )
     eval_c2 = [cands2[q] for q in eval_ids]
     alpha_in = tune_convex(eval_c2, eval_qrels, ids)
     learned["convex_in_sample"] = run_of(eval_c2, [convex_scores(c, alpha_in) for c in eval_c2], ids)
-    importance = np.sum([i["gain"] for i in infos["kindred"]], axis=0)
     alphas = [float(i["alpha"]) for i in infos["convex_cv"]]
 
     systems = {
         name: _rounded(M.evaluate(runs[name] if name in runs else learned[name], eval_qrels))
         for name in ("bm25", "dense", "rrf", "kindred")
     }
-    extra_names: tuple[str, ...] = (
-        "kindred_2src",
+    extra_names = (
+        "dense_tuned_cv",
+        "fusion_base_cv",
+        "lambdarank_3src",
+        "lambdarank_2src",
         "convex_cv",
         "logreg_cv",
         "convex_in_sample",
-        "kindred_ungrouped_folds",
     )
     extra_systems: dict[str, dict[str, float]] = {
         name: _rounded(M.evaluate(learned[name], eval_qrels)) for name in extra_names if name in learned
     }
     for name in ("dense_exact", "sentence_maxsim"):
-        extra_systems[name] = _rounded(M.evaluate(runs[name], eval_qrels))
+        if name in runs:
+            extra_systems[name] = _rounded(M.evaluate(runs[name], eval_qrels))
     if int8_row is not None:
         extra_systems["dense_int8"] = _rounded(int8_row)
     for name, row in {**systems, **extra_systems}.items():
         log(f"{name:>23}: NDCG@10 {row['ndcg@10']:.4f}  Recall@100 {row['recall@100']:.4f}")
+    per_fold: dict[str, list[float]] = {}
+    if folds is not None:
+        for name in (
+            "bm25",
+            "dense",
+            "rrf",
+            "kindred",
+            "dense_tuned_cv",
+            "fusion_base_cv",
+            "lambdarank_2src",
+        ):
+            run = runs[name] if name in runs else learned[name]
+            per_fold[name] = [
+                round(M.evaluate(run, {q: eval_qrels[q] for q in f})["ndcg@10"], 4) for f in folds
+            ]
 
     if args.trec_out is not None:
-        M.write_trec_run(learned["kindred"], args.trec_out, tag="kindred")
+        M.write_trec_run(kindred_run, args.trec_out, tag="kindred")
         for name in ("bm25", "dense", "rrf"):
             M.write_trec_run(
                 runs[name],
@@ -983,6 +1099,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python bench/bench_search_scifact.py" + (
         "" if argv is None and len(sys.argv) <= 1 else " " + " ".join(sys.argv[1:] if argv is None else argv)
     )
+    tune_total = sum(
+        (f.get("train_seconds") or 0) + sum(s or 0 for s in f.get("inner_fold_seconds") or [])
+        for f in fold_infos
+    )
     result = {
         "split": "train",
         "protocol": protocol,
@@ -995,19 +1115,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": args.quick,
         "systems": systems,
         "extra_systems": extra_systems,
+        "per_fold_ndcg@10": per_fold,
         "reference": REFERENCE,
         "bm25": bm25.to_dict(),
+        "kindred": {
+            "encoder": "query-side fine-tuned all-MiniLM-L6-v2 (trainer.search_tuning), ONNX",
+            "fusion": "kindred.text.fusion, weights fitted on cross-fitted tuned scores",
+            "config": dataclasses.asdict(tune_cfg),
+            "folds": fold_infos,
+            "tune_seconds_total": round(tune_total, 1),
+            "fusion_base_per_fold": base_fusions,
+        },
         "fusion": {
-            "model": "lightgbm lambdarank",
-            "rounds": rounds,
-            "features": kept,
+            "lambdarank_rounds": rounds,
+            "lambdarank_features_2src": kept2,
             "dropped_features": sorted(dropped),
-            "candidates": f"union of the BM25, dense and sentence-MaxSim top-{DEPTH} lists",
-            "candidates_2src": f"union of the BM25 and dense top-{DEPTH} lists",
-            "feature_gain": {
-                f: round(float(g), 1)
-                for f, g in sorted(zip(kept, importance, strict=True), key=lambda kv: -kv[1])
-            },
             "convex_alpha_per_fold": alphas,
             "convex_alpha_in_sample": alpha_in,
         },
@@ -1032,7 +1154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if not args.quick:
         _write_json(args.json_out, result)
-        replace_section(args.md_out, render_section(result))
+        write_section(RESULTS_KEY, render_section(result), args.md_out)
         log(f"wrote {args.json_out} and the SciFact section of {args.md_out.name}")
     else:
         _write_json(CACHE / "search_scifact.quick.json", result)

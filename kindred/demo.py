@@ -74,6 +74,7 @@ def run_demo(args: argparse.Namespace) -> int:
         )
     else:
         print("[demo] trained models found; skipping training (use --retrain to train again)")
+    _prepare_search(settings, data_dir, env, python)
 
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
@@ -120,6 +121,28 @@ def run_demo(args: argparse.Namespace) -> int:
         stop_all()
 
 
+def _prepare_search(settings: Settings, data_dir: Path, env: dict[str, str], python: str) -> None:
+    """MiniLM exported to ONNX once (torch, in the trainer), then the catalogue bulk-indexed for search.
+
+    Both steps are skipped when done: the export when a text encoder is promoted, the indexing by
+    `kindred index` itself (it resumes, and has nothing to do when the catalogue is indexed)."""
+    if current_version(settings.resolved_models_dir, "text_encoder") is None:
+        _step(
+            "export text encoder",
+            [
+                python,
+                "-m",
+                "trainer.text_encoder",
+                "export",
+                "--out",
+                str(settings.resolved_models_dir),
+                "--promote",
+            ],
+            env,
+        )
+    _step("index for search", [python, "-m", "kindred", "index", "--data-dir", str(data_dir)], env)
+
+
 def _step(name: str, cmd: list[str], env: dict[str, str]) -> None:
     print(f"[demo] {name}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.monotonic()
@@ -136,13 +159,14 @@ def _banner(settings: Settings, data_dir: Path, elapsed: float) -> str:
     fan = _first_fan(data_dir)
     return f"""
 [demo] the Kindred mesh is up ({elapsed:.0f} s). Data and models: {data_dir}
-  ranking    {_target(settings, "ranking")}   kindred.v1.RankingService   (Recommend, Rank)
-  retrieval  {_target(settings, "retrieval")}   kindred.v1.RetrievalService (Retrieve, SimilarCreators, …)
+  ranking    {_target(settings, "ranking")}   kindred.v1.RankingService   (Recommend, Rank, SearchRanked)
+  retrieval  {_target(settings, "retrieval")}   kindred.v1.RetrievalService (Retrieve, Search, UpsertPosts, …)
   notify     {_target(settings, "notify")}   kindred.v1.NotifyService    (Decide, DecideBatch, RecordOutcome)
   events     {_target(settings, "events")}   kindred.v1.EventService     (LogEvents)
 
 Try, in another terminal:
   .venv/bin/kindred recommend --fan {fan} -k 10
+  .venv/bin/kindred search "watercolor palette" --fan {fan} -k 10
 Every service has gRPC reflection and the standard health service. Ctrl-C stops everything.
 """
 

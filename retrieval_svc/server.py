@@ -23,7 +23,12 @@ the other sources raised the pool's recall in every split tried, hence its small
 slot because it answers for anyone. Slots a source cannot fill (a new fan has no two-tower input,
 follows nobody, has no friends) go to the others' remaining candidates, so k come back whenever the
 catalogue has k that pass the filters.
-Posts from followed creators ("followed_fresh") are not a source yet: they need the post index.
+Posts from followed creators ("followed_fresh") are not a source yet.
+
+Text search (retrieval_svc.search) lives beside the bundle, not in it: its index is one mutable
+shard at `<data_dir>/index/search/` written in real time by UpsertPosts / UpsertCreators, and the
+promoted text encoder. Without an exported encoder the service still serves everything else, and
+Search answers FAILED_PRECONDITION saying how to export one.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,9 +48,11 @@ from kindred.features import USER_TOWER_FEATURES, user_tower_features
 from kindred.grpc_server import KindredServer
 from kindred.service import ServiceSpec, run_service
 from kindred.v1 import retrieval_pb2_grpc
-from kindred.vectorstore import VectorIndex, open_creator_index
+from kindred.vectorstore import VectorIndex, VectorIndexError, open_creator_index
 from retrieval_svc.creators import CreatorCatalogue
 from retrieval_svc.retriever import ModelRef, Retriever
+from retrieval_svc.search.query import QuerySide
+from retrieval_svc.search.service import SearchService
 from retrieval_svc.servicer import RetrievalServicer
 from retrieval_svc.serving import (
     DEFAULT_POLL_S,
@@ -57,11 +65,17 @@ from retrieval_svc.serving import (
 from retrieval_svc.sources import CandidateSource, FeatureReader
 from retrieval_svc.sources.item_to_item import ItemToItemSource
 from retrieval_svc.sources.popular import PopularSource
+from retrieval_svc.sources.ranked_lists import VerdictCache
 from retrieval_svc.sources.social import SocialSource
 from retrieval_svc.sources.trending import DEFAULT_NEW_SHARE, TrendingSource
 from retrieval_svc.sources.two_tower import FeatureFn, TwoTowerSource, UserTower
 
+if TYPE_CHECKING:
+    from kindred.text.encoder import TextEncoder
+
 SERVICE_NAME = "kindred.v1.RetrievalService"
+QUERY_ENCODER = "text_query_encoder"  # trainer.search_tuning.QUERY_ENCODER_NAME
+QUERY_FUSION_FILE = "fusion.json"  # trainer.search_tuning.FUSION_FILE
 USER_TOWER = "two_tower_user"
 log = logging.getLogger(__name__)
 
@@ -82,6 +96,8 @@ class RetrievalDeps:
     # and `closers` (which should hold this too) closes it at shutdown if no swap did.
     close_index: Callable[[], None] = lambda: None
     closers: list[Callable[[], None]] = dataclasses.field(default_factory=list)
+    # Text search over creators and posts; None: not available (no text encoder exported).
+    search: SearchService | None = None
 
     def close(self) -> None:
         for close in reversed(self.closers):
@@ -115,14 +131,75 @@ def build_deps(settings: Settings, *, reload_poll_s: float | None = DEFAULT_POLL
         index.close()
         raise
     close_index = _once(index.close)
+    search = open_search(settings)
+    closers: list[Callable[[], None]] = [close_index, store.close]
+    if search is not None:
+        closers.append(search.close)
     return RetrievalDeps(
         index=index,
         user_tower=model,
         store=store,
         reload_poll_s=reload_poll_s,
         close_index=close_index,
-        closers=[close_index, store.close],
+        closers=closers,
+        search=search,
     )
+
+
+def open_search(settings: Settings) -> SearchService | None:
+    """The promoted text encoder over the search index (created empty if none was bulk-indexed yet).
+
+    None, with a warning, when no encoder was exported: search is an optional capability here.
+    """
+    from kindred.text.encoder import TextEncoder
+    from retrieval_svc.search.index import SearchIndex, search_index_root
+    from retrieval_svc.search.params import load_search_params
+
+    params = load_search_params(settings)  # first: a bad file fails the start
+    try:
+        encoder = TextEncoder.from_registry(settings.resolved_models_dir)
+    except FailedPrecondition as exc:
+        log.warning("search disabled: %s", exc)
+        return None
+    try:
+        index = SearchIndex.open_or_create(
+            search_index_root(settings), dim=encoder.dim, encoder_version=encoder.version
+        )
+    except VectorIndexError as exc:
+        # E.g. `kindred index` still holds the shard: recommendations need not wait for search.
+        log.error("search disabled: %s", exc)
+        return None
+    try:
+        return SearchService(index, encoder, params, query_side=open_query_side(settings, encoder))
+    except BaseException:
+        index.close()
+        raise
+
+
+def open_query_side(settings: Settings, doc_encoder: TextEncoder) -> QuerySide | None:
+    """The promoted fine-tuned query encoder and its fusion (trainer.search_tuning), or None.
+
+    It is only valid with the document encoder it was tuned against: a pair that does not match (its
+    manifest names another document encoder's sha256) is not served, with a warning.
+    """
+    from kindred.models import current_version, version_dir
+    from kindred.text.encoder import TextEncoder
+    from kindred.text.fusion import FusionModel
+
+    models = settings.resolved_models_dir
+    if current_version(models, QUERY_ENCODER) is None:
+        return None
+    directory = version_dir(models, QUERY_ENCODER, None)
+    query_encoder = TextEncoder.load(directory)
+    paired = str((query_encoder.manifest.get("document_encoder") or {}).get("sha256", ""))
+    if paired != str(doc_encoder.manifest.get("sha256", "")):
+        log.warning(
+            "query encoder %s was tuned for another document encoder than %s: serving the base encoder",
+            query_encoder.version,
+            doc_encoder.version,
+        )
+        return None
+    return QuerySide(query_encoder, FusionModel.load(directory / QUERY_FUSION_FILE))
 
 
 def check_compatible(index: VectorIndex, user_tower: UserTower, features: FeatureFn) -> None:
@@ -161,10 +238,12 @@ def build_bundle(
     """The sources over `index` and `user_tower` (reading `deps.store`), ready to serve."""
     check_compatible(index, user_tower, deps.features)
     popular = PopularSource(deps.store, index, cache_ttl_s=deps.popular_cache_ttl_s)
+    verdicts = VerdictCache(deps.popular_cache_ttl_s)
     sources: list[CandidateSource] = [  # priority order: see the module docstring
         TwoTowerSource(user_tower, index, deps.features, model_name=USER_TOWER, hnsw_ef=deps.hnsw_ef),
-        ItemToItemSource(deps.store, index),
-        SocialSource(deps.store, index),
+        # One cache of the engine's filter verdicts for both per-fan list sources (same catalogue).
+        ItemToItemSource(deps.store, index, verdicts=verdicts),
+        SocialSource(deps.store, index, verdicts=verdicts),
         TrendingSource(deps.store, index, new_share=deps.trending_new_share),
         popular,
     ]
@@ -174,7 +253,10 @@ def build_bundle(
     creators = CreatorCatalogue(
         index,
         hnsw_ef=deps.hnsw_ef,
-        on_write=[s.invalidate for s in sources if isinstance(s, PopularSource | TrendingSource)],
+        on_write=[
+            verdicts.invalidate,
+            *(s.invalidate for s in sources if isinstance(s, PopularSource | TrendingSource)),
+        ],
     )
     return ServingBundle(index.version, user_tower.version, retriever, creators, close)
 
@@ -184,6 +266,12 @@ def make_servicer(settings: Settings, deps: RetrievalDeps) -> RetrievalServicer:
 
     The watcher's stop and the switch's close join `deps.closers`, so closing deps stops both.
     """
+    return RetrievalServicer(serving_switch(settings, deps), deps.search)
+
+
+def serving_switch(settings: Settings, deps: RetrievalDeps) -> BundleSwitch:
+    """The first bundle from `deps` behind a switch, with the version watcher if asked for (see
+    make_servicer); ranking uses it directly when retrieval runs in its process."""
     switch = BundleSwitch(build_bundle(deps, deps.index, deps.user_tower, close=deps.close_index))
     if deps.reload_poll_s is not None:
         watcher = BundleWatcher(
@@ -193,7 +281,7 @@ def make_servicer(settings: Settings, deps: RetrievalDeps) -> RetrievalServicer:
             poll_s=deps.reload_poll_s,
         ).start()
         deps.closers += [switch.close, watcher.stop]  # closed in reverse: the watcher first
-    return RetrievalServicer(switch)
+    return switch
 
 
 def promoted_versions(settings: Settings) -> VersionKey | None:

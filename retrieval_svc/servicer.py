@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
 import grpc
 
-from kindred.errors import Unimplemented
+from kindred.data.schema import Creator, Post, set_timestamp
+from kindred.errors import FailedPrecondition
 from kindred.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from kindred.vectorstore import PayloadFilter
 from retrieval_svc.creators import SIMILAR_SOURCE
 from retrieval_svc.retriever import Candidate, RetrieveQuery
+from retrieval_svc.search.documents import ACCESS_KEY, CREATOR_KEY, PUBLISHED_KEY, TITLE_KEY
+from retrieval_svc.search.index import SearchFilter
+from retrieval_svc.search.query import SearchHit
+from retrieval_svc.search.service import SearchService
 from retrieval_svc.serving import BundleSwitch
 
 SIMILAR_REASON = "similar to this creator"
@@ -29,6 +34,55 @@ def wants_creators(filters: common_pb2.Filters) -> bool:
     return not filters.kinds or common_pb2.ITEM_KIND_CREATOR in filters.kinds
 
 
+KIND_NAMES = {common_pb2.ITEM_KIND_CREATOR: "creator", common_pb2.ITEM_KIND_POST: "post"}
+KIND_TO_PROTO = {"creator": common_pb2.ITEM_KIND_CREATOR, "post": common_pb2.ITEM_KIND_POST}
+ACCESS_TO_PROTO = {
+    "public": common_pb2.ACCESS_LEVEL_PUBLIC,
+    "members": common_pb2.ACCESS_LEVEL_MEMBERS,
+    "tier": common_pb2.ACCESS_LEVEL_TIER,
+}
+# Which CandidateSource each search retriever reports as (name trigrams are a sparse vector too).
+RETRIEVER_SOURCES = {"dense": "search_dense", "bm25": "search_sparse", "name": "search_sparse"}
+NO_SEARCH = (
+    "search is not available: no text encoder was exported "
+    "(python -m trainer.text_encoder export --out <models dir> --promote) or the search index failed to open"
+)
+
+
+def search_filter_from_proto(filters: common_pb2.Filters) -> SearchFilter:
+    return SearchFilter(
+        base=filter_from_proto(filters),
+        kinds=frozenset(KIND_NAMES[k] for k in filters.kinds if k in KIND_NAMES),
+    )
+
+
+def search_hit_to_proto(hit: SearchHit) -> tuple[common_pb2.Candidate, retrieval_pb2.SearchItem]:
+    sources = list(
+        dict.fromkeys(source_to_proto(RETRIEVER_SOURCES[r]) for r in hit.scores if r in RETRIEVER_SOURCES)
+    )
+    kind = KIND_TO_PROTO.get(hit.kind, common_pb2.ITEM_KIND_UNSPECIFIED)
+    candidate = common_pb2.Candidate(
+        item_id=hit.item_id,
+        kind=kind,
+        source=source_to_proto("search_hybrid"),
+        sources=sources,
+        scores={**hit.scores, "retrieval": hit.scores["fused"]},
+        reasons=hit.reasons,
+    )
+    p = hit.payload
+    item = retrieval_pb2.SearchItem(
+        kind=kind,
+        creator_id=str(p.get(CREATOR_KEY, "")),
+        title=str(p.get(TITLE_KEY, "")),
+        category=str(p.get("category", "")),
+        language=str(p.get("language", "")),
+        access_level=ACCESS_TO_PROTO.get(str(p.get(ACCESS_KEY, "")), common_pb2.ACCESS_LEVEL_UNSPECIFIED),
+    )
+    set_timestamp(item.published_at, float(p.get(PUBLISHED_KEY, 0.0)))
+    return candidate, item
+
+
+@functools.cache  # a handful of names, on every candidate of every Retrieve
 def source_to_proto(name: str) -> str:
     """ "two_tower" → "CANDIDATE_SOURCE_TWO_TOWER" (message constructors accept enum names)."""
     full = f"CANDIDATE_SOURCE_{name.upper()}"
@@ -37,33 +91,51 @@ def source_to_proto(name: str) -> str:
 
 
 def candidate_to_proto(c: Candidate) -> common_pb2.Candidate:
-    return common_pb2.Candidate(
+    out = common_pb2.Candidate(
         item_id=c.item_id,
         kind=common_pb2.ITEM_KIND_CREATOR,
         source=source_to_proto(c.source),
         sources=[source_to_proto(s) for s in c.sources],
-        scores=c.scores,
         reasons=c.reasons,
+    )
+    # Item by item: a map passed to the constructor goes through a slower generic update (~100 per call).
+    scores = out.scores
+    for key, value in c.scores.items():
+        scores[key] = value
+    return out
+
+
+def retrieve_query(request: retrieval_pb2.RetrieveRequest) -> RetrieveQuery:
+    """The domain query of a RetrieveRequest (also used by ranking when retrieval runs in its process)."""
+    ctx = request.context
+    return RetrieveQuery(
+        fan_id=request.fan_id,
+        k=request.k,
+        filter=filter_from_proto(request.filters),
+        source_quotas=dict(request.source_quotas),
+        now=ctx.request_time.ToSeconds() if ctx.HasField("request_time") else None,
+        want_creators=wants_creators(request.filters),
     )
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
-    def __init__(self, serving: BundleSwitch) -> None:
-        """Every call runs on the bundle current when it started (see retrieval_svc.serving)."""
+    def __init__(self, serving: BundleSwitch, search: SearchService | None = None) -> None:
+        """Every call runs on the bundle current when it started (see retrieval_svc.serving).
+
+        `search`: the text search index and encoder; None when no encoder is exported (Search and post
+        writes then answer FAILED_PRECONDITION, everything else works)."""
         self._serving = serving
+        self._search = search
+
+    def _require_search(self) -> SearchService:
+        if self._search is None:
+            raise FailedPrecondition(NO_SEARCH)
+        return self._search
 
     def Retrieve(
         self, request: retrieval_pb2.RetrieveRequest, context: grpc.ServicerContext
     ) -> retrieval_pb2.RetrieveResponse:
-        ctx = request.context
-        query = RetrieveQuery(
-            fan_id=request.fan_id,
-            k=request.k,
-            filter=filter_from_proto(request.filters),
-            source_quotas=dict(request.source_quotas),
-            now=ctx.request_time.ToSeconds() if ctx.HasField("request_time") else None,
-            want_creators=wants_creators(request.filters),
-        )
+        query = retrieve_query(request)
         with self._serving.acquire() as bundle:
             result = bundle.retriever.retrieve(query)
         response = retrieval_pb2.RetrieveResponse(
@@ -75,11 +147,19 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             response.model.version = result.model.version
         return response
 
-    def Search(self, request: retrieval_pb2.SearchRequest, context: grpc.ServicerContext) -> Any:
-        raise Unimplemented(
-            "Search is not implemented yet: text search (dense + BM25 hybrid over creators and posts) "
-            "arrives with the search issue"
+    def Search(
+        self, request: retrieval_pb2.SearchRequest, context: grpc.ServicerContext
+    ) -> retrieval_pb2.SearchResponse:
+        search = self._require_search()
+        outcome = search.search(request.query, request.k, search_filter_from_proto(request.filters))
+        response = retrieval_pb2.SearchResponse(
+            model=common_pb2.ModelInfo(name="text_encoder", version=outcome.encoder_version)
         )
+        for hit in outcome.hits:
+            candidate, item = search_hit_to_proto(hit)
+            response.candidates.append(candidate)
+            response.items[hit.item_id].CopyFrom(item)
+        return response
 
     def SimilarCreators(
         self, request: retrieval_pb2.SimilarCreatorsRequest, context: grpc.ServicerContext
@@ -117,18 +197,35 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             }
             for c in request.creators
         ]
+        if self._search is None:
+            with self._serving.acquire() as bundle:
+                return retrieval_pb2.UpsertCreatorsResponse(upserted=bundle.creators.update_payloads(updates))
+        # Searchable by name and profile at once; recommendable (two-tower) once the trainer has embedded
+        # them, so only creators already in the creator index get their payload updated there.
+        upserted = self._search.upsert_creators([Creator.from_proto(c) for c in request.creators])
         with self._serving.acquire() as bundle:
-            return retrieval_pb2.UpsertCreatorsResponse(upserted=bundle.creators.update_payloads(updates))
+            known = bundle.creators.known([str(u["creator_id"]) for u in updates])
+            bundle.creators.update_payloads([u for u in updates if u["creator_id"] in known])
+        return retrieval_pb2.UpsertCreatorsResponse(upserted=upserted)
 
-    def UpsertPosts(self, request: retrieval_pb2.UpsertPostsRequest, context: grpc.ServicerContext) -> Any:
-        raise Unimplemented(
-            "UpsertPosts is not implemented yet: the post index (dense + BM25) arrives with the search issue"
-        )
+    def UpsertPosts(
+        self, request: retrieval_pb2.UpsertPostsRequest, context: grpc.ServicerContext
+    ) -> retrieval_pb2.UpsertPostsResponse:
+        search = self._require_search()
+        upserted = search.upsert_posts([Post.from_proto(p) for p in request.posts])
+        return retrieval_pb2.UpsertPostsResponse(upserted=upserted)
 
     def DeleteItems(
         self, request: retrieval_pb2.DeleteItemsRequest, context: grpc.ServicerContext
     ) -> retrieval_pb2.DeleteItemsResponse:
+        ids = list(request.item_ids)
         if request.kind == common_pb2.ITEM_KIND_POST:
-            raise Unimplemented("deleting posts is not implemented yet: there is no post index before search")
+            return retrieval_pb2.DeleteItemsResponse(deleted=self._require_search().delete(ids, kind="post"))
+        searchable = 0
+        if self._search is not None:
+            kind = "creator" if request.kind == common_pb2.ITEM_KIND_CREATOR else None
+            searchable = self._search.delete(ids, kind=kind)
         with self._serving.acquire() as bundle:
-            return retrieval_pb2.DeleteItemsResponse(deleted=bundle.creators.delete(list(request.item_ids)))
+            recommendable = bundle.creators.delete(ids) if request.kind != common_pb2.ITEM_KIND_POST else 0
+        # An item may be in both indexes (a creator): count it once.
+        return retrieval_pb2.DeleteItemsResponse(deleted=max(searchable, recommendable))

@@ -1,6 +1,7 @@
 """The trainer's command line (also behind `kindred train`).
 
     python -m trainer train --data-dir var/demo [--config tiny|default|path.toml] [--seed 7] [--force-promote]
+    python -m trainer search-tune --data-dir var/demo [--epochs 2] [--force-promote]   (trainer.search_tuning)
 
 A run promotes its models only if the promotion gate finds them not worse than the current ones on the
 hold-out (trainer.promotion); `--force-promote` overrides a rejection, and promotion.json records it.
@@ -40,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["search-tune"]:  # search logs → query encoder + fusion; its own options
+        from trainer.search_tuning import main as search_tune
+
+        return search_tune(argv[1:])
     args = build_parser().parse_args(argv)
     from trainer.config import load_config
 

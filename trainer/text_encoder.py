@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -213,10 +213,42 @@ def new_version() -> str:
 def export(
     out: Path, *, version: str | None = None, int8: bool = False, do_promote: bool = False, log: Any = print
 ) -> Path:
-    """Exports, checks parity and writes a model version under `out`; returns its directory."""
+    """Exports the packaged MiniLM (parity-checked) as a model version under `out`; returns its directory."""
+    model_dir = source_model_dir()
+    return export_model(
+        out,
+        load_sentence_transformer(model_dir),
+        version=version,
+        int8=int8,
+        do_promote=do_promote,
+        weights_sha256=sha256_file(model_dir / WEIGHTS_FILE),
+        log=log,
+    )
+
+
+def export_model(
+    out: Path,
+    st_model: Any,
+    *,
+    name: str = MODEL_NAME,
+    version: str | None = None,
+    int8: bool = False,
+    do_promote: bool = False,
+    weights_sha256: str,
+    extra_manifest: Mapping[str, Any] | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
+    log: Any = print,
+) -> Path:
+    """Exports any MiniLM-architecture sentence-transformers model (the packaged one, or one the trainer
+    fine-tuned) to `<out>/<name>/<version>/`, parity-checked against that same torch model.
+
+    `weights_sha256` identifies the torch weights exported; `extra_manifest` keys are added to the
+    manifest (e.g. a tuned model's base and training data summary); `extra_files` land beside model.onnx.
+    """
     t0 = time.perf_counter()
     model_dir = source_model_dir()
-    st_model = load_sentence_transformer(model_dir)
+    st_model.eval()
+    st_model.max_seq_length = MAX_LENGTH
     onnx_bytes = export_body_onnx(st_model)
     log(f"[text_encoder] exported {len(onnx_bytes) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f}s")
     fp32_bytes = onnx_bytes
@@ -246,11 +278,17 @@ def export(
         int8=int8,
         fp32_sha256=_sha256(fp32_bytes) if int8 else None,
     )
+    manifest.update(name=name, weights_sha256=weights_sha256, **dict(extra_manifest or {}))
     final = write_model(
-        out, MODEL_NAME, version, onnx_bytes, manifest, extra_files={TOKENIZER_FILE: tokenizer_bytes}
+        out,
+        name,
+        version,
+        onnx_bytes,
+        manifest,
+        extra_files={TOKENIZER_FILE: tokenizer_bytes, **dict(extra_files or {})},
     )
     if do_promote:
-        promote(out, MODEL_NAME, version)
+        promote(out, name, version)
     log(
         f"[text_encoder] wrote {final} in {time.perf_counter() - t0:.1f}s"
         + (" (promoted)" if do_promote else "")

@@ -23,23 +23,32 @@ _sym_db = _symbol_database.Default()
 
 
 from kindred.v1 import common_pb2 as kindred_dot_v1_dot_common__pb2
+from kindred.v1 import retrieval_pb2 as kindred_dot_v1_dot_retrieval__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18kindred/v1/ranking.proto\x12\nkindred.v1\x1a\x17kindred/v1/common.proto\"\x80\x01\n\x10RecommendRequest\x12\x0e\n\x06\x66\x61n_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12+\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x1a.kindred.v1.RequestContext\x12$\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x13.kindred.v1.Filters\"\x9c\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.kindred.v1.Candidate\x12%\n\x06ranker\x18\x02 \x01(\x0b\x32\x15.kindred.v1.ModelInfo\x12(\n\tretriever\x18\x03 \x01(\x0b\x32\x15.kindred.v1.ModelInfo\x12\x10\n\x08\x66\x61llback\x18\x04 \x01(\t\"\x80\x01\n\x0bRankRequest\x12\x0e\n\x06\x66\x61n_id\x18\x01 \x01(\t\x12)\n\ncandidates\x18\x02 \x03(\x0b\x32\x15.kindred.v1.Candidate\x12+\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x1a.kindred.v1.RequestContext\x12\t\n\x01k\x18\x04 \x01(\x05\"[\n\x0cRankResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.kindred.v1.Candidate\x12%\n\x06ranker\x18\x02 \x01(\x0b\x32\x15.kindred.v1.ModelInfo2\x95\x01\n\x0eRankingService\x12H\n\tRecommend\x12\x1c.kindred.v1.RecommendRequest\x1a\x1d.kindred.v1.RecommendResponse\x12\x39\n\x04Rank\x12\x17.kindred.v1.RankRequest\x1a\x18.kindred.v1.RankResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18kindred/v1/ranking.proto\x12\nkindred.v1\x1a\x17kindred/v1/common.proto\x1a\x1akindred/v1/retrieval.proto\"\x80\x01\n\x10RecommendRequest\x12\x0e\n\x06\x66\x61n_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12+\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x1a.kindred.v1.RequestContext\x12$\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x13.kindred.v1.Filters\"\x9c\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.kindred.v1.Candidate\x12%\n\x06ranker\x18\x02 \x01(\x0b\x32\x15.kindred.v1.ModelInfo\x12(\n\tretriever\x18\x03 \x01(\x0b\x32\x15.kindred.v1.ModelInfo\x12\x10\n\x08\x66\x61llback\x18\x04 \x01(\t\"\x80\x01\n\x0bRankRequest\x12\x0e\n\x06\x66\x61n_id\x18\x01 \x01(\t\x12)\n\ncandidates\x18\x02 \x03(\x0b\x32\x15.kindred.v1.Candidate\x12+\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x1a.kindred.v1.RequestContext\x12\t\n\x01k\x18\x04 \x01(\x05\"[\n\x0cRankResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.kindred.v1.Candidate\x12%\n\x06ranker\x18\x02 \x01(\x0b\x32\x15.kindred.v1.ModelInfo\"\x92\x01\n\x13SearchRankedRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61n_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12$\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x13.kindred.v1.Filters\x12+\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x1a.kindred.v1.RequestContext\"\x82\x02\n\x14SearchRankedResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.kindred.v1.Candidate\x12>\n\x07\x64\x65tails\x18\x02 \x03(\x0b\x32-.kindred.v1.SearchRankedResponse.DetailsEntry\x12&\n\x07\x65ncoder\x18\x03 \x01(\x0b\x32\x15.kindred.v1.ModelInfo\x12\x14\n\x0cpersonalised\x18\x04 \x01(\x08\x1a\x46\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.kindred.v1.SearchItem:\x02\x38\x01\x32\xe8\x01\n\x0eRankingService\x12H\n\tRecommend\x12\x1c.kindred.v1.RecommendRequest\x1a\x1d.kindred.v1.RecommendResponse\x12\x39\n\x04Rank\x12\x17.kindred.v1.RankRequest\x1a\x18.kindred.v1.RankResponse\x12Q\n\x0cSearchRanked\x12\x1f.kindred.v1.SearchRankedRequest\x1a .kindred.v1.SearchRankedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kindred.v1.ranking_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECOMMENDREQUEST']._serialized_start=66
-  _globals['_RECOMMENDREQUEST']._serialized_end=194
-  _globals['_RECOMMENDRESPONSE']._serialized_start=197
-  _globals['_RECOMMENDRESPONSE']._serialized_end=353
-  _globals['_RANKREQUEST']._serialized_start=356
-  _globals['_RANKREQUEST']._serialized_end=484
-  _globals['_RANKRESPONSE']._serialized_start=486
-  _globals['_RANKRESPONSE']._serialized_end=577
-  _globals['_RANKINGSERVICE']._serialized_start=580
-  _globals['_RANKINGSERVICE']._serialized_end=729
+  _globals['_SEARCHRANKEDRESPONSE_DETAILSENTRY']._loaded_options = None
+  _globals['_SEARCHRANKEDRESPONSE_DETAILSENTRY']._serialized_options = b'8\001'
+  _globals['_RECOMMENDREQUEST']._serialized_start=94
+  _globals['_RECOMMENDREQUEST']._serialized_end=222
+  _globals['_RECOMMENDRESPONSE']._serialized_start=225
+  _globals['_RECOMMENDRESPONSE']._serialized_end=381
+  _globals['_RANKREQUEST']._serialized_start=384
+  _globals['_RANKREQUEST']._serialized_end=512
+  _globals['_RANKRESPONSE']._serialized_start=514
+  _globals['_RANKRESPONSE']._serialized_end=605
+  _globals['_SEARCHRANKEDREQUEST']._serialized_start=608
+  _globals['_SEARCHRANKEDREQUEST']._serialized_end=754
+  _globals['_SEARCHRANKEDRESPONSE']._serialized_start=757
+  _globals['_SEARCHRANKEDRESPONSE']._serialized_end=1015
+  _globals['_SEARCHRANKEDRESPONSE_DETAILSENTRY']._serialized_start=945
+  _globals['_SEARCHRANKEDRESPONSE_DETAILSENTRY']._serialized_end=1015
+  _globals['_RANKINGSERVICE']._serialized_start=1018
+  _globals['_RANKINGSERVICE']._serialized_end=1250
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,11 @@ class RankingServiceStub:
                 request_serializer=kindred_dot_v1_dot_ranking__pb2.RankRequest.SerializeToString,
                 response_deserializer=kindred_dot_v1_dot_ranking__pb2.RankResponse.FromString,
                 _registered_method=True)
+        self.SearchRanked = channel.unary_unary(
+                '/kindred.v1.RankingService/SearchRanked',
+                request_serializer=kindred_dot_v1_dot_ranking__pb2.SearchRankedRequest.SerializeToString,
+                response_deserializer=kindred_dot_v1_dot_ranking__pb2.SearchRankedResponse.FromString,
+                _registered_method=True)
 
 
 class RankingServiceServicer:
@@ -61,6 +66,12 @@ class RankingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchRanked(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RankingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +84,11 @@ def add_RankingServiceServicer_to_server(servicer, server):
                     servicer.Rank,
                     request_deserializer=kindred_dot_v1_dot_ranking__pb2.RankRequest.FromString,
                     response_serializer=kindred_dot_v1_dot_ranking__pb2.RankResponse.SerializeToString,
+            ),
+            'SearchRanked': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchRanked,
+                    request_deserializer=kindred_dot_v1_dot_ranking__pb2.SearchRankedRequest.FromString,
+                    response_serializer=kindred_dot_v1_dot_ranking__pb2.SearchRankedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +145,33 @@ class RankingService:
             '/kindred.v1.RankingService/Rank',
             kindred_dot_v1_dot_ranking__pb2.RankRequest.SerializeToString,
             kindred_dot_v1_dot_ranking__pb2.RankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchRanked(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kindred.v1.RankingService/SearchRanked',
+            kindred_dot_v1_dot_ranking__pb2.SearchRankedRequest.SerializeToString,
+            kindred_dot_v1_dot_ranking__pb2.SearchRankedResponse.FromString,
             options,
             channel_credentials,
             insecure,

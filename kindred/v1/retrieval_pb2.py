@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from kindred.v1 import common_pb2 as kindred_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1akindred/v1/retrieval.proto\x12\nkindred.v1\x1a\x17kindred/v1/common.proto\"\xfa\x01\n\x0fRetrieveRequest\x12\x0e\n\x06\x66\x61n_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12$\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x13.kindred.v1.Filters\x12+\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x1a.kindred.v1.RequestContext\x12\x44\n\rsource_quotas\x18\x05 \x03(\x0b\x32-.kindred.v1.RetrieveRequest.SourceQuotasEntry\x1a\x33\n\x11SourceQuotasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\xe8\x01\n\x10RetrieveResponse\x12)\n\ncandidates\x18\x01 \x03(\x0b\x32\x15.kindred.v1.Candidate\x12$\n\x05model\x18\x02 \x01(\x0b\x32\x15.kindred.v1.ModelInfo\x12K\n\x10\x64\x65graded_sources\x18\x03 \x03(\x0b\x32\x31.kindred.v1.RetrieveResponse.DegradedSourcesEntry\x1a\x36\n\x14\x44\x65gradedSourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8c\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12$\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x13.kindred.v1.Filters\x12+\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x1a.kindred.v1.RequestContext\x12\x0e\n\x06\x66\x61n_id\x18\x05 \x01(\t\"a\n\x0eSearchResponse\x12)\n\ncandidates\x18\x01 \x03(\x0b\x32\x15.kindred.v1.Candidate\x12$\n\x05model\x18\x02 \x01(\x0b\x32\x15.kindred.v1.ModelInfo\"]\n\x16SimilarCreatorsRequest\x12\x12\n\ncreator_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12$\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x13.kindred.v1.Filters\"D\n\x17SimilarCreatorsResponse\x12)\n\ncandidates\x18\x01 \x03(\x0b\x32\x15.kindred.v1.Candidate\">\n\x15UpsertCreatorsRequest\x12%\n\x08\x63reators\x18\x01 \x03(\x0b\x32\x13.kindred.v1.Creator\"*\n\x16UpsertCreatorsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\"5\n\x12UpsertPostsRequest\x12\x1f\n\x05posts\x18\x01 \x03(\x0b\x32\x10.kindred.v1.Post\"\'\n\x13UpsertPostsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\"J\n\x12\x44\x65leteItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.kindred.v1.ItemKind\"&\n\x13\x44\x65leteItemsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\x32\xef\x03\n\x10RetrievalService\x12\x45\n\x08Retrieve\x12\x1b.kindred.v1.RetrieveRequest\x1a\x1c.kindred.v1.RetrieveResponse\x12?\n\x06Search\x12\x19.kindred.v1.SearchRequest\x1a\x1a.kindred.v1.SearchResponse\x12Z\n\x0fSimilarCreators\x12\".kindred.v1.SimilarCreatorsRequest\x1a#.kindred.v1.SimilarCreatorsResponse\x12W\n\x0eUpsertCreators\x12!.kindred.v1.UpsertCreatorsRequest\x1a\".kindred.v1.UpsertCreatorsResponse\x12N\n\x0bUpsertPosts\x12\x1e.kindred.v1.UpsertPostsRequest\x1a\x1f.kindred.v1.UpsertPostsResponse\x12N\n\x0b\x44\x65leteItems\x12\x1e.kindred.v1.DeleteItemsRequest\x1a\x1f.kindred.v1.DeleteItemsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1akindred/v1/retrieval.proto\x12\nkindred.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17kindred/v1/common.proto\"\xfa\x01\n\x0fRetrieveRequest\x12\x0e\n\x06\x66\x61n_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12$\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x13.kindred.v1.Filters\x12+\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x1a.kindred.v1.RequestContext\x12\x44\n\rsource_quotas\x18\x05 \x03(\x0b\x32-.kindred.v1.RetrieveRequest.SourceQuotasEntry\x1a\x33\n\x11SourceQuotasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\xe8\x01\n\x10RetrieveResponse\x12)\n\ncandidates\x18\x01 \x03(\x0b\x32\x15.kindred.v1.Candidate\x12$\n\x05model\x18\x02 \x01(\x0b\x32\x15.kindred.v1.ModelInfo\x12K\n\x10\x64\x65graded_sources\x18\x03 \x03(\x0b\x32\x31.kindred.v1.RetrieveResponse.DegradedSourcesEntry\x1a\x36\n\x14\x44\x65gradedSourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8c\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12$\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x13.kindred.v1.Filters\x12+\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x1a.kindred.v1.RequestContext\x12\x0e\n\x06\x66\x61n_id\x18\x05 \x01(\t\"\xd8\x01\n\nSearchItem\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.kindred.v1.ItemKind\x12\x12\n\ncreator_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x10\n\x08language\x18\x05 \x01(\t\x12-\n\x0c\x61\x63\x63\x65ss_level\x18\x06 \x01(\x0e\x32\x17.kindred.v1.AccessLevel\x12\x30\n\x0cpublished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdd\x01\n\x0eSearchResponse\x12)\n\ncandidates\x18\x01 \x03(\x0b\x32\x15.kindred.v1.Candidate\x12$\n\x05model\x18\x02 \x01(\x0b\x32\x15.kindred.v1.ModelInfo\x12\x34\n\x05items\x18\x03 \x03(\x0b\x32%.kindred.v1.SearchResponse.ItemsEntry\x1a\x44\n\nItemsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.kindred.v1.SearchItem:\x02\x38\x01\"]\n\x16SimilarCreatorsRequest\x12\x12\n\ncreator_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12$\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x13.kindred.v1.Filters\"D\n\x17SimilarCreatorsResponse\x12)\n\ncandidates\x18\x01 \x03(\x0b\x32\x15.kindred.v1.Candidate\">\n\x15UpsertCreatorsRequest\x12%\n\x08\x63reators\x18\x01 \x03(\x0b\x32\x13.kindred.v1.Creator\"*\n\x16UpsertCreatorsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\"5\n\x12UpsertPostsRequest\x12\x1f\n\x05posts\x18\x01 \x03(\x0b\x32\x10.kindred.v1.Post\"\'\n\x13UpsertPostsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\"J\n\x12\x44\x65leteItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.kindred.v1.ItemKind\"&\n\x13\x44\x65leteItemsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\x32\xef\x03\n\x10RetrievalService\x12\x45\n\x08Retrieve\x12\x1b.kindred.v1.RetrieveRequest\x1a\x1c.kindred.v1.RetrieveResponse\x12?\n\x06Search\x12\x19.kindred.v1.SearchRequest\x1a\x1a.kindred.v1.SearchResponse\x12Z\n\x0fSimilarCreators\x12\".kindred.v1.SimilarCreatorsRequest\x1a#.kindred.v1.SimilarCreatorsResponse\x12W\n\x0eUpsertCreators\x12!.kindred.v1.UpsertCreatorsRequest\x1a\".kindred.v1.UpsertCreatorsResponse\x12N\n\x0bUpsertPosts\x12\x1e.kindred.v1.UpsertPostsRequest\x1a\x1f.kindred.v1.UpsertPostsResponse\x12N\n\x0b\x44\x65leteItems\x12\x1e.kindred.v1.DeleteItemsRequest\x1a\x1f.kindred.v1.DeleteItemsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,34 +37,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRIEVEREQUEST_SOURCEQUOTASENTRY']._serialized_options = b'8\001'
   _globals['_RETRIEVERESPONSE_DEGRADEDSOURCESENTRY']._loaded_options = None
   _globals['_RETRIEVERESPONSE_DEGRADEDSOURCESENTRY']._serialized_options = b'8\001'
-  _globals['_RETRIEVEREQUEST']._serialized_start=68
-  _globals['_RETRIEVEREQUEST']._serialized_end=318
-  _globals['_RETRIEVEREQUEST_SOURCEQUOTASENTRY']._serialized_start=267
-  _globals['_RETRIEVEREQUEST_SOURCEQUOTASENTRY']._serialized_end=318
-  _globals['_RETRIEVERESPONSE']._serialized_start=321
-  _globals['_RETRIEVERESPONSE']._serialized_end=553
-  _globals['_RETRIEVERESPONSE_DEGRADEDSOURCESENTRY']._serialized_start=499
-  _globals['_RETRIEVERESPONSE_DEGRADEDSOURCESENTRY']._serialized_end=553
-  _globals['_SEARCHREQUEST']._serialized_start=556
-  _globals['_SEARCHREQUEST']._serialized_end=696
-  _globals['_SEARCHRESPONSE']._serialized_start=698
-  _globals['_SEARCHRESPONSE']._serialized_end=795
-  _globals['_SIMILARCREATORSREQUEST']._serialized_start=797
-  _globals['_SIMILARCREATORSREQUEST']._serialized_end=890
-  _globals['_SIMILARCREATORSRESPONSE']._serialized_start=892
-  _globals['_SIMILARCREATORSRESPONSE']._serialized_end=960
-  _globals['_UPSERTCREATORSREQUEST']._serialized_start=962
-  _globals['_UPSERTCREATORSREQUEST']._serialized_end=1024
-  _globals['_UPSERTCREATORSRESPONSE']._serialized_start=1026
-  _globals['_UPSERTCREATORSRESPONSE']._serialized_end=1068
-  _globals['_UPSERTPOSTSREQUEST']._serialized_start=1070
-  _globals['_UPSERTPOSTSREQUEST']._serialized_end=1123
-  _globals['_UPSERTPOSTSRESPONSE']._serialized_start=1125
-  _globals['_UPSERTPOSTSRESPONSE']._serialized_end=1164
-  _globals['_DELETEITEMSREQUEST']._serialized_start=1166
-  _globals['_DELETEITEMSREQUEST']._serialized_end=1240
-  _globals['_DELETEITEMSRESPONSE']._serialized_start=1242
-  _globals['_DELETEITEMSRESPONSE']._serialized_end=1280
-  _globals['_RETRIEVALSERVICE']._serialized_start=1283
-  _globals['_RETRIEVALSERVICE']._serialized_end=1778
+  _globals['_SEARCHRESPONSE_ITEMSENTRY']._loaded_options = None
+  _globals['_SEARCHRESPONSE_ITEMSENTRY']._serialized_options = b'8\001'
+  _globals['_RETRIEVEREQUEST']._serialized_start=101
+  _globals['_RETRIEVEREQUEST']._serialized_end=351
+  _globals['_RETRIEVEREQUEST_SOURCEQUOTASENTRY']._serialized_start=300
+  _globals['_RETRIEVEREQUEST_SOURCEQUOTASENTRY']._serialized_end=351
+  _globals['_RETRIEVERESPONSE']._serialized_start=354
+  _globals['_RETRIEVERESPONSE']._serialized_end=586
+  _globals['_RETRIEVERESPONSE_DEGRADEDSOURCESENTRY']._serialized_start=532
+  _globals['_RETRIEVERESPONSE_DEGRADEDSOURCESENTRY']._serialized_end=586
+  _globals['_SEARCHREQUEST']._serialized_start=589
+  _globals['_SEARCHREQUEST']._serialized_end=729
+  _globals['_SEARCHITEM']._serialized_start=732
+  _globals['_SEARCHITEM']._serialized_end=948
+  _globals['_SEARCHRESPONSE']._serialized_start=951
+  _globals['_SEARCHRESPONSE']._serialized_end=1172
+  _globals['_SEARCHRESPONSE_ITEMSENTRY']._serialized_start=1104
+  _globals['_SEARCHRESPONSE_ITEMSENTRY']._serialized_end=1172
+  _globals['_SIMILARCREATORSREQUEST']._serialized_start=1174
+  _globals['_SIMILARCREATORSREQUEST']._serialized_end=1267
+  _globals['_SIMILARCREATORSRESPONSE']._serialized_start=1269
+  _globals['_SIMILARCREATORSRESPONSE']._serialized_end=1337
+  _globals['_UPSERTCREATORSREQUEST']._serialized_start=1339
+  _globals['_UPSERTCREATORSREQUEST']._serialized_end=1401
+  _globals['_UPSERTCREATORSRESPONSE']._serialized_start=1403
+  _globals['_UPSERTCREATORSRESPONSE']._serialized_end=1445
+  _globals['_UPSERTPOSTSREQUEST']._serialized_start=1447
+  _globals['_UPSERTPOSTSREQUEST']._serialized_end=1500
+  _globals['_UPSERTPOSTSRESPONSE']._serialized_start=1502
+  _globals['_UPSERTPOSTSRESPONSE']._serialized_end=1541
+  _globals['_DELETEITEMSREQUEST']._serialized_start=1543
+  _globals['_DELETEITEMSREQUEST']._serialized_end=1617
+  _globals['_DELETEITEMSRESPONSE']._serialized_start=1619
+  _globals['_DELETEITEMSRESPONSE']._serialized_end=1657
+  _globals['_RETRIEVALSERVICE']._serialized_start=1660
+  _globals['_RETRIEVALSERVICE']._serialized_end=2155
 # @@protoc_insertion_point(module_scope)

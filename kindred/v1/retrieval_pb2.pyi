@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from kindred.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -59,13 +62,40 @@ class SearchRequest(_message.Message):
     fan_id: str
     def __init__(self, query: _Optional[str] = ..., k: _Optional[int] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., fan_id: _Optional[str] = ...) -> None: ...
 
+class SearchItem(_message.Message):
+    __slots__ = ("kind", "creator_id", "title", "category", "language", "access_level", "published_at")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    kind: _common_pb2.ItemKind
+    creator_id: str
+    title: str
+    category: str
+    language: str
+    access_level: _common_pb2.AccessLevel
+    published_at: _timestamp_pb2.Timestamp
+    def __init__(self, kind: _Optional[_Union[_common_pb2.ItemKind, str]] = ..., creator_id: _Optional[str] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., language: _Optional[str] = ..., access_level: _Optional[_Union[_common_pb2.AccessLevel, str]] = ..., published_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class SearchResponse(_message.Message):
-    __slots__ = ("candidates", "model")
+    __slots__ = ("candidates", "model", "items")
+    class ItemsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SearchItem
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SearchItem, _Mapping]] = ...) -> None: ...
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[_common_pb2.Candidate]
     model: _common_pb2.ModelInfo
-    def __init__(self, candidates: _Optional[_Iterable[_Union[_common_pb2.Candidate, _Mapping]]] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ...) -> None: ...
+    items: _containers.MessageMap[str, SearchItem]
+    def __init__(self, candidates: _Optional[_Iterable[_Union[_common_pb2.Candidate, _Mapping]]] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., items: _Optional[_Mapping[str, SearchItem]] = ...) -> None: ...
 
 class SimilarCreatorsRequest(_message.Message):
     __slots__ = ("creator_id", "k", "filters")

@@ -1,5 +1,5 @@
 """bench.search.metrics against hand-computed cases (trec_eval 9 / pytrec_eval semantics), plus the loaders
-and the RESULTS.md section writer the SciFact benchmark relies on. No dependency on ../shared/data."""
+and the fold plans the SciFact benchmark relies on. No dependency on ../shared/data."""
 
 from __future__ import annotations
 
@@ -79,23 +79,19 @@ def test_load_qrels_with_header(tmp_path: Path) -> None:
     assert load_qrels(path) == {"1": {"10": 1, "11": 2}, "2": {"10": 0}}
 
 
-def test_results_md_section_is_replaced_in_place(tmp_path: Path) -> None:
+def test_learning_plan_never_scores_a_query_it_learned_from() -> None:
     pytest.importorskip("numpy")
-    from bench.bench_search_scifact import BEGIN, END, SECTION, replace_section
+    from bench.bench_search_scifact import learning_plan
 
-    md = tmp_path / "RESULTS.md"
-    replace_section(md, f"{SECTION}\n\nfirst\n")
-    assert md.read_text() == f"# Benchmark results\n\n{BEGIN}\n{SECTION}\n\nfirst\n{END}\n"
-    # A neighbour appends its section after ours; another puts a marked block before ours.
-    theirs = "<!-- recsys:begin -->\n## Recommendations — HetRec\n\ntheirs\n<!-- recsys:end -->\n"
-    md.write_text("# R\n\n## Latency\n\nx\n\n" + md.read_text().split("\n\n", 1)[1] + "\n" + theirs)
-    replace_section(md, f"{SECTION}\n\nsecond\n")
-    text = md.read_text()
-    assert text == f"# R\n\n## Latency\n\nx\n\n{BEGIN}\n{SECTION}\n\nsecond\n{END}\n\n{theirs}"
-    # An unmarked (older) section of ours ends at the next heading or marker: theirs is untouched.
-    md.write_text(f"# R\n\n{SECTION}\n\nold\n\n{theirs}")
-    replace_section(md, f"{SECTION}\n\nthird\n")
-    assert md.read_text() == f"# R\n\n{BEGIN}\n{SECTION}\n\nthird\n{END}\n\n{theirs}"
+    qids = [str(i) for i in range(10)]
+    folds = [qids[0:4], qids[4:7], qids[7:10]]
+    plan = learning_plan(folds, qids, qids)
+    assert [name for name, _, _ in plan] == ["f1", "f2", "f3"]
+    for (_, fit_ids, score_ids), fold in zip(plan, folds, strict=True):
+        assert score_ids == fold and sorted(fit_ids + score_ids) == sorted(qids)
+    assert learning_plan(None, ["a", "b"], ["c"]) == [("all", ["a", "b"], ["c"])]
+    with pytest.raises(AssertionError):
+        learning_plan(None, ["a", "b"], ["b"])  # a train/eval split that shares a query is refused
 
 
 def test_cv_folds_partition_the_queries() -> None:

@@ -283,7 +283,7 @@ def test_similar_creators_upsert_and_delete(own_server: Served) -> None:
     assert similar_ids[1] not in [c.item_id for c in after.candidates]
 
 
-def test_search_and_posts_say_they_are_not_implemented_yet(served: Served) -> None:
+def test_without_a_text_encoder_search_and_posts_say_how_to_enable_them(served: Served) -> None:
     for call, request in [
         (served.stub.Search, retrieval_pb2.SearchRequest(query="jazz", k=5)),
         (served.stub.UpsertPosts, retrieval_pb2.UpsertPostsRequest()),
@@ -294,8 +294,8 @@ def test_search_and_posts_say_they_are_not_implemented_yet(served: Served) -> No
     ]:
         with pytest.raises(grpc.RpcError) as info:
             call(request, timeout=5)
-        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "search issue" in (info.value.details() or "") or "post index" in (info.value.details() or "")
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "text_encoder export" in (info.value.details() or "")
 
 
 def test_a_user_tower_that_does_not_fit_the_index_is_refused(tmp_path: Path) -> None:

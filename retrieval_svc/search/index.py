@@ -1,0 +1,306 @@
+"""The search shard on qdrant-edge: three named vectors per item and one payload schema.
+
+    dense   MiniLM sentence vector of the item's text (cosine)
+    bm25    BM25 document weights of the same text; the engine applies IDF (`Modifier.Idf`), so IDF
+            follows the live collection as items come and go, with no re-indexing
+    name    character-trigram vector of a creator's name (kindred.text.names); posts have none
+
+Layout: `<data_dir>/index/search/shard/` (the shard, locked by its write-ahead log: one process opens
+it) and `meta.json` next to it: vector size, the encoder version the dense vectors came from, and the
+BM25 parameters (k1, b, average length, tokenizer) documents must keep being weighted with.
+
+A write is visible to the next query (the engine's appendable segment is searched exactly); `optimize`
+builds HNSW over sealed segments after a bulk load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import qdrant_edge as qe
+
+from kindred.config import Settings
+from kindred.errors import FailedPrecondition
+from kindred.text.names import name_vector
+from kindred.text.tokenize import Bm25, SparseTerms, TokenizerConfig
+from kindred.vectorstore.base import (
+    PayloadFilter,
+    VectorIndexError,
+    from_engine_payload,
+    point_uuid,
+    to_engine_payload,
+)
+from kindred.vectorstore.edge import edge_filter
+from retrieval_svc.search.documents import (
+    ACCESS_KEY,
+    CREATOR_KEY,
+    KIND_KEY,
+    PAYLOAD_INDEXES,
+    SearchDoc,
+)
+
+DENSE: Final = "dense"
+BM25: Final = "bm25"
+NAME: Final = "name"
+RETRIEVERS: Final = (DENSE, BM25, NAME)
+META_FILE: Final = "meta.json"
+SHARD_DIR: Final = "shard"
+UPSERT_BATCH: Final = 512
+_FIELD_TYPES: Final[dict[str, qe.PayloadSchemaType]] = {
+    "keyword": qe.PayloadSchemaType.Keyword,
+    "integer": qe.PayloadSchemaType.Integer,
+    "float": qe.PayloadSchemaType.Float,
+}
+
+FloatMatrix = npt.NDArray[np.float32]
+
+
+def search_index_root(settings: Settings) -> Path:
+    return settings.data_dir / "index" / "search"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchFilter:
+    """Engine-side filter of a search: the shared PayloadFilter plus kinds, access levels and creators."""
+
+    base: PayloadFilter = dataclasses.field(default_factory=PayloadFilter)
+    kinds: frozenset[str] = frozenset()
+    access: frozenset[str] = frozenset()
+    creator_ids: frozenset[str] = frozenset()
+
+    def to_engine(self, *, kind: str | None = None) -> qe.Filter | None:
+        """The qdrant-edge filter; `kind` narrows to one kind on top (the name retriever: creators)."""
+        must: list[Any] = []
+        base = edge_filter(self.base)
+        if base is not None:
+            must.append(base)
+        kinds = self.kinds if kind is None else ({kind} & self.kinds if self.kinds else {kind})
+        if kind is not None and not kinds:
+            kinds = {"__none__"}  # asked for a kind the filter excludes: nothing may match
+        for key, values in ((KIND_KEY, kinds), (ACCESS_KEY, self.access), (CREATOR_KEY, self.creator_ids)):
+            if values:
+                must.append(qe.FieldCondition(key, match=qe.MatchAny(sorted(values))))
+        return qe.Filter(must=must) if must else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    item_id: str
+    score: float
+    payload: dict[str, Any]
+
+
+class SearchIndex:
+    """The shard plus its metadata. Queries from many threads at once are fine; so are writes."""
+
+    def __init__(self, shard: qe.EdgeShard, root: Path, meta: Mapping[str, Any]) -> None:
+        self._shard = shard
+        self.root = root
+        self.meta: dict[str, Any] = dict(meta)
+        self.dim = int(meta["dim"])
+        self.encoder_version = str(meta.get("encoder_version", ""))
+        bm = meta["bm25"]
+        self.bm25 = Bm25(k1=float(bm["k1"]), b=float(bm["b"]), avg_len=float(bm["avg_len"]))
+        if bm.get("tokenizer") != TokenizerConfig().to_dict():
+            raise FailedPrecondition(
+                f"search index at {root} was built with tokenizer {bm.get('tokenizer')}; this code "
+                f"tokenizes as {TokenizerConfig().to_dict()}: rebuild it (kindred index --rebuild)"
+            )
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, root: Path, *, dim: int, bm25: Bm25, encoder_version: str) -> SearchIndex:
+        """An empty index at `root` (which must not hold one yet)."""
+        root = Path(root)
+        if (root / META_FILE).exists():
+            raise FileExistsError(f"a search index already exists at {root}")
+        root.mkdir(parents=True, exist_ok=True)
+        config = qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+            sparse_vectors={
+                BM25: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf),
+                # Plain dot product: a name vector is unit-norm, so the score is the trigram cosine.
+                NAME: qe.EdgeSparseVectorParams(),
+            },
+            hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=10_000),
+        )
+        try:
+            shard = qe.EdgeShard.create(str(root / SHARD_DIR), config)
+            for field, kind in PAYLOAD_INDEXES.items():
+                shard.update(qe.UpdateOperation.create_field_index(field, _FIELD_TYPES[kind]))
+        except Exception as exc:
+            raise VectorIndexError(f"cannot create the search shard at {root}: {exc}") from exc
+        meta = {
+            "dim": dim,
+            "encoder_version": encoder_version,
+            "bm25": bm25.to_dict(),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        _write_atomic(root / META_FILE, json.dumps(meta, indent=2) + "\n")
+        return cls(shard, root, meta)
+
+    @classmethod
+    def open(cls, root: Path) -> SearchIndex:
+        root = Path(root)
+        try:
+            meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise FailedPrecondition(f"no search index at {root} (run `kindred index`)") from exc
+        try:
+            shard = qe.EdgeShard.load(str(root / SHARD_DIR))
+        except Exception as exc:
+            raise VectorIndexError(f"cannot open the search shard at {root}: {exc}") from exc
+        return cls(shard, root, meta)
+
+    @classmethod
+    def open_or_create(cls, root: Path, *, dim: int, encoder_version: str) -> SearchIndex:
+        """The index at `root`, or a new empty one (BM25 average length: the default until a bulk load)."""
+        if (Path(root) / META_FILE).exists():
+            return cls.open(root)
+        return cls.create(root, dim=dim, bm25=Bm25(), encoder_version=encoder_version)
+
+    def close(self) -> None:
+        with self._close_lock:
+            if not self._closed:
+                self._closed = True
+                self._shard.close()
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    def upsert(self, docs: Sequence[SearchDoc], vectors: FloatMatrix) -> None:
+        """Inserts or replaces `docs` (same id → same point, so re-indexing never duplicates)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(docs), self.dim):
+            raise ValueError(f"{len(docs)} docs need ({len(docs)}, {self.dim}) vectors, got {vectors.shape}")
+        if not np.all(np.isfinite(vectors)):
+            raise ValueError("dense vectors contain NaN or infinity")
+        points = [self._point(doc, vec) for doc, vec in zip(docs, vectors, strict=True)]
+        for start in range(0, len(points), UPSERT_BATCH):
+            self._call(
+                self._shard.update, qe.UpdateOperation.upsert_points(points[start : start + UPSERT_BATCH])
+            )
+
+    def _point(self, doc: SearchDoc, vec: FloatMatrix) -> qe.Point:
+        vectors: dict[str, Any] = {DENSE: [float(x) for x in vec]}
+        lexical = self.bm25.document(doc.text)
+        if len(lexical):
+            vectors[BM25] = _sparse(lexical)
+        name = name_vector(doc.name) if doc.name else SparseTerms((), ())
+        if len(name):
+            vectors[NAME] = _sparse(name)
+        return qe.Point(point_uuid(doc.item_id), vectors, to_engine_payload(doc.item_id, doc.payload))
+
+    def delete(self, ids: Sequence[str], *, kind: str | None = None) -> int:
+        """Deletes these items (only those of `kind`, if given); returns how many existed."""
+        if not ids:
+            return 0
+        found = self.fetch(ids)
+        doomed = [h.item_id for h in found if kind is None or h.payload.get(KIND_KEY) == kind]
+        if doomed:
+            uuids: list[qe.PointId] = [point_uuid(i) for i in doomed]
+            self._call(self._shard.update, qe.UpdateOperation.delete_points(uuids))
+        return len(doomed)
+
+    def optimize(self) -> None:
+        self._call(self._shard.optimize)
+
+    def flush(self) -> None:
+        self._call(self._shard.flush)
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def query(self, request: qe.QueryRequest) -> list[Hit]:
+        return [self._hit(p) for p in self._call(self._shard.query, request)]
+
+    def query_batch(self, requests: Sequence[qe.QueryRequest]) -> list[list[Hit]]:
+        if not requests:
+            return []
+        return [
+            [self._hit(p) for p in hits]
+            for hits in self._call(self._shard.query_batch, qe.QueryBatchRequest(list(requests)))
+        ]
+
+    def fetch(self, ids: Sequence[str]) -> list[Hit]:
+        """Stored items among `ids` (score 0), in the order of `ids`."""
+        if not ids:
+            return []
+        records = self._call(self._shard.retrieve, [point_uuid(i) for i in ids], True, False)
+        by_id = {h.item_id: h for h in (self._hit(r) for r in records)}
+        return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
+
+    def count(self) -> int:
+        return int(self._call(self._shard.count, qe.CountRequest(exact=True)))
+
+    def iter_ids(self, page: int = 1024) -> Iterator[str]:
+        """Every stored item id (a scroll over the whole shard; for tools and tests)."""
+        offset = None
+        while True:
+            records, offset = self._call(
+                self._shard.scroll, qe.ScrollRequest(limit=page, offset=offset, with_payload=True)
+            )
+            for rec in records:
+                yield from_engine_payload(rec.payload)[0]
+            if offset is None:
+                return
+
+    def info(self) -> dict[str, Any]:
+        info = self._call(self._shard.info)
+        return {
+            "points": info.points_count,
+            "indexed_vectors": info.indexed_vectors_count,
+            "segments": info.segments_count,
+        }
+
+    def _hit(self, point: Any) -> Hit:
+        item_id, payload = from_engine_payload(point.payload)
+        return Hit(item_id=item_id, score=float(getattr(point, "score", 0.0) or 0.0), payload=payload)
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        if self._closed:
+            raise VectorIndexError(f"search index at {self.root} is closed")
+        try:
+            return fn(*args)
+        except Exception as exc:
+            raise VectorIndexError(f"qdrant-edge (search): {exc}") from exc
+
+
+def _sparse(terms: SparseTerms) -> qe.SparseVector:
+    return qe.SparseVector(list(terms.indices), list(terms.values))
+
+
+def sparse_query(terms: SparseTerms) -> qe.SparseVector:
+    return _sparse(terms)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+__all__ = [
+    "BM25",
+    "DENSE",
+    "NAME",
+    "RETRIEVERS",
+    "Hit",
+    "SearchFilter",
+    "SearchIndex",
+    "search_index_root",
+    "sparse_query",
+]

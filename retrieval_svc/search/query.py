@@ -1,0 +1,298 @@
+"""A search: validate the query, encode it, one fused engine call, then each retriever's own score.
+
+Two fusions, one per what the deployment has:
+
+- Engine RRF (default): up to three prefetches over the same filter — dense (MiniLM cosine, at least
+  `dense_min_score`), bm25 (the query's distinct terms, IDF from the engine) and name (trigram
+  similarity to creator names, at least `name_min_score`; creators only) — fused by weighted RRF in the
+  engine. Then one batched engine call re-scores just the returned ids with each retriever, so every
+  hit carries `dense`, `bm25` and `name` scores beside the fused one.
+- Learned (when the trainer promoted a `text_query_encoder`, see trainer.search_tuning): the query is
+  also encoded by the fine-tuned query encoder, the engine runs the retrievers as one batch (dense,
+  dense_tuned, bm25, name — same filters and thresholds) and kindred.text.fusion's model, tuned on the
+  fans' search clicks, fuses the lists (a `name` term is added if the model has none, so typo-tolerant
+  name matching stays on). Per-retriever scores come with the lists.
+
+Either way an item a retriever did not find gets no score for it, and every hit has reasons in words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import unicodedata
+from typing import Any, Final, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import qdrant_edge as qe
+
+from kindred import telemetry_schema as schema
+from kindred.errors import InvalidArgument
+from kindred.telemetry import get_tracer
+from kindred.text.fusion import FusionModel, FusionTerm
+from kindred.text.names import name_vector
+from kindred.vectorstore.base import point_uuid
+from retrieval_svc.search.index import BM25, DENSE, NAME, Hit, SearchFilter, SearchIndex, sparse_query
+from retrieval_svc.search.params import SearchParams
+
+MAX_QUERY_CHARS: Final = 512
+MAX_K: Final = 200
+DEFAULT_K: Final = 10
+_WHITESPACE_CONTROLS: Final = frozenset("\t\n\r\x0b\x0c")
+
+tracer = get_tracer(__name__)
+
+
+class QueryEncoder(Protocol):
+    """What search needs of kindred.text.encoder.TextEncoder."""
+
+    version: str
+    dim: int
+
+    def encode(self, texts: Any, *, batch_size: int = ...) -> npt.NDArray[np.float32]: ...
+
+
+def validate_query(query: str) -> str:
+    """The query, stripped; INVALID_ARGUMENT naming `query` if it is empty, too long or not text."""
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidArgument("query", f"is {len(query)} characters long; at most {MAX_QUERY_CHARS}")
+    text = query.strip()
+    if not text:
+        raise InvalidArgument("query", "is empty")
+    if any(
+        unicodedata.category(c) in ("Cc", "Cs", "Co", "Cn") and c not in _WHITESPACE_CONTROLS for c in text
+    ):
+        raise InvalidArgument("query", "contains control or unassigned characters; send plain text")
+    if not any(unicodedata.category(c)[0] in "LN" for c in text):
+        raise InvalidArgument("query", "has no letters or digits to search for")
+    return text
+
+
+def validate_k(k: int) -> int:
+    if k == 0:
+        return DEFAULT_K
+    if not 1 <= k <= MAX_K:
+        raise InvalidArgument("k", f"must be between 1 and {MAX_K} (0 = {DEFAULT_K}), got {k}")
+    return k
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchHit:
+    item_id: str
+    kind: str
+    scores: dict[str, float]  # "fused", plus "dense" / "bm25" / "name" for the retrievers that found it
+    payload: dict[str, Any]
+    reasons: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchOutcome:
+    hits: list[SearchHit]
+    encoder_version: str
+    encode_ms: float
+    engine_ms: float
+
+
+DENSE_TUNED = "dense_tuned"
+
+
+@dataclasses.dataclass(frozen=True)
+class QuerySide:
+    """A fine-tuned query encoder (same document space as the index) and the fusion tuned with it."""
+
+    encoder: QueryEncoder
+    fusion: FusionModel
+
+
+class HybridSearcher:
+    def __init__(
+        self,
+        index: SearchIndex,
+        encoder: QueryEncoder,
+        params: SearchParams | None = None,
+        *,
+        query_side: QuerySide | None = None,
+    ) -> None:
+        for enc in (encoder, *([query_side.encoder] if query_side else [])):
+            if enc.dim != index.dim:
+                raise ValueError(f"encoder yields {enc.dim}-d vectors, the search index holds {index.dim}-d")
+        self.index = index
+        self.encoder = encoder
+        self.params = params or SearchParams()
+        self.query_side = query_side
+        self.fusion: FusionModel | None = None
+        if query_side is not None:
+            terms = list(query_side.fusion.terms)
+            if NAME not in query_side.fusion.retrievers and self.params.weight(NAME) > 0:
+                # Clicks rarely teach a name term (few typos in training logs): keep name matching on.
+                terms.append(FusionTerm(NAME, "minmax", self.params.learned_name_weight))
+            self.fusion = FusionModel(terms, rrf_k=query_side.fusion.rrf_k, info=query_side.fusion.info)
+
+    @property
+    def version(self) -> str:
+        """The query-side model(s): the base encoder, plus the tuned query encoder if one serves."""
+        if self.query_side is None:
+            return self.encoder.version
+        return f"{self.encoder.version}+{self.query_side.encoder.version}"
+
+    def search(self, query: str, k: int, flt: SearchFilter | None = None) -> SearchOutcome:
+        text = validate_query(query)
+        k = validate_k(k)
+        flt = flt or SearchFilter()
+        with tracer.start_as_current_span(schema.SPAN_SEARCH) as span:
+            span.set_attribute(schema.MODEL_VERSION, self.version)
+            t0 = time.perf_counter()
+            dense = self._encode(self.encoder, text, "text_encoder")
+            tuned = (
+                self._encode(self.query_side.encoder, text, "text_query_encoder") if self.query_side else None
+            )
+            t1 = time.perf_counter()
+            queries = self._queries(text, dense, flt)
+            with tracer.start_as_current_span(schema.SPAN_QDRANT_QUERY):
+                if tuned is None:
+                    fused = self._fused(queries, flt, k)
+                    stage = self._stage_scores(queries, [h.item_id for h in fused])
+                else:
+                    queries[DENSE_TUNED] = (qe.Query.Nearest(tuned, using=DENSE), *queries[DENSE][1:])
+                    fused, stage = self._learned(queries, k)
+            t2 = time.perf_counter()
+            span.set_attribute(schema.CANDIDATES, len(fused))
+        hits = [self._hit(h, stage) for h in fused]
+        return SearchOutcome(hits, self.version, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+
+    def _encode(self, encoder: QueryEncoder, text: str, name: str) -> list[float]:
+        with tracer.start_as_current_span(schema.SPAN_ONNX_RUN) as span:
+            span.set_attribute(schema.MODEL_NAME, name)
+            return [float(x) for x in encoder.encode([text])[0]]
+
+    def _learned(
+        self, queries: dict[str, tuple[Any, Any, float | None]], k: int
+    ) -> tuple[list[Hit], dict[str, dict[str, float]]]:
+        """Every retriever's list in one engine batch, fused by the learned model."""
+        assert self.fusion is not None
+        p = self.params
+        depth = max(p.depth, k)
+        names = list(queries)
+        requests = [
+            qe.QueryRequest(
+                limit=depth,
+                query=q,
+                filter=f,
+                score_threshold=th,
+                params=qe.SearchParams(hnsw_ef=max(p.hnsw_ef, depth)) if r in (DENSE, DENSE_TUNED) else None,
+                with_payload=True,
+            )
+            for r, (q, f, th) in queries.items()
+        ]
+        lists = dict(zip(names, self.index.query_batch(requests), strict=True))
+        by_id = {h.item_id: h for hits in lists.values() for h in hits}
+        fused = self.fusion.fuse(
+            {r: [(h.item_id, h.score) for h in hits] for r, hits in lists.items()}, limit=k
+        )
+        stage = {r: {h.item_id: h.score for h in hits} for r, hits in lists.items()}
+        return [Hit(f.doc_id, f.score, by_id[f.doc_id].payload) for f in fused], stage
+
+    # -- the engine requests -----------------------------------------------------------------------
+
+    def _queries(
+        self, text: str, dense: list[float], flt: SearchFilter
+    ) -> dict[str, tuple[Any, Any, float | None]]:
+        """retriever → (engine query, engine filter, score threshold), for the retrievers that apply."""
+        p = self.params
+        base = flt.to_engine()
+        out: dict[str, tuple[Any, Any, float | None]] = {
+            DENSE: (qe.Query.Nearest(dense, using=DENSE), base, p.dense_min_score)
+        }
+        terms = self.index.bm25.query(text)
+        if len(terms):
+            out[BM25] = (qe.Query.Nearest(sparse_query(terms), using=BM25), base, None)
+        grams = name_vector(text)
+        if len(grams) and (not flt.kinds or "creator" in flt.kinds):
+            out[NAME] = (
+                qe.Query.Nearest(sparse_query(grams), using=NAME),
+                flt.to_engine(kind="creator"),
+                p.name_min_score,
+            )
+        return {r: q for r, q in out.items() if self.params.weight(r) > 0 or r == DENSE}
+
+    def _fused(
+        self, queries: dict[str, tuple[Any, Any, float | None]], flt: SearchFilter, k: int
+    ) -> list[Hit]:
+        p = self.params
+        depth = max(p.depth, k)
+        search = qe.SearchParams(hnsw_ef=max(p.hnsw_ef, depth))
+        prefetches = [
+            qe.Prefetch(
+                limit=depth, query=q, filter=f, score_threshold=th, params=search if r == DENSE else None
+            )
+            for r, (q, f, th) in queries.items()
+        ]
+        weights = [p.weight(r) for r in queries]
+        request = qe.QueryRequest(
+            limit=k,
+            prefetches=prefetches,
+            query=qe.Fusion.Rrf(p.rrf_k, weights=weights),  # type: ignore[arg-type]  # stub lacks nested classes
+            with_payload=True,
+        )
+        return self.index.query(request)
+
+    def _stage_scores(
+        self, queries: dict[str, tuple[Any, Any, float | None]], ids: list[str]
+    ) -> dict[str, dict[str, float]]:
+        if not ids:
+            return {}
+        only = qe.HasIdCondition({point_uuid(i) for i in ids})
+        names = list(queries)
+        requests = [
+            qe.QueryRequest(
+                limit=len(ids),
+                query=q,
+                filter=qe.Filter(must=[only]),
+                score_threshold=th,
+                params=qe.SearchParams(exact=True) if r == DENSE else None,
+                with_payload=True,
+            )
+            for r, (q, _f, th) in queries.items()
+        ]
+        results = self.index.query_batch(requests)
+        return {name: {h.item_id: h.score for h in hits} for name, hits in zip(names, results, strict=True)}
+
+    def _hit(self, fused: Hit, stage: dict[str, dict[str, float]]) -> SearchHit:
+        scores = {"fused": fused.score}
+        for retriever, by_id in stage.items():
+            if fused.item_id in by_id:
+                scores[retriever] = by_id[fused.item_id]
+        if DENSE_TUNED in scores:  # one "dense" evidence for explanations: the better of the two
+            scores[DENSE] = max(scores.get(DENSE, -1.0), scores[DENSE_TUNED])
+        kind = str(fused.payload.get("kind", ""))
+        return SearchHit(fused.item_id, kind, scores, fused.payload, search_reasons(kind, scores))
+
+
+def search_reasons(kind: str, scores: dict[str, float]) -> list[str]:
+    """Why retrieval found it, strongest evidence first."""
+    reasons = []
+    if "name" in scores:
+        reasons.append("name matches" if scores["name"] >= 0.8 else "name is close to the query")
+    if "bm25" in scores:
+        reasons.append(
+            "contains the words searched" if kind == "post" else "profile contains the words searched"
+        )
+    if "dense" in scores:
+        reasons.append("about the same topic")
+    return reasons
+
+
+__all__ = [
+    "DEFAULT_K",
+    "MAX_K",
+    "MAX_QUERY_CHARS",
+    "HybridSearcher",
+    "QueryEncoder",
+    "QuerySide",
+    "SearchHit",
+    "SearchOutcome",
+    "search_reasons",
+    "validate_k",
+    "validate_query",
+]

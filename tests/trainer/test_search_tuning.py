@@ -1,0 +1,121 @@
+"""trainer.search_tuning: search logs joined from the event log, exact retrieval, folds, and (slow) the
+whole job — tune, export, gate — on a small generated platform with the real MiniLM, torch and ONNX."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kindred.text.tokenize import Bm25, bm25_scores
+from kindred.v1 import events_pb2
+from trainer.search_tuning import (
+    ExactRetrievers,
+    TrainingQueries,
+    search_log,
+    shared_document_groups,
+    split_groups,
+)
+
+ET = events_pb2.EventType
+
+
+def event(
+    i: int, etype: events_pb2.EventType, t: int, query: str = "", creator: str = "", post: str = ""
+) -> events_pb2.Event:
+    ev = events_pb2.Event(
+        event_id=f"e{i}", type=etype, fan_id="f1", creator_id=creator, post_id=post, query=query
+    )
+    ev.occurred_at.seconds = t
+    return ev
+
+
+def test_search_log_joins_clicks_by_query() -> None:
+    events = [
+        event(1, ET.EVENT_TYPE_SEARCH, 10, "cake  recipes"),
+        event(2, ET.EVENT_TYPE_SEARCH_CLICK, 12, "cake recipes", creator="c1"),
+        event(3, ET.EVENT_TYPE_SEARCH_CLICK, 30, "cake recipes", creator="c1", post="p9"),  # the post counts
+        event(4, ET.EVENT_TYPE_SEARCH_CLICK, 5, "synth", creator="c2"),
+        event(5, ET.EVENT_TYPE_FOLLOW, 6, "", creator="c3"),  # not a search click
+        event(6, ET.EVENT_TYPE_SEARCH_CLICK, 7, "  ", creator="c4"),  # no query: nothing to learn
+        event(7, ET.EVENT_TYPE_SEARCH_CLICK, 40, " synth ", creator="c5"),
+    ]
+    log = search_log(events)
+    assert log.queries == ["synth", "cake recipes"]  # ordered by first click
+    assert log.clicked == [{"creator:c2", "creator:c5"}, {"creator:c1", "post:p9"}]
+    assert log.first_click == [5.0, 12.0]
+
+
+def test_exact_bm25_matches_the_reference_and_dense_is_cosine_order() -> None:
+    texts = ["vegan cake recipes", "cake", "synth bass lessons", "bass fishing trips and cake", ""]
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(len(texts), 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    retr = ExactRetrievers.build(texts, emb)
+    ref = bm25_scores("cake bass", texts, Bm25.fit(texts))
+    got = dict(retr.bm25_hits("cake bass", 10))
+    assert set(got) == {i for i, s in enumerate(ref) if s > 0}
+    for i, s in got.items():
+        assert s == pytest.approx(ref[i])
+    q = emb[2] + 0.1 * emb[0]
+    q /= np.linalg.norm(q)
+    order = [d for d, _ in retr.dense_hits(q, 3)]
+    assert order[0] == 2 and order == list(np.argsort(-(emb @ q))[:3])
+
+
+def test_folds_keep_queries_that_share_a_clicked_document_together() -> None:
+    queries = TrainingQueries(
+        texts=["a", "b", "c", "d", "e"],
+        positives=[[1], [1, 2], [2], [3], [4]],
+        relevance=[{1: 1.0}, {1: 1.0, 2: 1.0}, {2: 1.0}, {3: 1.0}, {4: 1.0}],
+    )
+    groups = shared_document_groups(queries)
+    assert groups[0] == groups[1] == groups[2] and len({groups[0], groups[3], groups[4]}) == 3
+    folds = split_groups(5, 2, seed=0, groups=groups)
+    assert sorted(r for f in folds for r in f) == [0, 1, 2, 3, 4]
+    where = {r: i for i, f in enumerate(folds) for r in f}
+    assert where[0] == where[1] == where[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # two tunings + three ONNX exports: ~10 min on the shared 2 cores under load
+def test_search_tune_job_exports_gates_and_refuses_a_worse_encoder(tmp_path: Path) -> None:
+    # The whole job on a small generated platform: real events, real MiniLM (torch → ONNX), real gate.
+    from kindred.data.generate import generate_platform
+    from kindred.models import current_version
+    from kindred.text.encoder import TextEncoder
+    from kindred.text.fusion import FusionModel
+    from trainer.search_tuning import FUSION_FILE, QUERY_ENCODER_NAME, TuneConfig, run_search_tune
+
+    data = tmp_path / "data"
+    generate_platform(data, fans=120, creators=30, days=8, seed=5, progress=False)
+    models = tmp_path / "models"
+    cfg = TuneConfig(epochs=1, inner_folds=2, threads=2)
+    first = run_search_tune(data, models, cfg, version="v1", log=lambda _: None)
+
+    directory = models / QUERY_ENCODER_NAME / "v1"
+    manifest = json.loads((directory / "manifest.json").read_text())
+    doc_encoder = TextEncoder.from_registry(models)
+    assert manifest["role"] == "query"
+    assert manifest["document_encoder"]["sha256"] == doc_encoder.manifest["sha256"]
+    assert manifest["training"]["data"]["training_queries"] > 20
+    assert manifest["parity"]["max_abs_diff"] <= 1e-4
+    assert FusionModel.load(directory / FUSION_FILE).retrievers  # the fusion ships with the encoder
+    record = json.loads((directory / "promotion.json").read_text())
+    assert record == first.record and record["current"]["model"].startswith("base text_encoder")
+    base, new = record["current"]["metrics"], record["new"]["metrics"]
+    if record["decision"] == "promoted":
+        assert new["ndcg@10"] >= base["ndcg@10"] and new["recall@10"] >= base["recall@10"]
+        assert current_version(models, QUERY_ENCODER_NAME) == "v1"
+
+    # A learning rate 250x too high wrecks the query encoder: the gate must keep what was there.
+    before = current_version(models, QUERY_ENCODER_NAME)
+    worse = run_search_tune(
+        data, models, TuneConfig(epochs=1, inner_folds=2, lr=5e-3), version="v2", log=print
+    )
+    assert worse.record["decision"] == "rejected", worse.record["reason"]
+    assert worse.record["new"]["metrics"]["ndcg@10"] < worse.record["current"]["metrics"]["ndcg@10"]
+    assert current_version(models, QUERY_ENCODER_NAME) == before
+    assert (models / QUERY_ENCODER_NAME / "v2" / "model.onnx").is_file()  # kept on disk, not promoted

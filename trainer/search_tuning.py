@@ -1,0 +1,691 @@
+"""Learning search from the fans: a query-side fine-tuned MiniLM and the fusion weights on top of it.
+
+    python -m trainer search-tune --data-dir var/demo [--epochs 2] [--force-promote]
+
+What is tuned, and why only the query side. The documents keep the base all-MiniLM-L6-v2 vectors they
+were indexed with (model `text_encoder`); only the encoder that turns a *query* into a vector is
+fine-tuned, towards the vectors of the documents fans clicked for it. Measured on this 2-core machine
+(shared, load 8-27): encoding the 5,183 SciFact abstracts once took 37 minutes, and full fine-tuning
+needs that again for every tuned model (every CV fold; every catalogue re-index in production), plus
+backward passes through 256-token documents (59 s for one step over 32 claims + 64 abstracts at 2
+threads). Tuning the query tower against fixed document vectors costs 1-3 s per step of 32 short
+queries and never re-indexes: a promoted query encoder is live at once, for an index of any size.
+The price is a smaller search space than full fine-tuning (the documents do not move), and the query
+encoder is only valid with the document encoder it was tuned against (its manifest records that
+model's sha256; the service must use the pair).
+
+The loss is MultipleNegativesRanking-style: softmax cross-entropy of scale × cos(query, document) over
+the clicked document, the other documents of the batch, each query's BM25 hard negatives (top lexical
+hits the fan did not click) and — up to `full_softmax_max_docs` documents — the whole collection, since
+with fixed document vectors scoring every document costs one matrix product. Other documents judged
+relevant for the same query are masked out of its negatives.
+
+Fusion (kindred.text.fusion) is fitted on *cross-fitted* tuned scores: the training queries are split
+into `inner_folds` groups; each group's queries are scored by a query encoder tuned without them, so the
+fusion sees the tuned retriever as it behaves on unseen queries (scoring the training queries with the
+final encoder would overweight it: it has memorised them). The final encoder is then tuned on every
+training query. Served: model `text_query_encoder/<version>/` = model.onnx + tokenizer.json + fusion.json
++ manifest.json, exported by trainer.text_encoder's parity-checked path.
+
+The job on the event log (`run_search_tune`): SEARCH_CLICK events give (query, clicked creator or post);
+the documents are the catalogue's creators (name, category, tags, description) and posts (title, text).
+The latest `holdout_fraction` of distinct queries by first-click time are held out; the new encoder +
+fusion and the current one (the promoted `text_query_encoder`, or the base encoder with the default
+fusion if none was promoted) are scored on them, and trainer.promotion.decide promotes the new one only
+if it is not worse (tolerance 0 by default: the issue's "never promoted if it scores worse").
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from kindred.models import current_version, promote, version_dir
+from kindred.text.encoder import MODEL_NAME as DOC_ENCODER_NAME
+from kindred.text.encoder import TextEncoder
+from kindred.text.fusion import FitExample, FusionModel, Hits
+from kindred.text.tokenize import Bm25, idf
+
+QUERY_ENCODER_NAME: Final = "text_query_encoder"
+FUSION_FILE: Final = "fusion.json"
+DENSE_BASE, DENSE_TUNED, BM25 = "dense", "dense_tuned", "bm25"
+FUSION_RETRIEVERS: Final = (BM25, DENSE_BASE, DENSE_TUNED)
+FloatMatrix = npt.NDArray[np.float32]
+Log = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneConfig:
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 2e-5
+    scale: float = 20.0  # sentence-transformers' MultipleNegativesRankingLoss default
+    hard_negatives: int = 16
+    max_query_tokens: int = 64  # claims and search queries are short; training pays for padding
+    full_softmax_max_docs: int = 50_000
+    inner_folds: int = 2
+    depth: int = 100  # per-retriever hits the fusion sees (the service's prefetch limit)
+    freeze_embeddings: bool = True  # 12M of MiniLM's 23M weights; a few hundred queries cannot move them well
+    seed: int = 0
+    # One thread: on the shared 2 cores (load 15-27) a step over 32 queries took 7.5 s with 1 torch thread
+    # and 45 s with 2 (threads spin-waiting for each other on an oversubscribed machine).
+    threads: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingQueries:
+    """Queries with the documents (row indices of the document matrix) judged relevant / clicked."""
+
+    texts: list[str]
+    positives: list[list[int]]
+    relevance: list[dict[int, float]]
+
+    def subset(self, rows: Sequence[int]) -> TrainingQueries:
+        return TrainingQueries(
+            [self.texts[i] for i in rows],
+            [self.positives[i] for i in rows],
+            [self.relevance[i] for i in rows],
+        )
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+# ------------------------------------------------------------------------------------------------
+# the query encoder
+
+
+def base_query_model(threads: int) -> Any:
+    """The base MiniLM as a sentence-transformers model (torch), the starting point of every tuning."""
+    import torch
+
+    from trainer.text_encoder import load_sentence_transformer, source_model_dir
+
+    torch.set_num_threads(threads)
+    return load_sentence_transformer(source_model_dir())
+
+
+def tune_query_encoder(
+    queries: TrainingQueries,
+    doc_emb: FloatMatrix,
+    hard_negatives: Sequence[Sequence[int]],
+    cfg: TuneConfig,
+    *,
+    log: Log = print,
+) -> tuple[Any, dict[str, Any]]:
+    """A copy of base MiniLM whose query vectors are pulled towards their clicked documents' (fixed)
+    vectors. Returns (sentence-transformers model, training summary)."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    model = base_query_model(cfg.threads)
+    model.max_seq_length = cfg.max_query_tokens
+    model.train()
+    if cfg.freeze_embeddings:
+        for p in model[0].auto_model.embeddings.parameters():
+            p.requires_grad_(False)
+    docs = torch.from_numpy(np.ascontiguousarray(doc_emb, dtype=np.float32))
+    pairs = [(q, p) for q, pos in enumerate(queries.positives) for p in pos]
+    if not pairs:
+        raise ValueError("no (query, clicked document) pairs to learn from")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.01)
+    steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, total // 10)) * max(0.0, (total - s) / total)
+    )
+    rng = random.Random(cfg.seed)
+    full = len(doc_emb) <= cfg.full_softmax_max_docs
+    t0 = time.perf_counter()
+    losses: list[float] = []
+    for epoch in range(cfg.epochs):
+        rng.shuffle(pairs)
+        for start in range(0, len(pairs), cfg.batch_size):
+            batch = pairs[start : start + cfg.batch_size]
+            qrows = [q for q, _ in batch]
+            if full:
+                cand = np.arange(len(doc_emb))
+            else:
+                pool = {p for _, p in batch}
+                for q in qrows:
+                    pool.update(hard_negatives[q][: cfg.hard_negatives])
+                cand = np.array(sorted(pool))
+            where = {int(d): i for i, d in enumerate(cand)}
+            target = torch.tensor([where[p] for _, p in batch])
+            mask = torch.zeros(len(batch), len(cand), dtype=torch.bool)
+            for i, (q, p) in enumerate(batch):
+                for other in queries.positives[q]:
+                    if other != p and other in where:
+                        mask[i, where[other]] = True
+            features = model.preprocess([queries.texts[q] for q in qrows])
+            qv = model(features)["sentence_embedding"]
+            logits = cfg.scale * qv @ docs[torch.from_numpy(cand)].T
+            logits = logits.masked_fill(mask, float("-inf"))
+            loss = torch.nn.functional.cross_entropy(logits, target)
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        log(
+            f"[search-tune] epoch {epoch + 1}/{cfg.epochs}: {len(pairs)} pairs, "
+            f"mean loss {np.mean(losses[-steps_per_epoch:]):.4f}, {time.perf_counter() - t0:.0f}s"
+        )
+    model.eval()
+    model.max_seq_length = 256
+    summary = {
+        "pairs": len(pairs),
+        "queries": len(queries),
+        "epochs": cfg.epochs,
+        "steps": len(losses),
+        "negatives": "every document" if full else f"in-batch + {cfg.hard_negatives} BM25 hard negatives",
+        "first_loss": round(losses[0], 4),
+        "last_epoch_loss": round(float(np.mean(losses[-steps_per_epoch:])), 4),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "config": dataclasses.asdict(cfg),
+    }
+    return model, summary
+
+
+def torch_encode(model: Any, texts: Sequence[str]) -> FloatMatrix:
+    """Unit query vectors from the torch model (inner folds only; what serves is the ONNX export)."""
+    import torch
+
+    with torch.no_grad():
+        out = model.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    return np.asarray(out, dtype=np.float32)
+
+
+def weights_sha256(model: Any) -> str:
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------
+# retrieval over a document matrix (exact: what the engine returns, up to HNSW recall)
+
+
+@dataclasses.dataclass
+class ExactRetrievers:
+    """BM25 and cosine over an in-memory document set: the trainer's stand-in for the engine."""
+
+    doc_emb: FloatMatrix
+    bm25: Bm25
+    postings: dict[str, list[tuple[int, float]]]
+    idf: dict[str, float]
+
+    @classmethod
+    def build(cls, texts: Sequence[str], doc_emb: FloatMatrix) -> ExactRetrievers:
+        bm25 = Bm25.fit(texts)
+        postings: dict[str, list[tuple[int, float]]] = {}
+        for i, text in enumerate(texts):
+            for term, w in bm25.document_weights(text).items():
+                postings.setdefault(term, []).append((i, w))
+        idfs = {t: idf(len(texts), len(p)) for t, p in postings.items()}
+        return cls(doc_emb, bm25, postings, idfs)
+
+    def bm25_hits(self, query: str, depth: int) -> list[tuple[int, float]]:
+        scores: dict[int, float] = {}
+        for term in self.bm25.query_terms(query):
+            for doc, w in self.postings.get(term, ()):
+                scores[doc] = scores.get(doc, 0.0) + self.idf[term] * w
+        return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]
+
+    def dense_hits(self, qvec: FloatMatrix, depth: int) -> list[tuple[int, float]]:
+        sims = self.doc_emb @ qvec
+        top = np.argsort(-sims, kind="stable")[:depth]
+        return [(int(d), float(sims[d])) for d in top]
+
+
+def as_hits(rows: Sequence[tuple[int, float]], ids: Sequence[str]) -> Hits:
+    return [(ids[d], s) for d, s in rows]
+
+
+def hard_negatives_of(retr: ExactRetrievers, queries: TrainingQueries, k: int) -> list[list[int]]:
+    out = []
+    for text, rel in zip(queries.texts, queries.relevance, strict=True):
+        out.append([d for d, _ in retr.bm25_hits(text, k + len(rel)) if d not in rel][:k])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# cross-fitted fusion
+
+
+def split_groups(n: int, k: int, seed: int, groups: Sequence[int] | None = None) -> list[list[int]]:
+    """k disjoint row sets covering range(n); rows with the same group id stay together."""
+    gid = list(groups) if groups is not None else list(range(n))
+    by_group: dict[int, list[int]] = {}
+    for row, g in enumerate(gid):
+        by_group.setdefault(g, []).append(row)
+    comps = sorted(by_group.values())
+    random.Random(seed).shuffle(comps)
+    comps.sort(key=len, reverse=True)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for c in comps:
+        min(folds, key=len).extend(c)
+    return [sorted(f) for f in folds if f]
+
+
+def shared_document_groups(queries: TrainingQueries) -> list[int]:
+    """Group id per query: queries sharing a relevant document share a group (no leakage across folds)."""
+    parent = list(range(len(queries)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[int, int] = {}
+    for q, pos in enumerate(queries.positives):
+        for d in pos:
+            if d in first:
+                parent[find(q)] = find(first[d])
+            else:
+                first[d] = q
+    return [find(q) for q in range(len(queries))]
+
+
+HitsOf = Callable[[int, FloatMatrix], Mapping[str, Hits]]  # (query row, tuned vector) → retriever → hits
+
+
+def cross_fitted_fusion(
+    queries: TrainingQueries,
+    doc_emb: FloatMatrix,
+    hard_negatives: Sequence[Sequence[int]],
+    hits_of: HitsOf,
+    relevance_ids: Sequence[Mapping[str, float]],
+    cfg: TuneConfig,
+    *,
+    groups: Sequence[int] | None = None,
+    log: Log = print,
+) -> tuple[FusionModel, list[dict[str, Any]]]:
+    """Fusion weights fitted on tuned scores each training query got from an encoder not tuned on it.
+
+    `groups`: queries with the same id stay in one inner fold (SciFact: claims citing the same abstract);
+    None splits by query (search logs, where popular creators link almost every query to every other)."""
+    folds = split_groups(len(queries), cfg.inner_folds, cfg.seed, groups)
+    examples: list[FitExample] = []
+    summaries = []
+    for i, rows in enumerate(folds):
+        keep = sorted(set(range(len(queries))) - set(rows))
+        model, summary = tune_query_encoder(
+            queries.subset(keep), doc_emb, [hard_negatives[r] for r in keep], cfg, log=log
+        )
+        vecs = torch_encode(model, [queries.texts[r] for r in rows])
+        examples += [FitExample(hits_of(r, v), relevance_ids[r]) for r, v in zip(rows, vecs, strict=True)]
+        summaries.append(summary)
+        log(f"[search-tune] inner fold {i + 1}/{len(folds)}: {len(rows)} queries scored out of fold")
+    fusion = FusionModel.fit(examples, retrievers=FUSION_RETRIEVERS)
+    fusion.info.update(protocol=f"cross-fitted over {len(folds)} inner folds")
+    log(f"[search-tune] fusion {fusion} (train ndcg@10 {fusion.info['train_ndcg']:.4f}, cross-fitted)")
+    return fusion, summaries
+
+
+# ------------------------------------------------------------------------------------------------
+# export
+
+
+def export_query_encoder(
+    model: Any,
+    models_dir: Path,
+    *,
+    version: str,
+    fusion: FusionModel,
+    doc_encoder: TextEncoder,
+    training: Mapping[str, Any],
+    log: Log = print,
+) -> Path:
+    """`<models_dir>/text_query_encoder/<version>/` through trainer.text_encoder's parity-checked export."""
+    from trainer.text_encoder import export_model
+
+    extra = {
+        "kind": "text_query_encoder",
+        "role": "query",
+        "document_encoder": {
+            "name": doc_encoder.name,
+            "version": doc_encoder.version,
+            "sha256": doc_encoder.manifest["sha256"],
+            "weights_sha256": doc_encoder.manifest.get("weights_sha256"),
+        },
+        "training": dict(training),
+        "fusion": fusion.to_dict(),
+    }
+    return export_model(
+        models_dir,
+        model,
+        name=QUERY_ENCODER_NAME,
+        version=version,
+        weights_sha256=weights_sha256(model),
+        extra_manifest=extra,
+        extra_files={FUSION_FILE: (json.dumps(fusion.to_dict(), indent=2, sort_keys=True) + "\n").encode()},
+        log=log,
+    )
+
+
+def load_query_side(models_dir: Path, version: str | None = None) -> tuple[TextEncoder, FusionModel]:
+    """The promoted (or given) tuned query encoder and its fusion."""
+    directory = version_dir(models_dir, QUERY_ENCODER_NAME, version)
+    return TextEncoder.load(directory, intra_op_num_threads=2), FusionModel.load(directory / FUSION_FILE)
+
+
+# ------------------------------------------------------------------------------------------------
+# the job: search logs → tuned query encoder + fusion → gate
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchLog:
+    """Distinct queries with the documents fans clicked for them, in order of first click."""
+
+    queries: list[str]
+    clicked: list[set[str]]  # document keys: "creator:<id>" or "post:<id>"
+    first_click: list[float]
+
+
+def search_log(events: Any) -> SearchLog:
+    """SEARCH_CLICK events joined into (query → clicked documents); a click on a post counts for the post."""
+    from kindred.v1 import events_pb2
+
+    clicks: dict[str, set[str]] = {}
+    first: dict[str, float] = {}
+    for ev in events:
+        if ev.type != events_pb2.EVENT_TYPE_SEARCH_CLICK or not ev.query.strip():
+            continue
+        doc = f"post:{ev.post_id}" if ev.post_id else f"creator:{ev.creator_id}" if ev.creator_id else ""
+        if not doc:
+            continue
+        query = " ".join(ev.query.split())
+        clicks.setdefault(query, set()).add(doc)
+        t = ev.occurred_at.seconds + ev.occurred_at.nanos / 1e9
+        first[query] = min(first.get(query, t), t)
+    order = sorted(clicks, key=lambda q: (first[q], q))
+    return SearchLog(order, [clicks[q] for q in order], [first[q] for q in order])
+
+
+def catalogue_documents(catalogue: Any) -> tuple[list[str], list[str]]:
+    """(document keys, texts) of every creator and post: what search indexes."""
+    keys, texts = [], []
+    for c in catalogue.creators:
+        keys.append(f"creator:{c.creator_id}")
+        texts.append(" ".join(p for p in (c.name, c.category, " ".join(c.tags), c.description) if p))
+    for post in catalogue.posts:
+        keys.append(f"post:{post.post_id}")
+        texts.append(f"{post.title}\n{post.text}" if post.title else post.text)
+    return keys, texts
+
+
+def queries_of(log_: SearchLog, rows: Sequence[int], key_row: Mapping[str, int]) -> TrainingQueries:
+    texts, positives, relevance = [], [], []
+    for r in rows:
+        docs = sorted(key_row[k] for k in log_.clicked[r] if k in key_row)
+        if docs:
+            texts.append(log_.queries[r])
+            positives.append(docs)
+            relevance.append(dict.fromkeys(docs, 1.0))
+    return TrainingQueries(texts, positives, relevance)
+
+
+def evaluate_search(
+    query_encoder: TextEncoder,
+    doc_encoder: TextEncoder,
+    fusion: FusionModel,
+    retr: ExactRetrievers,
+    queries: TrainingQueries,
+    ids: Sequence[str],
+    *,
+    depth: int,
+    ks: Sequence[int] = (10,),
+) -> dict[str, float]:
+    """Mean NDCG@k / Recall@k of the fused ranking on `queries`: the query path, exact retrieval."""
+    from trainer.evaluate import ndcg_at_k, recall_at_k
+
+    base = doc_encoder.encode(queries.texts)
+    tuned = query_encoder.encode(queries.texts) if query_encoder is not doc_encoder else base
+    row = {str(i): i for i in range(len(ids))}
+    sums: dict[str, float] = {}
+    for text, rel, bv, tv in zip(queries.texts, queries.relevance, base, tuned, strict=True):
+        hits = {
+            BM25: as_hits(retr.bm25_hits(text, depth), ids),
+            DENSE_BASE: as_hits(retr.dense_hits(bv, depth), ids),
+            DENSE_TUNED: as_hits(retr.dense_hits(tv, depth), ids),
+        }
+        ranked = [row[h.doc_id] for h in fusion.fuse(hits)]
+        relevant = set(rel)
+        for k in ks:
+            sums[f"ndcg@{k}"] = sums.get(f"ndcg@{k}", 0.0) + ndcg_at_k(ranked, relevant, k)
+            sums[f"recall@{k}"] = sums.get(f"recall@{k}", 0.0) + recall_at_k(ranked, relevant, k)
+    return {m: round(v / max(1, len(queries)), 6) for m, v in sums.items()}
+
+
+def document_encoder(models_dir: Path, log: Log) -> TextEncoder:
+    """The promoted `text_encoder` (what the index was built with); the base MiniLM is exported and
+    promoted first if there is none."""
+    if current_version(models_dir, DOC_ENCODER_NAME) is None:
+        from trainer.text_encoder import export
+
+        log("[search-tune] no text_encoder promoted yet: exporting the base MiniLM as the document encoder")
+        export(models_dir, do_promote=True, log=log)
+    return TextEncoder.from_registry(models_dir, intra_op_num_threads=2)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchTuneReport:
+    version: str
+    directory: Path
+    record: dict[str, Any]
+
+
+def run_search_tune(
+    data_dir: Path,
+    models_dir: Path,
+    cfg: TuneConfig,
+    *,
+    version: str | None = None,
+    holdout_fraction: float = 0.2,
+    min_queries: int = 20,
+    force_promote: bool = False,
+    tolerance: float = 0.0,
+    log: Log = print,
+) -> SearchTuneReport:
+    """Event log → query encoder + fusion → ONNX version → gate vs the current one on held-out queries.
+
+    Raises ValueError when the log holds too few clicked queries to learn from."""
+    from kindred.data.catalogue import Catalogue
+    from kindred.eventlog import EventLog
+    from trainer.config import PromotionConfig
+    from trainer.promotion import PROMOTION_FILE, decide
+    from trainer.text_encoder import new_version
+
+    t0 = time.perf_counter()
+    with EventLog(Path(data_dir) / "events") as elog:
+        slog = search_log(elog.read())
+    keys, texts = catalogue_documents(Catalogue.load(data_dir))
+    key_row = {k: i for i, k in enumerate(keys)}
+    n_hold = max(1, round(len(slog.queries) * holdout_fraction))
+    cut = len(slog.queries) - n_hold
+    train = queries_of(slog, range(cut), key_row)
+    held = queries_of(slog, range(cut, len(slog.queries)), key_row)
+    log(
+        f"[search-tune] {len(slog.queries)} distinct clicked queries over {len(keys)} documents: "
+        f"{len(train)} to learn from, {len(held)} held out (the latest by first click)"
+    )
+    if len(train) < min_queries or not len(held):
+        raise ValueError(f"not enough search clicks: {len(train)} training queries (need {min_queries})")
+
+    doc_enc = document_encoder(Path(models_dir), log)
+    t1 = time.perf_counter()
+    doc_emb = doc_enc.encode(texts)
+    log(
+        f"[search-tune] encoded {len(texts)} documents in {time.perf_counter() - t1:.1f}s ({doc_enc.version})"
+    )
+    retr = ExactRetrievers.build(texts, doc_emb)
+    ids = [str(i) for i in range(len(keys))]
+    hard = hard_negatives_of(retr, train, cfg.hard_negatives)
+    base_train = doc_enc.encode(train.texts)
+    base_hits = {
+        r: {
+            BM25: as_hits(retr.bm25_hits(t, cfg.depth), ids),
+            DENSE_BASE: as_hits(retr.dense_hits(v, cfg.depth), ids),
+        }
+        for r, (t, v) in enumerate(zip(train.texts, base_train, strict=True))
+    }
+
+    def hits_of(r: int, vec: FloatMatrix) -> Mapping[str, Hits]:
+        return {**base_hits[r], DENSE_TUNED: as_hits(retr.dense_hits(vec, cfg.depth), ids)}
+
+    rel_ids = [{str(d): g for d, g in rel.items()} for rel in train.relevance]
+    fusion, inner = cross_fitted_fusion(train, doc_emb, hard, hits_of, rel_ids, cfg, log=log)
+    model, summary = tune_query_encoder(train, doc_emb, hard, cfg, log=log)
+    version = version or new_version()
+    training = {
+        **summary,
+        "data": {
+            "events": str(Path(data_dir) / "events"),
+            "distinct_queries": len(slog.queries),
+            "training_queries": len(train),
+            "held_out_queries": len(held),
+            "documents": len(keys),
+            "held_out_from": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(slog.first_click[cut])),
+        },
+        "inner_folds": [{k: s[k] for k in ("queries", "pairs", "seconds")} for s in inner],
+    }
+    directory = export_query_encoder(
+        model,
+        Path(models_dir),
+        version=version,
+        fusion=fusion,
+        doc_encoder=doc_enc,
+        training=training,
+        log=log,
+    )
+    new_q = TextEncoder.load(directory, intra_op_num_threads=2)
+    new_metrics = evaluate_search(new_q, doc_enc, fusion, retr, held, ids, depth=cfg.depth)
+
+    current = current_version(Path(models_dir), QUERY_ENCODER_NAME)
+    if current is not None:
+        cur_q, cur_fusion = load_query_side(Path(models_dir), current)
+        cur_label = f"{QUERY_ENCODER_NAME} {current}"
+    else:
+        cur_q, cur_fusion = doc_enc, FusionModel.default()
+        cur_label = f"base {DOC_ENCODER_NAME} {doc_enc.version} with the default fusion"
+    cur_metrics = evaluate_search(cur_q, doc_enc, cur_fusion, retr, held, ids, depth=cfg.depth)
+    gate = PromotionConfig(
+        model="search", metrics=("ndcg@10", "recall@10"), tolerance_abs=tolerance, tolerance_rel=0.0
+    )
+    decision = decide({"search": new_metrics}, {"search": cur_metrics}, gate, force=force_promote)
+    record = {
+        "version": version,
+        "decision": decision.outcome,
+        "reason": decision.reason,
+        "forced": decision.forced,
+        "gate_decision": "promoted" if decision.gate_promoted else "rejected",
+        "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "gate": {"metrics": list(gate.metrics), "tolerance_abs": tolerance, "held_out_queries": len(held)},
+        "checks": [dataclasses.asdict(c) for c in decision.checks],
+        "new": {"version": version, "metrics": new_metrics},
+        "current": {"model": cur_label, "metrics": cur_metrics},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    (directory / PROMOTION_FILE).write_text(
+        json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    log(f"[search-tune] held-out {len(held)} queries: new {new_metrics}, current ({cur_label}) {cur_metrics}")
+    log(f"[search-tune] decision: {decision.outcome.upper()} — {decision.reason}")
+    if decision.promoted:
+        promote(Path(models_dir), QUERY_ENCODER_NAME, version)
+        log(f"[search-tune] CURRENT → {QUERY_ENCODER_NAME} {version}")
+    return SearchTuneReport(version, directory, record)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="trainer search-tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--data-dir", type=Path, default=None, help="data directory (default: KINDRED_DATA_DIR)")
+    p.add_argument("--version", default=None)
+    p.add_argument("--epochs", type=int, default=TuneConfig.epochs)
+    p.add_argument("--batch-size", type=int, default=TuneConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TuneConfig.lr)
+    p.add_argument("--inner-folds", type=int, default=TuneConfig.inner_folds)
+    p.add_argument("--holdout-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=TuneConfig.seed)
+    p.add_argument("--threads", type=int, default=TuneConfig.threads)
+    p.add_argument("--force-promote", action="store_true", help="promote whatever the gate says (recorded)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from kindred.config import Settings
+
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    if args.data_dir is not None:
+        settings = settings.replace(data_dir=args.data_dir)
+    cfg = TuneConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        inner_folds=args.inner_folds,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    try:
+        report = run_search_tune(
+            Path(settings.data_dir),
+            settings.resolved_models_dir,
+            cfg,
+            version=args.version,
+            holdout_fraction=args.holdout_fraction,
+            force_promote=args.force_promote,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"trainer search-tune: {exc}", file=sys.stderr)
+        return 1
+    print(f"[search-tune] done: {report.version}, {report.record['decision']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = [
+    "DENSE_BASE",
+    "DENSE_TUNED",
+    "FUSION_FILE",
+    "QUERY_ENCODER_NAME",
+    "ExactRetrievers",
+    "SearchLog",
+    "SearchTuneReport",
+    "TrainingQueries",
+    "TuneConfig",
+    "catalogue_documents",
+    "cross_fitted_fusion",
+    "evaluate_search",
+    "export_query_encoder",
+    "hard_negatives_of",
+    "load_query_side",
+    "main",
+    "run_search_tune",
+    "search_log",
+    "shared_document_groups",
+    "split_groups",
+    "torch_encode",
+    "tune_query_encoder",
+]
