@@ -9,9 +9,10 @@ atomically (tmp + rename), so a benchmark interrupted mid-write never leaves hal
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
+
+from kindred.fileio import write_text_atomic
 
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 FILE_HEADER = "# Benchmark results\n"
@@ -57,7 +58,4 @@ def write_section(key: str, section: str, md_path: Path = RESULTS_MD) -> None:
     """Replace (or append) benchmark `key`'s section of `md_path`, atomically."""
     text = md_path.read_text(encoding="utf-8") if md_path.is_file() else ""
     new = replace_section_text(text, key, section)
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = md_path.with_name(f".{md_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    os.replace(tmp, md_path)
+    write_text_atomic(md_path, new)

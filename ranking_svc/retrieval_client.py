@@ -41,16 +41,21 @@ tracer = trace.get_tracer(__name__)
 IN_PROCESS = "inprocess"  # the KINDRED_RETRIEVAL_TARGET that puts retrieval in ranking's process
 
 
+def scope(request: Any, filters: Any, context: Any) -> None:
+    """Copies the caller's filters and request context (either may be None) onto a retrieval request."""
+    if filters is not None:
+        request.filters.CopyFrom(filters)
+    if context is not None:
+        request.context.CopyFrom(context)
+
+
 class GrpcRetriever:
     def __init__(self, channel: grpc.Channel) -> None:
         self._stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
 
     def retrieve(self, fan_id: str, k: int, filters: Any, context: Any, timeout_s: float) -> RetrievalResult:
         request = retrieval_pb2.RetrieveRequest(fan_id=fan_id, k=k)
-        if filters is not None:
-            request.filters.CopyFrom(filters)
-        if context is not None:
-            request.context.CopyFrom(context)
+        scope(request, filters, context)
         with tracer.start_as_current_span(schema.SPAN_RETRIEVAL_CALL):
             try:
                 response = self._stub.Retrieve(request, timeout=timeout_s)
@@ -113,10 +118,7 @@ class LocalRetriever:
 
     def retrieve(self, fan_id: str, k: int, filters: Any, context: Any, timeout_s: float) -> RetrievalResult:
         request = retrieval_pb2.RetrieveRequest(fan_id=fan_id, k=k)
-        if filters is not None:
-            request.filters.CopyFrom(filters)
-        if context is not None:
-            request.context.CopyFrom(context)
+        scope(request, filters, context)
         with tracer.start_as_current_span(schema.SPAN_RETRIEVAL_CALL):
             try:
                 with self._serving.acquire() as bundle:

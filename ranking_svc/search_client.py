@@ -10,6 +10,7 @@ from kindred import telemetry_schema as schema
 from kindred.errors import FailedPrecondition, InvalidArgument, Unavailable
 from kindred.telemetry import get_tracer
 from kindred.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
+from ranking_svc.retrieval_client import scope
 from ranking_svc.search_ranked import SearchPage, SearchResult
 
 KIND_NAMES = {common_pb2.ITEM_KIND_CREATOR: "creator", common_pb2.ITEM_KIND_POST: "post"}
@@ -24,10 +25,7 @@ class GrpcSearcher:
         self, query: str, k: int, filters: Any, context: Any, fan_id: str, timeout_s: float
     ) -> SearchPage:
         request = retrieval_pb2.SearchRequest(query=query, k=k, fan_id=fan_id)
-        if filters is not None:
-            request.filters.CopyFrom(filters)
-        if context is not None:
-            request.context.CopyFrom(context)
+        scope(request, filters, context)
         with tracer.start_as_current_span(schema.SPAN_RETRIEVAL_CALL):
             try:
                 response = self._stub.Search(request, timeout=timeout_s)

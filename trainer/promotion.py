@@ -65,7 +65,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -76,6 +75,7 @@ import numpy.typing as npt
 
 from kindred.errors import FailedPrecondition, ModelMismatch
 from kindred.features import CREATOR_TOWER_FEATURES, RANKER_FEATURES, USER_TOWER_FEATURES
+from kindred.fileio import write_text_atomic
 from kindred.models import (
     current_version,
     load_array,
@@ -530,13 +530,7 @@ def _plain(metrics: Metrics | None) -> dict[str, dict[str, float]] | None:
 
 
 def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _iso(epoch_s: float) -> str:

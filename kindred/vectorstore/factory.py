@@ -32,6 +32,7 @@ import numpy.typing as npt
 
 from kindred.config import Settings
 from kindred.errors import FailedPrecondition
+from kindred.fileio import write_text_atomic
 from kindred.vectorstore.base import (
     CATEGORY_KEY,
     LANGUAGE_KEY,
@@ -112,7 +113,7 @@ def promote_creator_index(settings: Settings, version: str, *, client: QdrantCli
     root = creator_index_root(settings)
     if not (root / version / MANIFEST).is_file():
         raise FailedPrecondition(f"cannot promote creator index {version}: not built at {root / version}")
-    _write_atomic(root / POINTER, version + "\n")
+    write_text_atomic(root / POINTER, version + "\n")
 
 
 def open_creator_index(settings: Settings, *, client: QdrantClient | None = None) -> VectorIndex:
@@ -219,17 +220,8 @@ def _index_edge(
         "build_seconds": round(time.perf_counter() - started, 3),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write_atomic(building / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    write_text_atomic(building / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     os.rename(building, final)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _index_server(

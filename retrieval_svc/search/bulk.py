@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from kindred.data.catalogue import Catalogue
+from kindred.fileio import write_text_atomic
 from kindred.text.tokenize import Bm25
 from retrieval_svc.search.documents import SearchDoc, creator_doc, post_doc
-from retrieval_svc.search.index import META_FILE, SearchIndex, _write_atomic
+from retrieval_svc.search.index import META_FILE, SearchIndex
 from retrieval_svc.search.query import QueryEncoder
 
 CHECKPOINT_FILE: Final = "bulk.json"
@@ -152,7 +153,7 @@ def _read_checkpoint(root: Path) -> dict[str, Any]:
 
 
 def _write_checkpoint(root: Path, data: dict[str, Any]) -> None:
-    _write_atomic(root / CHECKPOINT_FILE, json.dumps(data) + "\n")
+    write_text_atomic(root / CHECKPOINT_FILE, json.dumps(data) + "\n")
 
 
 __all__ = ["CHECKPOINT_FILE", "BulkReport", "bulk_index", "catalogue_docs", "fingerprint"]

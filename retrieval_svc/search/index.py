@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,6 +29,7 @@ import qdrant_edge as qe
 
 from kindred.config import Settings
 from kindred.errors import FailedPrecondition
+from kindred.fileio import write_text_atomic
 from kindred.text.names import name_vector
 from kindred.text.tokenize import Bm25, SparseTerms, TokenizerConfig
 from kindred.vectorstore.base import (
@@ -148,7 +148,7 @@ class SearchIndex:
             "bm25": bm25.to_dict(),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        _write_atomic(root / META_FILE, json.dumps(meta, indent=2) + "\n")
+        write_text_atomic(root / META_FILE, json.dumps(meta, indent=2) + "\n")
         return cls(shard, root, meta)
 
     @classmethod
@@ -282,15 +282,6 @@ def _sparse(terms: SparseTerms) -> qe.SparseVector:
 
 def sparse_query(terms: SparseTerms) -> qe.SparseVector:
     return _sparse(terms)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 __all__ = [
