@@ -1,7 +1,8 @@
 """`make demo`: the whole single-machine mesh on generated data.
 
 generate (skipped if the data directory already has data) → train (skipped if models exist, unless
---retrain) → start retrieval, ranking, notify and events as child processes → wait until each reports
+--retrain) → export MiniLM and index the catalogue for search → train the notification models (each
+skipped when done) → start retrieval, ranking, notify and events as child processes → wait until each reports
 SERVING on the standard health service → print how to call them. Ctrl-C (or SIGTERM) stops every
 child gracefully, then kills any that do not stop in time.
 """
@@ -20,6 +21,8 @@ from kindred.config import Settings
 from kindred.grpc_client import wait_until_serving
 from kindred.models import current_version
 
+# The source checkout (kindred is installed editable from it); the benches live there, not in site-packages.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_SERVICES = ("retrieval", "notify", "events", "ranking")  # ranking last: it calls retrieval
 
 
@@ -75,6 +78,7 @@ def run_demo(args: argparse.Namespace) -> int:
     else:
         print("[demo] trained models found; skipping training (use --retrain to train again)")
     _prepare_search(settings, data_dir, env, python)
+    _prepare_notify(settings, env, python)
 
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
@@ -143,6 +147,22 @@ def _prepare_search(settings: Settings, data_dir: Path, env: dict[str, str], pyt
     _step("index for search", [python, "-m", "kindred", "index", "--data-dir", str(data_dir)], env)
 
 
+def _prepare_notify(settings: Settings, env: dict[str, str], python: str) -> None:
+    """The notification models (p(open), p(disable)), so notify_svc serves the learned policy.
+
+    One machine has no production outcome log, so they are trained on the simulator's randomised
+    logging policy (bench/notify/train_model.py); skipped when a model is promoted. The bench package
+    lives in the source checkout, not in the installed packages, hence the PYTHONPATH."""
+    if current_version(settings.resolved_models_dir, "notify_outcomes") is not None:
+        return
+    step_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))}
+    _step(
+        "train notification models",
+        [python, "-m", "bench.notify.train_model", "--models-dir", str(settings.resolved_models_dir)],
+        step_env,
+    )
+
+
 def _step(name: str, cmd: list[str], env: dict[str, str]) -> None:
     print(f"[demo] {name}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.monotonic()
@@ -161,7 +181,7 @@ def _banner(settings: Settings, data_dir: Path, elapsed: float) -> str:
 [demo] the Kindred mesh is up ({elapsed:.0f} s). Data and models: {data_dir}
   ranking    {_target(settings, "ranking")}   kindred.v1.RankingService   (Recommend, Rank, SearchRanked)
   retrieval  {_target(settings, "retrieval")}   kindred.v1.RetrievalService (Retrieve, Search, UpsertPosts, …)
-  notify     {_target(settings, "notify")}   kindred.v1.NotifyService    (Decide, DecideBatch, RecordOutcome)
+  notify     {_target(settings, "notify")}   kindred.v1.NotifyService    (Decide, DecideBatch, CollectDue, …)
   events     {_target(settings, "events")}   kindred.v1.EventService     (LogEvents)
 
 Try, in another terminal:
