@@ -5,22 +5,30 @@
     # on shared cores: one process per seed, each writing a part, then one call merges them
     .venv/bin/python bench/bench_recsys_lastfm.py --seeds 0 --part var/recsys/lastfm_seed0.json &  # 1, 2 too
     .venv/bin/python bench/bench_recsys_lastfm.py --combine var/recsys/lastfm_seed{0,1,2}.json
+    # only some systems (e.g. a changed pipeline), reusing what the others chose from a stored part of
+    # the same seed; combine merges parts by system, a later part's row replacing an earlier one's
+    .venv/bin/python bench/bench_recsys_lastfm.py --seeds 0 --systems kindred \
+        --reuse var/recsys/lastfm_seed0.json --part var/recsys/lastfm_kindred_seed0.json  # 1, 2 too
+    .venv/bin/python bench/bench_recsys_lastfm.py --combine var/recsys/lastfm_seed{0,1,2}.json \
+        var/recsys/lastfm_kindred_seed{0,1,2}.json
 
 Protocol in bench/recsys/protocol.py. Each system is tuned on valid (NDCG@10) and scored once on
 test; mean and spread are over seeds. Writes bench/results/recsys_lastfm.json and replaces this
 benchmark's section of bench/RESULTS.md (bench.results_md). Every number written is measured in the
-run, except the published table, which is labelled as such.
+run, except the published table, which is labelled as such. With `--systems` + `--reuse` some
+systems come from a later run on the same seeds; each row records the run that measured it.
 
 "kindred" is Kindred's pipeline (bench/recsys/kindred_pipeline.py): multi-source retrieval (ALS
-embeddings in the two-tower's role, EASE and item-kNN co-engagement, friends, popular) pooled per
-user, then a LightGBM lambdarank ranker trained on labels held back from each user's *train*
-interactions, chosen on valid, and served as ONNX. Shared with the services: the ranker is written
-and loaded through kindred.models (write_model / load_model: sha256 + feature-order check +
-open_session, the path ranking_svc loads its ranker by) and every kindred score is computed by that
-onnxruntime session. Bench-specific: the sources are matrix computations over the benchmark's ids
-(not retrieval_svc's Qdrant-backed modules), and the features are the pipeline module's own, since
-Last.fm has no creators, categories or prices for kindred/features.py to compute. The sources reuse
-the hyper-parameters the standalone ALS/EASE/item-kNN peers chose on valid in the same seed.
+embeddings in the two-tower's role, EASE and item-kNN co-engagement, the tuned ALS + EASE + friends
+blend, friends, popular) pooled per user, then a LightGBM lambdarank ranker trained on labels held
+back from each user's *train* interactions, chosen on valid, and served as ONNX. Shared with the
+services: the ranker is written and loaded through kindred.models (write_model / load_model: sha256
++ feature-order check + open_session, the path ranking_svc loads its ranker by) and every kindred
+score is computed by that onnxruntime session. Bench-specific: the sources are matrix computations
+over the benchmark's ids (not retrieval_svc's Qdrant-backed modules), and the features are the
+pipeline module's own, since Last.fm has no creators, categories or prices for kindred/features.py
+to compute. The sources reuse the hyper-parameters the standalone ALS/EASE/item-kNN peers and the
+blend chose on valid in the same seed.
 Not used: user_taggedartists.dat (unsplit; it would leak held-out listening).
 """
 
@@ -35,7 +43,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -48,6 +56,7 @@ if __package__ in (None, ""):  # run as a script (make bench): make the repo roo
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
+from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 from bench.recsys.kindred_pipeline import PipelineConfig, SourceParams, tune_kindred
@@ -113,7 +122,43 @@ PUBLISHED: dict[str, dict[str, float]] = {
 }
 PUBLISHED_SOURCE = "RecBole-GNN results/social/lastfm.md"
 
+# Kindred's pipeline on Last.fm: the tuned ALS + EASE + friends blend as an extra source and feature,
+# and 4 label folds. Chosen on seed 0's valid NDCG@10 (bench/recsys/kindred_tune.py): 0.2017 vs 0.2008
+# for the module default (LightGBM seed 1: 0.2011 vs 0.2003). No better there: 300 candidates per
+# source (453/user, valid pool recall 0.70 vs 0.57: 0.1982), a second ALS, user-kNN, friends weighted
+# by taste, rank_xendcg, 8 folds, other LightGBM settings. The module default stays what the
+# MovieLens bench measured.
+LASTFM_PIPELINE = PipelineConfig(use_blend=True, label_folds=4)
 SystemRun = Callable[[Split, dict[str, Tuned]], Tuned]
+# What a system needs from systems run before it (their chosen hyper-parameters or fitted models).
+DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    "als_ease_social": ("implicit_als", "ease"),
+    "kindred": ("implicit_als", "ease", "itemknn", "als_ease_social"),
+}
+
+
+@dataclass
+class NotRunHere:
+    """Stands in for a system reused from a stored part: its params are known, no model is fitted."""
+
+    name: str
+    source: str
+
+    def score(self, users: NDArray[np.int64]) -> NDArray[np.float32]:
+        raise RuntimeError(f"{self.name} was not run here (params reused from {self.source}); run it too")
+
+
+def reused_systems(part: Path, seed: int, names: set[str]) -> dict[str, Tuned]:
+    """Systems `names` as a stored part chose them for `seed`: params and valid score, no model."""
+    raw = json.loads(part.read_text(encoding="utf-8"))
+    rows = dict(zip(raw["seeds"], raw["per_seed"], strict=True))
+    if seed not in rows:
+        raise ValueError(f"{part} has no seed {seed} (it has {raw['seeds']})")
+    return {
+        name: Tuned(name, NotRunHere(name, str(part)), row["params"], {f"ndcg@{K}": row["valid_ndcg@10"]})
+        for name, row in rows[seed].items()
+        if name in names
+    }
 
 
 def systems(
@@ -138,14 +183,19 @@ def systems(
     return runs
 
 
-def run_seed(seed: int, inter: Interactions, runs: dict[str, SystemRun]) -> dict[str, dict[str, Any]]:
-    return run_systems(split_per_user(inter, seed), runs)
+def run_seed(
+    seed: int, inter: Interactions, runs: dict[str, SystemRun], reused: dict[str, Tuned] | None = None
+) -> dict[str, dict[str, Any]]:
+    return run_systems(split_per_user(inter, seed), runs, reused)
 
 
-def run_systems(split: Split, runs: dict[str, SystemRun]) -> dict[str, dict[str, Any]]:
-    """Tune every system on `split`'s valid part, then score it once on test."""
+def run_systems(
+    split: Split, runs: dict[str, SystemRun], reused: dict[str, Tuned] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Tune every system in `runs` on `split`'s valid part, then score it once on test. `reused`
+    systems (from a stored part of the same seed) are not run or reported, only depended on."""
     seed = split.seed
-    done: dict[str, Tuned] = {}
+    done: dict[str, Tuned] = dict(reused or {})
     out: dict[str, dict[str, Any]] = {}
     for name, run in runs.items():
         start = time.perf_counter()
@@ -194,6 +244,7 @@ def aggregate(per_seed: list[dict[str, dict[str, Any]]], seeds: list[int]) -> di
                 "params": r["params"],
                 "trials": r["trials"],
                 "seconds": r["seconds"],
+                **({"run": r["run"]} if "run" in r else {}),
             }
             for seed, r in zip(seeds, rows, strict=True)
         ]
@@ -261,9 +312,9 @@ def results_section(report: dict[str, Any]) -> str:
         "train+valid (test) masked; users without held-out items skipped. Tuned on valid NDCG@10, "
         "fit on train only. Mean ± sample std over seeds; published rows are quoted from "
         f"{PUBLISHED_SOURCE}.",
-        "- kindred: ALS / EASE / item-kNN / friends / popular candidates pooled per user, LightGBM "
-        "lambdarank on labels held back from train, scored by the ONNX ranker loaded through "
-        "kindred.models (bench/recsys/kindred_pipeline.py).",
+        "- kindred: ALS / EASE / item-kNN / ALS+EASE+friends blend / friends / popular candidates "
+        "pooled per user, LightGBM lambdarank on labels held back from train (4 folds), scored by the "
+        "ONNX ranker loaded through kindred.models (bench/recsys/kindred_pipeline.py).",
     ]
     if pool:
         lines.append(
@@ -271,6 +322,14 @@ def results_section(report: dict[str, Any]) -> str:
             "held-out items it contains: "
             + ", ".join(f"{part} {value:.3f}" for part, value in pool.items())
             + " (the ceiling for any ranker over it)"
+        )
+    replaced = report.get("replaced_rows") or []
+    if replaced:
+        redone = sorted({row.split(":")[0].split()[-1] for row in replaced})
+        lines.append(
+            f"- Parts merged by system: {', '.join(redone)} re-run later on the same seeds and splits "
+            f"(`--systems`), replacing {len(replaced)} earlier per-seed rows; every other row is the one "
+            "measured in its own part run. The run behind each row is `per_seed[].run` in the JSON."
         )
     lines += [
         "",
@@ -294,6 +353,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # On shared cores one process per seed finishes sooner: each writes a part, one call combines them.
     p.add_argument("--part", type=Path, default=None, help="write this run's raw per-seed results here, only")
     p.add_argument("--combine", type=Path, nargs="+", default=None, help="parts to merge into the results")
+    p.add_argument("--systems", nargs="+", default=None, help="run only these systems (default: all)")
+    p.add_argument(
+        "--reuse", type=Path, default=None, help="part of the same seed to take systems not run from"
+    )
     return p.parse_args(argv)
 
 
@@ -303,21 +366,47 @@ def this_command(argv: list[str] | None) -> str:
     return " ".join(["python", str(shown), *(argv if argv is not None else sys.argv[1:])])
 
 
-def load_parts(
-    paths: list[Path],
-) -> tuple[list[int], list[dict[str, dict[str, Any]]], float, float, list[str]]:
-    """Seeds, per-seed results, wall time (the parts ran side by side: the longest), CPU time
-    (summed) and the commands of the part runs, merged in seed order."""
+@dataclass
+class Merged:
+    """Parts merged by (seed, system). Each row keeps `run`, the command of the part it came from."""
+
+    seeds: list[int]
+    per_seed: list[dict[str, dict[str, Any]]]
+    runtime: float  # the longest part's wall time (parts of one run go side by side)
+    cpu_seconds: float  # summed over the parts
+    commands: list[str]
+    replaced: list[str] = field(default_factory=list)  # "seed S system: <old run> -> <new run>"
+
+
+def load_parts(paths: list[Path]) -> Merged:
+    """Merge per-seed parts in seed order. A part may hold only some systems (--systems); a later
+    part's row for the same seed and system replaces an earlier one's, and the replacement is
+    listed. Every seed must end up with the same systems."""
     parts = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
-    rows = sorted(
-        (seed, res) for part in parts for seed, res in zip(part["seeds"], part["per_seed"], strict=True)
+    by_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    replaced: list[str] = []
+    for part in parts:
+        for seed, res in zip(part["seeds"], part["per_seed"], strict=True):
+            rows = by_seed.setdefault(seed, {})
+            for name, row in res.items():
+                row = {**row, "run": row.get("run", str(part["command"]))}
+                if name in rows:
+                    if row["run"] == rows[name]["run"]:
+                        raise ValueError(f"seed {seed} {name}: the same run given twice ({row['run']})")
+                    replaced.append(f"seed {seed} {name}: {rows[name]['run']} -> {row['run']}")
+                rows[name] = row
+    seeds = sorted(by_seed)
+    names = [set(by_seed[s]) for s in seeds]
+    if any(n != names[0] for n in names):
+        raise ValueError(f"seeds have different systems: {dict(zip(seeds, map(sorted, names), strict=True))}")
+    return Merged(
+        seeds,
+        [by_seed[s] for s in seeds],
+        max(float(part["runtime_seconds"]) for part in parts),
+        sum(float(part["cpu_seconds"]) for part in parts),
+        [str(part["command"]) for part in parts],
+        replaced,
     )
-    seeds = [seed for seed, _ in rows]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"parts repeat a seed: {seeds}")
-    runtime = max(float(part["runtime_seconds"]) for part in parts)
-    cpu = sum(float(part["cpu_seconds"]) for part in parts)
-    return seeds, [res for _, res in rows], runtime, cpu, [str(part["command"]) for part in parts]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,20 +422,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     friends = load_friends(data_dir, inter)
     command = this_command(argv)
+    replaced: list[str] = []
     if args.combine:
-        seeds, per_seed, runtime, cpu_seconds, part_commands = load_parts(args.combine)
-        command = " & ".join(part_commands) + "; then " + command
+        merged = load_parts(args.combine)
+        seeds, per_seed, replaced = merged.seeds, merged.per_seed, merged.replaced
+        runtime, cpu_seconds = merged.runtime, merged.cpu_seconds
+        command = " & ".join(merged.commands) + "; then " + command
     else:
         grids, strong = (Grids.quick(), StrongGrids.quick()) if args.quick else (Grids(), StrongGrids())
-        pipeline = PipelineConfig.quick() if args.quick else PipelineConfig()
+        pipeline = replace(PipelineConfig.quick(), use_blend=True) if args.quick else LASTFM_PIPELINE
         runs = systems(grids, strong, pipeline, friends, args.threads)
+        wanted = args.systems or list(runs)
+        unknown = sorted(set(wanted) - set(runs))
+        if unknown:
+            print(f"unknown systems {unknown}; known: {list(runs)}", file=sys.stderr)
+            return 2
+        needed = {dep for name in wanted for dep in DEPENDS_ON.get(name, ())} - set(wanted)
+        if needed and args.reuse is None:
+            print(f"{wanted} depend on {sorted(needed)}: run them too or --reuse a part", file=sys.stderr)
+            return 2
+        runs = {name: run for name, run in runs.items() if name in wanted}
         seeds, per_seed = args.seeds, []
         import implicit.cpu.als  # noqa: F401  (loads scipy's OpenBLAS now, so the limit below reaches it)
 
         with threadpool_limits(limits=1, user_api="blas"):
             for seed in seeds:
                 print(f"seed {seed}", flush=True)
-                per_seed.append(run_seed(seed, inter, runs))
+                reused = reused_systems(args.reuse, seed, needed) if needed and args.reuse else None
+                per_seed.append(run_seed(seed, inter, runs, reused))
         runtime = time.perf_counter() - started
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cpu_seconds = usage.ru_utime + usage.ru_stime  # vs wall time: how much of the shared cores we had
@@ -358,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\nquick run: grids reduced, nothing written")
         return 0
     if args.part:
-        raw: dict[str, Any] = {"command": command, "seeds": seeds, "per_seed": per_seed}
+        rows = [{name: {**row, "run": command} for name, row in res.items()} for res in per_seed]
+        raw: dict[str, Any] = {"command": command, "seeds": seeds, "per_seed": rows}
         raw |= {"runtime_seconds": round(runtime, 1), "cpu_seconds": round(cpu_seconds, 1)}
         args.part.parent.mkdir(parents=True, exist_ok=True)
         args.part.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
@@ -374,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
         "runtime_seconds": round(runtime, 1),
         "cpu_seconds": round(cpu_seconds, 1),
         "systems": result,
+        # Which part run produced each row is in systems.<name>.per_seed[].run; rows of a later
+        # part that replaced an earlier part's are listed here.
+        "replaced_rows": replaced,
         "published": {"source": PUBLISHED_SOURCE, **PUBLISHED},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

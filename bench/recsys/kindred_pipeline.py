@@ -5,8 +5,9 @@ benchmark's user x item matrices:
 
 1. Retrieval. Each source scores the catalogue for a user and proposes its top items (train items
    excluded): embedding ANN over ALS factors (the two-tower's role), item-to-item co-engagement
-   (EASE and item-kNN neighbours), social (artists the user's friends have), popular. The pool is
-   the union, each candidate tagged with every source that proposed it. Its recall of the held-out
+   (EASE and item-kNN neighbours), social (artists the user's friends have), popular; optionally
+   the tuned ALS + EASE + friends blend (strong.py), a second ALS and user-kNN. The pool is the
+   union, each candidate tagged with every source that proposed it. Its recall of the held-out
    items bounds everything after it, so it is measured and reported.
 2. Ranking. A LightGBM lambdarank model over per-candidate features (each source's score, z-score
    within the user and rank; item-kNN weighted by the user's play counts; popularity; how many
@@ -66,10 +67,14 @@ class SourceParams:
     als: dict[str, Any]
     ease: dict[str, Any]
     itemknn: dict[str, Any]
+    # The ALS + EASE + social blend's weights (bench/recsys/strong.py), when it was tuned: a source
+    # and a feature (one linear score the trees would otherwise have to approximate split by split).
+    blend: dict[str, Any] | None = None
 
     @staticmethod
     def from_tuned(done: dict[str, Tuned]) -> SourceParams:
-        return SourceParams(done["implicit_als"].params, done["ease"].params, done["itemknn"].params)
+        blend = done["als_ease_social"].params if "als_ease_social" in done else None
+        return SourceParams(done["implicit_als"].params, done["ease"].params, done["itemknn"].params, blend)
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,15 @@ class PipelineConfig:
     early_stopping: int = 50
     min_data_in_leaf: int = 100
     lambda_l2: float = 10.0
+    feature_fraction: float = 0.9
+    objective: str = "lambdarank"  # or "rank_xendcg"
+    # Extra sources/features, off by default. On Last.fm seed 0's valid NDCG@10 (module default 0.2008)
+    # only use_blend with label_folds=4 gained (0.2017); als2 (192), user-kNN (100), friends weighted
+    # by taste and per_source=300 did not (0.1982-0.2009). bench_recsys_lastfm.LASTFM_PIPELINE.
+    als2_factors: int = 0  # >0: a second ALS source (same weighting and regularisation, other size)
+    use_blend: bool = False  # the tuned blend as a source and feature (needs SourceParams.blend)
+    userknn_neighbours: int = 0  # >0: user-based kNN (cosine, top-k similar users) as a source
+    social_similarity: bool = False  # feature: friends who have the item, weighted by taste similarity
     train_negatives: int = 0  # >0: random negatives kept per training query (all positives stay)
     # Optional linear score the trees are boosted from (feature name, weight), added in the ONNX graph.
     # Off: starting from als_z + 0.5 ease_z measured lower on seed 0's valid (0.1975 vs 0.1999).
@@ -113,24 +127,38 @@ class Sources:
     n_friends: NDArray[np.float32]
     popularity: NDArray[np.float32]
     history: sp.csr_matrix
+    # (weight of EASE's z-score, of the friend count's z-score) added to ALS's; None: no blend source
+    blend: tuple[float, float] | None = None
 
     @staticmethod
     def fit(
-        history: sp.csr_matrix, friends: sp.csr_matrix | None, params: SourceParams, seed: int, threads: int
+        history: sp.csr_matrix,
+        friends: sp.csr_matrix | None,
+        params: SourceParams,
+        seed: int,
+        threads: int,
+        cfg: PipelineConfig | None = None,
     ) -> Sources:
         from implicit.cpu.als import AlternatingLeastSquares
 
+        cfg = cfg or PipelineConfig()
         a = params.als
-        als = AlternatingLeastSquares(
-            factors=a["factors"],
-            regularization=a["regularization"],
-            alpha=a["alpha"],
-            iterations=a["iterations"],
-            random_state=seed,
-            num_threads=threads,
-        )
-        als.fit(bm25_user_rows(history), show_progress=False)
-        factors = Factors(_as_numpy(als.user_factors), _as_numpy(als.item_factors))
+        bm25 = bm25_user_rows(history)
+
+        def als_factors(n_factors: int, random_state: int) -> Factors:
+            als = AlternatingLeastSquares(
+                factors=n_factors,
+                regularization=a["regularization"],
+                alpha=a["alpha"],
+                iterations=a["iterations"],
+                random_state=random_state,
+                num_threads=threads,
+            )
+            als.fit(bm25, show_progress=False)
+            return Factors(_as_numpy(als.user_factors), _as_numpy(als.item_factors))
+
+        factors = als_factors(int(a["factors"]), seed)
+        scored: dict[str, SourceScorer] = {"als": factors.score}
         ease = EASE.fit(ease_inputs(history)[params.ease["input"]], float(params.ease["lambda"]))
         k = params.itemknn
         sim = cosine_similarity(history, float(k["shrink"]))
@@ -139,11 +167,23 @@ class Sources:
         log_plays = history.astype(np.float32).tocsr()
         log_plays.data = np.log1p(np.maximum(log_plays.data, 0.0))
         listeners = np.maximum(np.diff(history.tocsc().indptr), 1).astype(np.float32)
+        scored |= {"ease": ease.score, "itemknn": knn.score}
+        weighted: dict[str, SourceScorer] = {"itemknn_plays": ItemKNN(log_plays, knn.weights).score}
+        if cfg.userknn_neighbours > 0 or cfg.social_similarity:
+            users_sim = UserSimilarity.fit(history)
+            if cfg.userknn_neighbours > 0:
+                scored["userknn"] = users_sim.neighbours(cfg.userknn_neighbours).score
+            if cfg.social_similarity and friends is not None:
+                weighted["social_sim"] = users_sim.among(friends).score
+        if cfg.als2_factors > 0:
+            scored["als2"] = als_factors(cfg.als2_factors, seed + 1).score
+        blend = None
+        if cfg.use_blend and params.blend is not None:
+            social_w = float(params.blend["social"]) if friends is not None else 0.0
+            blend = (float(params.blend["ease"]), social_w)
         return Sources(
-            scored={"als": factors.score, "ease": ease.score, "itemknn": knn.score},
-            weighted={
-                "itemknn_plays": ItemKNN(log_plays, knn.weights).score,
-            },
+            scored=scored,
+            weighted=weighted,
             item_log_plays=np.asarray(log_plays.sum(axis=0), dtype=np.float32).ravel() / listeners,
             social=social_counts(friends, history) if friends is not None else None,
             n_friends=(
@@ -153,7 +193,50 @@ class Sources:
             ),
             popularity=Popularity.fit(history).counts,
             history=history,
+            blend=blend,
         )
+
+    def proposers(self) -> list[str]:
+        """Names of the sources that propose candidates by score (each gets score/z/rank features)."""
+        return [*self.scored, *(["blend"] if self.blend is not None else [])]
+
+
+@dataclass
+class UserSimilarity:
+    """Cosine similarity between users' (binary) histories, dense: the benchmarks have few users."""
+
+    history: sp.csr_matrix  # (users, items) binary
+    sim: NDArray[np.float32]  # (users, users), diagonal 0
+
+    @staticmethod
+    def fit(history: sp.csr_matrix) -> UserSimilarity:
+        x = binarize(history)
+        norms = np.sqrt(np.asarray(x.sum(axis=1), dtype=np.float32).ravel())
+        xn = sp.diags(1.0 / np.maximum(norms, 1e-9)) @ x
+        sim = np.asarray((xn @ xn.T).toarray(), dtype=np.float32)
+        np.fill_diagonal(sim, 0.0)
+        return UserSimilarity(x, sim)
+
+    def neighbours(self, k: int) -> UserScores:
+        """Each user's k most similar users, weighted by similarity."""
+        k = min(k, self.sim.shape[0] - 1)
+        cut = -np.partition(-self.sim, k - 1, axis=1)[:, k - 1 : k]
+        return UserScores(self.history, np.where(self.sim >= cut, self.sim, 0.0).astype(np.float32))
+
+    def among(self, friends: sp.csr_matrix) -> UserScores:
+        """Only the user's friends, weighted by similarity (a friend with the same taste counts more)."""
+        return UserScores(self.history, np.asarray(friends.multiply(self.sim).toarray(), dtype=np.float32))
+
+
+@dataclass
+class UserScores:
+    """score(u, i) = sum over users v of weights[u, v] * history[v, i]."""
+
+    history: sp.csr_matrix
+    weights: NDArray[np.float32]  # (users, users)
+
+    def score(self, users: NDArray[np.int64]) -> NDArray[np.float32]:
+        return np.asarray((self.history.T @ self.weights[users].T).T, dtype=np.float32)
 
 
 def feature_names(scored: list[str], weighted: list[str], social: bool) -> list[str]:
@@ -214,6 +297,11 @@ def _ranks(scores: NDArray[np.float32]) -> NDArray[np.float32]:
     return ranks.astype(np.float32)
 
 
+def _zscore(s: NDArray[np.float32]) -> NDArray[np.float32]:
+    out: NDArray[np.float32] = (s - s.mean(axis=1, keepdims=True)) / (s.std(axis=1, keepdims=True) + 1e-9)
+    return out
+
+
 def build_pool(sources: Sources, cfg: PipelineConfig) -> Pool:
     """Every user's candidate pool and features; items in `sources.history` are never candidates."""
     history = binarize(sources.history)
@@ -222,7 +310,7 @@ def build_pool(sources: Sources, cfg: PipelineConfig) -> Pool:
     pop_share = pop / max(float(pop.sum()), 1.0)
     pop_rank = np.log1p(_ranks(pop[None, :])[0])
     user_items = np.diff(history.indptr).astype(np.float32)
-    names = feature_names(list(sources.scored), list(sources.weighted), sources.social is not None)
+    names = feature_names(sources.proposers(), list(sources.weighted), sources.social is not None)
     indptr = np.zeros(n_users + 1, dtype=np.int64)
     all_items: list[NDArray[np.int64]] = []
     all_feats: list[NDArray[np.float32]] = []
@@ -231,16 +319,23 @@ def build_pool(sources: Sources, cfg: PipelineConfig) -> Pool:
         seen = history[users].tocoo()
         proposed = np.zeros((len(users), n_items), dtype=np.int8)
         per_source: list[tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]] = []
-        for scorer in sources.scored.values():
-            s = np.array(scorer(users), dtype=np.float32)
-            z = (s - s.mean(axis=1, keepdims=True)) / (s.std(axis=1, keepdims=True) + 1e-9)
+        social = sources.social[users].toarray().astype(np.float32) if sources.social is not None else None
+        raw = {name: np.array(scorer(users), dtype=np.float32) for name, scorer in sources.scored.items()}
+        zs = {name: _zscore(s) for name, s in raw.items()}
+        if sources.blend is not None:
+            # strong.Blend's score: z-scores over the whole catalogue (train items included), summed.
+            w_ease, w_social = sources.blend
+            raw["blend"] = zs["als"] + w_ease * zs["ease"]
+            if social is not None and w_social:
+                raw["blend"] += w_social * _zscore(social)
+            zs["blend"] = raw["blend"].copy()
+        for name in sources.proposers():
+            s = raw[name]
             s[seen.row, seen.col] = -np.inf
             ranks = _ranks(s)
             proposed += ranks < cfg.per_source
-            per_source.append((s, z, ranks))
-        social = None
-        if sources.social is not None:
-            social = sources.social[users].toarray().astype(np.float32)
+            per_source.append((s, zs[name], ranks))
+        if social is not None:
             # Ties (same friend count) go to the more popular artist.
             s = social + pop_share[None, :]
             s[seen.row, seen.col] = -np.inf
@@ -256,7 +351,7 @@ def build_pool(sources: Sources, cfg: PipelineConfig) -> Pool:
             feats += [s[rows, cols], z[rows, cols], np.log1p(ranks[rows, cols])]
         for scorer in sources.weighted.values():
             w = np.asarray(scorer(users), dtype=np.float32)
-            wz = (w - w.mean(axis=1, keepdims=True)) / (w.std(axis=1, keepdims=True) + 1e-9)
+            wz = _zscore(w)
             feats += [w[rows, cols], wz[rows, cols]]
         if social is not None:
             friends = sources.n_friends[users][rows]
@@ -375,7 +470,7 @@ def train_ranker(
         groups = groups[groups > 0]
     vkeep, vgroups = _groups(valid_pool, valid_labels)
     params = {
-        "objective": "lambdarank",
+        "objective": cfg.objective,
         "metric": "ndcg",
         "eval_at": [10],
         "lambdarank_truncation_level": 20,
@@ -383,7 +478,7 @@ def train_ranker(
         "learning_rate": cfg.learning_rate,
         "min_data_in_leaf": cfg.min_data_in_leaf,
         "lambda_l2": cfg.lambda_l2,
-        "feature_fraction": 0.9,
+        "feature_fraction": cfg.feature_fraction,
         "bagging_fraction": 0.8,
         "bagging_freq": 1,
         "num_threads": cfg.threads,
@@ -485,12 +580,12 @@ def pipeline_candidates(
     recalls: list[float] = []
     for fold in range(cfg.label_folds):
         fit_part, label_part = label_split(split.train, cfg.holdout_fraction, seed * 100 + fold)
-        pool = build_pool(Sources.fit(fit_part, friends, params, seed, cfg.threads), cfg)
+        pool = build_pool(Sources.fit(fit_part, friends, params, seed, cfg.threads, cfg), cfg)
         label_pools.append(pool)
         label_sets.append(labels_for(pool, label_part))
         recalls.append(pool.recall(label_part, fit_part))
     label_pool, labels = concat_pools(label_pools), np.concatenate(label_sets)
-    serve_pool = build_pool(Sources.fit(split.train, friends, params, seed, cfg.threads), cfg)
+    serve_pool = build_pool(Sources.fit(split.train, friends, params, seed, cfg.threads, cfg), cfg)
     valid_labels = labels_for(serve_pool, split.valid)
     stages: tuple[Stage, ...] = ("valid", "test")
     diagnostics["pool_recall"] = {

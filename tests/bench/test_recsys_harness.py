@@ -1,27 +1,67 @@
-"""The Last.fm harness's plumbing: per-seed parts (one process per seed on shared cores) merged."""
+"""The Last.fm harness's plumbing: per-seed parts (one process per seed on shared cores) merged by system."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+
+
+def write_part(tmp_path: Path, name: str, rows: dict[int, dict[str, Any]], wall: float, cpu: float) -> Path:
+    path = tmp_path / name
+    payload = {"command": f"run {name}", "seeds": list(rows), "per_seed": list(rows.values())}
+    path.write_text(json.dumps(payload | {"runtime_seconds": wall, "cpu_seconds": cpu}))
+    return path
 
 
 def test_parts_merge_in_seed_order_with_the_longest_wall_time(tmp_path: Path) -> None:
     from bench.bench_recsys_lastfm import load_parts
 
     def part(name: str, seeds: list[int], wall: float, cpu: float) -> Path:
-        path = tmp_path / name
-        rows = [{"popularity": {"seed_marker": s}} for s in seeds]
-        payload = {"command": f"run {name}", "seeds": seeds, "per_seed": rows}
-        path.write_text(json.dumps(payload | {"runtime_seconds": wall, "cpu_seconds": cpu}))
-        return path
+        return write_part(tmp_path, name, {s: {"popularity": {"seed_marker": s}} for s in seeds}, wall, cpu)
 
-    seeds, rows, wall, cpu, commands = load_parts([part("b", [2], 50.0, 30.0), part("a", [0, 1], 80.0, 60.0)])
-    assert seeds == [0, 1, 2]
-    assert [r["popularity"]["seed_marker"] for r in rows] == [0, 1, 2]
-    assert (wall, cpu) == (80.0, 90.0)
-    assert commands == ["run b", "run a"]
-    with pytest.raises(ValueError, match="repeat a seed"):
-        load_parts([part("c", [1], 1.0, 1.0), part("d", [1], 1.0, 1.0)])
+    merged = load_parts([part("b", [2], 50.0, 30.0), part("a", [0, 1], 80.0, 60.0)])
+    assert merged.seeds == [0, 1, 2]
+    assert [r["popularity"]["seed_marker"] for r in merged.per_seed] == [0, 1, 2]
+    assert [r["popularity"]["run"] for r in merged.per_seed] == ["run a", "run a", "run b"]
+    assert (merged.runtime, merged.cpu_seconds) == (80.0, 90.0)
+    assert merged.commands == ["run b", "run a"]
+    assert merged.replaced == []
+    with pytest.raises(ValueError, match="same run given twice"):
+        load_parts([part("c", [1], 1.0, 1.0), part("c", [1], 1.0, 1.0)])
+
+
+def test_a_later_part_replaces_only_its_systems_rows_and_says_so(tmp_path: Path) -> None:
+    from bench.bench_recsys_lastfm import load_parts
+
+    peers = write_part(
+        tmp_path, "all", {s: {"itemknn": {"v": s}, "kindred": {"v": -1}} for s in (0, 1)}, 90.0, 80.0
+    )
+    kindred = [write_part(tmp_path, f"k{s}", {s: {"kindred": {"v": 10 + s}}}, 30.0, 20.0) for s in (0, 1)]
+    merged = load_parts([peers, *kindred])
+    assert [r["itemknn"]["v"] for r in merged.per_seed] == [0, 1]  # peers stay the measured ones
+    assert [r["kindred"]["v"] for r in merged.per_seed] == [10, 11]
+    assert [r["kindred"]["run"] for r in merged.per_seed] == ["run k0", "run k1"]
+    assert merged.replaced == ["seed 0 kindred: run all -> run k0", "seed 1 kindred: run all -> run k1"]
+    # A seed left without a system the others have cannot be aggregated.
+    lone = write_part(tmp_path, "lone", {2: {"kindred": {"v": 12}}}, 1.0, 1.0)
+    with pytest.raises(ValueError, match="different systems"):
+        load_parts([peers, lone])
+
+
+def test_reused_systems_carry_params_but_refuse_to_score(tmp_path: Path) -> None:
+    from bench.bench_recsys_lastfm import reused_systems
+
+    row = {"params": {"factors": 64}, "valid_ndcg@10": 0.2}
+    part = write_part(tmp_path, "p", {3: {"implicit_als": row, "popularity": row}}, 1.0, 1.0)
+    done = reused_systems(part, 3, {"implicit_als"})
+    assert list(done) == ["implicit_als"]
+    assert done["implicit_als"].params == {"factors": 64}
+    assert done["implicit_als"].valid["ndcg@10"] == 0.2
+    with pytest.raises(RuntimeError, match="not run here"):
+        done["implicit_als"].model.score(np.arange(2))
+    with pytest.raises(ValueError, match="no seed 4"):
+        reused_systems(part, 4, {"implicit_als"})

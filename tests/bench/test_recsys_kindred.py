@@ -6,6 +6,8 @@ Synthetic data only (no shared data needed); real implicit, LightGBM and onnxrun
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, replace
+from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -124,6 +126,70 @@ def test_pool_never_proposes_history_and_contains_every_sources_top_items() -> N
         mine = set(pool.items[pool.indptr[u] : pool.indptr[u + 1]].tolist())
         assert set(np.argsort(-als[u], kind="stable")[:5].tolist()) <= mine
         assert set(np.argsort(-pop[u], kind="stable")[:3].tolist()) <= mine
+
+
+def test_blend_source_scores_like_the_tuned_blend_and_a_second_als_proposes_too() -> None:
+    from bench.recsys.strong import Blend, SparseScores, social_counts
+
+    inter = clustered()
+    split = split_per_user(inter, seed=0)
+    friends = friends_by_group(inter.n_users)
+    params = replace(PARAMS, blend={"als": 1.0, "ease": 0.5, "social": 0.1})
+    cfg = replace(SMALL, use_blend=True, als2_factors=4)
+    sources = Sources.fit(split.train, friends, params, seed=0, threads=1, cfg=cfg)
+    assert sources.proposers() == ["als", "ease", "itemknn", "als2", "blend"]
+    pool = build_pool(sources, cfg)
+    assert {"blend_score", "als2_z"} <= set(pool.names)
+
+    @dataclass
+    class Scorer:
+        fn: Any
+
+        def score(self, users: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
+            return np.asarray(self.fn(users))
+
+    blend = Blend(
+        [
+            (1.0, Scorer(sources.scored["als"])),
+            (0.5, Scorer(sources.scored["ease"])),
+            (0.1, SparseScores(social_counts(friends, split.train))),
+        ]
+    )
+    users = np.arange(inter.n_users)
+    expected = blend.score(users)
+    owners = np.repeat(users, np.diff(pool.indptr))
+    got = pool.features[:, pool.names.index("blend_score")]
+    np.testing.assert_allclose(got, expected[owners, pool.items], rtol=1e-4, atol=1e-4)
+    # The blend's and the second ALS's top unseen items are all candidates.
+    history = binarize(split.train)
+    for name in ("blend", "als2"):
+        s = expected.copy() if name == "blend" else sources.scored[name](users).copy()
+        s[history.nonzero()] = -np.inf
+        for u in range(0, inter.n_users, 37):
+            mine = set(pool.items[pool.indptr[u] : pool.indptr[u + 1]].tolist())
+            assert set(np.argsort(-s[u], kind="stable")[:5].tolist()) <= mine
+
+
+def test_user_similarity_sources_by_hand() -> None:
+    from bench.recsys.kindred_pipeline import UserSimilarity
+
+    history = sp.csr_matrix(
+        np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 0, 1, 1], [1, 1, 1, 0]], dtype=np.float32)
+    )
+    users = UserSimilarity.fit(history)
+    # cos(0, 3) = 2 / sqrt(2 * 3), cos(0, 1) = 1 / 2, cos(0, 2) = 0; never a user with itself.
+    assert users.sim[0, 3] == pytest.approx(2 / np.sqrt(6))
+    assert users.sim[0, 1] == pytest.approx(0.5) and users.sim[0, 2] == 0.0
+    assert np.all(np.diag(users.sim) == 0.0)
+    # Nearest neighbour of user 0 is user 3: its items, weighted by the similarity.
+    np.testing.assert_allclose(
+        users.neighbours(1).score(np.array([0]))[0], users.sim[0, 3] * history[3].toarray()[0]
+    )
+    # Among friends only: user 0's one friend is user 1.
+    friends = sp.csr_matrix(
+        np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]], dtype=np.float32)
+    )
+    np.testing.assert_allclose(users.among(friends).score(np.array([0]))[0], [0.5, 0.0, 0.5, 0.0], atol=1e-6)
 
 
 def test_pool_rows_and_recall_by_hand() -> None:
