@@ -1,15 +1,17 @@
 """Notification policies in a simulated fan population over 30 days: baselines, tuned rules, learned, oracle.
 
-    .venv/bin/python bench/bench_notify_sim.py [--fans 1500] [--seeds 0 1 2] [--quick]
+    .venv/bin/python bench/bench_notify_sim.py [--fans 1500] [--seeds 0 1 2] [--ope-seeds 0 1 2] [--quick]
     .venv/bin/python bench/bench_notify_sim.py --target 127.0.0.1:50053 --seeds 0   # a running notify_svc
 
 Protocol (one command, everything measured in the same run):
 
-1. a randomised logging policy runs on the *training* seed; its DELIVERED / OPENED / DISABLED events
-   train p(open) / p(disable) (trainer/notify_models.py → ONNX + manifest, promoted);
-2. on a separate *tuning* seed, the rule policy (caps, with quiet hours, spacing and digests) is
-   chosen by opens − 5 × disables; the learned policy's threshold and guard caps by the goal: most
-   opens with no more disables than those rules on the tuning seed;
+1. a randomised logging policy runs on each *training* seed (--train-logs SEED:DROP: a heavy logger
+   that drops 30% and light ones that drop 80-90%, so the model sees fatigued and fresh fans); their
+   DELIVERED / OPENED / DISABLED events train p(open) / p(disable) (trainer/notify_models.py → ONNX +
+   manifest, promoted), ids namespaced per world;
+2. on a separate *tuning* seed, the rule policy (caps and the digest's local hour, with quiet hours,
+   spacing and digests) is chosen by opens − 5 × disables; the learned policy's threshold and guard
+   caps by the goal: most opens with no more disables than those rules on the tuning seed;
 3. on each evaluation seed, in the same world: send-all, fixed daily caps 1/2/3, the tuned rules, the
    learned policy (driven through notify_svc.engine.NotifyEngine over the real EmbeddedNotifyState
    unless --driver memory), and the oracle (the learned decision code fed the hidden truth — an upper
@@ -32,6 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,7 @@ from bench.notify.grpc_agent import GrpcAgent
 from bench.notify.ope import ips_snips
 from bench.notify.plot import opens_vs_disables
 from bench.notify.policies import (
+    LOG_DROP,
     EngineAgent,
     FixedDailyCap,
     LoggingAgent,
@@ -60,10 +64,17 @@ from bench.results_md import write_section
 from kindred.models import read_manifest
 from notify_svc.learned import MODEL_NAME, LearnedParams, LearnedPolicy, OnnxOutcomeScorer
 from notify_svc.policy import CapRule, PolicyParams, RulePolicy
+from trainer.notify_log import LogEvent, MembershipRow
 
 ROOT = Path(__file__).resolve().parent
 OUT_JSON = ROOT / "results" / "notify_sim.json"
 OUT_PNG = ROOT / "results" / "notify_sim.png"
+# The rules' digest time is tuned over these local hours; the learned policy picks per fan among
+# LEARNED_DIGEST_HOURS (the model's expected open at each), so both get the later, busier evening.
+DIGEST_HOURS_RULES = (18, 19, 20, 21)
+LEARNED_DIGEST_HOURS = (17, 18, 19, 20, 21)
+# Training worlds (never an evaluation or the tuning seed) and each randomised logger's drop rate.
+DEFAULT_TRAIN_LOGS = ("100:0.3", "102:0.8", "103:0.8")
 DISABLE_WEIGHT = 5.0  # tuning objective: opens − DISABLE_WEIGHT × disables (same for every tuned policy)
 REPORTED = ("sends", "opens", "disables", "value", "opens_per_send", "digests", "quiet_hour_sends",
             "transactional_delivery", "direct_opens", "direct_value")  # fmt: skip
@@ -74,20 +85,23 @@ def objective(summary: dict[str, Any]) -> float:
 
 
 def rules_grid(quick: bool) -> list[tuple[str, PolicyParams]]:
+    """Caps × the digest's local time (a rule can move every fan's digest to a later, busier hour)."""
     out = []
     for daily in (1, 2) if quick else (1, 2, 3):
-        params = PolicyParams(
-            caps=(
-                CapRule("daily_cap", timedelta(hours=24), daily),
-                CapRule("weekly_cap", timedelta(days=7), 5 * daily),
-            ),
-        )
-        out.append((f"daily {daily}, weekly {5 * daily}, spacing 0.5 h", params))
+        for digest_hour in (18,) if quick else DIGEST_HOURS_RULES:
+            params = PolicyParams(
+                caps=(
+                    CapRule("daily_cap", timedelta(hours=24), daily),
+                    CapRule("weekly_cap", timedelta(days=7), 5 * daily),
+                ),
+                digest_time=dtime(digest_hour),
+            )
+            out.append((f"daily {daily}, weekly {5 * daily}, spacing 0.5 h, digest {digest_hour}:00", params))
     return out
 
 
 def learned_grid(quick: bool) -> list[tuple[str, LearnedParams]]:
-    combos = [(1, 0.01), (3, 0.01)] if quick else [(1, 0.0), (1, 0.01), (2, 0.03), (2, 0.05), (3, 0.01)]
+    combos = [(2, 0.065), (3, 0.08)] if quick else [(2, 0.05), (2, 0.065), (2, 0.08), (3, 0.065), (3, 0.08)]
     out = []
     for daily, threshold in combos:
         guard = PolicyParams(
@@ -96,10 +110,12 @@ def learned_grid(quick: bool) -> list[tuple[str, LearnedParams]]:
                 CapRule("weekly_cap", timedelta(days=7), 5 * daily),
             ),
         )
+        hours = "/".join(str(h) for h in LEARNED_DIGEST_HOURS)
         out.append(
             (
-                f"threshold {threshold:g}, guard caps {daily}/day {5 * daily}/week",
-                LearnedParams(threshold=threshold, guard=guard),
+                f"threshold {threshold:g}, guard caps {daily}/day {5 * daily}/week, "
+                f"digest at the fan's best of {hours} h",
+                LearnedParams(threshold=threshold, guard=guard, digest_hours=LEARNED_DIGEST_HOURS),
             )
         )
     return out
@@ -168,6 +184,36 @@ class Runner:
         return make
 
 
+def parse_train_log(spec: str) -> tuple[int, float]:
+    """ "SEED:DROP" → (seed, drop probability of the randomised logging policy on that seed)."""
+    seed, _, drop = spec.partition(":")
+    try:
+        return int(seed), float(drop) if drop else LOG_DROP
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SEED:DROP, got {spec!r}") from None
+
+
+def namespaced(
+    events: list[LogEvent], rows: list[MembershipRow], seed: int
+) -> tuple[list[LogEvent], list[MembershipRow]]:
+    """Ids prefixed by the world's seed, so several worlds' logs train one model without their
+    fans (f000001 exists in every world) being mistaken for one another."""
+    p = f"s{seed}/"
+    out = [
+        replace(e, notification_id=p + e.notification_id, fan_id=p + e.fan_id,
+                creator_id=p + e.creator_id if e.creator_id else "")
+        for e in events
+    ]  # fmt: skip
+    return out, [MembershipRow(p + m.fan_id, p + m.creator_id, m.tier) for m in rows]
+
+
+def logging_agent(seed: int, drop: float) -> Callable[[World], Agent]:
+    def make(w: World) -> Agent:
+        return LoggingAgent(w, seed, relationships(w), drop=drop)
+
+    return make
+
+
 def train(runner: Runner, models_dir: Path) -> dict[str, Any]:
     from trainer.notify_models import train_notify_models
 
@@ -182,19 +228,23 @@ def train(runner: Runner, models_dir: Path) -> dict[str, Any]:
             "directory": str(models_dir),
             "reused": True,
         }
-    print(f"[1/3] logging policy on training seed {args.train_seed}, then training", flush=True)
-    world = runner.world(args.train_seed)
-    logged = runner.run(
-        world,
-        args.train_seed,
-        "randomised logging",
-        lambda w: LoggingAgent(w, args.train_seed, relationships(w)),
-    )
-    agent: LoggingAgent = logged["_agent"]
+    logs = args.train_logs
+    print(f"[1/3] randomised logging on training seeds {logs} (seed:drop), then training", flush=True)
+    events: list[LogEvent] = []
+    members: list[MembershipRow] = []
+    logged_runs = []
+    for seed, drop in logs:
+        world = runner.world(seed)
+        logged = runner.run(world, seed, f"randomised logging (drop {drop:g})", logging_agent(seed, drop))
+        agent: LoggingAgent = logged["_agent"]
+        more_events, more_members = namespaced(agent.events, memberships(world), seed)
+        events += more_events
+        members += more_members
+        counts = {k: logged[k] for k in ("sends", "opens", "disables")}
+        logged_runs.append({"seed": seed, "drop": drop, **counts})
     t0 = time.perf_counter()
-    result = train_notify_models(
-        agent.events, memberships(world), models_dir, version=f"sim-seed{args.train_seed}"
-    )
+    version = "sim-" + "-".join(f"s{seed}d{drop:g}" for seed, drop in logs)
+    result = train_notify_models(events, members, models_dir, version=version)
     runner.timings["train"] = round(time.perf_counter() - t0, 1)
     runner.scorer = OnnxOutcomeScorer(models_dir)
     shown = json.dumps({k: round(v, 4) for k, v in result.metrics.items()})
@@ -202,6 +252,7 @@ def train(runner: Runner, models_dir: Path) -> dict[str, Any]:
     return {
         "version": result.version,
         "rows": result.rows,
+        "logs": logged_runs,
         "holdout": result.metrics,
         "directory": str(result.directory),
     }
@@ -253,9 +304,11 @@ def ope_for_seed(runner: Runner, world: World, seed: int, target_params: Learned
     rows = np.array(agent.log, dtype=np.float64)
     index = rows[:, 0].astype(np.int64)
     reward = np.where(sim.item_opened[index], sim.item_value[index], 0.0)
+    # Bootstrap over fans, not rows: a fan's rows share its propensities and fatigue.
     ips, snips = ips_snips(
-        rows[:, 1].astype(np.int64), rows[:, 2], reward, rows[:, 3].astype(np.int64), seed=seed
-    )
+        rows[:, 1].astype(np.int64), rows[:, 2], reward, rows[:, 3].astype(np.int64),
+        groups=world.candidates.fan[index], seed=seed,
+    )  # fmt: skip
     return {
         "rows": len(rows),
         "match_rate": float(np.mean(rows[:, 1] == rows[:, 3])),
@@ -346,12 +399,13 @@ def markdown(result: dict[str, Any]) -> str:
     holdout = result["model"]["holdout"]
     gap = "n/a" if g["gap_closed"] is None else f"{100 * g['gap_closed']:.0f}%"
     chosen = result["tuning"]["chosen"]
+    train_seeds = ", ".join(f"{t['seed']} (drop {t['drop']:g})" for t in result["train_logs"])
     lines = [
         "## Notifications: simulated fans, 30 days (baselines, tuned rules, learned, oracle)",
         "",
         f"`{result['command']}` — {mach['cpu_model']}, {mach['nproc']} cores, {result['date']}. "
         f"{result['fans']} fans, {result['days']} days, evaluation seeds {result['seeds']} (means shown); "
-        f"models trained on seed {result['train_seed']}'s randomised log; on seed {result['tune_seed']} the "
+        f"models trained on the randomised logs of seeds {train_seeds}; on seed {result['tune_seed']} the "
         f"rules were tuned by {result['objective']} and the learned threshold and caps for the most opens "
         f"with no more disables than those rules. "
         f"Learned driven through {result['learned_driver']}.",
@@ -372,7 +426,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"Rules chosen: {chosen['rules']} (quiet hours 22–08 local, new posts and recommendations over a "
-        f"cap go to the 18:00 digest). Learned chosen: {chosen['learned']}.",
+        f"cap go to the daily digest). Learned chosen: {chosen['learned']}.",
         f"Goal (≥ 15% more opens than rules, no more disables, ≥ half the rules→oracle gap): learned vs "
         f"rules opens {100 * g['learned_vs_rules_opens']:+.1f}%, disables ≤ rules: "
         f"{g['learned_disables_le_rules']}, gap closed {gap} → **{'met' if g['met'] else 'not met'}**.",
@@ -390,7 +444,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [
             "",
             "Off-policy estimate of the learned policy from a randomised log (value of opened single "
-            "notifications per logged decision, 95% bootstrap CI; the target's DIGEST counts as DROP). "
+            "notifications per logged decision, 95% bootstrap CI resampling whole fans, since a fan's rows "
+            "share its propensities and fatigue; the target's DIGEST counts as DROP). "
             "'Truth on logged states' is what IPS/SNIPS estimate: the simulator's p(open) × value of the "
             "target's action, taken at its delivery hour on the logging run's state. 'Learned rollout' is "
             "the learned policy's own run (direct value per non-transactional candidate): a different state "
@@ -416,8 +471,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"{np.mean([o['truth_on_logged_states'] for o in ope]):.4f}. The target matches the logged "
             f"action on {100 * np.mean([o['match_rate'] for o in ope]):.0f}% of rows, nearly all of them "
             "DROP on DROP (the logger drops 30%): on the logger's fatigued states the target rarely "
-            "delivers, so each estimate rests on a few matched opens and the percentile bootstrap is "
-            "optimistic at that count.",
+            "delivers, so each estimate rests on a few matched opens and the intervals are wide.",
         ]
     lines += ["", ASSUMPTIONS]
     return "\n".join(lines) + "\n"
@@ -430,7 +484,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fans", type=int, default=1500)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--train-seed", type=int, default=100)
+    parser.add_argument(
+        "--train-logs",
+        type=parse_train_log,
+        nargs="+",
+        default=[parse_train_log(s) for s in DEFAULT_TRAIN_LOGS],
+        metavar="SEED:DROP",
+        help="worlds whose randomised logs train the model, with the logger's drop probability",
+    )
     parser.add_argument("--tune-seed", type=int, default=101)
     parser.add_argument("--driver", choices=("engine", "memory"), default="engine")
     parser.add_argument("--target", default="", help="also drive a running notify_svc at host:port")
@@ -464,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "days": args.days,
         "fans": args.fans,
         "seeds": args.seeds,
-        "train_seed": args.train_seed,
+        "train_logs": [{"seed": seed, "drop": drop} for seed, drop in args.train_logs],
         "tune_seed": args.tune_seed,
         "learned_driver": "NotifyEngine + EmbeddedNotifyState"
         if args.driver == "engine"

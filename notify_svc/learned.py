@@ -8,11 +8,13 @@ outcome events), and takes the instant with the best
 
 SEND_NOW when that is now, DELAY_UNTIL the later instant when it beats now by `delay_gain`
 (the fan's next likely active hour), DIGEST for a digestible trigger whose best utility is not
-positive, DROP otherwise. The rule policy's guardrails stay hard constraints around it: transactional
-triggers always send (they bypass fatigue, not opt-out rules a law requires: a fan who disabled
-notifications still gets "payment failed", never a recommendation); opt-out and dedupe drop; rolling
-caps, minimum spacing and quiet hours in the fan's own zone (DST-correct, notify_svc.timezones)
-bound which instants may be chosen at all.
+positive, DROP otherwise. With `digest_hours` set, the digest goes at whichever of those local hours
+the model expects this fan to open most (a fan-level question, so one fan's items share one digest);
+otherwise at the guard's fixed digest time. The rule policy's guardrails stay hard constraints
+around it: transactional triggers always send (they bypass fatigue, not opt-out rules a law
+requires: a fan who disabled notifications still gets "payment failed", never a recommendation);
+opt-out and dedupe drop; rolling caps, minimum spacing and quiet hours in the fan's own zone
+(DST-correct, notify_svc.timezones) bound which instants may be chosen at all.
 
 Interfaces other code builds on (kept stable):
 
@@ -37,8 +39,8 @@ import bisect
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -117,6 +119,9 @@ class LearnedParams:
     # A delay must add at least this much utility over sending now (waiting has costs the model
     # does not see: staleness, and the chance a better candidate comes along needs the slot).
     delay_gain: float = 0.005
+    # Local hours a DIGEST may go at: the one with the best expected value for this fan (the model
+    # at each hour's next occurrence) is chosen. Empty: always the guard's fixed `digest_time`.
+    digest_hours: tuple[int, ...] = ()
     # Guardrails: caps, spacing, quiet hours, dedupe, transactional allow-list, digest time, TTLs.
     guard: PolicyParams = field(
         default_factory=lambda: PolicyParams(
@@ -130,6 +135,10 @@ class LearnedParams:
     def __post_init__(self) -> None:
         if self.horizon_hours < 0 or self.disable_cost < 0 or self.fatigue_cost < 0:
             raise ValueError("horizon_hours, disable_cost and fatigue_cost must be >= 0")
+        if any(not 0 <= h < 24 for h in self.digest_hours) or len(set(self.digest_hours)) != len(
+            self.digest_hours
+        ):
+            raise ValueError("digest_hours must be distinct local hours 0..23")
 
 
 @dataclass
@@ -273,7 +282,53 @@ class LearnedPolicy:
             if verdict.send_at is not None:
                 extra.setdefault(cand.fan_id, []).append(verdict.send_at)
             out[plan.index] = verdict
+        if self.params.digest_hours:
+            digested = [
+                p for p in plans if (v := out[p.index]) is not None and v.decision.action is Action.DIGEST
+            ]
+            verdicts = [out[p.index] for p in digested]
+            for plan, verdict in zip(
+                digested, self._digest_times(candidates, fans, digested, verdicts, now), strict=True
+            ):
+                out[plan.index] = verdict
         return [v for v in out if v is not None]
+
+    def _digest_times(
+        self,
+        candidates: Sequence[Candidate],
+        fans: Sequence[FanState],
+        plans: Sequence[Plan],
+        verdicts: Sequence[Verdict | None],
+        now: datetime,
+    ) -> list[Verdict]:
+        """DIGEST verdicts re-timed to the digest hour where the model expects the most from this fan:
+        p(open) − p(disable) × disable_cost at the next occurrence of each of `digest_hours`, scored in
+        one call for the chunk. Quiet hours are never chosen."""
+        del fans  # the question is the fan's habit, not this candidate's volume context
+        g, prm = self.params.guard, self.params
+        hours = [h for h in prm.digest_hours if not tz.in_window(time(h), g.quiet_start, g.quiet_end)]
+        kept = [v for v in verdicts if v is not None]
+        if not hours or len(kept) != len(plans):
+            return kept
+        # Scored as a fan-level question (a plain post, no creator, no volume): every item of the fan
+        # then asks the same question and gets the same hour, so a day's items stay one digest.
+        generic = [
+            replace(candidates[p.index], trigger=Trigger.NEW_POST, creator_id="", relationship=None)
+            for p in plans
+        ]
+        timed = [
+            Plan(i, p.zone, [tz.next_wall_time(now, p.zone, time(h)) for h in hours], [False] * len(hours))
+            for i, p in enumerate(plans)
+        ]
+        probs = self.score_instants(generic, [FanState()] * len(plans), timed, now)
+        expected = probs[:, :, 0] - probs[:, :, 1] * prm.disable_cost
+        out = []
+        for plan, verdict, value, p in zip(timed, kept, expected, probs, strict=True):
+            best = int(np.argmax(value))
+            scores = {**verdict.decision.scores, "digest_p_open": float(p[best, 0])}
+            decision = replace(verdict.decision, deliver_at=plan.instants[best], scores=scores)
+            out.append(replace(verdict, decision=decision))
+        return out
 
     # ------------------------------------------------------------------------------------------
 
@@ -293,13 +348,14 @@ class LearnedPolicy:
     def score_instants(
         self, candidates: Sequence[Candidate], fans: Sequence[FanState], plans: Sequence[Plan], now: datetime
     ) -> npt.NDArray[np.float32]:
-        """(len(plans), K, 2) [p(open), p(disable)] for each plan's K instants, from one scorer call.
+        """(len(plans), K, 2) [p(open), p(disable)] for each plan's K instants, from one scorer call
+        (K is the same for every plan of a call: the horizon's instants, or the digest hours).
 
         The one place probabilities come from: a reference policy (the benchmark's oracle) overrides it.
         """
-        k = self.params.horizon_hours + 1
         if not plans:
-            return np.zeros((0, k, 2), dtype=np.float32)
+            return np.zeros((0, self.params.horizon_hours + 1, 2), dtype=np.float32)
+        k = len(plans[0].instants)  # every plan of one call has the same number of instants
         cands = [candidates[p.index] for p in plans]
         with self._history_lock:
             snaps = [self.history.snapshot(c.fan_id, c.creator_id, now) for c in cands]

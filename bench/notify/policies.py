@@ -231,6 +231,9 @@ LOG_DROP = 0.3
 class LoggingAgent(MemoryAgent):
     """Uniformly randomised logging (opt-out and transactional rules only), recording propensities.
 
+    DROP with probability `drop`, else a delivery hour uniform over 0..LOG_MAX_DELAY. A high `drop`
+    logs lightly-fatigued fans (the states a good policy keeps them in), a low one heavy volume.
+
     `log` rows per non-transactional candidate of a fan not opted out: (index, offset, propensity,
     target_offset, target_truth) where offset is −1 for DROP else the delivery hour − decision hour;
     the target columns are filled when a `target` policy shadows the log (−2 = not shadowed) and
@@ -245,9 +248,14 @@ class LoggingAgent(MemoryAgent):
         seed: int,
         history: EngagementHistory,
         target: LearnedPolicy | None = None,
+        *,
+        drop: float = LOG_DROP,
     ) -> None:
         super().__init__(world, SendAll(), history)
+        if not 0.0 < drop < 1.0:
+            raise ValueError("drop must be in (0, 1): every action needs a positive propensity")
         self.rng = np.random.default_rng(seed + 104729)
+        self.drop = drop
         self.target = target
         self.truth: TruthModel | None = None
         self.disabled_fans: npt.NDArray[np.bool_] | None = None  # the simulation's, set with `truth`
@@ -290,12 +298,12 @@ class LoggingAgent(MemoryAgent):
             if fan.opted_out:
                 out.append(Choice(Action.DROP))
                 continue
-            if self.rng.random() < LOG_DROP:
-                offset, prop = -1, LOG_DROP
+            if self.rng.random() < self.drop:
+                offset, prop = -1, self.drop
                 out.append(Choice(Action.DROP, propensity=prop))
             else:
                 offset = int(self.rng.integers(0, LOG_MAX_DELAY + 1))
-                prop = (1 - LOG_DROP) / (LOG_MAX_DELAY + 1)
+                prop = (1 - self.drop) / (LOG_MAX_DELAY + 1)
                 at = now + timedelta(hours=offset)
                 bisect.insort(self.sends.setdefault(cand.fan_id, []), at)
                 action = Action.SEND_NOW if offset == 0 else Action.DELAY_UNTIL
@@ -345,9 +353,9 @@ class OraclePolicy(LearnedPolicy):
         self, candidates: Sequence[Candidate], fans: Sequence[FanState], plans: Sequence[Plan], now: datetime
     ) -> npt.NDArray[np.float32]:
         assert self.truth is not None, "set .truth to the simulation's TruthModel"
-        k = self.params.horizon_hours + 1
         if not plans:
-            return np.zeros((0, k, 2), dtype=np.float32)
+            return np.zeros((0, self.params.horizon_hours + 1, 2), dtype=np.float32)
+        k = len(plans[0].instants)
         idx = np.array([int(candidates[p.index].notification_id[1:]) for p in plans], dtype=np.int64)
         c = self.w.candidates
         hours = np.array([[hour_of(at) for at in p.instants] for p in plans], dtype=np.int64)

@@ -181,6 +181,37 @@ def test_ips_and_snips_recover_a_known_policy_value() -> None:
         ips_snips(logged, np.zeros(n), reward, target)
 
 
+def test_a_group_bootstrap_widens_the_interval_when_rows_of_a_group_share_their_outcome() -> None:
+    # 400 "fans" of 50 rows each; a fan either always or never rewards: rows are far from independent.
+    rng = np.random.default_rng(1)
+    fans, per_fan = 400, 50
+    groups = np.repeat(np.arange(fans), per_fan)
+    responsive = rng.random(fans) < 0.2
+    logged = rng.choice(2, size=groups.size, p=[0.5, 0.5])
+    prop = np.full(groups.size, 0.5)
+    reward = (responsive[groups] & (logged == 1)).astype(float)
+    target = np.ones(groups.size, dtype=np.int64)  # true value: share of responsive fans ≈ 0.2
+    by_row = ips_snips(logged, prop, reward, target, resamples=300)[0]
+    by_fan = ips_snips(logged, prop, reward, target, groups=groups, resamples=300)[0]
+    assert by_fan.value == by_row.value  # the point estimate does not depend on the grouping
+    assert by_fan.ci_high - by_fan.ci_low > 3 * (by_row.ci_high - by_row.ci_low)
+    assert by_fan.ci_low < responsive.mean() < by_fan.ci_high
+    with pytest.raises(ValueError, match="groups"):
+        ips_snips(logged, prop, reward, target, groups=groups[:-1])
+
+
+def test_the_logging_drop_rate_is_a_parameter_and_its_propensities_follow(world: World) -> None:
+    agent = LoggingAgent(world, 5, relationships(world), drop=0.8)
+    Simulation(world, agent, 5).run()
+    rows = np.array(agent.log)
+    offsets, props = rows[:, 1], rows[:, 2]
+    np.testing.assert_allclose(props[offsets == -1], 0.8)
+    np.testing.assert_allclose(props[offsets >= 0], 0.2 / (LOG_MAX_DELAY + 1))
+    assert abs(np.mean(offsets == -1) - 0.8) < 0.05
+    with pytest.raises(ValueError, match="drop"):
+        LoggingAgent(world, 5, relationships(world), drop=1.0)
+
+
 def test_quiet_set_matches_the_policy_default() -> None:
     from notify_svc.policy import PolicyParams
 

@@ -175,6 +175,35 @@ def test_below_threshold_digests_low_value_triggers_and_drops_the_rest() -> None
     assert (live.decision.action, live.decision.reason) == (Action.DROP, "below_threshold")
 
 
+def test_digests_go_at_the_fans_best_digest_hour_and_one_fan_keeps_one_hour() -> None:
+    # The evening fan's digest moves from the fixed 18:00 to their habitual evening hours, the same
+    # hour for each of their items whatever the creator.
+    hours = (17, 18, 19, 20, 21, 23)  # 23:00 is quiet: never chosen
+    p = policy(evening_history(), threshold=1.0, digest_hours=hours)
+    items = [cand(f"n-{i}", creator=f"creator-{i}") for i in range(3)]
+    verdicts = p.decide_many(items, [FanState()] * 3, NOON)
+    assert {v.decision.action for v in verdicts} == {Action.DIGEST}
+    london = ZoneInfo(LONDON)
+    walls = {tz.local_wall(v.decision.deliver_at, london) for v in verdicts}  # type: ignore[arg-type]
+    assert len(walls) == 1  # one digest for the fan's items
+    assert walls.pop().replace(hour=0) == datetime(2024, 6, 3) and walls == set()
+    wall = tz.local_wall(verdicts[0].decision.deliver_at, london)  # type: ignore[arg-type]
+    assert wall.hour in (19, 20, 21)  # the ±1 h around the habitual 20:00, not the fixed 18:00
+    assert all(v.decision.scores["digest_p_open"] > 0.02 for v in verdicts)
+    assert all(v.send_at is None for v in verdicts)
+    fixed = policy(evening_history(), threshold=1.0).decide(cand(), FanState(), NOON)
+    assert fixed.decision.deliver_at == datetime(2024, 6, 3, 17, 0, tzinfo=UTC)  # 18:00 BST
+    # Late in the evening the next 20:00 is tomorrow's.
+    at_21 = datetime(2024, 6, 3, 20, 30, tzinfo=UTC)  # 21:30 BST
+    late = p.decide(cand("n-late", created=at_21), FanState(), at_21)
+    first = verdicts[0].decision.deliver_at
+    assert first is not None and late.decision.deliver_at == first + timedelta(days=1)
+    with pytest.raises(ValueError, match="digest_hours"):
+        LearnedParams(digest_hours=(18, 18))
+    with pytest.raises(ValueError, match="digest_hours"):
+        LearnedParams(digest_hours=(24,))
+
+
 def test_the_controller_threshold_is_read_at_decision_time() -> None:
     p = policy(evening_history())
     at_19 = datetime(2024, 6, 3, 18, 30, tzinfo=UTC)  # 19:30 BST
