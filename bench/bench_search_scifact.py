@@ -10,12 +10,16 @@ Every system runs through Qdrant edge, in-process, on one shard holding the vect
             (no torch); cosine on HNSW.
 - "rrf":    one engine call: prefetch BM25 top-100 and dense top-100, fused with Fusion.Rrf(k=60).
 - "kindred": the service's learned path (bench/search/tuned.py): trainer.search_tuning's query-side
-            fine-tuned MiniLM (ONNX, kindred.text.encoder) queries the same dense vectors, and
-            kindred.text.fusion combines the engine's BM25, base-dense and tuned-dense top-100 lists with
-            weights fitted on cross-fitted tuned scores. Learned from judgements, so scored only by 5-fold
-            cross-validation over the training queries, with folds that keep claims sharing a relevant
-            abstract together: each query is ranked by models that never saw it. With --eval-qrels
-            different from --train-qrels it learns on one file and scores the other, no CV.
+            fine-tuned MiniLM (ONNX, kindred.text.encoder) queries the same dense vectors, the engine's
+            BM25, base-dense and tuned-dense top-100 lists are united and every candidate rescored by
+            every retriever in the engine (HasId filter, exact dense: the service's call), and
+            kindred.text.fusion fuses them with the fusion kind (linear, linear on the rescored union,
+            or LightGBM LambdaRank served as ONNX, with its rounds) that an inner CV on the fold's
+            training queries chose, fitted on cross-fitted tuned scores. Learned from judgements, so
+            scored only by 5-fold cross-validation over the training queries, with folds that keep claims
+            sharing a relevant abstract together: each query is ranked by models that never saw it. With
+            --eval-qrels different from --train-qrels it learns on one file and scores the other, no CV.
+            "kindred_<kind>" rows: each candidate kind, refit on the same training examples, every fold.
 
 Extra rows, same folds: "dense_tuned_cv" (the tuned encoder alone), "fusion_base_cv" (the same fusion
 without it), "lambdarank_2src" (LightGBM LambdaRank over features of BM25 ∪ dense candidates),
@@ -63,7 +67,7 @@ from bench.search.tuned import FoldInputs, fit_fold, score_fold
 from kindred.text.encoder import TextEncoder, latency_stats, measure_latency
 from kindred.text.fusion import FitExample, FusionModel
 from kindred.text.tokenize import Bm25, SparseTerms, tokenize
-from trainer.search_tuning import TuneConfig
+from trainer.search_tuning import AUTO_FUSION_KINDS, BM25, DENSE_BASE, DENSE_TUNED, FUSION_KINDS, TuneConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "var" / "bench" / "scifact"
@@ -248,6 +252,20 @@ class Index:
             limit=len(docs),
             query=qe.Query.Nearest(self._sparse(q), using=SPARSE),
             filter=qe.Filter(must=[qe.HasIdCondition({int(d) for d in docs})]),
+        )
+        return {int(h.id): float(h.score) for h in self.shard.query(req)}
+
+    def dense_of(self, v: np.ndarray, docs: Sequence[int]) -> dict[int, float]:
+        """Exact cosine of exactly these candidates, in the engine (HasId filter, exact search): the
+        service's union rescoring call (retrieval_svc/search/query.py)."""
+        if not docs:
+            return {}
+        qe = self.qe
+        req = qe.QueryRequest(
+            limit=len(docs),
+            query=qe.Query.Nearest([float(x) for x in v], using=DENSE),
+            filter=qe.Filter(must=[qe.HasIdCondition({int(d) for d in docs})]),
+            params=qe.SearchParams(exact=True),
         )
         return {int(h.id): float(h.score) for h in self.shard.query(req)}
 
@@ -679,10 +697,13 @@ def render_section(result: Mapping[str, Any]) -> str:
         "Rows: bm25 / dense / rrf / kindred are issue 4's four systems. **kindred** = the trainer's "
         "query-side fine-tuned MiniLM (trainer.search_tuning: contrastive loss over the judged abstract vs "
         "every other abstract, documents keep their base vectors, so the index is unchanged) exported to "
-        "ONNX and served by kindred.text.encoder, plus kindred.text.fusion's learned weighted sum of "
-        "per-query normalised BM25, base-dense and tuned-dense scores over the engine's three top-100 "
-        "lists — both learned on the other folds only (fusion weights on cross-fitted tuned scores). "
-        f"Fold fusions: {'; '.join(f['fusion'] for f in kin['folds'])}. "
+        "ONNX and served by kindred.text.encoder, plus kindred.text.fusion over the union of the engine's "
+        "BM25, base-dense and tuned-dense top-100 lists, every candidate rescored by every retriever in "
+        "the engine — the fusion kind chosen per fold by inner 3-fold CV on that fold's cross-fitted "
+        "training examples (never by test-fold score) among "
+        f"{', '.join(kin.get('fusion_kinds', []))}, each a kindred_<kind> row. "
+        f"Chosen per fold: {', '.join(str(c) for c in kin.get('chosen_per_fold', []))}; "
+        f"fold fusions: {'; '.join(f['fusion'] for f in kin['folds'])}. "
         "dense_tuned_cv is the tuned encoder alone; fusion_base_cv the same fusion fit without it (BM25 + "
         "base dense): the encoder's share. lambdarank_2src (LightGBM LambdaRank over 20 candidate "
         "features), logreg_cv and convex_cv are learned fusions of BM25 ∪ base-dense candidates under the "
@@ -767,6 +788,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--drop-features",
         default="",
         help="comma-separated features the LambdaRank rows must not use (ablations)",
+    )
+    p.add_argument(
+        "--fusion",
+        default="auto",
+        help=f"Kindred's fusion kind(s), comma-separated ({', '.join(FUSION_KINDS)}; ranker kinds may end "
+        f"in ':<rounds>') or 'auto' ({', '.join(AUTO_FUSION_KINDS)}); with several, each fold picks one by "
+        "inner CV on its training queries, and every kind gets a row",
     )
     p.add_argument("--json-out", type=Path, default=RESULTS_JSON)
     p.add_argument("--md-out", type=Path, default=RESULTS_MD)
@@ -983,6 +1011,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"int8 dense (exact scan): {int8_row}")
 
         # Kindred: per fold, the trainer's tuned query encoder + fusion, learned on the other folds.
+        pos_of = {d: i for i, d in enumerate(ids)}
+
+        def rescore(qid: str, tuned_vec: np.ndarray, union: Sequence[str]) -> dict[str, dict[str, float]]:
+            docs = [pos_of[d] for d in union]
+            return {
+                BM25: {ids[d]: s for d, s in index.bm25_of(bm25.query(data.queries[qid]), docs).items()},
+                DENSE_BASE: {ids[d]: s for d, s in index.dense_of(qemb[qid], docs).items()},
+                DENSE_TUNED: {ids[d]: s for d, s in index.dense_of(tuned_vec, docs).items()},
+            }
+
+        kinds = AUTO_FUSION_KINDS if args.fusion == "auto" else tuple(args.fusion.split(","))
         inp = FoldInputs(
             ids=ids,
             queries=data.queries,
@@ -990,27 +1029,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             doc_emb=doc_emb,
             base_hits=base_hits,
             dense_search=lambda v: index.dense(v),
+            rescore=rescore,
             doc_encoder=encoder,
             models_dir=args.models_out,
             cfg=tune_cfg,
+            cache_dir=CACHE,
+            fusion_kinds=kinds,
         )
         kindred_run: dict[str, dict[str, float]] = {}
         tuned_run: dict[str, dict[str, float]] = {}
+        kind_runs: dict[str, dict[str, dict[str, float]]] = {f"kindred_{k}": {} for k in kinds}
         fold_infos: list[dict[str, Any]] = []
         for name, fit_ids, score_ids in plan:
             log(f"kindred {name}: learning from {len(fit_ids)} queries, scoring {len(score_ids)}")
-            enc_f, fusion_f, info = fit_fold(name, fit_ids, inp, log)
-            run_f, tuned_f = score_fold(enc_f, fusion_f, score_ids, inp)
-            kindred_run.update(run_f)
+            enc_f, fusions_f, chosen, info = fit_fold(name, fit_ids, inp, log)
+            runs_f, tuned_f = score_fold(enc_f, fusions_f, score_ids, inp)
+            kindred_run.update(runs_f[chosen])  # the kind inner CV chose, never by test-fold score
+            for kind, run_k in runs_f.items():
+                kind_runs[f"kindred_{kind}"].update(run_k)
             tuned_run.update(tuned_f)
             held = {q: eval_qrels[q] for q in score_ids}
             info.update(
                 queries=len(score_ids),
-                ndcg10=round(M.evaluate(run_f, held)["ndcg@10"], 4),
+                ndcg10=round(M.evaluate(runs_f[chosen], held)["ndcg@10"], 4),
+                ndcg10_by_kind={k: round(M.evaluate(r, held)["ndcg@10"], 4) for k, r in runs_f.items()},
                 tuned_dense_ndcg10=round(M.evaluate(tuned_f, held)["ndcg@10"], 4),
             )
             fold_infos.append(info)
-            log(f"kindred {name}: NDCG@10 {info['ndcg10']} (tuned dense alone {info['tuned_dense_ndcg10']})")
+            log(
+                f"kindred {name}: NDCG@10 {info['ndcg10']} ({chosen}; by kind {info['ndcg10_by_kind']}; "
+                f"tuned dense alone {info['tuned_dense_ndcg10']})"
+            )
     finally:
         with contextlib.suppress(NameError):  # NameError: indexing failed before the shard existed
             index.close()
@@ -1018,7 +1067,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # --- other learned fusions (never scored on a query they learned from)
     rounds = 300 if not args.quick else 100
-    learned: dict[str, dict[str, dict[str, float]]] = {"kindred": kindred_run, "dense_tuned_cv": tuned_run}
+    learned: dict[str, dict[str, dict[str, float]]] = {
+        "kindred": kindred_run,
+        "dense_tuned_cv": tuned_run,
+        **kind_runs,
+    }
     learned["fusion_base_cv"], base_fusions = fusion_cv_run(plan, base_hits, train_qrels, ids)
     infos: dict[str, list[dict[str, Any]]] = {}
     ranker = lambdarank_learner(train_qrels, ids, rounds, args.seed)
@@ -1050,6 +1103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("bm25", "dense", "rrf", "kindred")
     }
     extra_names = (
+        *kind_runs,
         "dense_tuned_cv",
         "fusion_base_cv",
         "lambdarank_3src",
@@ -1075,6 +1129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dense",
             "rrf",
             "kindred",
+            *kind_runs,
             "dense_tuned_cv",
             "fusion_base_cv",
             "lambdarank_2src",
@@ -1120,7 +1175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bm25": bm25.to_dict(),
         "kindred": {
             "encoder": "query-side fine-tuned all-MiniLM-L6-v2 (trainer.search_tuning), ONNX",
-            "fusion": "kindred.text.fusion, weights fitted on cross-fitted tuned scores",
+            "fusion": "kindred.text.fusion over the rescored union, kind chosen per fold by inner CV on "
+            "cross-fitted training examples",
+            "fusion_kinds": list(kinds),
+            "chosen_per_fold": [f.get("chosen_fusion") for f in fold_infos],
             "config": dataclasses.asdict(tune_cfg),
             "folds": fold_infos,
             "tune_seconds_total": round(tune_total, 1),

@@ -23,9 +23,16 @@ relevant for the same query are masked out of its negatives.
 Fusion (kindred.text.fusion) is fitted on *cross-fitted* tuned scores: the training queries are split
 into `inner_folds` groups; each group's queries are scored by a query encoder tuned without them, so the
 fusion sees the tuned retriever as it behaves on unseen queries (scoring the training queries with the
-final encoder would overweight it: it has memorised them). The final encoder is then tuned on every
-training query. Served: model `text_query_encoder/<version>/` = model.onnx + tokenizer.json + fusion.json
-+ manifest.json, exported by trainer.text_encoder's parity-checked path.
+final encoder would overweight it: it has memorised them). Each cross-fitted example also carries every
+union candidate's real score per retriever (union rescoring, see kindred.text.fusion). The fusion is one
+of `FUSION_KINDS` — "linear" (weighted normalised scores over the engine's lists), "linear_rescored"
+(the same over the rescored union), "lambdarank" (a LightGBM LambdaRank booster over per-retriever
+features of the rescored union, served as ONNX via trainer.lgbm_onnx), "lambdarank_on_linear" (the
+same trees boosted from linear_rescored's score, which the graph adds back) — or, with several kinds, the one
+whose mean NDCG@10 is best under an inner cross-validation over the cross-fitted examples
+(`select_fusion`; refit on all of them). The final encoder is then tuned on every training query.
+Served: model `text_query_encoder/<version>/` = model.onnx + tokenizer.json + fusion.json (+ fusion.onnx
+for a lambdarank fusion) + manifest.json, exported by trainer.text_encoder's parity-checked path.
 
 The job on the event log (`run_search_tune`): SEARCH_CLICK events give (query, clicked creator or post);
 the documents are the catalogue's creators (name, category, tags, description) and posts (title, text).
@@ -55,13 +62,17 @@ import numpy.typing as npt
 from kindred.models import current_version, promote, version_dir
 from kindred.text.encoder import MODEL_NAME as DOC_ENCODER_NAME
 from kindred.text.encoder import TextEncoder
-from kindred.text.fusion import FitExample, FusionModel, Hits
+from kindred.text.fusion import FitExample, FusionModel, Hits, Ranker, ranker_features, rescore_union
 from kindred.text.tokenize import Bm25, idf
 
 QUERY_ENCODER_NAME: Final = "text_query_encoder"
 FUSION_FILE: Final = "fusion.json"
 DENSE_BASE, DENSE_TUNED, BM25 = "dense", "dense_tuned", "bm25"
 FUSION_RETRIEVERS: Final = (BM25, DENSE_BASE, DENSE_TUNED)
+FUSION_KINDS: Final = ("linear", "linear_rescored", "lambdarank", "lambdarank_on_linear")
+# What `auto` chooses between: the ranker's boosting rounds are chosen with the kind (inner CV), since
+# a few hundred training queries overfit 300 rounds. "lambdarank:N" = N rounds.
+AUTO_FUSION_KINDS: Final = ("linear", "linear_rescored", "lambdarank:50", "lambdarank:100", "lambdarank:200")
 FloatMatrix = npt.NDArray[np.float32]
 Log = Callable[[str], None]
 
@@ -246,6 +257,28 @@ class ExactRetrievers:
                 scores[doc] = scores.get(doc, 0.0) + self.idf[term] * w
         return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]
 
+    def bm25_scores(self, query: str, docs: Sequence[int]) -> dict[int, float]:
+        """BM25 of exactly these documents (union rescoring); a document sharing no term is absent."""
+        wanted = set(docs)
+        scores: dict[int, float] = {}
+        for term in self.bm25.query_terms(query):
+            for doc, w in self.postings.get(term, ()):
+                if doc in wanted:
+                    scores[doc] = scores.get(doc, 0.0) + self.idf[term] * w
+        return scores
+
+    def rescored(
+        self, query: str, base: FloatMatrix, tuned: FloatMatrix, docs: Sequence[str]
+    ) -> dict[str, dict[str, float]]:
+        """Every candidate's (ids are row numbers as strings) BM25, base and tuned cosine."""
+        rows = [int(d) for d in docs]
+        sub = self.doc_emb[rows]
+        return {
+            BM25: {str(d): s for d, s in self.bm25_scores(query, rows).items()},
+            DENSE_BASE: dict(zip(docs, (sub @ base).astype(float).tolist(), strict=True)),
+            DENSE_TUNED: dict(zip(docs, (sub @ tuned).astype(float).tolist(), strict=True)),
+        }
+
     def dense_hits(self, qvec: FloatMatrix, depth: int) -> list[tuple[int, float]]:
         sims = self.doc_emb @ qvec
         top = np.argsort(-sims, kind="stable")[:depth]
@@ -303,6 +336,43 @@ def shared_document_groups(queries: TrainingQueries) -> list[int]:
 
 
 HitsOf = Callable[[int, FloatMatrix], Mapping[str, Hits]]  # (query row, tuned vector) → retriever → hits
+# (query row, tuned vector, union candidates) → retriever → {doc: real score}: union rescoring
+RescoreOf = Callable[[int, FloatMatrix, Sequence[str]], Mapping[str, Mapping[str, float]]]
+
+
+def cross_fitted_examples(
+    queries: TrainingQueries,
+    doc_emb: FloatMatrix,
+    hard_negatives: Sequence[Sequence[int]],
+    hits_of: HitsOf,
+    relevance_ids: Sequence[Mapping[str, float]],
+    cfg: TuneConfig,
+    *,
+    groups: Sequence[int] | None = None,
+    rescore_of: RescoreOf | None = None,
+    log: Log = print,
+) -> tuple[list[FitExample], list[dict[str, Any]]]:
+    """Every training query's hit lists (and rescored union), its tuned list from an encoder not tuned
+    on it, in query-row order. `groups`: queries with the same id stay in one inner fold (SciFact: claims
+    citing the same abstract); None splits by query (search logs, where popular creators link almost
+    every query to every other)."""
+    folds = split_groups(len(queries), cfg.inner_folds, cfg.seed, groups)
+    by_row: dict[int, FitExample] = {}
+    summaries = []
+    for i, rows in enumerate(folds):
+        keep = sorted(set(range(len(queries))) - set(rows))
+        model, summary = tune_query_encoder(
+            queries.subset(keep), doc_emb, [hard_negatives[r] for r in keep], cfg, log=log
+        )
+        vecs = torch_encode(model, [queries.texts[r] for r in rows])
+        for r, v in zip(rows, vecs, strict=True):
+            hits = hits_of(r, v)
+            union = sorted({d for lst in hits.values() for d, _ in lst})
+            rescored = rescore_of(r, v, union) if rescore_of is not None else None
+            by_row[r] = FitExample(hits, relevance_ids[r], rescored)
+        summaries.append(summary)
+        log(f"[search-tune] inner fold {i + 1}/{len(folds)}: {len(rows)} queries scored out of fold")
+    return [by_row[r] for r in sorted(by_row)], summaries
 
 
 def cross_fitted_fusion(
@@ -314,28 +384,249 @@ def cross_fitted_fusion(
     cfg: TuneConfig,
     *,
     groups: Sequence[int] | None = None,
+    rescore_of: RescoreOf | None = None,
+    kinds: Sequence[str] = ("linear",),
     log: Log = print,
 ) -> tuple[FusionModel, list[dict[str, Any]]]:
-    """Fusion weights fitted on tuned scores each training query got from an encoder not tuned on it.
-
-    `groups`: queries with the same id stay in one inner fold (SciFact: claims citing the same abstract);
-    None splits by query (search logs, where popular creators link almost every query to every other)."""
-    folds = split_groups(len(queries), cfg.inner_folds, cfg.seed, groups)
-    examples: list[FitExample] = []
-    summaries = []
-    for i, rows in enumerate(folds):
-        keep = sorted(set(range(len(queries))) - set(rows))
-        model, summary = tune_query_encoder(
-            queries.subset(keep), doc_emb, [hard_negatives[r] for r in keep], cfg, log=log
-        )
-        vecs = torch_encode(model, [queries.texts[r] for r in rows])
-        examples += [FitExample(hits_of(r, v), relevance_ids[r]) for r, v in zip(rows, vecs, strict=True)]
-        summaries.append(summary)
-        log(f"[search-tune] inner fold {i + 1}/{len(folds)}: {len(rows)} queries scored out of fold")
-    fusion = FusionModel.fit(examples, retrievers=FUSION_RETRIEVERS)
-    fusion.info.update(protocol=f"cross-fitted over {len(folds)} inner folds")
-    log(f"[search-tune] fusion {fusion} (train ndcg@10 {fusion.info['train_ndcg']:.4f}, cross-fitted)")
+    """The fusion fitted on cross-fitted examples (`cross_fitted_examples`); of `kinds`, the one an inner
+    cross-validation prefers when there are several (`select_fusion`)."""
+    examples, summaries = cross_fitted_examples(
+        queries,
+        doc_emb,
+        hard_negatives,
+        hits_of,
+        relevance_ids,
+        cfg,
+        groups=groups,
+        rescore_of=rescore_of,
+        log=log,
+    )
+    choice = select_fusion(
+        examples,
+        kinds,
+        groups=None if groups is None else relevance_groups(examples),
+        seed=cfg.seed,
+        threads=cfg.threads,
+        log=log,
+    )
+    fusion = choice.chosen
+    fusion.info.update(protocol=f"cross-fitted over {cfg.inner_folds} inner folds")
+    log(f"[search-tune] fusion {fusion} (cross-fitted)")
     return fusion, summaries
+
+
+def fit_fusion(
+    examples: Sequence[FitExample],
+    kind: str,
+    *,
+    retrievers: Sequence[str] = FUSION_RETRIEVERS,
+    seed: int = 0,
+    threads: int = 1,
+    ranker_rounds: int | None = None,
+) -> FusionModel:
+    """One fusion of `kind` (see FUSION_KINDS; a ranker kind may end in ":<rounds>") fitted on `examples`."""
+    kind, _, n = kind.partition(":")
+    if n and (kind not in ("lambdarank", "lambdarank_on_linear") or not n.isdigit() or int(n) < 1):
+        raise ValueError(f"fusion kind {kind}:{n}: only ranker kinds take a positive number of rounds")
+    if n:
+        ranker_rounds = int(n)
+    if kind == "linear":
+        return FusionModel.fit(examples, retrievers=retrievers)
+    if kind == "linear_rescored":
+        return FusionModel.fit(examples, retrievers=retrievers, rescore=True)
+    rounds = RANKER_ROUNDS if ranker_rounds is None else ranker_rounds
+    if kind == "lambdarank":
+        return fit_ranked_fusion(examples, retrievers=retrievers, rounds=rounds, seed=seed, threads=threads)
+    if kind == "lambdarank_on_linear":
+        base = FusionModel.fit(examples, retrievers=retrievers, rescore=True)
+        return fit_ranked_fusion(
+            examples, retrievers=retrievers, rounds=rounds, seed=seed, threads=threads, base=base
+        )
+    raise ValueError(f"unknown fusion kind {kind!r} (known: {', '.join(FUSION_KINDS)})")
+
+
+# LightGBM LambdaRank: shallow trees, strong regularisation (~600 queries x ~150 candidates), truncated
+# at 20 so the gradient concentrates on what NDCG@10 sees.
+RANKER_PARAMS: Final = {
+    "objective": "lambdarank",
+    "lambdarank_truncation_level": 20,
+    "learning_rate": 0.03,
+    "num_leaves": 15,
+    "min_data_in_leaf": 40,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "verbose": -1,
+    "deterministic": True,
+    "force_row_wise": True,
+}
+RANKER_ROUNDS: Final = 100
+BASE_SCALE: Final = 20.0  # a 0.05 gap in the linear score (weights sum to 1) = 1 logit for the trees
+_BASE_FEATURE = {"minmax": "minmax", "zscore": "zscore", "rrf": "rrf_union"}
+
+
+def fit_ranked_fusion(
+    examples: Sequence[FitExample],
+    *,
+    retrievers: Sequence[str] = FUSION_RETRIEVERS,
+    rrf_k: int = 60,
+    rounds: int = RANKER_ROUNDS,
+    seed: int = 0,
+    threads: int = 1,
+    base: FusionModel | None = None,
+    base_scale: float = BASE_SCALE,
+) -> FusionModel:
+    """A lambdarank fusion over the rescored union (`rescored` of each example; lists only without),
+    exported to ONNX by trainer.lgbm_onnx and checked against LightGBM on the training features.
+
+    `base`: a linear fusion (fitted on the same rescored lists) the trees are boosted from: its score
+    × `base_scale` is LightGBM's initial score, and the graph adds it back as a linear term over the
+    ranker's own features (min-max, z-score and union rank are among them), so trees only correct it."""
+    import lightgbm as lgb
+
+    from trainer.lgbm_onnx import booster_to_onnx
+
+    xs, ys, sizes = [], [], []
+    for ex in examples:
+        union = sorted({d for r in retrievers for d, _ in ex.hits.get(r, ())})
+        if not union:
+            continue
+        lists = rescore_union(ex.hits, ex.rescored, retrievers) if ex.rescored is not None else ex.hits
+        xs.append(ranker_features(ex.hits, lists, union, retrievers, rrf_k))
+        ys.append(np.array([max(0, round(float(ex.relevance.get(d, 0.0)))) for d in union], dtype=np.int32))
+        sizes.append(len(union))
+    if not xs:
+        raise ValueError("no training query has candidates")
+    x = np.concatenate(xs)
+    y = np.concatenate(ys)
+    w = _base_weights(base, retrievers, base_scale) if base is not None else None
+    init = (x.astype(np.float64) @ w.astype(np.float64)) if w is not None else None
+    params = {**RANKER_PARAMS, "seed": seed, "num_threads": threads}
+    data = lgb.Dataset(x.astype(np.float64), y, group=sizes, init_score=init)
+    booster = lgb.train(params, data, num_boost_round=rounds)
+    ranker = Ranker.from_bytes(retrievers, booster_to_onnx(booster, x.shape[1], w))
+    sample = x[: min(len(x), 2000)]
+    want = np.asarray(booster.predict(sample, raw_score=True), dtype=np.float64)
+    if w is not None:
+        want = want + sample.astype(np.float64) @ w.astype(np.float64)
+    diff = float(np.abs(ranker.score(sample) - want).max())
+    if diff > 1e-4:
+        raise RuntimeError(f"ONNX ranker differs from LightGBM by {diff}")
+    info = {
+        "objective": "lambdarank (LightGBM), ndcg@10 truncation 20",
+        "rounds": rounds,
+        "train_queries": len(sizes),
+        "train_rows": len(x),
+        "onnx_max_abs_diff": diff,
+        **({"boosted_from": str(base), "base_scale": base_scale} if base is not None else {}),
+    }
+    return FusionModel([], rrf_k=rrf_k, info=info, rescore=True, ranker=ranker)
+
+
+def _base_weights(base: FusionModel, retrievers: Sequence[str], scale: float) -> npt.NDArray[np.float32]:
+    """The linear fusion as weights over the ranker's feature columns (its terms over the same lists)."""
+    from kindred.text.fusion import ranker_feature_names
+
+    names = ranker_feature_names(retrievers)
+    w = np.zeros(len(names), dtype=np.float32)
+    for t in base.terms:
+        if t.retriever not in retrievers:
+            raise ValueError(f"base term {t.name} reads a retriever the ranker does not")
+        w[names.index(f"{t.retriever}:{_BASE_FEATURE[t.norm]}")] += scale * t.weight
+    return w
+
+
+def ndcg_at(order: Sequence[str], relevance: Mapping[str, float], k: int = 10) -> float:
+    """Graded NDCG@k (linear gains), the benchmark's metric."""
+    dcg = sum(max(0.0, relevance.get(d, 0.0)) / math.log2(i + 2) for i, d in enumerate(order[:k]))
+    ideal = sorted((g for g in relevance.values() if g > 0), reverse=True)[:k]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def fused_ndcg(model: FusionModel, examples: Sequence[FitExample], k: int = 10) -> float:
+    """Mean NDCG@k of `model.fuse` — the served call, rescored union included — over `examples`."""
+    got = [
+        ndcg_at([h.doc_id for h in model.fuse(ex.hits, rescored=ex.rescored)], ex.relevance, k)
+        for ex in examples
+    ]
+    return float(np.mean(got)) if got else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class FusionChoice:
+    chosen: FusionModel
+    kind: str
+    cv_ndcg: dict[str, float]  # kind → mean NDCG@10 over the inner folds' held-out examples
+
+
+def select_fusion(
+    examples: Sequence[FitExample],
+    kinds: Sequence[str],
+    *,
+    folds: int = 3,
+    groups: Sequence[int] | None = None,
+    seed: int = 0,
+    threads: int = 1,
+    ranker_rounds: int | None = None,
+    log: Log = print,
+) -> FusionChoice:
+    """Of `kinds`, the fusion whose mean held-out NDCG@10 over a `folds`-fold split of `examples` is best,
+    refit on all of them. `groups`: examples with the same id stay in one split (SciFact:
+    `relevance_groups`, claims sharing a relevant abstract); None splits by example (search logs, where
+    popular creators would tie every query into one group). Scores only `examples`: the caller passes
+    training queries, never the ones it will report."""
+    for kind in kinds:
+        if kind.partition(":")[0] not in FUSION_KINDS:
+            raise ValueError(f"unknown fusion kind {kind!r} (known: {', '.join(FUSION_KINDS)})")
+    if not examples:
+        raise ValueError("no examples to fit a fusion on")
+    cv: dict[str, float] = {}
+    if len(kinds) > 1:
+        parts = split_groups(len(examples), folds, seed, groups)
+        if len(parts) < 2:  # one group holds everything: nothing to hold out, split by example
+            parts = split_groups(len(examples), folds, seed)
+        for kind in kinds:
+            held_scores = []
+            for rows in parts:
+                fit_rows = sorted(set(range(len(examples))) - set(rows))
+                model = fit_fusion(
+                    [examples[r] for r in fit_rows],
+                    kind,
+                    seed=seed,
+                    threads=threads,
+                    ranker_rounds=ranker_rounds,
+                )
+                held_scores.append(fused_ndcg(model, [examples[r] for r in rows]) * len(rows))
+            cv[kind] = round(sum(held_scores) / len(examples), 6)
+            log(f"[search-tune] fusion {kind}: inner {len(parts)}-fold NDCG@10 {cv[kind]:.4f}")
+    kind = max(kinds, key=lambda k: cv.get(k, 0.0)) if cv else kinds[0]
+    chosen = fit_fusion(examples, kind, seed=seed, threads=threads, ranker_rounds=ranker_rounds)
+    chosen.info.update(kind=kind, selection={"inner_cv_ndcg@10": cv, "folds": folds} if cv else "only kind")
+    return FusionChoice(chosen, kind, cv)
+
+
+def relevance_groups(examples: Sequence[FitExample]) -> list[int]:
+    """Group id per example: examples sharing a relevant document share a group."""
+    parent = list(range(len(examples)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for q, ex in enumerate(examples):
+        for d, g in ex.relevance.items():
+            if g <= 0:
+                continue
+            if d in first:
+                parent[find(q)] = find(first[d])
+            else:
+                first[d] = q
+    return [find(q) for q in range(len(examples))]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -374,7 +665,7 @@ def export_query_encoder(
         version=version,
         weights_sha256=weights_sha256(model),
         extra_manifest=extra,
-        extra_files={FUSION_FILE: (json.dumps(fusion.to_dict(), indent=2, sort_keys=True) + "\n").encode()},
+        extra_files=fusion.files(FUSION_FILE),
         log=log,
     )
 
@@ -465,7 +756,9 @@ def evaluate_search(
             DENSE_BASE: as_hits(retr.dense_hits(bv, depth), ids),
             DENSE_TUNED: as_hits(retr.dense_hits(tv, depth), ids),
         }
-        ranked = [row[h.doc_id] for h in fusion.fuse(hits)]
+        union = sorted({d for lst in hits.values() for d, _ in lst})
+        rescored = retr.rescored(text, bv, tv, union) if fusion.rescore else None
+        ranked = [row[h.doc_id] for h in fusion.fuse(hits, rescored=rescored)]
         relevant = set(rel)
         for k in ks:
             sums[f"ndcg@{k}"] = sums.get(f"ndcg@{k}", 0.0) + ndcg_at_k(ranked, relevant, k)
@@ -501,6 +794,7 @@ def run_search_tune(
     min_queries: int = 20,
     force_promote: bool = False,
     tolerance: float = 0.0,
+    fusion_kinds: Sequence[str] = ("linear",),
     log: Log = print,
 ) -> SearchTuneReport:
     """Event log → query encoder + fusion → ONNX version → gate vs the current one on held-out queries.
@@ -549,8 +843,13 @@ def run_search_tune(
     def hits_of(r: int, vec: FloatMatrix) -> Mapping[str, Hits]:
         return {**base_hits[r], DENSE_TUNED: as_hits(retr.dense_hits(vec, cfg.depth), ids)}
 
+    def rescore_of(r: int, vec: FloatMatrix, union: Sequence[str]) -> Mapping[str, Mapping[str, float]]:
+        return retr.rescored(train.texts[r], base_train[r], vec, union)
+
     rel_ids = [{str(d): g for d, g in rel.items()} for rel in train.relevance]
-    fusion, inner = cross_fitted_fusion(train, doc_emb, hard, hits_of, rel_ids, cfg, log=log)
+    fusion, inner = cross_fitted_fusion(
+        train, doc_emb, hard, hits_of, rel_ids, cfg, rescore_of=rescore_of, kinds=fusion_kinds, log=log
+    )
     model, summary = tune_query_encoder(train, doc_emb, hard, cfg, log=log)
     version = version or new_version()
     training = {
@@ -626,6 +925,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=TuneConfig.seed)
     p.add_argument("--threads", type=int, default=TuneConfig.threads)
+    p.add_argument(
+        "--fusion",
+        default="linear",
+        help=f"fusion kind(s), comma-separated ({', '.join(FUSION_KINDS)}; a ranker kind may end in "
+        f"':<rounds>') or 'auto' ({', '.join(AUTO_FUSION_KINDS)}): several are chosen between by inner "
+        "cross-validation on the training queries",
+    )
     p.add_argument("--force-promote", action="store_true", help="promote whatever the gate says (recorded)")
     return p
 
@@ -653,6 +959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             version=args.version,
             holdout_fraction=args.holdout_fraction,
             force_promote=args.force_promote,
+            fusion_kinds=AUTO_FUSION_KINDS if args.fusion == "auto" else tuple(args.fusion.split(",")),
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"trainer search-tune: {exc}", file=sys.stderr)
@@ -666,24 +973,34 @@ if __name__ == "__main__":
 
 
 __all__ = [
+    "AUTO_FUSION_KINDS",
     "DENSE_BASE",
     "DENSE_TUNED",
     "FUSION_FILE",
+    "FUSION_KINDS",
     "QUERY_ENCODER_NAME",
     "ExactRetrievers",
+    "FusionChoice",
     "SearchLog",
     "SearchTuneReport",
     "TrainingQueries",
     "TuneConfig",
     "catalogue_documents",
+    "cross_fitted_examples",
     "cross_fitted_fusion",
     "evaluate_search",
     "export_query_encoder",
+    "fit_fusion",
+    "fit_ranked_fusion",
+    "fused_ndcg",
     "hard_negatives_of",
     "load_query_side",
     "main",
+    "ndcg_at",
+    "relevance_groups",
     "run_search_tune",
     "search_log",
+    "select_fusion",
     "shared_document_groups",
     "split_groups",
     "torch_encode",

@@ -1,10 +1,17 @@
 """Kindred's full search on SciFact, one cross-validation fold at a time: the trainer's query-side tuned
 MiniLM + cross-fitted fusion (trainer.search_tuning), learned on the other folds' judgements, exported to
-ONNX and served by kindred.text.encoder, fused by kindred.text.fusion over the engine's hit lists.
+ONNX and served by kindred.text.encoder, fused by kindred.text.fusion over the engine's hit lists with
+every union candidate rescored by every retriever in the engine (the service's call, see
+retrieval_svc/search/query.py).
 
 Each fold's model is written to `<models dir>/text_query_encoder/scifact-<tag>-f<i>/`, the tag hashing
 the configuration, the document encoder and the training query ids: a rerun with the same inputs loads
-it instead of tuning again (tuning is the bulk of the run time; the result is the same model).
+it instead of tuning again (tuning is the bulk of the run time; the result is the same model). The
+fold's cross-fitted fusion examples (inner-fold tuned lists + rescored unions of its training queries)
+are cached the same way under `<cache>/crossfit/<version>.json`, so the fusion (chosen among
+`fusion_kinds` by inner CV on those training examples only) is refitted without re-tuning; it is saved
+to `<cache>/fusions/<version>/fusion.json` (+ fusion.onnx) and loaded back by FusionModel.load, the
+service's loader.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from kindred.text.encoder import TextEncoder
-from kindred.text.fusion import FusionModel, Hits
+from kindred.text.fusion import FitExample, FusionModel, Hits
 from trainer.search_tuning import (
     BM25,
     DENSE_BASE,
@@ -29,8 +36,11 @@ from trainer.search_tuning import (
     QUERY_ENCODER_NAME,
     TrainingQueries,
     TuneConfig,
-    cross_fitted_fusion,
+    cross_fitted_examples,
     export_query_encoder,
+    fit_fusion,
+    relevance_groups,
+    select_fusion,
     shared_document_groups,
     tune_query_encoder,
 )
@@ -48,9 +58,13 @@ class FoldInputs:
     doc_emb: np.ndarray
     base_hits: Mapping[str, Mapping[str, PosHits]]  # qid → {"bm25": ..., "dense": ...}
     dense_search: Callable[[np.ndarray], PosHits]  # the engine's dense query (tuned query vector)
+    # (qid, tuned query vector, union doc ids) → retriever → {doc id: engine score}: union rescoring
+    rescore: Callable[[str, np.ndarray, Sequence[str]], dict[str, dict[str, float]]]
     doc_encoder: TextEncoder
     models_dir: Path
     cfg: TuneConfig
+    cache_dir: Path
+    fusion_kinds: Sequence[str]
 
 
 def training_queries(qids: Sequence[str], inp: FoldInputs) -> TrainingQueries:
@@ -77,13 +91,98 @@ def fold_tag(train_qids: Sequence[str], inp: FoldInputs) -> str:
     return h.hexdigest()[:10]
 
 
+def hits_of(q: str, vec: np.ndarray, inp: FoldInputs) -> dict[str, Hits]:
+    base = inp.base_hits[q]
+    return {
+        BM25: to_ids(base[BM25], inp.ids),
+        DENSE_BASE: to_ids(base[DENSE_BASE], inp.ids),
+        DENSE_TUNED: to_ids(inp.dense_search(vec), inp.ids),
+    }
+
+
+def _example_json(ex: FitExample) -> dict[str, Any]:
+    return {
+        "hits": {r: [[d, s] for d, s in h] for r, h in ex.hits.items()},
+        "relevance": dict(ex.relevance),
+        "rescored": {r: dict(m) for r, m in (ex.rescored or {}).items()},
+    }
+
+
+def _example_of(d: Mapping[str, Any]) -> FitExample:
+    return FitExample(
+        {r: [(str(x), float(s)) for x, s in h] for r, h in d["hits"].items()},
+        {str(k): float(v) for k, v in d["relevance"].items()},
+        {r: {str(k): float(v) for k, v in m.items()} for r, m in d["rescored"].items()},
+    )
+
+
+def crossfit_examples(
+    version: str, train_qids: Sequence[str], inp: FoldInputs, log: Callable[[str], None]
+) -> tuple[list[FitExample], list[dict[str, Any]], bool]:
+    """(the fold's cross-fitted examples, inner tuning summaries, loaded from cache?)."""
+    path = inp.cache_dir / "crossfit" / f"{version}.json"
+    if path.is_file():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [_example_of(e) for e in data["examples"]], data["inner"], True
+    kept = [q for q in train_qids if any(r > 0 for r in inp.qrels.get(q, {}).values())]
+    tq = training_queries(kept, inp)
+    hard = [
+        [d for d, _ in inp.base_hits[q][BM25] if d not in rel][: inp.cfg.hard_negatives]
+        for q, rel in zip(kept, tq.relevance, strict=True)
+    ]
+    rel_ids = [{inp.ids[d]: g for d, g in rel.items()} for rel in tq.relevance]
+    examples, inner = cross_fitted_examples(
+        tq,
+        inp.doc_emb,
+        hard,
+        lambda row, vec: hits_of(kept[row], vec, inp),
+        rel_ids,
+        inp.cfg,
+        groups=shared_document_groups(tq),
+        rescore_of=lambda row, vec, union: inp.rescore(kept[row], vec, union),
+        log=log,
+    )
+    summaries = [{k: s[k] for k in ("queries", "pairs", "seconds")} for s in inner]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"examples": [_example_json(e) for e in examples], "inner": summaries}))
+    tmp.replace(path)
+    return examples, summaries, False
+
+
 def fit_fold(
     name: str, train_qids: Sequence[str], inp: FoldInputs, log: Callable[[str], None]
-) -> tuple[TextEncoder, FusionModel, dict[str, Any]]:
-    """The fold's tuned query encoder (ONNX, served path) and fusion; loaded if already exported."""
+) -> tuple[TextEncoder, dict[str, FusionModel], str, dict[str, Any]]:
+    """The fold's tuned query encoder (ONNX, served path), its fusion of every kind in `fusion_kinds`
+    (each saved and loaded back through FusionModel.load) and the kind inner CV chose (Kindred's)."""
     version = f"scifact-{fold_tag(train_qids, inp)}-{name}"
     directory = inp.models_dir / QUERY_ENCODER_NAME / version
     info: dict[str, Any] = {"version": version}
+    t0 = time.perf_counter()
+    examples, inner, cached = crossfit_examples(version, train_qids, inp, log)
+    info["crossfit_cached"] = cached
+    choice = select_fusion(
+        examples,
+        inp.fusion_kinds,
+        groups=relevance_groups(examples),  # claims citing the same abstract stay in one inner split
+        seed=inp.cfg.seed,
+        threads=inp.cfg.threads,
+        log=log,
+    )
+    fitted = {choice.kind: choice.chosen}
+    for kind in inp.fusion_kinds:  # the other kinds, refit on the same examples: diagnostic rows
+        if kind not in fitted:
+            fitted[kind] = fit_fusion(examples, kind, seed=inp.cfg.seed, threads=inp.cfg.threads)
+    fusions: dict[str, FusionModel] = {}
+    for kind, model in fitted.items():
+        path = inp.cache_dir / "fusions" / version / kind / FUSION_FILE
+        model.save(path)
+        fusions[kind] = FusionModel.load(path)  # what serves: the file, its ONNX ranker sha256-checked
+    info.update(
+        chosen_fusion=choice.kind,
+        fusion_inner_cv_ndcg10=choice.cv_ndcg,
+        fusion_seconds=round(time.perf_counter() - t0, 1),
+    )
     if directory.is_dir():
         log(f"{name}: reusing {directory.name}")
         info["cached"] = True
@@ -95,65 +194,48 @@ def fit_fold(
             [d for d, _ in inp.base_hits[q][BM25] if d not in rel][: inp.cfg.hard_negatives]
             for q, rel in zip(kept, tq.relevance, strict=True)
         ]
-
-        def hits_of(row: int, vec: np.ndarray) -> Mapping[str, Hits]:
-            base = inp.base_hits[kept[row]]
-            return {
-                BM25: to_ids(base[BM25], inp.ids),
-                DENSE_BASE: to_ids(base[DENSE_BASE], inp.ids),
-                DENSE_TUNED: to_ids(inp.dense_search(vec), inp.ids),
-            }
-
-        rel_ids = [{inp.ids[d]: g for d, g in rel.items()} for rel in tq.relevance]
-        fusion, inner = cross_fitted_fusion(
-            tq, inp.doc_emb, hard, hits_of, rel_ids, inp.cfg, groups=shared_document_groups(tq), log=log
-        )
         model, summary = tune_query_encoder(tq, inp.doc_emb, hard, inp.cfg, log=log)
         training = {
             **summary,
             "data": {"dataset": "BEIR SciFact train", "queries": len(tq), "fold": name},
-            "inner_folds": [{k: s[k] for k in ("queries", "pairs", "seconds")} for s in inner],
+            "inner_folds": inner,
         }
         export_query_encoder(
             model,
             inp.models_dir,
             version=version,
-            fusion=fusion,
+            fusion=choice.chosen,
             doc_encoder=inp.doc_encoder,
             training=training,
             log=log,
         )
         info.update(cached=False, seconds=round(time.perf_counter() - t0, 1))
     encoder = TextEncoder.load(directory, intra_op_num_threads=inp.cfg.threads)
-    fusion = FusionModel.load(directory / FUSION_FILE)
     manifest = encoder.manifest
     info.update(
-        fusion=str(fusion),
+        fusion=str(fusions[choice.kind]),
         train_seconds=manifest.get("training", {}).get("seconds"),
-        inner_fold_seconds=[s.get("seconds") for s in manifest.get("training", {}).get("inner_folds", [])],
+        inner_fold_seconds=[s.get("seconds") for s in inner],
         parity_max_abs_diff=manifest.get("parity", {}).get("max_abs_diff"),
     )
-    return encoder, fusion, info
+    return encoder, fusions, choice.kind, info
 
 
 def score_fold(
-    encoder: TextEncoder, fusion: FusionModel, qids: Sequence[str], inp: FoldInputs
-) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """(kindred run, tuned-dense-alone run) for `qids`, through the served encoder and fusion."""
+    encoder: TextEncoder, fusions: Mapping[str, FusionModel], qids: Sequence[str], inp: FoldInputs
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, float]]]:
+    """({fusion kind: run}, tuned-dense-alone run) for `qids`, through the served encoder and fusions."""
     vecs = encoder.encode([inp.queries[q] for q in qids])
-    run: dict[str, dict[str, float]] = {}
+    runs: dict[str, dict[str, dict[str, float]]] = {kind: {} for kind in fusions}
     tuned_run: dict[str, dict[str, float]] = {}
     for q, v in zip(qids, vecs, strict=True):
-        tuned = to_ids(inp.dense_search(v), inp.ids)
-        base = inp.base_hits[q]
-        hits = {
-            BM25: to_ids(base[BM25], inp.ids),
-            DENSE_BASE: to_ids(base[DENSE_BASE], inp.ids),
-            DENSE_TUNED: tuned,
-        }
-        run[q] = {h.doc_id: h.score for h in fusion.fuse(hits)}
-        tuned_run[q] = dict(tuned)
-    return run, tuned_run
+        hits = hits_of(q, v, inp)
+        union = sorted({d for lst in hits.values() for d, _ in lst})
+        rescored = inp.rescore(q, v, union) if any(f.rescore for f in fusions.values()) else None
+        for kind, fusion in fusions.items():
+            runs[kind][q] = {h.doc_id: h.score for h in fusion.fuse(hits, rescored=rescored)}
+        tuned_run[q] = dict(hits[DENSE_TUNED])
+    return runs, tuned_run
 
 
-__all__ = ["FoldInputs", "fit_fold", "score_fold", "training_queries"]
+__all__ = ["FoldInputs", "crossfit_examples", "fit_fold", "hits_of", "score_fold", "training_queries"]

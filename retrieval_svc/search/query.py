@@ -11,7 +11,8 @@ Two fusions, one per what the deployment has:
   also encoded by the fine-tuned query encoder, the engine runs the retrievers as one batch (dense,
   dense_tuned, bm25, name — same filters and thresholds) and kindred.text.fusion's model, tuned on the
   fans' search clicks, fuses the lists (a `name` term is added if the model has none, so typo-tolerant
-  name matching stays on). Per-retriever scores come with the lists.
+  name matching stays on). A model that rescores the union (e.g. the lambdarank kind) gets one more
+  batched call re-scoring every candidate with every retriever (as the RRF path's stage scores) first.
 
 Either way an item a retriever did not find gets no score for it, and every hit has reasons in words.
 """
@@ -123,11 +124,12 @@ class HybridSearcher:
         self.query_side = query_side
         self.fusion: FusionModel | None = None
         if query_side is not None:
-            terms = list(query_side.fusion.terms)
+            self.fusion = query_side.fusion
             if NAME not in query_side.fusion.retrievers and self.params.weight(NAME) > 0:
                 # Clicks rarely teach a name term (few typos in training logs): keep name matching on.
-                terms.append(FusionTerm(NAME, "minmax", self.params.learned_name_weight))
-            self.fusion = FusionModel(terms, rrf_k=query_side.fusion.rrf_k, info=query_side.fusion.info)
+                self.fusion = self.fusion.with_term(
+                    FusionTerm(NAME, "minmax", self.params.learned_name_weight)
+                )
 
     @property
     def version(self) -> str:
@@ -187,10 +189,16 @@ class HybridSearcher:
         ]
         lists = dict(zip(names, self.index.query_batch(requests), strict=True))
         by_id = {h.item_id: h for hits in lists.values() for h in hits}
-        fused = self.fusion.fuse(
-            {r: [(h.item_id, h.score) for h in hits] for r, hits in lists.items()}, limit=k
-        )
         stage = {r: {h.item_id: h.score for h in hits} for r, hits in lists.items()}
+        if self.fusion.rescore and by_id:
+            # Union rescoring: one more batched engine call gives every candidate each retriever's real
+            # score (what the fusion was fitted on), instead of "below that list's last hit".
+            stage = self._stage_scores(queries, sorted(by_id))
+        fused = self.fusion.fuse(
+            {r: [(h.item_id, h.score) for h in hits] for r, hits in lists.items()},
+            limit=k,
+            rescored=stage if self.fusion.rescore else None,
+        )
         return [Hit(f.doc_id, f.score, by_id[f.doc_id].payload) for f in fused], stage
 
     # -- the engine requests -----------------------------------------------------------------------
@@ -250,7 +258,7 @@ class HybridSearcher:
                 query=q,
                 filter=qe.Filter(must=[only]),
                 score_threshold=th,
-                params=qe.SearchParams(exact=True) if r == DENSE else None,
+                params=qe.SearchParams(exact=True) if r in (DENSE, DENSE_TUNED) else None,
                 with_payload=True,
             )
             for r, (q, _f, th) in queries.items()

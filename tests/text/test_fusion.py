@@ -7,10 +7,18 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kindred.errors import InvalidArgument
-from kindred.text.fusion import FitExample, FusionModel, FusionTerm
+from kindred.text.fusion import (
+    FitExample,
+    FusionModel,
+    FusionTerm,
+    ranker_feature_names,
+    ranker_features,
+    rescore_union,
+)
 
 
 def ndcg10(order: list[str], rels: dict[str, float]) -> float:
@@ -123,3 +131,70 @@ def test_fit_rejects_empty_and_unknown_normalisation() -> None:
     with pytest.raises(InvalidArgument) as err:
         FusionModel.fit(synthetic_examples(3, 0), retrievers=["bm25"], norms=["log"])
     assert err.value.field == "norms"
+
+
+def test_union_rescoring_gives_every_candidate_each_retrievers_real_score() -> None:
+    # "c" is BM25's best but just outside dense's list; dense actually scores it 0.89 (nearly the top).
+    hits = {
+        "bm25": [("c", 10.0), ("a", 9.0), ("b", 1.0)],
+        "dense": [("a", 0.9), ("b", 0.89), ("d", 0.1)],
+    }
+    rescored = {"bm25": {"d": 0.5}, "dense": {"c": 0.89}}
+    lists_only = FusionModel([FusionTerm("bm25", "minmax", 0.5), FusionTerm("dense", "minmax", 0.5)])
+    assert [h.doc_id for h in lists_only.fuse(hits, rescored=rescored)][:2] == ["a", "c"]  # rescore off
+    model = FusionModel(list(lists_only.terms), rescore=True)
+    fused = model.fuse(hits, rescored=rescored)
+    assert [h.doc_id for h in fused][:2] == ["c", "a"]
+    c = fused[0]
+    # min-max over the union's real dense scores (0.1 .. 0.9), not "below the list" (0).
+    assert c.contributions["dense:minmax"] == pytest.approx(0.5 * (0.89 - 0.1) / 0.8)
+    merged = rescore_union(hits, rescored, ["bm25", "dense"])
+    assert merged["dense"][:2] == [("a", 0.9), ("b", 0.89)] and ("c", 0.89) in merged["dense"]
+    assert ("d", 0.5) in merged["bm25"]
+    # Without rescored scores the same model still fuses the plain lists.
+    assert [h.doc_id for h in model.fuse(hits)] == [h.doc_id for h in lists_only.fuse(hits)]
+
+
+def test_ranker_features_are_finite_and_named() -> None:
+    hits = {"bm25": [("a", 3.0)], "dense": [("a", 0.5), ("b", 0.5)]}
+    x = ranker_features(hits, hits, ["a", "b"], ["bm25", "dense"], 60)
+    assert x.shape == (2, len(ranker_feature_names(["bm25", "dense"]))) and x.dtype == np.float32
+    assert np.isfinite(x).all()  # constant lists: no division by zero reaches the ranker
+
+
+def test_lambdarank_fusion_file_round_trip_and_integrity(tmp_path: Path) -> None:
+    from kindred.errors import ModelMismatch
+    from trainer.search_tuning import fit_ranked_fusion, fused_ndcg
+
+    train = synthetic_examples(150, seed=3)
+    model = fit_ranked_fusion(train, retrievers=["bm25", "dense"], rounds=30)
+    assert model.kind == "lambdarank" and model.rescore and model.retrievers == ("bm25", "dense")
+    path = tmp_path / "fusion.json"
+    model.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fusion.json", "fusion.onnx"]
+    again = FusionModel.load(path)
+    ex = train[0]
+    assert [(h.doc_id, round(h.score, 5)) for h in again.fuse(ex.hits)] == [
+        (h.doc_id, round(h.score, 5)) for h in model.fuse(ex.hits)
+    ]
+    held = synthetic_examples(150, seed=4)
+    alone = FusionModel([FusionTerm("bm25", "minmax", 1.0)])
+    assert fused_ndcg(again, held) > fused_ndcg(alone, held) + 0.02
+    # A name term added on top (the service's name matching) keeps the ranker.
+    plus = again.with_term(FusionTerm("name", "minmax", 0.1))
+    assert plus.ranker is again.ranker and plus.retrievers == ("bm25", "dense", "name")
+
+    data = json.loads(path.read_text())
+    (tmp_path / "fusion.onnx").write_bytes(b"not the model")
+    with pytest.raises(ModelMismatch):
+        FusionModel.load(path)
+    data["ranker"]["features"] = ["bm25:raw"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(InvalidArgument) as err:
+        FusionModel.load(path)
+    assert err.value.field == "ranker.features"
+    data["kind"] = "forest"
+    path.write_text(json.dumps(data))
+    with pytest.raises(InvalidArgument) as err:
+        FusionModel.load(path)
+    assert err.value.field == "kind"

@@ -9,12 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kindred.text.fusion import FitExample
 from kindred.text.tokenize import Bm25, bm25_scores
 from kindred.v1 import events_pb2
 from trainer.search_tuning import (
     ExactRetrievers,
     TrainingQueries,
+    fit_fusion,
+    fused_ndcg,
     search_log,
+    select_fusion,
     shared_document_groups,
     split_groups,
 )
@@ -63,6 +67,59 @@ def test_exact_bm25_matches_the_reference_and_dense_is_cosine_order() -> None:
     q /= np.linalg.norm(q)
     order = [d for d, _ in retr.dense_hits(q, 3)]
     assert order[0] == 2 and order == list(np.argsort(-(emb @ q))[:3])
+    # Union rescoring: exactly the asked candidates, the same numbers the retrievers rank by.
+    again = retr.rescored("cake bass", q, emb[0], ["0", "2", "4"])
+    assert set(again["bm25"]) == {str(d) for d in (0, 2) if ref[d] > 0}  # doc 4 shares no term
+    assert again["bm25"]["0"] == pytest.approx(ref[0])
+    assert again["dense"]["2"] == pytest.approx(float(emb[2] @ q), abs=1e-6)
+    assert again["dense_tuned"]["0"] == pytest.approx(1.0, abs=1e-6)
+
+
+def lexical_trap_examples(n: int, seed: int) -> list[FitExample]:
+    """The relevant document wins on a product of two signals (BM25 high *and* tuned dense high): a tree
+    ranker can learn the interaction, a weighted sum of the two only approximates it."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for q in range(n):
+        docs = [f"q{q}d{i}" for i in range(40)]
+        bm = rng.normal(size=40)
+        tu = rng.normal(size=40)
+        base = rng.normal(size=40)
+        bm[:8] += 2.5  # lexical traps: high BM25, unrelated topic
+        tu[8:16] += 2.5  # topical traps: on topic, not the claim
+        bm[0] += 0.5
+        tu[0] += 3.0  # the relevant one: both
+        scores = {"bm25": bm, "dense": base, "dense_tuned": tu}
+        hits = {r: [(docs[i], float(v[i])) for i in np.argsort(-v)[:20]] for r, v in scores.items()}
+        rescored = {r: {d: float(v[i]) for i, d in enumerate(docs)} for r, v in scores.items()}
+        out.append(FitExample(hits, {docs[0]: 1.0}, rescored))
+    return out
+
+
+def test_select_fusion_picks_by_inner_cv_and_the_choice_holds_on_unseen_queries() -> None:
+    train, held = lexical_trap_examples(150, seed=0), lexical_trap_examples(150, seed=1)
+    choice = select_fusion(train, ["linear", "lambdarank"], folds=3, ranker_rounds=60, log=lambda _: None)
+    assert set(choice.cv_ndcg) == {"linear", "lambdarank"}
+    assert choice.kind == max(choice.cv_ndcg, key=lambda k: choice.cv_ndcg[k])
+    assert choice.chosen.kind == choice.kind and choice.chosen.info["kind"] == choice.kind
+    alone = select_fusion(train, ["linear"], log=lambda _: None).chosen
+    assert fused_ndcg(choice.chosen, held) >= fused_ndcg(alone, held) - 0.01
+    with pytest.raises(ValueError):
+        select_fusion(train, ["forest"])
+
+
+def test_ranker_kinds_take_rounds_and_a_linear_base() -> None:
+    train = lexical_trap_examples(60, seed=2)
+    short = fit_fusion(train, "lambdarank:5")
+    assert short.kind == "lambdarank" and short.info["rounds"] == 5
+    # Boosted from the linear fusion: the graph adds the linear score back (fit checks ONNX == LightGBM).
+    boosted = fit_fusion(train, "lambdarank_on_linear:10")
+    assert boosted.info["boosted_from"].startswith("FusionModel(") and boosted.rescore
+    held = lexical_trap_examples(60, seed=3)
+    assert fused_ndcg(boosted, held) > 0.3
+    for bad in ("linear:5", "lambdarank:0", "lambdarank:many"):
+        with pytest.raises(ValueError):
+            fit_fusion(train, bad)
 
 
 def test_folds_keep_queries_that_share_a_clicked_document_together() -> None:
@@ -93,7 +150,9 @@ def test_search_tune_job_exports_gates_and_refuses_a_worse_encoder(tmp_path: Pat
     generate_platform(data, fans=120, creators=30, days=8, seed=5, progress=False)
     models = tmp_path / "models"
     cfg = TuneConfig(epochs=1, inner_folds=2, threads=2)
-    first = run_search_tune(data, models, cfg, version="v1", log=lambda _: None)
+    first = run_search_tune(
+        data, models, cfg, version="v1", fusion_kinds=("linear", "lambdarank"), log=lambda _: None
+    )
 
     directory = models / QUERY_ENCODER_NAME / "v1"
     manifest = json.loads((directory / "manifest.json").read_text())
@@ -102,7 +161,11 @@ def test_search_tune_job_exports_gates_and_refuses_a_worse_encoder(tmp_path: Pat
     assert manifest["document_encoder"]["sha256"] == doc_encoder.manifest["sha256"]
     assert manifest["training"]["data"]["training_queries"] > 20
     assert manifest["parity"]["max_abs_diff"] <= 1e-4
-    assert FusionModel.load(directory / FUSION_FILE).retrievers  # the fusion ships with the encoder
+    fusion = FusionModel.load(directory / FUSION_FILE)  # the fusion ships with the encoder
+    assert fusion.retrievers and fusion.kind == fusion.info["kind"]
+    assert set(fusion.info["selection"]["inner_cv_ndcg@10"]) == {"linear", "lambdarank"}
+    if fusion.kind == "lambdarank":
+        assert (directory / "fusion.onnx").is_file()
     record = json.loads((directory / "promotion.json").read_text())
     assert record == first.record and record["current"]["model"].startswith("base text_encoder")
     base, new = record["current"]["metrics"], record["new"]["metrics"]

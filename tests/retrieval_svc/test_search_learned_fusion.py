@@ -1,0 +1,109 @@
+"""The service with a learned-to-rank fusion (kindred.text.fusion kind "lambdarank", ONNX beside
+fusion.json): loaded from a promoted query-encoder directory, union rescoring in the engine, name
+matching kept, and the files' integrity checked."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from search_testkit import creators, posts, write_tiny_encoder
+
+from kindred.config import Settings
+from kindred.text.fusion import FitExample, FusionModel
+from kindred.text.tokenize import Bm25
+from retrieval_svc.search.bulk import catalogue_docs
+from retrieval_svc.search.index import SearchFilter, SearchIndex, search_index_root
+from retrieval_svc.search.params import SearchParams
+from retrieval_svc.search.query import HybridSearcher, QuerySide
+
+
+class _Cat:
+    def __init__(self) -> None:
+        self.creators = creators()
+        self.posts = posts()
+
+
+def _ranker_fusion() -> FusionModel:
+    """A small ranker taught that agreeing retrievers mean relevance (synthetic queries)."""
+    from trainer.search_tuning import fit_ranked_fusion
+
+    rng = random.Random(0)
+    examples = []
+    for q in range(120):
+        docs = [f"q{q}d{i}" for i in range(25)]
+        scores = {
+            "bm25": {d: rng.uniform(0, 8) for d in docs},
+            "dense": {d: rng.uniform(0.2, 0.7) for d in docs},
+            "dense_tuned": {d: rng.uniform(0.2, 0.7) for d in docs},
+        }
+        scores["bm25"][docs[0]] += 6
+        scores["dense"][docs[0]] += 0.25
+        scores["dense_tuned"][docs[0]] += 0.3
+        hits = {r: sorted(m.items(), key=lambda kv: -kv[1])[:15] for r, m in scores.items()}
+        examples.append(FitExample(hits, {docs[0]: 1.0}, scores))
+    return fit_ranked_fusion(examples, rounds=40)
+
+
+def _setup(tmp_path: Path) -> Settings:
+    settings = Settings(data_dir=tmp_path)
+    doc = write_tiny_encoder(settings.resolved_models_dir)
+    write_tiny_encoder(
+        settings.resolved_models_dir,
+        "tuned-ltr",
+        name="text_query_encoder",
+        extra_manifest={"document_encoder": {"sha256": doc.manifest["sha256"]}},
+        extra_files=_ranker_fusion().files("fusion.json"),
+    )
+    docs = catalogue_docs(_Cat())  # type: ignore[arg-type]
+    index = SearchIndex.create(
+        search_index_root(settings),
+        dim=doc.dim,
+        bm25=Bm25.fit(d.text for d in docs),
+        encoder_version=doc.version,
+    )
+    index.upsert(docs, doc.encode([d.text for d in docs]))
+    index.close()
+    return settings
+
+
+def test_a_lambdarank_fusion_serves_with_union_rescoring_and_names(tmp_path: Path) -> None:
+    from retrieval_svc.server import open_search
+
+    settings = _setup(tmp_path)
+    svc = open_search(settings)
+    assert svc is not None and svc.searcher.query_side is not None
+    try:
+        fusion = svc.searcher.fusion
+        assert fusion is not None and fusion.kind == "lambdarank" and fusion.rescore
+        assert "name" in fusion.retrievers  # the service's name term, added on top of the ranker
+        out = svc.search("pasta sauce", 5, SearchFilter())
+        assert out.hits and out.hits[0].payload["category"] == "Cooking"
+        assert all("dense_tuned" in h.scores for h in out.hits)
+        typo = svc.search("midnigt velvett", 3, SearchFilter()).hits
+        assert typo[0].item_id == creators()[0].creator_id and "name" in typo[0].scores
+        assert svc.search("qqqxv wwwkz", 10, SearchFilter()).hits == []
+
+        # Union rescoring: with lists only 2 deep, "pasta jazz" unites Cooking and Music candidates that
+        # each retriever listed only in part; rescored, every hit carries every retriever's real score.
+        index, encoder, side = svc.searcher.index, svc.searcher.encoder, svc.searcher.query_side
+        shallow = HybridSearcher(
+            index, encoder, SearchParams(depth=2), query_side=QuerySide(side.encoder, fusion)
+        )
+        for query in ("pasta sauce", "jazz piano", "pasta jazz"):
+            for hit in shallow.search(query, 2).hits:
+                assert {"bm25", "dense", "dense_tuned"} <= set(hit.scores), (query, hit.item_id, hit.scores)
+    finally:
+        svc.close()
+
+
+def test_a_tampered_ranker_is_refused_at_start(tmp_path: Path) -> None:
+    from kindred.errors import ModelMismatch
+    from retrieval_svc.server import open_search
+
+    settings = _setup(tmp_path)
+    onnx = settings.resolved_models_dir / "text_query_encoder" / "tuned-ltr" / "fusion.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-8])
+    with pytest.raises(ModelMismatch):
+        open_search(settings)
