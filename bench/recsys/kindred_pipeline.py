@@ -383,7 +383,16 @@ def hold_back(train: sp.csr_matrix, fraction: float, seed: int) -> tuple[sp.csr_
     """
     coo = train.tocoo()
     rng = np.random.default_rng(seed + 10_007)
-    order = np.lexsort((rng.random(len(coo.row)), coo.row))
+    return split_leading(train, np.lexsort((rng.random(len(coo.row)), coo.row)), fraction)
+
+
+def split_leading(
+    train: sp.csr_matrix, order: NDArray[np.intp], fraction: float
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """(rest, labels): per user, the first round(fraction × n) of that user's interactions in `order`
+    (a permutation of `train.tocoo()`'s entries, grouped by user) become ranker labels. Users with
+    fewer than 3 train items keep them all: the sources need some history to propose."""
+    coo = train.tocoo()
     rows = coo.row[order]
     counts = np.bincount(rows, minlength=train.shape[0])
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))

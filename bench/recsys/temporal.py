@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from bench.recsys.kindred_pipeline import LabelSplit
+from bench.recsys.kindred_pipeline import LabelSplit, split_leading
 from bench.recsys.protocol import Split, repo_root
 
 DATASET_DIRNAME = "ml-latest-small"
@@ -99,20 +99,6 @@ def latest_slice(times: sp.csr_matrix) -> LabelSplit:
         coo, t = train.tocoo(), times.tocoo()
         rng = np.random.default_rng(seed + 20_011)
         # Latest first within each user: sort by (user, -time, random tie-break).
-        order = np.lexsort((rng.random(len(coo.row)), -t.data, coo.row))
-        rows = coo.row[order]
-        counts = np.bincount(rows, minlength=train.shape[0])
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        pos = np.arange(len(rows)) - starts[rows]
-        n_label = np.where(counts >= 3, np.maximum(1, np.round(counts * fraction)), 0).astype(np.int64)
-        is_label = pos < n_label[rows]
-
-        def part(sel: NDArray[np.bool_]) -> sp.csr_matrix:
-            idx = order[sel]
-            m = sp.csr_matrix((coo.data[idx], (coo.row[idx], coo.col[idx])), shape=train.shape)
-            m.sort_indices()
-            return m
-
-        return part(~is_label), part(is_label)
+        return split_leading(train, np.lexsort((rng.random(len(coo.row)), -t.data, coo.row)), fraction)
 
     return split
