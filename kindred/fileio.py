@@ -10,12 +10,17 @@ import os
 from pathlib import Path
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Writes `text` to `path` atomically, creating the parent directory if needed."""
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` atomically, creating the parent directory if needed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Writes `text` (UTF-8) to `path` atomically, creating the parent directory if needed."""
+    write_bytes_atomic(path, text.encode("utf-8"))

@@ -9,7 +9,8 @@ fine-tuned, towards the vectors of the documents fans clicked for it. Measured o
 needs that again for every tuned model (every CV fold; every catalogue re-index in production), plus
 backward passes through 256-token documents (59 s for one step over 32 claims + 64 abstracts at 2
 threads). Tuning the query tower against fixed document vectors costs 1-3 s per step of 32 short
-queries and never re-indexes: a promoted query encoder is live at once, for an index of any size.
+queries and never re-indexes: a promoted query encoder serves from retrieval_svc's next start (loaded
+at start, not hot-swapped), for an index of any size.
 The price is a smaller search space than full fine-tuning (the documents do not move), and the query
 encoder is only valid with the document encoder it was tuned against (its manifest records that
 model's sha256; the service must use the pair).
@@ -59,6 +60,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from kindred.fileio import write_text_atomic
 from kindred.models import current_version, promote, version_dir
 from kindred.text.encoder import MODEL_NAME as DOC_ENCODER_NAME
 from kindred.text.encoder import TextEncoder
@@ -901,9 +903,7 @@ def run_search_tune(
         "current": {"model": cur_label, "metrics": cur_metrics},
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    (directory / PROMOTION_FILE).write_text(
-        json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-    )
+    write_text_atomic(directory / PROMOTION_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
     log(f"[search-tune] held-out {len(held)} queries: new {new_metrics}, current ({cur_label}) {cur_metrics}")
     log(f"[search-tune] decision: {decision.outcome.upper()} — {decision.reason}")
     if decision.promoted:

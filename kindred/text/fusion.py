@@ -51,7 +51,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -60,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kindred.errors import InvalidArgument
+from kindred.fileio import write_bytes_atomic
 
 FORMAT: Final = "kindred.fusion/1"
 KINDS: Final = ("linear", "lambdarank")
@@ -258,13 +258,9 @@ class FusionModel:
         """Writes `path` (JSON) and, for a ranker, its ONNX file beside it — the ONNX first, so the JSON
         never names a file that is not there yet."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         files = self.files(path.name)
         for name in sorted(files, key=lambda n: n == path.name):
-            target = path.with_name(name)
-            tmp = target.with_name(f".{name}.{os.getpid()}.tmp")
-            tmp.write_bytes(files[name])
-            os.replace(tmp, target)
+            write_bytes_atomic(path.with_name(name), files[name])
 
     @property
     def retrievers(self) -> tuple[str, ...]:
