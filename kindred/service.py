@@ -91,11 +91,11 @@ def tune_gc_for_serving() -> None:
     """Keeps the cyclic garbage collector off the request path once models and indexes are loaded.
 
     A serving process holds large, long-lived caches (decoded feature rows, filter verdicts) and makes
-    little cyclic garbage. With the defaults a full collection still came every ~500 Recommend requests
-    (in-process at 100k creators; 270-340 ms each on the shared 2-core machine at load ~25), stalling
-    every request in flight: a p99 killer. Frozen start-up objects (modules, models, clients) are never
-    walked again, and a high first threshold makes collections rare (none in 1,500 requests after
-    warm-up, same measurement); memory stays bounded by the caches' own limits.
+    little cyclic garbage, yet with the default thresholds full collections still come periodically
+    and walk all of it, stalling every request in flight (seen while profiling Recommend at 100k
+    creators; not a recorded benchmark). Frozen start-up objects (modules, models, clients) are never
+    walked again, and a high first threshold makes collections rare; memory stays bounded by the
+    caches' own limits.
     """
     gc.collect()
     gc.freeze()

@@ -46,7 +46,7 @@ from notify_svc.domain import (
     validate_outcome,
 )
 from notify_svc.policy import DecisionPolicy
-from notify_svc.state import DecideManyFn, NotifyState
+from notify_svc.state import DecideManyFn, NotifyState, per_candidate
 
 Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
@@ -226,16 +226,12 @@ class NotifyEngine:
     def _decide_many_at(self, now: datetime) -> DecideManyFn:
         policy = self.policy
         controller = self.controller
+        score: DecideManyFn
         if isinstance(policy, BatchDecisionPolicy):
             batch = policy
-
-            def score(candidates: Sequence[Candidate], fans: Sequence[FanState]) -> list[Verdict]:
-                return batch.decide_many(candidates, fans, now)
-
+            score = lambda cs, fs: batch.decide_many(cs, fs, now)  # noqa: E731
         else:
-
-            def score(candidates: Sequence[Candidate], fans: Sequence[FanState]) -> list[Verdict]:
-                return [policy.decide(c, f, now) for c, f in zip(candidates, fans, strict=True)]
+            score = per_candidate(lambda c, f: policy.decide(c, f, now))
 
         if controller is None:
             return score

@@ -253,10 +253,7 @@ def build_bundle(
     creators = CreatorCatalogue(
         index,
         hnsw_ef=deps.hnsw_ef,
-        on_write=[
-            verdicts.invalidate,
-            *(s.invalidate for s in sources if isinstance(s, PopularSource | TrendingSource)),
-        ],
+        on_write=[s.invalidate for s in sources],  # item-to-item and social share `verdicts`
     )
     return ServingBundle(index.version, user_tower.version, retriever, creators, close)
 

@@ -8,7 +8,7 @@ serves a row older than the version it just read, even when the writer is anothe
 
 `get` hands out shallow copies (callers may add keys). `get_shared` hands out the cached rows themselves
 with the version they belong to: for hot paths that only read them, and that keep values derived from
-rows (feature vectors) valid for exactly that version (see ranking_svc.creator_cache).
+rows (feature vectors) valid for exactly that version (see ranking_svc.creator_features).
 """
 
 from __future__ import annotations

@@ -66,5 +66,9 @@ class CandidateSource(Protocol):
 
     def retrieve(self, request: SourceRequest) -> list[SourceHit]: ...
 
+    def invalidate(self) -> None:
+        """Drops whatever the source caches from the index; called after every write to it."""
+        ...
+
 
 __all__ = ["CandidateSource", "FanRow", "FeatureReader", "SourceHit", "SourceRequest", "SourceSkipped"]

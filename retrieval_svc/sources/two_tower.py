@@ -56,6 +56,9 @@ class TwoTowerSource:
     def name(self) -> str:
         return NAME
 
+    def invalidate(self) -> None:
+        """Nothing to drop: every query goes to the index."""
+
     def embed(self, fan: FanRow, now: float | None = None) -> npt.NDArray[np.float32]:
         """The fan's user-tower vector (E,)."""
         x = np.asarray(self._features(fan, now=now), dtype=np.float32)[None, :]  # (1, F)
