@@ -46,3 +46,16 @@ class Unimplemented(KindredError):
 
 class ModelMismatch(FailedPrecondition):
     """A model's manifest does not match what the server feeds it; the server refuses to load it."""
+
+
+def validate_count(value: int, maximum: int, *, field: str = "k", default: int | None = None) -> int:
+    """A requested page size / count: 1..maximum, or 0 meaning `default` when one is given.
+
+    One check for every RPC that takes a `k`, so the messages (and the 0-means-default rule) agree.
+    """
+    if value == 0 and default is not None:
+        return default
+    if not 1 <= value <= maximum:
+        zero = f" (0 = {default})" if default is not None else ""
+        raise InvalidArgument(field, f"must be between 1 and {maximum}{zero}, got {value}")
+    return value

@@ -27,7 +27,7 @@ import numpy as np
 from opentelemetry import trace
 
 from kindred import telemetry_schema as schema
-from kindred.errors import InvalidArgument, Unavailable
+from kindred.errors import InvalidArgument, Unavailable, validate_count
 from kindred.features import FloatArray, ranker_features_batch
 from kindred.telemetry import get_meter, get_tracer
 from ranking_svc.creator_features import CreatorFeatureCache
@@ -88,8 +88,7 @@ class Recommender:
     ) -> Recommendation:
         if not fan_id:
             raise InvalidArgument("fan_id", "is required")
-        if not 1 <= k <= MAX_K:
-            raise InvalidArgument("k", f"must be between 1 and {MAX_K}, got {k}")
+        validate_count(k, MAX_K)
         hints = RequestHints.from_request(filters, context)
         want = max(MIN_RETRIEVE, k * RETRIEVAL_MULTIPLIER)
         try:

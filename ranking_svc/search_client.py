@@ -8,12 +8,12 @@ import grpc
 
 from kindred import telemetry_schema as schema
 from kindred.errors import FailedPrecondition, InvalidArgument, Unavailable
+from kindred.item_kinds import KIND_NAMES
 from kindred.telemetry import get_tracer
 from kindred.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from ranking_svc.retrieval_client import scope
 from ranking_svc.search_ranked import SearchPage, SearchResult
 
-KIND_NAMES = {common_pb2.ITEM_KIND_CREATOR: "creator", common_pb2.ITEM_KIND_POST: "post"}
 tracer = get_tracer(__name__)
 
 

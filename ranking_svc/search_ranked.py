@@ -34,7 +34,7 @@ from opentelemetry import trace
 
 from kindred import telemetry_schema as schema
 from kindred.data.schema import CATEGORIES
-from kindred.errors import InvalidArgument
+from kindred.errors import validate_count
 from kindred.telemetry import get_meter, get_tracer
 from ranking_svc.domain import FeatureReader
 
@@ -109,11 +109,7 @@ class TextSearcher(Protocol):
 
 
 def validate_k(k: int) -> int:
-    if k == 0:
-        return DEFAULT_K
-    if not 1 <= k <= MAX_K:
-        raise InvalidArgument("k", f"must be between 1 and {MAX_K} (0 = {DEFAULT_K}), got {k}")
-    return k
+    return validate_count(k, MAX_K, default=DEFAULT_K)
 
 
 class SearchRanker:
@@ -247,21 +243,28 @@ def rerank(
         r.scores.update(terms)
         r.scores["final"] = float(final)
         age_days = max(0.0, (now - r.published_at) / DAY)
-        r.reasons = personal_reasons(r, terms, age_days) + r.reasons
+        r.reasons = personal_reasons(r, terms, age_days, params) + r.reasons
     return sorted(results, key=lambda r: -r.scores["final"])
 
 
-def personal_reasons(r: SearchResult, s: Mapping[str, float], age_days: float) -> list[str]:
+def personal_reasons(
+    r: SearchResult, s: Mapping[str, float], age_days: float, params: SearchRankParams
+) -> list[str]:
+    """Reasons for the terms that moved this result: a term weighted 0 changed nothing, so it gives none."""
+
+    def moved(term: str, at_least: float) -> bool:
+        return float(getattr(params, term)) > 0 and s[term] >= at_least
+
     reasons = []
-    if s["following"]:
+    if moved("following", 0.5):
         reasons.append("you follow this creator" if r.kind == "creator" else "by a creator you follow")
-    elif s["engaged"] >= 0.25:
+    elif moved("engaged", 0.25):
         reasons.append("you often engage with this creator")
-    if s["affinity"] >= 0.5 and r.category:
+    if moved("affinity", 0.5) and r.category:
         reasons.append(f"you like {r.category}")
-    if s["popularity"] >= 0.8:
+    if moved("popularity", 0.8):
         reasons.append("popular creator")
-    if r.kind == "post" and s["freshness"] >= 0.5:
+    if r.kind == "post" and moved("freshness", 0.5):
         reasons.append("posted today" if age_days < 1 else f"posted {age_days:.0f} days ago")
     return reasons
 

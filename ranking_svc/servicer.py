@@ -7,12 +7,11 @@ import grpc
 from kindred.data.schema import set_timestamp
 from kindred.errors import FailedPrecondition, InvalidArgument
 from kindred.grpc_client import deadline_from
+from kindred.item_kinds import kind_to_proto
 from kindred.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc, retrieval_pb2
 from ranking_svc.recommender import MAX_K, Recommender
 from ranking_svc.retrieval_client import from_proto, to_proto
 from ranking_svc.search_ranked import SearchRanker, SearchResult
-
-KIND_TO_PROTO = {"creator": common_pb2.ITEM_KIND_CREATOR, "post": common_pb2.ITEM_KIND_POST}
 
 
 class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
@@ -87,7 +86,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
 def search_result_to_proto(r: SearchResult) -> common_pb2.Candidate:
     return common_pb2.Candidate(
         item_id=r.item_id,
-        kind=KIND_TO_PROTO.get(r.kind, common_pb2.ITEM_KIND_UNSPECIFIED),
+        kind=kind_to_proto(r.kind),
         source=common_pb2.CANDIDATE_SOURCE_SEARCH_HYBRID,
         sources=r.sources,  # enum names
         scores=r.scores,
@@ -97,7 +96,7 @@ def search_result_to_proto(r: SearchResult) -> common_pb2.Candidate:
 
 def search_item_to_proto(r: SearchResult) -> retrieval_pb2.SearchItem:
     item = retrieval_pb2.SearchItem(
-        kind=KIND_TO_PROTO.get(r.kind, common_pb2.ITEM_KIND_UNSPECIFIED),
+        kind=kind_to_proto(r.kind),
         creator_id=r.creator_id,
         title=r.title,
         category=r.category,

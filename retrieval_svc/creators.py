@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kindred import telemetry_schema as schema
-from kindred.errors import FailedPrecondition, InvalidArgument, NotFound
+from kindred.errors import FailedPrecondition, InvalidArgument, NotFound, validate_count
 from kindred.telemetry import get_tracer
 from kindred.vectorstore import IndexPoint, PayloadFilter, ScoredPoint, VectorIndex, search_ef
 from retrieval_svc.retriever import MAX_K
@@ -42,8 +42,7 @@ class CreatorCatalogue:
         """The k creators nearest to `creator_id` in two-tower space (itself excluded), filtered."""
         if not creator_id.strip():
             raise InvalidArgument("creator_id", "is required")
-        if not 1 <= k <= MAX_K:
-            raise InvalidArgument("k", f"must be between 1 and {MAX_K}, got {k}")
+        validate_count(k, MAX_K)
         found = self._index.fetch([creator_id], with_vectors=True)
         if not found or found[0].vector is None:
             raise NotFound(f"creator {creator_id!r} is not in creator index {self._index.version!r}")

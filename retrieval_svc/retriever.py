@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kindred import telemetry_schema as schema
-from kindred.errors import InvalidArgument, Unavailable
+from kindred.errors import InvalidArgument, Unavailable, validate_count
 from kindred.telemetry import get_tracer
 from kindred.vectorstore import PayloadFilter
 from retrieval_svc.sources import CandidateSource, FeatureReader, SourceHit, SourceRequest, SourceSkipped
@@ -111,8 +111,7 @@ class Retriever:
         """Checks the query; returns the resolved per-source quotas."""
         if not query.fan_id.strip():
             raise InvalidArgument("fan_id", "is required")
-        if not 1 <= query.k <= MAX_K:
-            raise InvalidArgument("k", f"must be between 1 and {MAX_K}, got {query.k}")
+        validate_count(query.k, MAX_K)
         overrides: dict[str, int] = {}
         for raw, value in query.source_quotas.items():
             name = normalize_source_name(raw)

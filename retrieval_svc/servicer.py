@@ -8,6 +8,7 @@ import grpc
 
 from kindred.data.schema import Creator, Post, set_timestamp
 from kindred.errors import FailedPrecondition
+from kindred.item_kinds import KIND_NAMES, kind_to_proto
 from kindred.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from kindred.vectorstore import PayloadFilter
 from retrieval_svc.creators import SIMILAR_SOURCE
@@ -34,8 +35,6 @@ def wants_creators(filters: common_pb2.Filters) -> bool:
     return not filters.kinds or common_pb2.ITEM_KIND_CREATOR in filters.kinds
 
 
-KIND_NAMES = {common_pb2.ITEM_KIND_CREATOR: "creator", common_pb2.ITEM_KIND_POST: "post"}
-KIND_TO_PROTO = {"creator": common_pb2.ITEM_KIND_CREATOR, "post": common_pb2.ITEM_KIND_POST}
 ACCESS_TO_PROTO = {
     "public": common_pb2.ACCESS_LEVEL_PUBLIC,
     "members": common_pb2.ACCESS_LEVEL_MEMBERS,
@@ -60,7 +59,7 @@ def search_hit_to_proto(hit: SearchHit) -> tuple[common_pb2.Candidate, retrieval
     sources = list(
         dict.fromkeys(source_to_proto(RETRIEVER_SOURCES[r]) for r in hit.scores if r in RETRIEVER_SOURCES)
     )
-    kind = KIND_TO_PROTO.get(hit.kind, common_pb2.ITEM_KIND_UNSPECIFIED)
+    kind = kind_to_proto(hit.kind)
     candidate = common_pb2.Candidate(
         item_id=hit.item_id,
         kind=kind,

@@ -29,7 +29,7 @@ import numpy.typing as npt
 import qdrant_edge as qe
 
 from kindred import telemetry_schema as schema
-from kindred.errors import InvalidArgument
+from kindred.errors import InvalidArgument, validate_count
 from kindred.telemetry import get_tracer
 from kindred.text.fusion import FusionModel, FusionTerm
 from kindred.text.names import name_vector
@@ -71,11 +71,7 @@ def validate_query(query: str) -> str:
 
 
 def validate_k(k: int) -> int:
-    if k == 0:
-        return DEFAULT_K
-    if not 1 <= k <= MAX_K:
-        raise InvalidArgument("k", f"must be between 1 and {MAX_K} (0 = {DEFAULT_K}), got {k}")
-    return k
+    return validate_count(k, MAX_K, default=DEFAULT_K)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,13 +56,31 @@ def fan(following: Sequence[str] = (), likes: str | None = None) -> dict[str, An
     }
 
 
+def test_a_reason_is_given_only_for_a_term_that_is_weighted() -> None:
+    def results() -> list[SearchResult]:  # fresh each time: rerank adds its reasons to the results
+        return [result("p1", 0.033, "cA"), result("p2", 0.032, "cC")]
+
+    unweighted = rerank(results(), fan(following=["cC"]), NOW, SearchRankParams(following=0.0, engaged=0.0))
+    weighted = rerank(results(), fan(following=["cC"]), NOW, SearchRankParams(following=0.3, engaged=0.0))
+    followed = {r.item_id: r for r in unweighted}["p2"]
+    assert followed.scores["following"] == 1.0 and "by a creator you follow" not in followed.reasons
+    assert "you often engage with this creator" not in followed.reasons
+    assert weighted[0].item_id == "p2" and weighted[0].reasons[0] == "by a creator you follow"
+
+
 def test_a_followed_creators_post_moves_up_among_equally_relevant_ones() -> None:
     results = [result("p1", 0.033, "cA"), result("p2", 0.032, "cB"), result("p3", 0.031, "cC")]
     ranked = rerank(results, fan(following=["cC"]), NOW, SearchRankParams())
     assert [r.item_id for r in ranked] == ["p3", "p1", "p2"]
     top = ranked[0]
     assert top.scores["following"] == 1.0 and top.scores["final"] > top.scores["relevance"]
-    assert top.reasons[0] == "by a creator you follow" and "contains the words searched" in top.reasons
+    # The default weights carry the follow through engagement (following's weight is 0), so the reason
+    # names what moved the score.
+    assert (
+        top.reasons[0] == "you often engage with this creator"
+        and "contains the words searched" in top.reasons
+    )
+    assert "by a creator you follow" not in top.reasons
     for r in ranked:
         assert {"fused", "relevance", "following", "engaged", "affinity", "freshness", "final"} <= set(
             r.scores
@@ -209,7 +227,7 @@ def test_search_ranked_personalises_through_grpc_and_explains(mesh: tuple[Any, M
     assert plain.items and personal.items and personal.encoder.version == "tiny-v1"
     top = personal.items[0]
     assert personal.details[top.item_id].creator_id == "c01"
-    assert any(r in ("by a creator you follow", "you follow this creator") for r in top.reasons)
+    assert "you often engage with this creator" in top.reasons
     assert top.scores["final"] >= top.scores["relevance"] and "fused" in top.scores
     # c00 and c01 are both Music creators whose i-th posts say the same words, so retrieval alone
     # cannot tell such a pair apart (a tie); for a fan who follows c01, c01's post of each pair wins.
