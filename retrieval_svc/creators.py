@@ -51,12 +51,12 @@ class CreatorCatalogue:
             flt = flt.excluding([creator_id])
             return self._index.search(found[0].vector, k, flt, hnsw_ef=search_ef(k, self._hnsw_ef))
 
-    def known(self, ids: Sequence[str]) -> set[str]:
-        """The ids among `ids` that have a vector in this index."""
-        return {p.point_id for p in self._index.fetch(list(ids))} if ids else set()
+    def update_payloads(self, updates: Sequence[Mapping[str, Any]], *, skip_unknown: bool = False) -> int:
+        """Merges each update (keyed by "creator_id") into an indexed creator's payload; all or nothing.
 
-    def update_payloads(self, updates: Sequence[Mapping[str, Any]]) -> int:
-        """Merges each update (keyed by "creator_id") into an indexed creator's payload; all or nothing."""
+        A creator without a vector is an error, unless `skip_unknown` (search already took it and the
+        trainer embeds it later): then it is left out. Returns how many payloads were updated.
+        """
         ids = []
         for i, update in enumerate(updates):
             cid = str(update.get("creator_id") or "").strip()
@@ -67,7 +67,12 @@ class CreatorCatalogue:
             return 0
         existing = {p.point_id: p for p in self._index.fetch(ids, with_vectors=True)}
         missing = [cid for cid in ids if cid not in existing]
-        if missing:
+        if missing and skip_unknown:
+            kept = [(cid, u) for cid, u in zip(ids, updates, strict=True) if cid in existing]
+            ids, updates = [cid for cid, _ in kept], [u for _, u in kept]
+            if not ids:
+                return 0
+        elif missing:
             shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise FailedPrecondition(
                 f"{len(missing)} creator(s) have no vector yet ({shown}): new creators are embedded by the "

@@ -203,8 +203,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         # them, so only creators already in the creator index get their payload updated there.
         upserted = self._search.upsert_creators([Creator.from_proto(c) for c in request.creators])
         with self._serving.acquire() as bundle:
-            known = bundle.creators.known([str(u["creator_id"]) for u in updates])
-            bundle.creators.update_payloads([u for u in updates if u["creator_id"] in known])
+            bundle.creators.update_payloads(updates, skip_unknown=True)
         return retrieval_pb2.UpsertCreatorsResponse(upserted=upserted)
 
     def UpsertPosts(
