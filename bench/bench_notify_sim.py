@@ -100,22 +100,38 @@ def rules_grid(quick: bool) -> list[tuple[str, PolicyParams]]:
     return out
 
 
-def learned_grid(quick: bool) -> list[tuple[str, LearnedParams]]:
-    combos = [(2, 0.065), (3, 0.08)] if quick else [(2, 0.05), (2, 0.065), (2, 0.08), (3, 0.065), (3, 0.08)]
+# (daily guard cap, threshold, digest timing): "rules" = every fan's digest at the tuned rules' local
+# hour (chosen on the tuning seed just before), "fan" = at the fan's best of LEARNED_DIGEST_HOURS by
+# the model.
+LEARNED_COMBOS: tuple[tuple[int, float, str], ...] = (
+    (2, 0.05, "rules"),
+    (2, 0.065, "rules"),
+    (2, 0.08, "rules"),
+    (3, 0.08, "rules"),
+    (2, 0.065, "fan"),
+)
+LEARNED_COMBOS_QUICK: tuple[tuple[int, float, str], ...] = ((2, 0.065, "rules"), (2, 0.065, "fan"))
+
+
+def learned_grid(quick: bool, rules_digest_hour: int) -> list[tuple[str, LearnedParams]]:
     out = []
-    for daily, threshold in combos:
+    for daily, threshold, digest in LEARNED_COMBOS_QUICK if quick else LEARNED_COMBOS:
         guard = PolicyParams(
             caps=(
                 CapRule("daily_cap", timedelta(hours=24), daily),
                 CapRule("weekly_cap", timedelta(days=7), 5 * daily),
             ),
         )
-        hours = "/".join(str(h) for h in LEARNED_DIGEST_HOURS)
+        if digest == "rules":
+            hours: tuple[int, ...] = (rules_digest_hour,)
+            where = f"digest at {rules_digest_hour}:00 (the tuned rules' hour)"
+        else:
+            hours = LEARNED_DIGEST_HOURS
+            where = f"digest at the fan's best of {'/'.join(str(h) for h in hours)} h"
         out.append(
             (
-                f"threshold {threshold:g}, guard caps {daily}/day {5 * daily}/week, "
-                f"digest at the fan's best of {hours} h",
-                LearnedParams(threshold=threshold, guard=guard, digest_hours=LEARNED_DIGEST_HOURS),
+                f"threshold {threshold:g}, guard caps {daily}/day {5 * daily}/week, {where}",
+                LearnedParams(threshold=threshold, guard=guard, digest_hours=hours),
             )
         )
     return out
@@ -277,7 +293,7 @@ def tune(runner: Runner) -> tuple[PolicyParams, LearnedParams, dict[str, Any]]:
     # The learned policy is chosen for the goal: most opens with no more disables than the chosen
     # rules on the tuning seed (best objective if no setting gets there).
     best_learned: tuple[tuple[bool, float], str, LearnedParams] | None = None
-    for label, lparams in learned_grid(args.quick):
+    for label, lparams in learned_grid(args.quick, best_rules[2].digest_time.hour):
         s = runner.run(world, args.tune_seed, f"learned [{label}]", runner.learned_agent(lparams, "memory"))
         record["learned"].append({"params": label, "objective": objective(s), **{k: s[k] for k in REPORTED}})
         within = s["disables"] <= rules_disables
@@ -331,6 +347,12 @@ def evaluate(runner: Runner, rules: PolicyParams, learned: LearnedParams) -> dic
         ("learned", runner.learned_agent(learned, args.driver)),
         ("oracle", runner.oracle_agent(learned)),
     ]
+    if learned.digest_hours != LEARNED_DIGEST_HOURS:
+        # The learned policy's digest timing is a restriction the truth need not share: this oracle
+        # times each digest item at its truly best of LEARNED_DIGEST_HOURS — the oracle of the earlier
+        # runs; the goal's gap is measured to whichever oracle gets more opens.
+        truth_digest = replace(learned, digest_hours=LEARNED_DIGEST_HOURS)
+        arms.append(("oracle_truth_digest", runner.oracle_agent(truth_digest)))
     if args.target:
         arms.append(("service_over_grpc", lambda w: GrpcAgent(w, args.target)))
     for seed in args.seeds:
@@ -365,10 +387,17 @@ def means(per_seed: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, floa
     }
 
 
+def oracle_reference(m: dict[str, dict[str, float]]) -> str:
+    """The oracle arm with the most opens: the gap is measured to the stronger upper reference."""
+    return max((name for name in m if name.startswith("oracle")), key=lambda name: m[name]["opens"])
+
+
 def goal(m: dict[str, dict[str, float]]) -> dict[str, Any]:
-    rules, learned, oracle = m["rules"], m["learned"], m["oracle"]
+    reference = oracle_reference(m)
+    rules, learned, oracle = m["rules"], m["learned"], m[reference]
     gap = oracle["opens"] - rules["opens"]
     return {
+        "oracle_reference": reference,
         "learned_vs_rules_opens": round(learned["opens"] / rules["opens"] - 1.0, 4),
         "learned_disables_le_rules": learned["disables"] <= rules["disables"],
         "gap_closed": round((learned["opens"] - rules["opens"]) / gap, 4) if gap > 0 else None,
@@ -379,6 +408,21 @@ def goal(m: dict[str, dict[str, float]]) -> dict[str, Any]:
             and (learned["opens"] - rules["opens"]) >= 0.5 * gap
         ),
     }
+
+
+def per_seed_gaps(result: dict[str, Any]) -> str:
+    """The gap closed on each seed, to the same oracle arm as the mean."""
+    runs = result["per_seed"]
+    ref = result["goal"]["oracle_reference"]
+    out = []
+    for seed, rules, learned, oracle in zip(
+        result["seeds"], runs["rules"], runs["learned"], runs[ref], strict=True
+    ):
+        gap = oracle["opens"] - rules["opens"]
+        out.append(
+            f"{seed}: {100 * (learned['opens'] - rules['opens']) / gap:.0f}%" if gap > 0 else f"{seed}: n/a"
+        )
+    return ", ".join(out)
 
 
 def _ci(e: dict[str, float]) -> str:
@@ -415,7 +459,7 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in m.items():
-        label = "oracle (upper reference: reads hidden propensities)" if name == "oracle" else name
+        label = f"{name} (upper reference: reads hidden propensities)" if name.startswith("oracle") else name
         cells = [
             label, f"{r['sends']:.0f}", f"{r['opens']:.0f}", f"{r['disables']:.1f}",
             f"{r['opens_per_send']:.4f}", f"{r['value']:.0f}", f"{r['digests']:.0f}",
@@ -429,7 +473,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"cap go to the daily digest). Learned chosen: {chosen['learned']}.",
         f"Goal (≥ 15% more opens than rules, no more disables, ≥ half the rules→oracle gap): learned vs "
         f"rules opens {100 * g['learned_vs_rules_opens']:+.1f}%, disables ≤ rules: "
-        f"{g['learned_disables_le_rules']}, gap closed {gap} → **{'met' if g['met'] else 'not met'}**.",
+        f"{g['learned_disables_le_rules']}, gap closed {gap} (to `{g['oracle_reference']}`, the oracle arm "
+        f"with the most opens; per seed {per_seed_gaps(result)}) → **{'met' if g['met'] else 'not met'}**.",
         "",
         f"Model hold-out (last 20% of the training log by time): open AUC {holdout['open_auc']:.3f}, "
         f"disable AUC {holdout['disable_auc']:.3f}"

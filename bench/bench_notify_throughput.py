@@ -10,9 +10,15 @@ rule policy, fresh data directory; Redis in its own database number) and measure
    decisions/s from the first chunk sent to the last decision received; the request messages are
    built before the clock starts, so the number is the service's, not the client's proto building.
 
+With `--compare-ref REF` (e.g. HEAD) the same phases also run against the service code of that git
+commit (exported with `git archive` to a temporary directory, git state untouched), alternating with
+the working tree backend by backend, so both see the same machine load; the table gets a row per
+(code, backend).
+
 Writes bench/results/notify_throughput.json and the "notify_throughput" section of RESULTS.md.
 
-    .venv/bin/python bench/bench_notify_throughput.py [--backends embedded redis] [--quick]
+    .venv/bin/python bench/bench_notify_throughput.py [--backends embedded redis] [--compare-ref HEAD]
+        [--quick]
 """
 
 from __future__ import annotations
@@ -106,7 +112,16 @@ def latencies(
     }
 
 
-def measure_backend(backend: str, args: argparse.Namespace, tag: str) -> dict[str, Any]:
+def export_ref(ref: str, into: Path) -> Path:
+    """The repository's files at `ref`, written under `into` (read-only for git: `git archive`)."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref], cwd=REPO, check=True, capture_output=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def measure_backend(backend: str, args: argparse.Namespace, tag: str, code: Path = REPO) -> dict[str, Any]:
     port = free_port()
     target = f"127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="notify-bench-") as data_dir:
@@ -120,7 +135,7 @@ def measure_backend(backend: str, args: argparse.Namespace, tag: str) -> dict[st
                 "OMP_NUM_THREADS": "1",
             }
         )
-        proc = subprocess.Popen([sys.executable, "-m", "kindred", "serve", "notify"], cwd=REPO, env=env)
+        proc = subprocess.Popen([sys.executable, "-m", "kindred", "serve", "notify"], cwd=code, env=env)
         try:
             wait_until_serving(target, proc=proc, timeout_s=60)
             print(f"[{backend}] notify_svc serving on {target} (pid {proc.pid})", flush=True)
@@ -262,7 +277,17 @@ def render(result: dict[str, Any]) -> str:
         "| decisions per notify_svc CPU-second |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for backend, r in result["backends"].items():
+    rows = [(backend, r) for backend, r in result["backends"].items()]
+    if result.get("compare_ref"):
+        rows = [
+            row
+            for backend, r in result["backends"].items()
+            for row in (
+                (f"{backend}, code at {result['compare_ref']}", result["baseline"][backend]),
+                (f"{backend}, this code", r),
+            )
+        ]
+    for backend, r in rows:
         b1, d1, b4, d4 = (
             r[k] for k in ("baseline_health_check_1", "decide_1", "baseline_health_check_4", "decide_4")
         )
@@ -290,6 +315,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--members", type=int, default=100_000)
     p.add_argument("--chunk", type=int, default=1000)
     p.add_argument("--quick", action="store_true", help="a smoke run: 200 calls, 10,000 members")
+    p.add_argument(
+        "--compare-ref", default="", help="also measure the service code of this git commit (e.g. HEAD)"
+    )
     p.add_argument("--json-out", type=Path, default=JSON_OUT)
     p.add_argument("--no-md", action="store_true", help="do not write the RESULTS.md section")
     return p.parse_args(argv)
@@ -302,12 +330,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     tag = f"nb{uuid.uuid4().hex[:8]}"
     load_before = machine.load_average()
     backends: dict[str, Any] = {}
-    for backend in args.backends:
-        try:
-            backends[backend] = measure_backend(backend, args, tag)
-        finally:
-            if backend == "redis":
-                delete_run_keys(tag)
+    baseline: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="notify-bench-ref-") as ref_dir:
+        ref_code = export_ref(args.compare_ref, Path(ref_dir)) if args.compare_ref else None
+        for backend in args.backends:
+            try:
+                if ref_code is not None:
+                    print(f"[{backend}] the service code at {args.compare_ref}", flush=True)
+                    baseline[backend] = measure_backend(backend, args, tag + "r", ref_code)
+                    print(f"[{backend}] this code", flush=True)
+                backends[backend] = measure_backend(backend, args, tag)
+            finally:
+                if backend == "redis":
+                    delete_run_keys(tag)
     result = {
         "command": "python bench/bench_notify_throughput.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
@@ -318,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chunk": args.chunk,
         "calls_per_caller": args.calls,
         "backends": backends,
+        "compare_ref": args.compare_ref,
+        "baseline": baseline,
     }
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(result, indent=2) + "\n")

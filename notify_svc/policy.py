@@ -30,6 +30,8 @@ cost of disables; the reason and scores fields already carry what it needs to ex
 
 from __future__ import annotations
 
+import bisect
+import functools
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Protocol
@@ -139,7 +141,7 @@ class RulePolicy:
         at = tz.quiet_end(earliest, zone, p.quiet_start, p.quiet_end)
 
         for cap in p.caps:
-            if sum(1 for s in fan.sends if s > at - cap.window) >= cap.max_sends:
+            if len(fan.sends) - bisect.bisect_right(fan.sends, at - cap.window) >= cap.max_sends:
                 if candidate.trigger in p.digestible:
                     return verdict(Action.DIGEST, cap.name, tz.next_wall_time(now, zone, p.digest_time))
                 return verdict(Action.DROP, cap.name)
@@ -163,13 +165,18 @@ def fan_scores(fan: FanState, now: datetime, zone: ZoneInfo, params: PolicyParam
     it is absent when the fan has no sends in the history window.
     """
     scores: dict[str, float] = {}
-    for cap in params.caps:
-        hours = cap.window.total_seconds() / 3600.0
-        scores[f"sends_{hours:g}h"] = float(sum(1 for s in fan.sends if s > now - cap.window))
-    if fan.sends:
-        scores["hours_since_last"] = (now - fan.sends[-1]).total_seconds() / 3600.0
+    sends = fan.sends  # ascending (FanState's contract), so each window's count is one bisection
+    for name, window in _cap_score_names(params.caps):
+        scores[name] = float(len(sends) - bisect.bisect_right(sends, now - window))
+    if sends:
+        scores["hours_since_last"] = (now - sends[-1]).total_seconds() / 3600.0
     wall = tz.local_wall(now, zone)
     scores["local_hour"] = wall.hour + wall.minute / 60.0
     scores["quiet_hours"] = float(tz.in_window(wall.time(), params.quiet_start, params.quiet_end))
     scores["opted_out"] = float(fan.opted_out)
     return scores
+
+
+@functools.lru_cache(maxsize=64)
+def _cap_score_names(caps: tuple[CapRule, ...]) -> tuple[tuple[str, timedelta], ...]:
+    return tuple((f"sends_{cap.window.total_seconds() / 3600.0:g}h", cap.window) for cap in caps)

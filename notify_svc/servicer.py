@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
+import queue
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import cast
@@ -34,13 +37,18 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
         self, request_iterator: Iterator[notify_pb2.DecideBatchRequest], context: grpc.ServicerContext
     ) -> Iterator[notify_pb2.DecideBatchResponse]:
         # One response chunk per request chunk, in order, so callers can zip them back together.
-        for chunk in request_iterator:
-            decisions = self._engine.decide_batch([from_proto(c) for c in chunk.candidates])
-            response = notify_pb2.DecideBatchResponse()
-            add = response.decisions.add
-            for d in decisions:
-                fill_decision(add(), d)  # in place: building messages and copying them in costs 2x
-            yield response
+        # Pipelined (see _Pipeline): chunk n+1 is read and converted, and chunk n-1's response built,
+        # while chunk n waits on its state store round trips.
+        pipeline = _Pipeline(self._engine, request_iterator)
+        try:
+            for decisions in pipeline.results():
+                response = notify_pb2.DecideBatchResponse()
+                add = response.decisions.add
+                for d in decisions:
+                    fill_decision(add(), d)  # in place: building messages and copying them in costs 2x
+                yield response
+        finally:
+            pipeline.stop()
 
     def RecordOutcome(
         self, request: notify_pb2.RecordOutcomeRequest, context: grpc.ServicerContext
@@ -71,6 +79,87 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
     ) -> notify_pb2.AckDueResponse:
         acked = self._engine.ack_due(request.claim_id, list(request.notification_ids))
         return notify_pb2.AckDueResponse(acked=acked)
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_END = object()
+# Chunks a stage may run ahead of the next one (bounds memory on a fast client).
+_AHEAD = 2
+
+
+class _Pipeline:
+    """DecideBatch's three stages, in order, each on its own thread.
+
+    A reader takes chunks off the request stream and converts them; a decider runs them through
+    `NotifyEngine.decide_batch` one after another (so chunk n+1 is decided after chunk n, exactly as
+    without the pipeline); the RPC's own thread builds and yields the responses. The stages share
+    the GIL, but the decider spends much of its time waiting on the state store (a Redis round trip,
+    sqlite's C code), and the other two stages run meanwhile. Errors travel down the pipeline and
+    are raised in order by `results`; `stop` (the RPC ended, e.g. cancelled) lets both threads exit.
+    The threads run in copies of the caller's context, so the engine's spans keep their parent.
+    A stream cut short may leave up to `_AHEAD` + 1 chunks decided whose responses never went out,
+    as one could before: decisions are idempotent, so the caller's retry gets them back as
+    duplicates, never as second sends.
+    """
+
+    def __init__(self, engine: NotifyEngine, requests: Iterator[notify_pb2.DecideBatchRequest]) -> None:
+        self._engine = engine
+        self._requests = requests
+        self._converted: queue.Queue[object] = queue.Queue(maxsize=_AHEAD)
+        self._decided: queue.Queue[object] = queue.Queue(maxsize=_AHEAD)
+        self._stopped = threading.Event()
+        for stage in (self._read, self._decide):
+            threading.Thread(target=contextvars.copy_context().run, args=(stage,), daemon=True).start()
+
+    def results(self) -> Iterator[list[Decision]]:
+        while True:
+            item = self._decided.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield cast(list[Decision], item)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _put(self, q: queue.Queue[object], item: object) -> bool:
+        while not self._stopped.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read(self) -> None:
+        try:
+            for chunk in self._requests:
+                if not self._put(self._converted, [from_proto(c) for c in chunk.candidates]):
+                    return
+            self._put(self._converted, _END)
+        except BaseException as exc:  # delivered to the RPC thread, raised there
+            self._put(self._converted, _Failed(exc))
+
+    def _decide(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                item = self._converted.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if item is _END or isinstance(item, _Failed):
+                self._put(self._decided, item)
+                return
+            try:
+                result: object = self._engine.decide_batch(cast(list[CandidateFields], item))
+            except BaseException as exc:  # delivered to the RPC thread, raised there
+                result = _Failed(exc)
+            if not self._put(self._decided, result) or isinstance(result, _Failed):
+                return
 
 
 def from_proto(c: notify_pb2.NotificationCandidate) -> CandidateFields:

@@ -25,7 +25,9 @@ How each backend gets there:
   Python runs the policy; a second Lua script records each decision only if the id is still
   undecided *and* the fan's version token is the one that was read, setting a fresh random
   token. A conflict re-reads and re-decides in a later round. Each script call carries the whole
-  wave as one JSON argument (cjson in the script), which keeps client-side packing off the hot path.
+  wave as one JSON argument (cjson in the script), which keeps client-side packing off the hot path;
+  the commit does the fewest Redis calls that keep those guarantees (version check, `SET NX` of the
+  decision, the state writes; expired sends and claims are pruned on a sample of commits).
 
 Fresh DELAY_UNTIL and DIGEST decisions are also stored as scheduled items, in the same atomic
 step, for delivery through claim + ack (see delivery.py).
@@ -38,6 +40,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -480,10 +483,10 @@ class EmbeddedNotifyState:
 
 # ---------------------------------------------------------------------------------------- Redis
 
-# ARGV[1]: JSON {p: prefix, h: sends after (µs, exclusive), d: content after (µs, exclusive),
-#               c: [[notification id, fan, content key], ...]}.
+# ARGV[1]: JSON {p: prefix, c: [[notification id, fan, content key], ...]}.
 # Returns JSON: per candidate [decision body] if decided, else [false, version, opted_out, zone,
-# [send µs, ...], content µs or ""]. Numbers travel as strings: cjson would round µs to 14 digits.
+# sends, content claim µs or ""] — sends as stored ("µs,µs,..."; the caller drops those outside the
+# history window). Numbers travel as strings: cjson would round µs to 14 digits.
 _READ_LUA = """
 local req = cjson.decode(ARGV[1])
 local p = req.p
@@ -493,63 +496,62 @@ for i, c in ipairs(req.c) do
   if d then
     out[i] = {d}
   else
-    local meta = redis.call('HMGET', p .. 'fan:' .. c[2], 'v', 'opt', 'tz')
-    local raw = redis.call('ZRANGEBYSCORE', p .. 'sends:' .. c[2], '(' .. req.h, '+inf', 'WITHSCORES')
-    local sends = {}
-    for j = 2, #raw, 2 do sends[#sends + 1] = raw[j] end
-    local cs = redis.call('ZSCORE', p .. 'content:' .. c[2], c[3])
-    if cs and tonumber(cs) <= tonumber(req.d) then cs = false end
-    out[i] = {false, meta[1] or '', meta[2] or '0', meta[3] or '', sends, cs or ''}
+    local m = redis.call('HMGET', p .. 'fan:' .. c[2], 'v', 'opt', 'tz', 's', 'c:' .. c[3])
+    out[i] = {false, m[1] or '', m[2] or '0', m[3] or '', m[4] or '', m[5] or ''}
   end
 end
 return cjson.encode(out)
 """
 
-# ARGV[1]: JSON {p: prefix, ttl: decision ttl (s), prune: drop sends at or before (µs),
-#               now: µs, cprune: drop content claims at or before (µs), cttl: content ttl (s),
-#               c: [commit, ...]}, each commit a list:
-#   1 id, 2 fan, 3 expected version, 4 new version, 5 decision body, 6 send µs or "",
-#   7 sends ttl (s), 8 content key or "", 9 fan zone to store or "", 10 scheduled item body or "",
-#   11 item kind, 12 item due µs.
+# ARGV[1]: JSON {p: prefix, ttl: decision ttl (s), now: µs, cprune: drop content claims at or
+#               before (µs), c: [commit, ...]}, each commit a list:
+#   1 id, 2 fan, 3 expected version, 4 new version, 5 decision body, 6 the fan's sends after this
+#   decision ("µs,µs,...") or "" if it spends nothing, 7 content key or "", 8 fan zone to store or "",
+#   9 scheduled item body or "", 10 item kind, 11 item due µs, 12 "1" to prune expired claims now.
 # Returns JSON: per commit "ok", "retry" (the fan changed since the read) or the decision body of
 # an earlier decision of the same id (a duplicate).
+#
+# The version check comes first: a fan whose version is still the one read has had no decision
+# committed since, so the id was undecided then and still is — unless the same id was committed
+# for another fan, which `SET NX` catches (the existing body is returned as the duplicate). A fan
+# that changed is retried; the re-read then finds the decision if there is one. The unchanged
+# version also means the sends the caller read are still the fan's sends, so the caller writes the
+# whole new list (read ∩ history window, plus this send): one HSET updates version, zone, sends and
+# the content claim together. Expired claims are pruned on a sample of commits (12).
 _COMMIT_LUA = """
 local req = cjson.decode(ARGV[1])
 local p = req.p
+local cprune = tonumber(req.cprune)
 local out = {}
 for i, c in ipairs(req.c) do
-  local dk = p .. 'decision:' .. c[1]
-  local d = redis.call('GET', dk)
   local fk = p .. 'fan:' .. c[2]
-  if d then
-    out[i] = d
-  elseif (redis.call('HGET', fk, 'v') or '') ~= c[3] then
+  if (redis.call('HGET', fk, 'v') or '') ~= c[3] then
     out[i] = 'retry'
   else
-    redis.call('SET', dk, c[5], 'EX', req.ttl)
-    if c[9] ~= '' then
-      redis.call('HSET', fk, 'v', c[4], 'tz', c[9])
+    local dk = p .. 'decision:' .. c[1]
+    if not redis.call('SET', dk, c[5], 'NX', 'EX', req.ttl) then
+      out[i] = redis.call('GET', dk)
     else
-      redis.call('HSET', fk, 'v', c[4])
+      local f = {'v', c[4]}
+      if c[8] ~= '' then f[#f + 1] = 'tz'; f[#f + 1] = c[8] end
+      if c[6] ~= '' then f[#f + 1] = 's'; f[#f + 1] = c[6] end
+      if c[7] ~= '' then f[#f + 1] = 'c:' .. c[7]; f[#f + 1] = req.now end
+      redis.call('HSET', fk, unpack(f))
+      if c[12] == '1' then
+        local all = redis.call('HGETALL', fk)
+        for j = 1, #all, 2 do
+          if string.sub(all[j], 1, 2) == 'c:' and tonumber(all[j + 1]) <= cprune then
+            redis.call('HDEL', fk, all[j])
+          end
+        end
+      end
+      if c[9] ~= '' then
+        redis.call('HSET', p .. 'item:' .. c[1], 'b', c[9], 'f', c[2], 'k', c[10])
+        redis.call('ZADD', p .. 'due', c[11], c[1])
+        if c[10] == '2' then redis.call('ZADD', p .. 'digest:' .. c[2], c[11], c[1]) end
+      end
+      out[i] = 'ok'
     end
-    if c[6] ~= '' then
-      local sk = p .. 'sends:' .. c[2]
-      redis.call('ZADD', sk, c[6], c[1])
-      redis.call('ZREMRANGEBYSCORE', sk, '-inf', req.prune)
-      redis.call('EXPIRE', sk, c[7])
-    end
-    if c[8] ~= '' then
-      local ck = p .. 'content:' .. c[2]
-      redis.call('ZADD', ck, req.now, c[8])
-      redis.call('ZREMRANGEBYSCORE', ck, '-inf', req.cprune)
-      redis.call('EXPIRE', ck, req.cttl)
-    end
-    if c[10] ~= '' then
-      redis.call('HSET', p .. 'item:' .. c[1], 'b', c[10], 'f', c[2], 'k', c[11])
-      redis.call('ZADD', p .. 'due', c[12], c[1])
-      if c[11] == '2' then redis.call('ZADD', p .. 'digest:' .. c[2], c[12], c[1]) end
-    end
-    out[i] = 'ok'
   end
 end
 return cjson.encode(out)
@@ -557,6 +559,14 @@ return cjson.encode(out)
 
 # A chunk whose commits keep conflicting gives up after this many read-decide-commit rounds.
 _MAX_ROUNDS = 32
+# About one commit in this many also prunes the fan's expired sends and content claims.
+_PRUNE_ONE_IN = 8
+
+
+def _prune_sample(n: int) -> list[bool]:
+    """Which of `n` commits prune: a random ~1/_PRUNE_ONE_IN of them (one call for the wave)."""
+    bits = random.getrandbits(8 * n) if n else 0
+    return [(bits >> (8 * k)) & 0xFF < 256 // _PRUNE_ONE_IN for k in range(n)]
 
 
 @dataclass(frozen=True)
@@ -566,15 +576,19 @@ class _Read:
     index: int
     fan: FanState
     version: str
+    content_key: str
+    sends_us: tuple[int, ...]  # the fan's sends inside the history window, as read, ascending
 
 
 class RedisNotifyState:
     """The cluster store: a real Redis server (single node; keys are not hash-tagged for Cluster).
 
     Keys under `prefix`: `decision:<id>` (decision JSON, expires after the idempotency retention),
-    `fan:<fan>` (hash: version token, opt-out, zone, outcome counters; never expires because the
-    opt-out must not), `sends:<fan>` and `content:<fan>` (sorted sets scored by microseconds), and
-    the delivery keys of delivery.py (`item:<id>`, `due`, `digest:<fan>`).
+    `fan:<fan>` (hash: version token `v`, opt-out `opt`, zone `tz`, sends `s` ("µs,µs,..." inside the
+    history window as of the fan's last send), content claims `c:<content key>` (µs; expired ones are
+    pruned on a sample of commits), outcome counters; never expires because the opt-out must not), and
+    the delivery keys of delivery.py (`item:<id>`, `due`, `digest:<fan>`). One hash per fan keeps a
+    decision to two Redis calls to read it and three to commit it (plus the scheduled item's).
     """
 
     def __init__(
@@ -625,33 +639,37 @@ class RedisNotifyState:
     ) -> list[int]:
         """Reads, decides and commits one wave into `results`; returns the indices to retry."""
         r = self.retention
+        keys = [content_key(candidates[i]) for i in wave]
         request = {
             "p": self.prefix,
-            "h": str(to_us(now - r.history)),
-            "d": str(to_us(now - r.dedupe)),
             "c": [
-                [candidates[i].notification_id, candidates[i].fan_id, content_key(candidates[i])]
-                for i in wave
+                [candidates[i].notification_id, candidates[i].fan_id, k]
+                for i, k in zip(wave, keys, strict=True)
             ],
         }
         with _redis_errors():
             replies = json.loads(self._read(args=[_COMPACT.encode(request)]))
+        history_after = to_us(now - r.history)
+        dedupe_after = to_us(now - r.dedupe)
         reads: list[_Read] = []
-        for i, raw in zip(wave, replies, strict=True):
+        for i, key, raw in zip(wave, keys, replies, strict=True):
             if raw[0] is not False:
                 results[i] = decode_decision(raw[0], duplicate=True)
                 continue
-            sends = raw[4] if isinstance(raw[4], list) else []  # cjson writes an empty list as {}
+            sends = _sends_after(raw[4], history_after)
+            claim = int(raw[5]) if raw[5] else 0
             reads.append(
                 _Read(
                     i,
                     FanState(
-                        sends=tuple(sorted(from_us(int(float(s))) for s in sends)),
+                        sends=tuple(from_us(us) for us in sends),
                         opted_out=raw[2] == "1",
                         time_zone=raw[3],
-                        last_same_content=from_us(int(float(raw[5]))) if raw[5] else None,
+                        last_same_content=from_us(claim) if claim > dedupe_after else None,
                     ),
                     raw[1],
+                    key,
+                    sends,
                 )
             )
         if not reads:
@@ -661,13 +679,13 @@ class RedisNotifyState:
         commit_request = {
             "p": self.prefix,
             "ttl": str(_seconds(r.idempotency)),
-            "prune": str(to_us(now - r.history)),
             "now": str(to_us(now)),
-            "cprune": str(to_us(now - r.dedupe)),
-            "cttl": str(_seconds(r.dedupe)),
+            "cprune": str(dedupe_after),
             "c": [
-                self._commit_fields(candidates[x.index], x, v, f"{token}-{n}", now)
-                for n, (x, v) in enumerate(zip(reads, verdicts, strict=True))
+                self._commit_fields(candidates[x.index], x, v, f"{token}-{n}", prune)
+                for n, (x, v, prune) in enumerate(
+                    zip(reads, verdicts, _prune_sample(len(reads)), strict=True)
+                )
             ],
         }
         with _redis_errors():
@@ -682,28 +700,27 @@ class RedisNotifyState:
                 results[x.index] = decode_decision(outcome, duplicate=True)
         return retry
 
-    def _commit_fields(
-        self, c: Candidate, read: _Read, verdict: Verdict, version: str, now: datetime
-    ) -> list[str]:
-        send_at = verdict.send_at
-        sends_ttl = ""
-        if send_at is not None:
-            # The sends set must outlive its newest (possibly scheduled) member by the history window.
-            sends_ttl = str(_seconds(max(send_at, now) - now + self.retention.history))
-        item = scheduled_item(c, verdict.decision)
+    @staticmethod
+    def _commit_fields(c: Candidate, read: _Read, verdict: Verdict, version: str, prune: bool) -> list[str]:
+        sends = ""
+        if verdict.send_at is not None:
+            # The fan's sends as read (inside the history window) plus this one: the commit only
+            # applies while the fan's version is the one read, i.e. while that list is still current.
+            sends = ",".join(map(str, sorted((*read.sends_us, to_us(verdict.send_at)))))
+        item = scheduled_item(c, verdict.decision) if verdict.decision.deliver_at is not None else None
         return [
             c.notification_id,
             c.fan_id,
             read.version,
             version,
             encode_decision(verdict.decision),
-            "" if send_at is None else str(to_us(send_at)),
-            sends_ttl,
-            content_key(c) if verdict.claim_content else "",
+            sends,
+            read.content_key if verdict.claim_content else "",
             c.fan_time_zone if c.fan_time_zone != read.fan.time_zone else "",
             "" if item is None else delivery.encode_item(item),
             "" if item is None else str(int(item.kind)),
             "" if item is None else str(to_us(item.deliver_at)),
+            "1" if prune else "",
         ]
 
     def collect_due(
@@ -732,14 +749,9 @@ class RedisNotifyState:
     def fan_state(self, fan_id: str, now: datetime) -> FanState:
         p = self.prefix
         with _redis_errors():
-            pipe = self._r.pipeline(transaction=True)
-            pipe.hmget(f"{p}fan:{fan_id}", ["opt", "tz"])
-            pipe.zrangebyscore(
-                f"{p}sends:{fan_id}", f"({to_us(now - self.retention.history)}", "+inf", withscores=True
-            )
-            (opt, zone), sends = pipe.execute()
+            opt, zone, sends = self._r.hmget(f"{p}fan:{fan_id}", ["opt", "tz", "s"])
         return FanState(
-            sends=tuple(from_us(int(score)) for _, score in sends),
+            sends=tuple(from_us(us) for us in _sends_after(sends or "", to_us(now - self.retention.history))),
             opted_out=opt == "1",
             time_zone=zone or "",
         )
@@ -776,6 +788,13 @@ def _rows_by_key(conn: sqlite3.Connection, sql: str, keys: Sequence[str]) -> dic
     """Rows of `sql` (whose `IN ({})` takes `keys`) by their first column."""
     rows = conn.execute(sql.format(",".join("?" * len(keys))), list(keys))
     return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def _sends_after(stored: str, after_us: int) -> tuple[int, ...]:
+    """The sends of a fan hash's `s` field later than `after_us`, ascending."""
+    if not stored:
+        return ()
+    return tuple(sorted(us for us in map(int, stored.split(",")) if us > after_us))
 
 
 def _seconds(delta: timedelta) -> int:

@@ -84,12 +84,13 @@ def quiet_end(instant: datetime, zone: ZoneInfo, start: time, end: time) -> date
     """
     t = instant
     for _ in range(8):
-        if not is_quiet(t, zone, start, end):
+        local = t.astimezone(zone)
+        wall = local.replace(tzinfo=None)
+        if not in_window(wall.time(), start, end):
             return t
-        wall = local_wall(t, zone)
         until_end = (datetime.combine(wall.date(), end) - wall) % _DAY
         candidate = t + until_end
-        offset = _offset(t, zone)
+        offset = local.utcoffset()
         if _offset(candidate, zone) == offset:
             return candidate
         t = _next_transition(t, candidate, zone, offset)

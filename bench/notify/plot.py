@@ -19,7 +19,7 @@ def opens_vs_disables(per_seed: Mapping[str, Sequence[Mapping[str, Any]]], out: 
         xs = [float(r["disables"]) for r in runs]
         ys = [float(r["opens"]) for r in runs]
         ax.scatter(xs, ys, s=14, color=color, alpha=0.5)
-        label = f"{name} (upper reference)" if name == "oracle" else name
+        label = f"{name} (upper reference)" if name.startswith("oracle") else name
         ax.scatter(
             [sum(xs) / len(xs)], [sum(ys) / len(ys)], s=80, color=color, edgecolor="black", label=label
         )

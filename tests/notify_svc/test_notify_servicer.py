@@ -173,6 +173,40 @@ def test_an_oversized_chunk_fails_the_stream_with_invalid_argument(served: Serve
     assert "candidates" in (info.value.details() or "")
 
 
+def test_a_bad_chunk_mid_stream_fails_it_after_the_earlier_responses(served: Served) -> None:
+    chunks = [
+        pb.DecideBatchRequest(candidates=[candidate("m-1")]),
+        pb.DecideBatchRequest(candidates=[candidate(f"o-{i}") for i in range(10_001)]),
+        pb.DecideBatchRequest(candidates=[candidate("m-2", fan_id="fan-2")]),
+    ]
+    received: list[list[str]] = []
+    with pytest.raises(grpc.RpcError) as info:
+        for response in served.stub.DecideBatch(iter(chunks), timeout=10):
+            received.append([d.notification_id for d in response.decisions])
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert received == [["m-1"]]  # the chunk after the bad one was never decided
+    assert decide(served, candidate("m-2", fan_id="fan-2")).duplicate is False
+
+
+def test_a_caller_that_waits_for_each_response_before_sending_more_is_served(served: Served) -> None:
+    """The pipelined DecideBatch answers a chunk without waiting for the next one to arrive."""
+    import queue as q
+
+    outbox: q.Queue[pb.DecideBatchRequest | None] = q.Queue()
+
+    def requests() -> Iterator[pb.DecideBatchRequest]:
+        while (item := outbox.get(timeout=10)) is not None:
+            yield item
+
+    stream = served.stub.DecideBatch(requests(), timeout=10)
+    got = []
+    for i in range(3):
+        outbox.put(pb.DecideBatchRequest(candidates=[candidate(f"w-{i}", fan_id=f"fan-w{i}")]))
+        got.append(next(stream).decisions[0].notification_id)
+    outbox.put(None)
+    assert list(stream) == [] and got == ["w-0", "w-1", "w-2"]
+
+
 def test_record_outcome_disable_drops_later_non_transactional(served: Served) -> None:
     served.stub.RecordOutcome(
         pb.RecordOutcomeRequest(notification_id="n-0", fan_id="fan-1", outcome=pb.OUTCOME_DISABLED), timeout=5

@@ -33,6 +33,7 @@ from notify_svc.domain import (
 from notify_svc.engine import NotifyEngine
 from notify_svc.policy import RulePolicy
 from notify_svc.state import EmbeddedNotifyState, NotifyState, RedisNotifyState, per_candidate
+from notify_svc.timeconv import to_us
 
 StoreOpener = Callable[[], NotifyState]
 DAY = timedelta(days=1)
@@ -231,6 +232,25 @@ def test_redis_commit_retries_when_the_fan_changed_between_read_and_write(
     ]
     assert decisions[1].duplicate and same(decisions[1], decisions[0])
     assert store.fan_state("fan-1", T0).sends == tuple(T0 + timedelta(minutes=m) for m in (0, 30, 60))
+
+
+@pytest.mark.redis
+def test_redis_prunes_expired_content_claims_and_sends_from_the_fan_hash(
+    redis_opener: Callable[[], RedisNotifyState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from notify_svc import state as state_module
+
+    store = redis_opener()
+    clock = Clock()
+    e = engine(store, clock)
+    e.decide(fields("p-1"))
+    clock.advance(days=8)
+    monkeypatch.setattr(state_module, "_PRUNE_ONE_IN", 1)  # every commit prunes
+    e.decide(fields("p-2"))
+    fan = store._r.hgetall(f"{store.prefix}fan:fan-1")
+    claims = [k for k in fan if k.startswith("c:")]
+    assert len(claims) == 1 and "post-p-2" in claims[0]  # p-1's claim expired and was pruned
+    assert fan["s"] == str(to_us(clock.now))  # p-1's send left the history window
 
 
 # A process that decides one candidate and dies (os._exit: no cleanup, no rollback of its own) after
