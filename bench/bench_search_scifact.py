@@ -15,11 +15,17 @@ Every system runs through Qdrant edge, in-process, on one shard holding the vect
             every retriever in the engine (HasId filter, exact dense: the service's call), and
             kindred.text.fusion fuses them with the fusion kind (linear, linear on the rescored union,
             or LightGBM LambdaRank served as ONNX, with its rounds) that an inner CV on the fold's
-            training queries chose, fitted on cross-fitted tuned scores. Learned from judgements, so
-            scored only by 5-fold cross-validation over the training queries, with folds that keep claims
-            sharing a relevant abstract together: each query is ranked by models that never saw it. With
-            --eval-qrels different from --train-qrels it learns on one file and scores the other, no CV.
-            "kindred_<kind>" rows: each candidate kind, refit on the same training examples, every fold.
+            training queries chose, fitted on cross-fitted tuned scores. The ranker kinds also read
+            document evidence (kindred.text.fusion.DOC_FEATURES: title BM25, share of the query's terms
+            in the abstract, log length), stored per point as the service's index stores it (two sparse
+            named vectors and the length) and rescored in the same engine calls (--no-doc-features: off).
+            Learned from judgements, so scored only by 5-fold cross-validation over the training
+            queries, with folds that keep claims sharing a relevant abstract together: each query is
+            ranked by models that never saw it. With --eval-qrels different from --train-qrels it learns
+            on one file and scores the other, no CV.
+            "kindred_<kind>" rows: each candidate kind, refit on the same training examples, every fold;
+            "kindred_no_doc_features" / "kindred_plus_title_dense": the chosen kind refit without the
+            document evidence / with the title's MiniLM cosine too (the service stores no title vector).
 
 Extra rows, same folds: "dense_tuned_cv" (the tuned encoder alone), "fusion_base_cv" (the same fusion
 without it), "lambdarank_2src" (LightGBM LambdaRank over features of BM25 ∪ dense candidates),
@@ -67,7 +73,18 @@ from bench.search.tuned import FoldInputs, fit_fold, score_fold
 from kindred.text.encoder import TextEncoder, latency_stats, measure_latency
 from kindred.text.fusion import FitExample, FusionModel
 from kindred.text.tokenize import Bm25, SparseTerms, tokenize
-from trainer.search_tuning import AUTO_FUSION_KINDS, BM25, DENSE_BASE, DENSE_TUNED, FUSION_KINDS, TuneConfig
+from trainer.search_tuning import (
+    AUTO_FUSION_KINDS,
+    BM25,
+    COVERAGE,
+    DENSE_BASE,
+    DENSE_TUNED,
+    DOC_LEN,
+    FUSION_KINDS,
+    TITLE_BM25,
+    TITLE_DENSE,
+    TuneConfig,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "var" / "bench" / "scifact"
@@ -77,6 +94,10 @@ RESULTS_MD = REPO / "bench" / "RESULTS.md"
 SECTION = "## Search — BEIR SciFact"
 RESULTS_KEY = "search_scifact"
 DENSE, SPARSE, SENT = "dense", "bm25", "sentences"
+# Document evidence for the fusion's ranker (trainer.search_tuning.DOC_FEATURES), stored per point like
+# the service's index would: the title's MiniLM vector, the title's BM25 vector, a binary term vector
+# (query weights 1/|terms| make its dot product the share of query terms the document contains).
+TITLE_VEC, TITLE_SPARSE, TERMS = "title", "bm25_title", "terms"
 DEPTH = 100  # per-retriever candidates; also the Recall@100 cut
 RRF_K = 60
 REFERENCE = {  # published / measured elsewhere (data README, issue 4): shown beside ours, never used
@@ -159,6 +180,8 @@ class Index:
         dense: np.ndarray,
         bm25: Bm25,
         sentences: Sequence[np.ndarray] | None,
+        titles: np.ndarray | None = None,
+        title_bm25: Bm25 | None = None,
     ) -> None:
         import qdrant_edge as qe
 
@@ -172,9 +195,15 @@ class Index:
             vector_params[SENT] = qe.EdgeVectorParams(
                 size=dim, distance=qe.Distance.Cosine, multivector_config=maxsim
             )
+        sparse_params = {SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+        if titles is not None and title_bm25 is not None:
+            vector_params[TITLE_VEC] = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
+            sparse_params[TITLE_SPARSE] = qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)
+            sparse_params[TERMS] = qe.EdgeSparseVectorParams()
+        self.title_bm25 = title_bm25
         config = qe.EdgeConfig(
             vectors=vector_params,
-            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            sparse_vectors=sparse_params,
             hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=10_000),
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
         )
@@ -189,6 +218,13 @@ class Index:
             }
             if sentences is not None:
                 vectors[SENT] = sentences[i].astype(float).tolist()
+            if titles is not None and title_bm25 is not None:
+                tv = title_bm25.document(corpus.titles[i])
+                vectors[TITLE_VEC] = titles[i].astype(float).tolist()
+                if len(tv):
+                    vectors[TITLE_SPARSE] = qe.SparseVector(list(tv.indices), list(tv.values))
+                if len(sv):
+                    vectors[TERMS] = qe.SparseVector(list(sv.indices), [1.0] * len(sv))
             batch.append(qe.Point(i, vectors, {}))
             if len(batch) == 256 or i == len(corpus.texts) - 1:  # bounded memory: ~10 vectors per doc
                 self.shard.update(qe.UpdateOperation.upsert_points(batch))
@@ -268,6 +304,34 @@ class Index:
             params=qe.SearchParams(exact=True),
         )
         return {int(h.id): float(h.score) for h in self.shard.query(req)}
+
+    def _of(self, query: Any, using: str, docs: Sequence[int], *, exact: bool = False) -> dict[int, float]:
+        qe = self.qe
+        req = qe.QueryRequest(
+            limit=len(docs),
+            query=qe.Query.Nearest(query, using=using),
+            filter=qe.Filter(must=[qe.HasIdCondition({int(d) for d in docs})]),
+            params=qe.SearchParams(exact=True) if exact else None,
+        )
+        return {int(h.id): float(h.score) for h in self.shard.query(req)}
+
+    def doc_features_of(
+        self, text: str, qvec: np.ndarray, docs: Sequence[int], bm25: Bm25
+    ) -> dict[str, dict[int, float]]:
+        """Title cosine, title BM25 and query-term coverage of exactly these candidates, in the engine
+        (HasId filter; exact cosine): the evidence trainer.search_tuning.DOC_FEATURES names."""
+        if not docs or self.title_bm25 is None:
+            return {}
+        out = {TITLE_DENSE: self._of([float(x) for x in qvec], TITLE_VEC, docs, exact=True)}
+        tq = self.title_bm25.query(text)
+        out[TITLE_BM25] = self._of(self._sparse(tq), TITLE_SPARSE, docs) if len(tq) else {}
+        q = bm25.query(text)
+        if len(q):
+            share = self.qe.SparseVector(list(q.indices), [1.0 / len(q)] * len(q))
+            out[COVERAGE] = self._of(share, TERMS, docs)
+        else:
+            out[COVERAGE] = {}
+        return out
 
     def close(self) -> None:
         self.shard.close()
@@ -699,10 +763,25 @@ def render_section(result: Mapping[str, Any]) -> str:
         "every other abstract, documents keep their base vectors, so the index is unchanged) exported to "
         "ONNX and served by kindred.text.encoder, plus kindred.text.fusion over the union of the engine's "
         "BM25, base-dense and tuned-dense top-100 lists, every candidate rescored by every retriever in "
-        "the engine — the fusion kind chosen per fold by inner 3-fold CV on that fold's cross-fitted "
+        "the engine"
+        + (
+            f", the ranker kinds also reading document evidence ({', '.join(kin['doc_features'])}: "
+            "title BM25, share of the query's terms the abstract contains, log length — what the "
+            "service's index stores, kindred.text.fusion.DOC_FEATURES, rescored in the engine)"
+            if kin.get("doc_features")
+            else ""
+        )
+        + " — the fusion kind chosen per fold by inner 3-fold CV on that fold's cross-fitted "
         "training examples (never by test-fold score) among "
-        f"{', '.join(kin.get('fusion_kinds', []))}, each a kindred_<kind> row. "
-        f"Chosen per fold: {', '.join(str(c) for c in kin.get('chosen_per_fold', []))}; "
+        f"{', '.join(kin.get('fusion_kinds', []))}, each a kindred_<kind> row"
+        + (
+            "; kindred_no_doc_features is the chosen kind refit without the document evidence, "
+            "kindred_plus_title_dense with the title's MiniLM cosine added (the service does not store "
+            "title vectors). "
+            if kin.get("doc_features")
+            else ". "
+        )
+        + f"Chosen per fold: {', '.join(str(c) for c in kin.get('chosen_per_fold', []))}; "
         f"fold fusions: {'; '.join(f['fusion'] for f in kin['folds'])}. "
         "dense_tuned_cv is the tuned encoder alone; fusion_base_cv the same fusion fit without it (BM25 + "
         "base dense): the encoder's share. lambdarank_2src (LightGBM LambdaRank over 20 candidate "
@@ -795,6 +874,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"Kindred's fusion kind(s), comma-separated ({', '.join(FUSION_KINDS)}; ranker kinds may end "
         f"in ':<rounds>') or 'auto' ({', '.join(AUTO_FUSION_KINDS)}); with several, each fold picks one by "
         "inner CV on its training queries, and every kind gets a row",
+    )
+    p.add_argument(
+        "--doc-features",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Kindred's ranker fusions also read document evidence (title cosine, title BM25, query-term "
+        "coverage, length: trainer.search_tuning.DOC_FEATURES)",
     )
     p.add_argument("--json-out", type=Path, default=RESULTS_JSON)
     p.add_argument("--md-out", type=Path, default=RESULTS_MD)
@@ -954,7 +1040,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # --- index, retrieval, and Kindred's tuned search (which queries the same engine)
     shard_dir = Path(tempfile.mkdtemp(prefix="shard-", dir=_mkdir(CACHE)))
     try:
-        index = Index(shard_dir / "scifact", corpus, doc_emb, bm25, sentences)
+        title_bm25 = Bm25.fit(corpus.titles, k1=args.k1, b=args.b) if args.doc_features else None
+        index = Index(
+            shard_dir / "scifact",
+            corpus,
+            doc_emb,
+            bm25,
+            sentences,
+            titles=title_emb if args.doc_features else None,
+            title_bm25=title_bm25,
+        )
         log(f"indexed {len(ids)} docs: upsert {index.upsert_s:.1f}s, optimize {index.optimize_s:.1f}s")
         side = DocSide(
             doc_emb=doc_emb,
@@ -1021,6 +1116,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 DENSE_TUNED: {ids[d]: s for d, s in index.dense_of(tuned_vec, docs).items()},
             }
 
+        log_len = np.log1p(side.doc_len)
+
+        def doc_features(qid: str, union: Sequence[str]) -> dict[str, dict[str, float]]:
+            docs = [pos_of[d] for d in union]
+            found = index.doc_features_of(data.queries[qid], qemb[qid], docs, bm25)
+            out = {name: {ids[d]: s for d, s in m.items()} for name, m in found.items()}
+            out[DOC_LEN] = {ids[d]: float(log_len[d]) for d in docs}  # a payload field in the service
+            return out
+
         kinds = AUTO_FUSION_KINDS if args.fusion == "auto" else tuple(args.fusion.split(","))
         inp = FoldInputs(
             ids=ids,
@@ -1035,6 +1139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg=tune_cfg,
             cache_dir=CACHE,
             fusion_kinds=kinds,
+            doc_features=doc_features if args.doc_features else None,
         )
         kindred_run: dict[str, dict[str, float]] = {}
         tuned_run: dict[str, dict[str, float]] = {}
@@ -1046,7 +1151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs_f, tuned_f = score_fold(enc_f, fusions_f, score_ids, inp)
             kindred_run.update(runs_f[chosen])  # the kind inner CV chose, never by test-fold score
             for kind, run_k in runs_f.items():
-                kind_runs[f"kindred_{kind}"].update(run_k)
+                kind_runs.setdefault(f"kindred_{kind}", {}).update(run_k)
             tuned_run.update(tuned_f)
             held = {q: eval_qrels[q] for q in score_ids}
             info.update(
@@ -1178,6 +1283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "fusion": "kindred.text.fusion over the rescored union, kind chosen per fold by inner CV on "
             "cross-fitted training examples",
             "fusion_kinds": list(kinds),
+            "doc_features": list(inp.ranker_extra),
             "chosen_per_fold": [f.get("chosen_fusion") for f in fold_infos],
             "config": dataclasses.asdict(tune_cfg),
             "folds": fold_infos,

@@ -64,13 +64,30 @@ from kindred.fileio import write_text_atomic
 from kindred.models import current_version, promote, version_dir
 from kindred.text.encoder import MODEL_NAME as DOC_ENCODER_NAME
 from kindred.text.encoder import TextEncoder
-from kindred.text.fusion import FitExample, FusionModel, Hits, Ranker, ranker_features, rescore_union
-from kindred.text.tokenize import Bm25, idf
+from kindred.text.fusion import (
+    COVERAGE,
+    DOC_FEATURES,
+    DOC_LEN,
+    TITLE_BM25,
+    TITLE_DENSE,
+    FitExample,
+    FusionModel,
+    Hits,
+    Ranker,
+    ranker_features,
+    rescore_union,
+)
+from kindred.text.tokenize import Bm25, idf, tokenize
 
 QUERY_ENCODER_NAME: Final = "text_query_encoder"
 FUSION_FILE: Final = "fusion.json"
 DENSE_BASE, DENSE_TUNED, BM25 = "dense", "dense_tuned", "bm25"
 FUSION_RETRIEVERS: Final = (BM25, DENSE_BASE, DENSE_TUNED)
+# Document evidence a ranker fusion may read besides the retrievers (kindred.text.fusion.DOC_FEATURES:
+# title BM25, query-term coverage, length), each a "rescored-only retriever". All three need nothing
+# but the item's text at index time (two sparse named vectors and a payload field;
+# retrieval_svc/search/index.py), no second encoder pass. TITLE_DENSE needs the titles encoded too: the
+# benchmark measures what it would add (a diagnostic row), the service does not store it.
 FUSION_KINDS: Final = ("linear", "linear_rescored", "lambdarank", "lambdarank_on_linear")
 # What `auto` chooses between: the ranker's boosting rounds are chosen with the kind (inner CV), since
 # a few hundred training queries overfit 300 rounds. "lambdarank:N" = N rounds.
@@ -241,16 +258,59 @@ class ExactRetrievers:
     bm25: Bm25
     postings: dict[str, list[tuple[int, float]]]
     idf: dict[str, float]
+    # Document evidence (kindred.text.fusion.DOC_FEATURES), when built with titles: title BM25 (its own
+    # postings and IDF, as the index's `bm25_title` vector), each document's term set and log length.
+    titles: ExactRetrievers | None = None
+    terms: list[frozenset[str]] | None = None
+    log_len: FloatMatrix | None = None
 
     @classmethod
-    def build(cls, texts: Sequence[str], doc_emb: FloatMatrix) -> ExactRetrievers:
+    def build(
+        cls,
+        texts: Sequence[str],
+        doc_emb: FloatMatrix,
+        *,
+        titles: Sequence[str] | None = None,
+        idf_over_nonempty: bool = False,
+    ) -> ExactRetrievers:
+        """`idf_over_nonempty`: IDF's document count is the documents with at least one term (the
+        engine's, which counts points holding the sparse vector; titles: many items have none)."""
         bm25 = Bm25.fit(texts)
         postings: dict[str, list[tuple[int, float]]] = {}
+        nonempty = 0
         for i, text in enumerate(texts):
-            for term, w in bm25.document_weights(text).items():
+            weights = bm25.document_weights(text)
+            nonempty += bool(weights)
+            for term, w in weights.items():
                 postings.setdefault(term, []).append((i, w))
-        idfs = {t: idf(len(texts), len(p)) for t, p in postings.items()}
-        return cls(doc_emb, bm25, postings, idfs)
+        n_docs = nonempty if idf_over_nonempty else len(texts)
+        idfs = {t: idf(n_docs, len(p)) for t, p in postings.items()}
+        if titles is None:
+            return cls(doc_emb, bm25, postings, idfs)
+        tokens = [tokenize(t, bm25.tokenizer) for t in texts]
+        return cls(
+            doc_emb,
+            bm25,
+            postings,
+            idfs,
+            titles=cls.build(titles, doc_emb, idf_over_nonempty=True),
+            terms=[frozenset(t) for t in tokens],
+            log_len=np.log1p(np.array([len(t) for t in tokens], dtype=np.float32)),
+        )
+
+    def doc_evidence(self, query: str, docs: Sequence[str]) -> dict[str, dict[str, float]]:
+        """DOC_FEATURES of these candidates (row numbers as strings); {} if built without titles.
+        Title BM25 / coverage absent where zero, as the engine's sparse scores."""
+        if self.titles is None or self.terms is None or self.log_len is None:
+            return {}
+        rows = [int(d) for d in docs]
+        q = set(self.bm25.query_terms(query))
+        cover = {str(d): len(q & self.terms[d]) / len(q) for d in rows if q & self.terms[d]}
+        return {
+            TITLE_BM25: {str(d): s for d, s in self.titles.bm25_scores(query, rows).items()},
+            COVERAGE: cover,
+            DOC_LEN: {str(d): float(self.log_len[d]) for d in rows},
+        }
 
     def bm25_hits(self, query: str, depth: int) -> list[tuple[int, float]]:
         scores: dict[int, float] = {}
@@ -388,6 +448,7 @@ def cross_fitted_fusion(
     groups: Sequence[int] | None = None,
     rescore_of: RescoreOf | None = None,
     kinds: Sequence[str] = ("linear",),
+    ranker_extra: Sequence[str] = (),
     log: Log = print,
 ) -> tuple[FusionModel, list[dict[str, Any]]]:
     """The fusion fitted on cross-fitted examples (`cross_fitted_examples`); of `kinds`, the one an inner
@@ -409,6 +470,7 @@ def cross_fitted_fusion(
         groups=None if groups is None else relevance_groups(examples),
         seed=cfg.seed,
         threads=cfg.threads,
+        ranker_extra=ranker_extra,
         log=log,
     )
     fusion = choice.chosen
@@ -425,8 +487,11 @@ def fit_fusion(
     seed: int = 0,
     threads: int = 1,
     ranker_rounds: int | None = None,
+    ranker_extra: Sequence[str] = (),
 ) -> FusionModel:
-    """One fusion of `kind` (see FUSION_KINDS; a ranker kind may end in ":<rounds>") fitted on `examples`."""
+    """One fusion of `kind` (see FUSION_KINDS; a ranker kind may end in ":<rounds>") fitted on `examples`.
+    `ranker_extra`: rescored-only retrievers (e.g. DOC_FEATURES) a ranker kind reads besides
+    `retrievers`; linear kinds ignore them."""
     kind, _, n = kind.partition(":")
     if n and (kind not in ("lambdarank", "lambdarank_on_linear") or not n.isdigit() or int(n) < 1):
         raise ValueError(f"fusion kind {kind}:{n}: only ranker kinds take a positive number of rounds")
@@ -437,12 +502,13 @@ def fit_fusion(
     if kind == "linear_rescored":
         return FusionModel.fit(examples, retrievers=retrievers, rescore=True)
     rounds = RANKER_ROUNDS if ranker_rounds is None else ranker_rounds
+    readers = [*retrievers, *(r for r in ranker_extra if r not in retrievers)]
     if kind == "lambdarank":
-        return fit_ranked_fusion(examples, retrievers=retrievers, rounds=rounds, seed=seed, threads=threads)
+        return fit_ranked_fusion(examples, retrievers=readers, rounds=rounds, seed=seed, threads=threads)
     if kind == "lambdarank_on_linear":
         base = FusionModel.fit(examples, retrievers=retrievers, rescore=True)
         return fit_ranked_fusion(
-            examples, retrievers=retrievers, rounds=rounds, seed=seed, threads=threads, base=base
+            examples, retrievers=readers, rounds=rounds, seed=seed, threads=threads, base=base
         )
     raise ValueError(f"unknown fusion kind {kind!r} (known: {', '.join(FUSION_KINDS)})")
 
@@ -572,6 +638,7 @@ def select_fusion(
     seed: int = 0,
     threads: int = 1,
     ranker_rounds: int | None = None,
+    ranker_extra: Sequence[str] = (),
     log: Log = print,
 ) -> FusionChoice:
     """Of `kinds`, the fusion whose mean held-out NDCG@10 over a `folds`-fold split of `examples` is best,
@@ -599,12 +666,15 @@ def select_fusion(
                     seed=seed,
                     threads=threads,
                     ranker_rounds=ranker_rounds,
+                    ranker_extra=ranker_extra,
                 )
                 held_scores.append(fused_ndcg(model, [examples[r] for r in rows]) * len(rows))
             cv[kind] = round(sum(held_scores) / len(examples), 6)
             log(f"[search-tune] fusion {kind}: inner {len(parts)}-fold NDCG@10 {cv[kind]:.4f}")
     kind = max(kinds, key=lambda k: cv.get(k, 0.0)) if cv else kinds[0]
-    chosen = fit_fusion(examples, kind, seed=seed, threads=threads, ranker_rounds=ranker_rounds)
+    chosen = fit_fusion(
+        examples, kind, seed=seed, threads=threads, ranker_rounds=ranker_rounds, ranker_extra=ranker_extra
+    )
     chosen.info.update(kind=kind, selection={"inner_cv_ndcg@10": cv, "folds": folds} if cv else "only kind")
     return FusionChoice(chosen, kind, cv)
 
@@ -711,6 +781,12 @@ def search_log(events: Any) -> SearchLog:
     return SearchLog(order, [clicks[q] for q in order], [first[q] for q in order])
 
 
+def catalogue_titles(catalogue: Any) -> list[str]:
+    """Each document's title, in catalogue_documents' order: a creator's name, a post's title (the
+    search index's `title` payload, which its `bm25_title` vector is built from)."""
+    return [c.name for c in catalogue.creators] + [p.title for p in catalogue.posts]
+
+
 def catalogue_documents(catalogue: Any) -> tuple[list[str], list[str]]:
     """(document keys, texts) of every creator and post: what search indexes."""
     keys, texts = [], []
@@ -759,7 +835,11 @@ def evaluate_search(
             DENSE_TUNED: as_hits(retr.dense_hits(tv, depth), ids),
         }
         union = sorted({d for lst in hits.values() for d, _ in lst})
-        rescored = retr.rescored(text, bv, tv, union) if fusion.rescore else None
+        rescored = (
+            {**retr.rescored(text, bv, tv, union), **retr.doc_evidence(text, union)}
+            if fusion.rescore
+            else None
+        )
         ranked = [row[h.doc_id] for h in fusion.fuse(hits, rescored=rescored)]
         relevant = set(rel)
         for k in ks:
@@ -797,10 +877,13 @@ def run_search_tune(
     force_promote: bool = False,
     tolerance: float = 0.0,
     fusion_kinds: Sequence[str] = ("linear",),
+    doc_features: bool = False,
     log: Log = print,
 ) -> SearchTuneReport:
     """Event log → query encoder + fusion → ONNX version → gate vs the current one on held-out queries.
 
+    `doc_features`: ranker fusions also read DOC_FEATURES (title BM25, term coverage, length; served
+    only by an index that stores them, see retrieval_svc/search/index.py).
     Raises ValueError when the log holds too few clicked queries to learn from."""
     from kindred.data.catalogue import Catalogue
     from kindred.eventlog import EventLog
@@ -811,7 +894,8 @@ def run_search_tune(
     t0 = time.perf_counter()
     with EventLog(Path(data_dir) / "events") as elog:
         slog = search_log(elog.read())
-    keys, texts = catalogue_documents(Catalogue.load(data_dir))
+    catalogue = Catalogue.load(data_dir)
+    keys, texts = catalogue_documents(catalogue)
     key_row = {k: i for i, k in enumerate(keys)}
     n_hold = max(1, round(len(slog.queries) * holdout_fraction))
     cut = len(slog.queries) - n_hold
@@ -830,7 +914,7 @@ def run_search_tune(
     log(
         f"[search-tune] encoded {len(texts)} documents in {time.perf_counter() - t1:.1f}s ({doc_enc.version})"
     )
-    retr = ExactRetrievers.build(texts, doc_emb)
+    retr = ExactRetrievers.build(texts, doc_emb, titles=catalogue_titles(catalogue) if doc_features else None)
     ids = [str(i) for i in range(len(keys))]
     hard = hard_negatives_of(retr, train, cfg.hard_negatives)
     base_train = doc_enc.encode(train.texts)
@@ -846,11 +930,21 @@ def run_search_tune(
         return {**base_hits[r], DENSE_TUNED: as_hits(retr.dense_hits(vec, cfg.depth), ids)}
 
     def rescore_of(r: int, vec: FloatMatrix, union: Sequence[str]) -> Mapping[str, Mapping[str, float]]:
-        return retr.rescored(train.texts[r], base_train[r], vec, union)
+        text = train.texts[r]
+        return {**retr.rescored(text, base_train[r], vec, union), **retr.doc_evidence(text, union)}
 
     rel_ids = [{str(d): g for d, g in rel.items()} for rel in train.relevance]
     fusion, inner = cross_fitted_fusion(
-        train, doc_emb, hard, hits_of, rel_ids, cfg, rescore_of=rescore_of, kinds=fusion_kinds, log=log
+        train,
+        doc_emb,
+        hard,
+        hits_of,
+        rel_ids,
+        cfg,
+        rescore_of=rescore_of,
+        kinds=fusion_kinds,
+        ranker_extra=DOC_FEATURES if doc_features else (),
+        log=log,
     )
     model, summary = tune_query_encoder(train, doc_emb, hard, cfg, log=log)
     version = version or new_version()
@@ -933,6 +1027,12 @@ def build_parser() -> argparse.ArgumentParser:
         "cross-validation on the training queries",
     )
     p.add_argument("--force-promote", action="store_true", help="promote whatever the gate says (recorded)")
+    p.add_argument(
+        "--doc-features",
+        action="store_true",
+        help="ranker fusions also read document evidence (title BM25, term coverage, length); serve it "
+        "only from a search index built with them (retrieval_svc/search/index.py: doc_evidence)",
+    )
     return p
 
 
@@ -960,6 +1060,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             holdout_fraction=args.holdout_fraction,
             force_promote=args.force_promote,
             fusion_kinds=AUTO_FUSION_KINDS if args.fusion == "auto" else tuple(args.fusion.split(",")),
+            doc_features=args.doc_features,
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"trainer search-tune: {exc}", file=sys.stderr)
@@ -974,11 +1075,16 @@ if __name__ == "__main__":
 
 __all__ = [
     "AUTO_FUSION_KINDS",
+    "COVERAGE",
     "DENSE_BASE",
     "DENSE_TUNED",
+    "DOC_FEATURES",
+    "DOC_LEN",
     "FUSION_FILE",
     "FUSION_KINDS",
     "QUERY_ENCODER_NAME",
+    "TITLE_BM25",
+    "TITLE_DENSE",
     "ExactRetrievers",
     "FusionChoice",
     "SearchLog",
@@ -986,6 +1092,7 @@ __all__ = [
     "TrainingQueries",
     "TuneConfig",
     "catalogue_documents",
+    "catalogue_titles",
     "cross_fitted_examples",
     "cross_fitted_fusion",
     "evaluate_search",

@@ -32,8 +32,10 @@ from trainer.search_tuning import (
     BM25,
     DENSE_BASE,
     DENSE_TUNED,
+    DOC_FEATURES,
     FUSION_FILE,
     QUERY_ENCODER_NAME,
+    TITLE_DENSE,
     TrainingQueries,
     TuneConfig,
     cross_fitted_examples,
@@ -45,6 +47,9 @@ from trainer.search_tuning import (
     tune_query_encoder,
 )
 
+# Diagnostic fusions (keys beside the kinds): the chosen kind refit without DOC_FEATURES, and with
+# TITLE_DENSE on top of them (evidence the service's index does not store).
+NO_DOC_FEATURES, WITH_TITLE_DENSE = "no_doc_features", "plus_title_dense"
 PosHits = list[tuple[int, float]]  # (corpus position, engine score), best first
 
 
@@ -65,6 +70,22 @@ class FoldInputs:
     cfg: TuneConfig
     cache_dir: Path
     fusion_kinds: Sequence[str]
+    # (qid, union doc ids) → document feature → {doc id: value}: rescored-only retrievers
+    # (trainer.search_tuning.DOC_FEATURES) the ranker kinds read; None: none.
+    doc_features: Callable[[str, Sequence[str]], dict[str, dict[str, float]]] | None = None
+
+    @property
+    def ranker_extra(self) -> tuple[str, ...]:
+        return tuple(DOC_FEATURES) if self.doc_features is not None else ()
+
+
+def with_doc_features(ex: FitExample, qid: str, inp: FoldInputs) -> FitExample:
+    """The example with its union's document features added to `rescored` (they do not depend on the
+    tuned encoder, so cached cross-fitted examples are completed rather than recomputed)."""
+    if inp.doc_features is None:
+        return ex
+    union = sorted({d for lst in ex.hits.values() for d, _ in lst})
+    return FitExample(ex.hits, ex.relevance, {**(ex.rescored or {}), **inp.doc_features(qid, union)})
 
 
 def training_queries(qids: Sequence[str], inp: FoldInputs) -> TrainingQueries:
@@ -161,21 +182,33 @@ def fit_fold(
     t0 = time.perf_counter()
     examples, inner, cached = crossfit_examples(version, train_qids, inp, log)
     info["crossfit_cached"] = cached
+    if inp.doc_features is not None:
+        kept = [q for q in train_qids if any(r > 0 for r in inp.qrels.get(q, {}).values())]
+        examples = [with_doc_features(ex, q, inp) for ex, q in zip(examples, kept, strict=True)]
     choice = select_fusion(
         examples,
         inp.fusion_kinds,
         groups=relevance_groups(examples),  # claims citing the same abstract stay in one inner split
         seed=inp.cfg.seed,
         threads=inp.cfg.threads,
+        ranker_extra=inp.ranker_extra,
         log=log,
     )
     fitted = {choice.kind: choice.chosen}
     for kind in inp.fusion_kinds:  # the other kinds, refit on the same examples: diagnostic rows
         if kind not in fitted:
-            fitted[kind] = fit_fusion(examples, kind, seed=inp.cfg.seed, threads=inp.cfg.threads)
+            fitted[kind] = fit_fusion(
+                examples, kind, seed=inp.cfg.seed, threads=inp.cfg.threads, ranker_extra=inp.ranker_extra
+            )
+    if inp.ranker_extra:  # the chosen kind refit without / with more document evidence: shares
+        for key, extra in ((NO_DOC_FEATURES, ()), (WITH_TITLE_DENSE, (*inp.ranker_extra, TITLE_DENSE))):
+            fitted[key] = fit_fusion(
+                examples, choice.kind, seed=inp.cfg.seed, threads=inp.cfg.threads, ranker_extra=extra
+            )
     fusions: dict[str, FusionModel] = {}
+    tag = "+doc" if inp.ranker_extra else ""
     for kind, model in fitted.items():
-        path = inp.cache_dir / "fusions" / version / kind / FUSION_FILE
+        path = inp.cache_dir / "fusions" / f"{version}{tag}" / kind / FUSION_FILE
         model.save(path)
         fusions[kind] = FusionModel.load(path)  # what serves: the file, its ONNX ranker sha256-checked
     info.update(
@@ -232,10 +265,21 @@ def score_fold(
         hits = hits_of(q, v, inp)
         union = sorted({d for lst in hits.values() for d, _ in lst})
         rescored = inp.rescore(q, v, union) if any(f.rescore for f in fusions.values()) else None
+        if rescored is not None and inp.doc_features is not None:
+            rescored = {**rescored, **inp.doc_features(q, union)}
         for kind, fusion in fusions.items():
             runs[kind][q] = {h.doc_id: h.score for h in fusion.fuse(hits, rescored=rescored)}
         tuned_run[q] = dict(hits[DENSE_TUNED])
     return runs, tuned_run
 
 
-__all__ = ["FoldInputs", "crossfit_examples", "fit_fold", "hits_of", "score_fold", "training_queries"]
+__all__ = [
+    "NO_DOC_FEATURES",
+    "WITH_TITLE_DENSE",
+    "FoldInputs",
+    "crossfit_examples",
+    "fit_fold",
+    "hits_of",
+    "score_fold",
+    "training_queries",
+]

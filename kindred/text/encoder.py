@@ -221,6 +221,29 @@ class TextEncoder:
         )
 
 
+def load_quantized_query_encoder(models_dir: Path, doc_encoder: TextEncoder) -> TextEncoder:
+    """The int8 export (`trainer.text_encoder export --int8`) of `doc_encoder`'s own weights, promoted
+    under `models_dir`, to encode *queries* against documents `doc_encoder` encoded.
+
+    About 2× less CPU per query than fp32 on this machine; on SciFact (bench/latency/query_int8.py) dense
+    NDCG@10 0.6585 against 0.6602 with fp32 queries, recall@100 0.926 against 0.932. ModelMismatch
+    unless it was quantised from exactly `doc_encoder`'s graph (manifest `fp32_sha256`) with its tokenizer.
+    """
+    quantized = TextEncoder.from_registry(models_dir)
+    m, d = quantized.manifest, doc_encoder.manifest
+    if (
+        m.get("fp32_sha256") != d.get("sha256")
+        or m.get("tokenizer_sha256") != d.get("tokenizer_sha256")
+        or quantized.dim != doc_encoder.dim
+        or quantized.max_length != doc_encoder.max_length
+    ):
+        raise ModelMismatch(
+            f"query encoder {quantized.version} under {models_dir} is not a quantisation of document "
+            f"encoder {doc_encoder.version} (fp32_sha256 {m.get('fp32_sha256')}, expected {d.get('sha256')})"
+        )
+    return quantized
+
+
 def _configure_tokenizer(tokenizer: Any, max_length: int) -> None:
     # Truncate at the model's trained length; pad only within a batch. We pad ourselves in _run, so the
     # tokenizer must not pad at all (a fixed-length padding in the file would otherwise leak through).
@@ -259,6 +282,7 @@ __all__ = [
     "TextEncoder",
     "l2_normalize",
     "latency_stats",
+    "load_quantized_query_encoder",
     "mean_pool",
     "measure_latency",
 ]

@@ -75,6 +75,17 @@ DEFAULT_RRF_K: Final = 60
 # BM25 and base MiniLM picked 0.40-0.45 for BM25 in every cross-validation fold.
 _DEFAULT_TERMS: Final = (("bm25", "minmax", 0.45), ("dense", "minmax", 0.55))
 
+# Document evidence a ranker may read as "rescored-only retrievers" (no hit list of their own; every
+# candidate's value comes in `fuse(..., rescored=...)`): BM25 of the title alone, the share of the
+# query's distinct terms the item contains, log(1 + the item's length in terms) — all stored by the
+# search index from the text alone (retrieval_svc/search/index.py) — and the query's cosine to a MiniLM
+# title vector (the benchmark's diagnostic; the index does not store title vectors).
+TITLE_BM25: Final = "bm25_title"
+COVERAGE: Final = "coverage"
+DOC_LEN: Final = "doc_len"
+TITLE_DENSE: Final = "title_dense"
+DOC_FEATURES: Final = (TITLE_BM25, COVERAGE, DOC_LEN)
+
 Hits = Sequence[tuple[str, float]]  # one retriever's hits, best first: (doc id, engine score)
 FloatArray = npt.NDArray[np.float64]
 
@@ -565,11 +576,16 @@ def _validate(terms: Sequence[FusionTerm], rrf_k: int, *, has_ranker: bool = Fal
 
 
 __all__ = [
+    "COVERAGE",
+    "DOC_FEATURES",
+    "DOC_LEN",
     "FORMAT",
     "KINDS",
     "NORMS",
     "RANKER_INPUT",
     "RANKER_OUTPUT",
+    "TITLE_BM25",
+    "TITLE_DENSE",
     "FitExample",
     "FusedHit",
     "FusionModel",

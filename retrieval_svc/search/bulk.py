@@ -28,7 +28,7 @@ from typing import Any, Final
 from kindred.data.catalogue import Catalogue
 from kindred.fileio import write_text_atomic
 from kindred.text.tokenize import Bm25
-from retrieval_svc.search.documents import SearchDoc, creator_doc, post_doc
+from retrieval_svc.search.documents import TITLE_KEY, SearchDoc, creator_doc, post_doc
 from retrieval_svc.search.index import META_FILE, SearchIndex
 from retrieval_svc.search.query import QueryEncoder
 
@@ -98,7 +98,10 @@ def bulk_index(
     else:
         log(f"fitting BM25 document length on {len(docs)} documents")
         bm25 = Bm25.fit(d.text for d in docs)
-        index = SearchIndex.create(root, dim=encoder.dim, bm25=bm25, encoder_version=encoder.version)
+        titles = Bm25.fit(str(d.payload.get(TITLE_KEY) or "") for d in docs)  # title BM25's length
+        index = SearchIndex.create(
+            root, dim=encoder.dim, bm25=bm25, encoder_version=encoder.version, title_avg_len=titles.avg_len
+        )
         checkpoint = {}
     done = int(checkpoint.get("done", 0)) if checkpoint.get("fingerprint") == fp else 0
     done = min(done, len(docs))

@@ -12,7 +12,10 @@ Two fusions, one per what the deployment has:
   dense_tuned, bm25, name — same filters and thresholds) and kindred.text.fusion's model, tuned on the
   fans' search clicks, fuses the lists (a `name` term is added if the model has none, so typo-tolerant
   name matching stays on). A model that rescores the union (e.g. the lambdarank kind) gets one more
-  batched call re-scoring every candidate with every retriever (as the RRF path's stage scores) first.
+  batched call re-scoring every candidate with every retriever (as the RRF path's stage scores) first;
+  a ranker that reads document evidence (kindred.text.fusion.DOC_FEATURES) gets, in that same call,
+  each candidate's title BM25 and query-term coverage from the index's `bm25_title` / `terms` vectors,
+  and its length from the payload.
 
 Either way an item a retriever did not find gets no score for it, and every hit has reasons in words.
 """
@@ -20,6 +23,8 @@ Either way an item a retriever did not find gets no score for it, and every hit 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import time
 import unicodedata
 from typing import Any, Final, Protocol
@@ -31,10 +36,22 @@ import qdrant_edge as qe
 from kindred import telemetry_schema as schema
 from kindred.errors import InvalidArgument, validate_count
 from kindred.telemetry import get_tracer
-from kindred.text.fusion import FusionModel, FusionTerm
+from kindred.text.fusion import COVERAGE, DOC_FEATURES, DOC_LEN, TITLE_BM25, FusionModel, FusionTerm
 from kindred.text.names import name_vector
-from kindred.vectorstore.base import point_uuid
-from retrieval_svc.search.index import BM25, DENSE, NAME, Hit, SearchFilter, SearchIndex, sparse_query
+from kindred.text.tokenize import SparseTerms
+from kindred.vectorstore.base import ITEM_ID_KEY, point_uuid
+from retrieval_svc.search.index import (
+    BM25,
+    DENSE,
+    DOC_LEN_KEY,
+    NAME,
+    TERMS,
+    Hit,
+    SearchFilter,
+    SearchIndex,
+    dense_search_params,
+    sparse_query,
+)
 from retrieval_svc.search.params import SearchParams
 
 MAX_QUERY_CHARS: Final = 512
@@ -43,6 +60,7 @@ DEFAULT_K: Final = 10
 _WHITESPACE_CONTROLS: Final = frozenset("\t\n\r\x0b\x0c")
 
 tracer = get_tracer(__name__)
+log = logging.getLogger(__name__)
 
 
 class QueryEncoder(Protocol):
@@ -121,6 +139,14 @@ class HybridSearcher:
         self.fusion: FusionModel | None = None
         if query_side is not None:
             self.fusion = query_side.fusion
+            missing = set(DOC_FEATURES) & set(query_side.fusion.retrievers)
+            if missing and not index.doc_evidence:
+                log.warning(
+                    "the search fusion reads %s but the index at %s stores no document evidence: "
+                    "rebuild it (kindred index --rebuild) or those features read as absent",
+                    ", ".join(sorted(missing)),
+                    index.root,
+                )
             if NAME not in query_side.fusion.retrievers and self.params.weight(NAME) > 0:
                 # Clicks rarely teach a name term (few typos in training logs): keep name matching on.
                 self.fusion = self.fusion.with_term(
@@ -153,7 +179,7 @@ class HybridSearcher:
                     stage = self._stage_scores(queries, [h.item_id for h in fused])
                 else:
                     queries[DENSE_TUNED] = (qe.Query.Nearest(tuned, using=DENSE), *queries[DENSE][1:])
-                    fused, stage = self._learned(queries, k)
+                    fused, stage = self._learned(text, queries, k, acorn=flt.needs_acorn)
             t2 = time.perf_counter()
             span.set_attribute(schema.CANDIDATES, len(fused))
         hits = [self._hit(h, stage) for h in fused]
@@ -164,8 +190,26 @@ class HybridSearcher:
             span.set_attribute(schema.MODEL_NAME, name)
             return [float(x) for x in encoder.encode([text])[0]]
 
+    def _evidence_queries(self, text: str) -> dict[str, tuple[Any, Any, float | None]]:
+        """Rescoring queries for the document evidence the fusion reads and the index stores
+        (kindred.text.fusion.DOC_FEATURES); none for an index built before it stored them."""
+        assert self.fusion is not None
+        wanted = set(self.fusion.retrievers)
+        out: dict[str, tuple[Any, Any, float | None]] = {}
+        if not self.index.doc_evidence or not wanted & {TITLE_BM25, COVERAGE}:
+            return out
+        if TITLE_BM25 in wanted:
+            title = self.index.title_bm25.query(text)
+            if len(title):
+                out[TITLE_BM25] = (qe.Query.Nearest(sparse_query(title), using=TITLE_BM25), None, None)
+        terms = self.index.bm25.query(text)
+        if COVERAGE in wanted and len(terms):
+            share = SparseTerms(terms.indices, (1.0 / len(terms),) * len(terms))
+            out[COVERAGE] = (qe.Query.Nearest(sparse_query(share), using=TERMS), None, None)
+        return out
+
     def _learned(
-        self, queries: dict[str, tuple[Any, Any, float | None]], k: int
+        self, text: str, queries: dict[str, tuple[Any, Any, float | None]], k: int, *, acorn: bool = False
     ) -> tuple[list[Hit], dict[str, dict[str, float]]]:
         """Every retriever's list in one engine batch, fused by the learned model."""
         assert self.fusion is not None
@@ -178,7 +222,9 @@ class HybridSearcher:
                 query=q,
                 filter=f,
                 score_threshold=th,
-                params=qe.SearchParams(hnsw_ef=max(p.hnsw_ef, depth)) if r in (DENSE, DENSE_TUNED) else None,
+                params=dense_search_params(max(p.hnsw_ef, depth), acorn=acorn)
+                if r in (DENSE, DENSE_TUNED)
+                else None,
                 with_payload=True,
             )
             for r, (q, f, th) in queries.items()
@@ -188,8 +234,15 @@ class HybridSearcher:
         stage = {r: {h.item_id: h.score for h in hits} for r, hits in lists.items()}
         if self.fusion.rescore and by_id:
             # Union rescoring: one more batched engine call gives every candidate each retriever's real
-            # score (what the fusion was fitted on), instead of "below that list's last hit".
-            stage = self._stage_scores(queries, sorted(by_id))
+            # score (what the fusion was fitted on), instead of "below that list's last hit" — and, for
+            # a ranker that reads document evidence, its title BM25 and term coverage in the same batch.
+            stage = self._stage_scores({**queries, **self._evidence_queries(text)}, sorted(by_id))
+            if DOC_LEN in self.fusion.retrievers:
+                stage[DOC_LEN] = {
+                    i: math.log1p(float(h.payload[DOC_LEN_KEY]))
+                    for i, h in by_id.items()
+                    if isinstance(h.payload.get(DOC_LEN_KEY), int | float)
+                }
         fused = self.fusion.fuse(
             {r: [(h.item_id, h.score) for h in hits] for r, hits in lists.items()},
             limit=k,
@@ -225,7 +278,7 @@ class HybridSearcher:
     ) -> list[Hit]:
         p = self.params
         depth = max(p.depth, k)
-        search = qe.SearchParams(hnsw_ef=max(p.hnsw_ef, depth))
+        search = dense_search_params(max(p.hnsw_ef, depth), acorn=flt.needs_acorn)
         prefetches = [
             qe.Prefetch(
                 limit=depth, query=q, filter=f, score_threshold=th, params=search if r == DENSE else None
@@ -255,7 +308,7 @@ class HybridSearcher:
                 filter=qe.Filter(must=[only]),
                 score_threshold=th,
                 params=qe.SearchParams(exact=True) if r in (DENSE, DENSE_TUNED) else None,
-                with_payload=True,
+                with_payload=[ITEM_ID_KEY],  # only ids and scores are read from these
             )
             for r, (q, _f, th) in queries.items()
         ]

@@ -29,7 +29,11 @@ class SearchService:
         params: SearchParams | None = None,
         *,
         query_side: QuerySide | None = None,
+        query_encoder: QueryEncoder | None = None,
     ) -> None:
+        """`encoder` encodes documents (upserts) and, unless `query_encoder` is given, queries too:
+        `query_encoder` must embed into the same space (e.g. kindred.text.encoder's
+        load_quantized_query_encoder, the int8 export of the same weights)."""
         if index.encoder_version and index.encoder_version != encoder.version:
             # Same dimension (the searcher checks it) but another model: vectors of old items and new
             # queries live in slightly different spaces until the index is rebuilt. Serve, but say so.
@@ -40,7 +44,7 @@ class SearchService:
             )
         self.index = index
         self.encoder = encoder
-        self.searcher = HybridSearcher(index, encoder, params, query_side=query_side)
+        self.searcher = HybridSearcher(index, query_encoder or encoder, params, query_side=query_side)
 
     def search(self, query: str, k: int, flt: SearchFilter) -> SearchOutcome:
         return self.searcher.search(query, k, flt)

@@ -209,3 +209,63 @@ def test_a_query_encoder_tuned_for_another_document_encoder_is_not_served(tmp_pa
         assert svc.searcher.query_side is None and svc.searcher.version == "tiny-v1"
     finally:
         svc.close()
+
+
+def test_extra_hnsw_links_only_for_the_facet_fields() -> None:
+    from retrieval_svc.search.documents import PAYLOAD_INDEXES
+    from retrieval_svc.search.index import HNSW_LINKED_FIELDS, payload_index_params
+
+    linked = {f for f, kind in PAYLOAD_INDEXES.items() if payload_index_params(f, kind).enable_hnsw}
+    assert linked == set(HNSW_LINKED_FIELDS) == {"kind", "category"}
+    with pytest.raises(ValueError):
+        payload_index_params("x", "geo")
+
+
+def test_dense_queries_rescore_int8_candidates_and_use_acorn_only_when_filtered() -> None:
+    from retrieval_svc.search.index import dense_search_params
+
+    plain = dense_search_params(128, acorn=False)
+    filtered = dense_search_params(128, acorn=True)
+    assert plain.hnsw_ef == filtered.hnsw_ef == 128
+    assert plain.quantization is not None and plain.quantization.rescore
+    assert plain.quantization.oversampling == 2.0
+    assert plain.acorn is None and filtered.acorn is not None and filtered.acorn.enable
+
+
+def test_results_survive_optimize_and_reopen(tmp_path: Path) -> None:
+    encoder = write_tiny_encoder(tmp_path / "models")
+    docs = catalogue_docs(_Cat())  # type: ignore[arg-type]
+    index = SearchIndex.create(
+        tmp_path / "index",
+        dim=encoder.dim,
+        bm25=Bm25.fit(d.text for d in docs),
+        encoder_version=encoder.version,
+    )
+    index.upsert(docs, encoder.encode([d.text for d in docs]))
+    svc = SearchService(index, encoder, SearchParams())
+    flt = SearchFilter(base=PayloadFilter.build(categories=["Art"]))
+    before = [ids(svc, q, 5, f) for q in ("jazz piano", "watercolor") for f in (None, flt)]
+    index.optimize()
+    index.close()
+    svc = SearchService(SearchIndex.open(tmp_path / "index"), encoder, SearchParams())
+    try:
+        assert [ids(svc, q, 5, f) for q in ("jazz piano", "watercolor") for f in (None, flt)] == before
+    finally:
+        svc.close()
+
+
+@pytest.mark.parametrize(
+    ("flt", "acorn"),
+    [
+        (SearchFilter(), False),
+        (SearchFilter(base=PayloadFilter.build(exclude_mature=True, exclude_ids=["x"])), False),
+        (SearchFilter(creator_ids=frozenset({"c1"})), False),
+        (SearchFilter(kinds=frozenset({"post"})), True),
+        (SearchFilter(base=PayloadFilter.build(categories=["Art"], exclude_mature=True)), True),
+        (SearchFilter(base=PayloadFilter.build(languages=["es"])), True),
+        (SearchFilter(access=frozenset({"public"})), True),
+        (SearchFilter(kinds=frozenset({"post"}), base=PayloadFilter.build(categories=["Art"])), True),
+    ],
+)
+def test_acorn_for_selective_filters_only(flt: SearchFilter, acorn: bool) -> None:
+    assert flt.needs_acorn is acorn

@@ -11,7 +11,7 @@ import pytest
 from search_testkit import creators, posts, write_tiny_encoder
 
 from kindred.config import Settings
-from kindred.text.fusion import FitExample, FusionModel
+from kindred.text.fusion import COVERAGE, DOC_FEATURES, DOC_LEN, TITLE_BM25, FitExample, FusionModel
 from kindred.text.tokenize import Bm25
 from retrieval_svc.search.bulk import catalogue_docs
 from retrieval_svc.search.index import SearchFilter, SearchIndex, search_index_root
@@ -25,8 +25,9 @@ class _Cat:
         self.posts = posts()
 
 
-def _ranker_fusion() -> FusionModel:
-    """A small ranker taught that agreeing retrievers mean relevance (synthetic queries)."""
+def _ranker_fusion(doc_features: bool = False) -> FusionModel:
+    """A small ranker taught that agreeing retrievers mean relevance (synthetic queries); with
+    `doc_features`, also that covering the query's terms and a matching title do."""
     from trainer.search_tuning import fit_ranked_fusion
 
     rng = random.Random(0)
@@ -41,12 +42,23 @@ def _ranker_fusion() -> FusionModel:
         scores["bm25"][docs[0]] += 6
         scores["dense"][docs[0]] += 0.25
         scores["dense_tuned"][docs[0]] += 0.3
-        hits = {r: sorted(m.items(), key=lambda kv: -kv[1])[:15] for r, m in scores.items()}
+        if doc_features:
+            scores[TITLE_BM25] = {d: rng.uniform(0, 2) for d in docs}
+            scores[COVERAGE] = {d: rng.uniform(0, 0.6) for d in docs}
+            scores[DOC_LEN] = {d: rng.uniform(2, 5) for d in docs}
+            scores[TITLE_BM25][docs[0]] += 2
+            scores[COVERAGE][docs[0]] += 0.4
+        hits = {
+            r: sorted(m.items(), key=lambda kv: -kv[1])[:15]
+            for r, m in scores.items()
+            if r not in DOC_FEATURES
+        }
         examples.append(FitExample(hits, {docs[0]: 1.0}, scores))
-    return fit_ranked_fusion(examples, rounds=40)
+    retrievers = ("bm25", "dense", "dense_tuned", *(DOC_FEATURES if doc_features else ()))
+    return fit_ranked_fusion(examples, retrievers=retrievers, rounds=40)
 
 
-def _setup(tmp_path: Path) -> Settings:
+def _setup(tmp_path: Path, fusion: FusionModel | None = None) -> Settings:
     settings = Settings(data_dir=tmp_path)
     doc = write_tiny_encoder(settings.resolved_models_dir)
     write_tiny_encoder(
@@ -54,7 +66,7 @@ def _setup(tmp_path: Path) -> Settings:
         "tuned-ltr",
         name="text_query_encoder",
         extra_manifest={"document_encoder": {"sha256": doc.manifest["sha256"]}},
-        extra_files=_ranker_fusion().files("fusion.json"),
+        extra_files=(fusion or _ranker_fusion()).files("fusion.json"),
     )
     docs = catalogue_docs(_Cat())  # type: ignore[arg-type]
     index = SearchIndex.create(
@@ -107,3 +119,24 @@ def test_a_tampered_ranker_is_refused_at_start(tmp_path: Path) -> None:
     onnx.write_bytes(onnx.read_bytes()[:-8])
     with pytest.raises(ModelMismatch):
         open_search(settings)
+
+
+def test_a_ranker_reading_document_evidence_gets_it_from_the_index(tmp_path: Path) -> None:
+    """Title BM25 and term coverage come from the index's own vectors in the rescoring batch, the
+    length from the payload: every hit carries them, and a query's words in a title count."""
+    from retrieval_svc.server import open_search
+
+    settings = _setup(tmp_path, _ranker_fusion(doc_features=True))
+    svc = open_search(settings)
+    assert svc is not None and svc.searcher.fusion is not None
+    try:
+        assert set(DOC_FEATURES) <= set(svc.searcher.fusion.retrievers)
+        assert svc.searcher.index.doc_evidence
+        out = svc.search("pasta sauce", 5, SearchFilter())
+        assert out.hits and out.hits[0].payload["category"] == "Cooking"
+        for hit in out.hits:
+            assert DOC_LEN in hit.scores and hit.scores[DOC_LEN] > 0
+            assert 0.0 < hit.scores.get(COVERAGE, 1.0) <= 1.0 + 1e-6
+        assert any(TITLE_BM25 in h.scores for h in out.hits)
+    finally:
+        svc.close()

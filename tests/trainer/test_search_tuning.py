@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kindred.text.fusion import FitExample
+from kindred.text.fusion import FitExample, FusionModel
 from kindred.text.tokenize import Bm25, bm25_scores
 from kindred.v1 import events_pb2
 from trainer.search_tuning import (
+    DOC_FEATURES,
+    DOC_LEN,
     ExactRetrievers,
     TrainingQueries,
     fit_fusion,
@@ -122,6 +124,43 @@ def test_ranker_kinds_take_rounds_and_a_linear_base() -> None:
             fit_fusion(train, bad)
 
 
+def doc_feature_examples(n: int, seed: int) -> list[FitExample]:
+    """Retrievers cannot tell the relevant document from 5 look-alikes; only a document feature
+    (present in `rescored` alone: no hit list of its own) can."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for q in range(n):
+        docs = [f"q{q}d{i}" for i in range(30)]
+        bm = rng.normal(size=30)
+        bm[:6] += 3.0
+        scores = {"bm25": bm, "dense": rng.normal(size=30), "dense_tuned": rng.normal(size=30)}
+        hits = {r: [(docs[i], float(v[i])) for i in np.argsort(-v)[:20]] for r, v in scores.items()}
+        rescored: dict[str, dict[str, float]] = {
+            r: {d: float(v[i]) for i, d in enumerate(docs)} for r, v in scores.items()
+        }
+        length = rng.uniform(3.0, 6.0, size=30)
+        length[0] = 2.0  # the relevant one: short
+        rescored[DOC_LEN] = {d: float(length[i]) for i, d in enumerate(docs)}
+        out.append(FitExample(hits, {docs[0]: 1.0}, rescored))
+    return out
+
+
+def test_a_ranker_reads_document_features_as_rescored_only_retrievers(tmp_path: Path) -> None:
+    train, held = doc_feature_examples(120, seed=4), doc_feature_examples(80, seed=5)
+    plain = fit_fusion(train, "lambdarank:60")
+    with_docs = fit_fusion(train, "lambdarank:60", ranker_extra=DOC_FEATURES)
+    assert with_docs.ranker is not None and DOC_LEN in with_docs.ranker.retrievers
+    assert plain.ranker is not None and DOC_LEN not in plain.ranker.retrievers
+    assert fused_ndcg(with_docs, held) > fused_ndcg(plain, held) + 0.2
+    # Served from its files; absent features (here three of the four) read as constant, never fail.
+    path = tmp_path / "fusion.json"
+    with_docs.save(path)
+    loaded = FusionModel.load(path)
+    assert fused_ndcg(loaded, held) == pytest.approx(fused_ndcg(with_docs, held))
+    linear = fit_fusion(train, "linear", ranker_extra=DOC_FEATURES)
+    assert DOC_LEN not in linear.retrievers  # linear kinds read the retrievers' lists only
+
+
 def test_folds_keep_queries_that_share_a_clicked_document_together() -> None:
     queries = TrainingQueries(
         texts=["a", "b", "c", "d", "e"],
@@ -182,3 +221,19 @@ def test_search_tune_job_exports_gates_and_refuses_a_worse_encoder(tmp_path: Pat
     assert worse.record["new"]["metrics"]["ndcg@10"] < worse.record["current"]["metrics"]["ndcg@10"]
     assert current_version(models, QUERY_ENCODER_NAME) == before
     assert (models / QUERY_ENCODER_NAME / "v2" / "model.onnx").is_file()  # kept on disk, not promoted
+
+
+def test_exact_document_evidence_matches_what_the_index_stores() -> None:
+    from kindred.text.fusion import COVERAGE, TITLE_BM25
+
+    texts = ["Vegan cake recipes for spring", "cake", "synth bass lessons", "bass fishing trips and cake"]
+    titles = ["Vegan cake", "", "Synth lessons", "Fishing"]
+    emb = np.eye(4, 8, dtype=np.float32)
+    retr = ExactRetrievers.build(texts, emb, titles=titles)
+    ev = retr.doc_evidence("vegan cake lessons", ["0", "1", "2", "3"])
+    # IDF over the titles that have terms (the engine counts points holding the vector)
+    ref = bm25_scores("vegan cake lessons", [t for t in titles if t], Bm25.fit(titles))
+    assert set(ev[TITLE_BM25]) == {"0", "2"} and ev[TITLE_BM25]["0"] == pytest.approx(ref[0])
+    assert ev[COVERAGE] == pytest.approx({"0": 2 / 3, "1": 1 / 3, "2": 1 / 3, "3": 1 / 3})
+    assert ev[DOC_LEN]["1"] == pytest.approx(np.log1p(1.0)) and ev[DOC_LEN]["0"] > ev[DOC_LEN]["1"]
+    assert ExactRetrievers.build(texts, emb).doc_evidence("cake", ["0"]) == {}
