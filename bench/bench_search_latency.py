@@ -74,7 +74,7 @@ class _NoBundle:
 
 def serve(index_root: Path, models_dir: Path, query_models: Path | None) -> None:
     from kindred.service import ServiceSpec, run_service
-    from kindred.text.encoder import TextEncoder, load_quantized_query_encoder
+    from kindred.text.encoder import MODEL_NAME, TextEncoder, load_quantized_query_encoder
     from kindred.v1 import retrieval_pb2_grpc
     from retrieval_svc.search.index import SearchIndex
     from retrieval_svc.search.service import SearchService
@@ -82,7 +82,7 @@ def serve(index_root: Path, models_dir: Path, query_models: Path | None) -> None
 
     def build(_settings: Any) -> SearchService:
         encoder = TextEncoder.from_registry(models_dir)
-        query = load_quantized_query_encoder(query_models, encoder) if query_models else None
+        query = load_quantized_query_encoder(query_models, encoder, name=MODEL_NAME) if query_models else None
         return SearchService(SearchIndex.open(index_root), encoder, query_encoder=query)
 
     spec: ServiceSpec[SearchService] = ServiceSpec(
@@ -348,9 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_s, memory_loaded, levels, memory_after = serve_and_load(work, root, args, queries, None)
     int8: dict[str, Any] = {}
     if args.int8_query_models is not None:
-        from kindred.text.encoder import load_quantized_query_encoder
+        from kindred.text.encoder import MODEL_NAME, load_quantized_query_encoder
 
-        quantized = load_quantized_query_encoder(args.int8_query_models, encoder)
+        quantized = load_quantized_query_encoder(args.int8_query_models, encoder, name=MODEL_NAME)
         int8["encoder_alone_one_caller"] = measure_latency(quantized, queries)
         log(f"int8 query encoder alone, one caller: {int8['encoder_alone_one_caller']}")
         int8["model"] = quantized.version
@@ -526,7 +526,7 @@ p99 {enc["p99_ms"]:.1f} ms. Goal p99 ≤ {goal:.0f} ms at 4 callers: {met}.
         e8 = int8["encoder_alone_one_caller"]
         out += f"""
 Same index, same invocation, queries encoded by the int8 export of the same weights
-(`load_quantized_query_encoder`; not the default — opt in):
+(`load_quantized_query_encoder`; what retrieval serves when `text_encoder_int8` is promoted):
 
 {header}
 {_rows(int8["search_grpc"])}

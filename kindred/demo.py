@@ -126,9 +126,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _prepare_search(settings: Settings, data_dir: Path, env: dict[str, str], python: str) -> None:
-    """MiniLM exported to ONNX once (torch, in the trainer), then the catalogue bulk-indexed for search.
+    """MiniLM exported to ONNX once (torch, in the trainer) with its int8 query encoder, then the
+    catalogue bulk-indexed for search.
 
-    Both steps are skipped when done: the export when a text encoder is promoted, the indexing by
+    Each step is skipped when done: the exports when their models are promoted, the indexing by
     `kindred index` itself (it resumes, and has nothing to do when the catalogue is indexed)."""
     if current_version(settings.resolved_models_dir, "text_encoder") is None:
         _step(
@@ -139,6 +140,20 @@ def _prepare_search(settings: Settings, data_dir: Path, env: dict[str, str], pyt
                 "trainer.text_encoder",
                 "export",
                 "--out",
+                str(settings.resolved_models_dir),
+                "--promote",
+            ],
+            env,
+        )
+    if current_version(settings.resolved_models_dir, "text_encoder_int8") is None:
+        _step(
+            "int8 query encoder",
+            [
+                python,
+                "-m",
+                "trainer.text_encoder",
+                "int8-queries",
+                "--models",
                 str(settings.resolved_models_dir),
                 "--promote",
             ],

@@ -170,10 +170,35 @@ def open_search(settings: Settings) -> SearchService | None:
         log.error("search disabled: %s", exc)
         return None
     try:
-        return SearchService(index, encoder, params, query_side=open_query_side(settings, encoder))
+        query_side = open_query_side(settings, encoder)
+        # A tuned query side's fusion was fitted on fp32 base-encoder scores: it keeps the fp32 encoder.
+        int8 = None if query_side is not None else open_int8_query_encoder(settings, encoder)
+        return SearchService(index, encoder, params, query_side=query_side, query_encoder=int8)
     except BaseException:
         index.close()
         raise
+
+
+def open_int8_query_encoder(settings: Settings, doc_encoder: TextEncoder) -> TextEncoder | None:
+    """The promoted int8 query encoder of `doc_encoder` (trainer.text_encoder int8-queries), or None.
+
+    Queries are then encoded by it (about 2x less encoder CPU; SciFact dense NDCG@10 0.6585 vs 0.6602)
+    while documents stay fp32. One quantised from another graph than the served document encoder's is
+    not served, with a warning; without one, queries use the document encoder.
+    """
+    from kindred.models import current_version
+    from kindred.text.encoder import INT8_QUERY_MODEL_NAME, load_quantized_query_encoder
+
+    models = settings.resolved_models_dir
+    if current_version(models, INT8_QUERY_MODEL_NAME) is None:
+        return None
+    try:
+        encoder = load_quantized_query_encoder(models, doc_encoder)
+    except ModelMismatch as exc:
+        log.warning("int8 query encoder not served (queries use the fp32 encoder): %s", exc)
+        return None
+    log.info("search queries encoded by int8 query encoder %s", encoder.version)
+    return encoder
 
 
 def open_query_side(settings: Settings, doc_encoder: TextEncoder) -> QuerySide | None:

@@ -32,6 +32,8 @@ from kindred.errors import ModelMismatch
 from kindred.models import MANIFEST_FILE, MODEL_FILE, open_session, read_manifest, verify_sha256, version_dir
 
 MODEL_NAME: Final = "text_encoder"
+# The int8 quantisation of the promoted MODEL_NAME, for queries (trainer.text_encoder int8-queries).
+INT8_QUERY_MODEL_NAME: Final = "text_encoder_int8"
 TOKENIZER_FILE: Final = "tokenizer.json"
 # The manifest keys a text encoder needs on top of kindred.models' REQUIRED_MANIFEST_KEYS.
 TEXT_MANIFEST_KEYS: Final = (
@@ -221,15 +223,17 @@ class TextEncoder:
         )
 
 
-def load_quantized_query_encoder(models_dir: Path, doc_encoder: TextEncoder) -> TextEncoder:
-    """The int8 export (`trainer.text_encoder export --int8`) of `doc_encoder`'s own weights, promoted
-    under `models_dir`, to encode *queries* against documents `doc_encoder` encoded.
+def load_quantized_query_encoder(
+    models_dir: Path, doc_encoder: TextEncoder, *, name: str = INT8_QUERY_MODEL_NAME
+) -> TextEncoder:
+    """The int8 quantisation (`trainer.text_encoder int8-queries`) of `doc_encoder`'s own graph, promoted
+    under `models_dir` as `name`, to encode *queries* against documents `doc_encoder` encoded.
 
     About 2× less CPU per query than fp32 on this machine; on SciFact (bench/latency/query_int8.py) dense
     NDCG@10 0.6585 against 0.6602 with fp32 queries, recall@100 0.926 against 0.932. ModelMismatch
     unless it was quantised from exactly `doc_encoder`'s graph (manifest `fp32_sha256`) with its tokenizer.
     """
-    quantized = TextEncoder.from_registry(models_dir)
+    quantized = TextEncoder.from_registry(models_dir, name=name)
     m, d = quantized.manifest, doc_encoder.manifest
     if (
         m.get("fp32_sha256") != d.get("sha256")
@@ -277,6 +281,7 @@ def measure_latency(encoder: TextEncoder, texts: Sequence[str], *, warmup: int =
 
 
 __all__ = [
+    "INT8_QUERY_MODEL_NAME",
     "MODEL_NAME",
     "TOKENIZER_FILE",
     "TextEncoder",

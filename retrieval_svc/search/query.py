@@ -155,10 +155,13 @@ class HybridSearcher:
 
     @property
     def version(self) -> str:
-        """The query-side model(s): the base encoder, plus the tuned query encoder if one serves."""
+        """The query-side model(s): the base encoder ("-int8" when its int8 quantisation encodes the
+        queries), plus the tuned query encoder if one serves."""
+        quantized = (getattr(self.encoder, "manifest", None) or {}).get("quantization")
+        base = self.encoder.version + ("-int8" if quantized else "")
         if self.query_side is None:
-            return self.encoder.version
-        return f"{self.encoder.version}+{self.query_side.encoder.version}"
+            return base
+        return f"{base}+{self.query_side.encoder.version}"
 
     def search(self, query: str, k: int, flt: SearchFilter | None = None) -> SearchOutcome:
         text = validate_query(query)
