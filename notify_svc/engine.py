@@ -237,11 +237,12 @@ class NotifyEngine:
             return score
 
         def score_controlled(candidates: Sequence[Candidate], fans: Sequence[FanState]) -> list[Verdict]:
-            # The threshold in effect goes on the decision, so a replay explains itself too.
+            # The controller's state goes on the decision, so a replay explains itself too; a threshold
+            # the policy stamped itself (the one it compared with) wins over the controller's current one.
             extra = controller.scores()
             return [
                 dataclasses.replace(
-                    v, decision=dataclasses.replace(v.decision, scores={**v.decision.scores, **extra})
+                    v, decision=dataclasses.replace(v.decision, scores={**extra, **v.decision.scores})
                 )
                 for v in score(candidates, fans)
             ]

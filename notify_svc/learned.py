@@ -22,7 +22,7 @@ Interfaces other code builds on (kept stable):
 - `LearnedPolicy.decide_many(candidates, fans, now) -> list[Verdict]` — a whole chunk with ONE model
   call; candidates of the same fan inside the chunk see each other's sends (caps and spacing hold);
 - `LearnedPolicy.threshold` — a plain float the volume controller may set at any time (a higher
-  threshold sends less); `threshold_source`, if given, is called once per decide/decide_many instead;
+  threshold sends less), read once per decide/decide_many and stamped on each decision's scores;
 - `LearnedPolicy.load(models_dir)` — over the promoted model; `record_delivery(candidate, at)` /
   `record_deliveries(candidates, at)` and `record_outcome(event)` feed the engagement history the
   features read (the engine calls them on SEND_NOW, acked due items and RecordOutcome; without them
@@ -38,7 +38,7 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -163,14 +163,11 @@ class LearnedPolicy:
         scorer: OutcomeScorer,
         history: EngagementHistory,
         params: LearnedParams | None = None,
-        *,
-        threshold_source: Callable[[], float] | None = None,
     ) -> None:
         self.scorer = scorer
         self.history = history
         self.params = params or LearnedParams()
         self.threshold: float = self.params.threshold
-        self.threshold_source = threshold_source
         self._max_delay = dict(self.params.guard.max_delay)
         self._history_lock = threading.Lock()
         self._deliveries_since_forget = 0
@@ -255,7 +252,7 @@ class LearnedPolicy:
         if len(candidates) != len(fans):
             raise ValueError("one FanState per candidate")
         g = self.params.guard
-        threshold = self.threshold_source() if self.threshold_source is not None else self.threshold
+        threshold = self.threshold  # one read: the controller may move it meanwhile
         out: list[Verdict | None] = [None] * len(candidates)
         plans: list[Plan] = []
         zones: list[ZoneInfo] = []

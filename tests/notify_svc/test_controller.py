@@ -3,6 +3,7 @@ change of load; and in the engine: drives the policy's threshold, stamps it on d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import statistics
@@ -193,3 +194,31 @@ def test_the_server_reads_the_controller_config_and_refuses_bad_ones(tmp_path: P
     path.write_text(json.dumps({"target_sends_per_minute": 50, "kq": 1}))
     with pytest.raises(ValueError, match="kq"):
         load_controller(path, ThresholdPolicy())
+
+
+class StampingPolicy(ThresholdPolicy):
+    """Stamps the threshold it compared with, as LearnedPolicy does."""
+
+    def decide_many(
+        self, candidates: Sequence[Candidate], fans: Sequence[FanState], now: datetime
+    ) -> list[Verdict]:
+        used = self.threshold
+        return [
+            dataclasses.replace(
+                v, decision=dataclasses.replace(v.decision, scores={**v.decision.scores, "threshold": used})
+            )
+            for v in super().decide_many(candidates, fans, now)
+        ]
+
+
+def test_a_decision_shows_the_threshold_the_policy_used_not_the_controllers_current_one(
+    store: NotifyState,
+) -> None:
+    make, _ = private_meter()
+    controller = make(ControllerParams(target_per_minute=100), initial=0.2)
+    policy = StampingPolicy()
+    engine = NotifyEngine(store, policy, clock=Clock(), controller=controller)
+    policy.threshold = 0.9  # e.g. moved by another stream's batch since the controller last observed
+    out = engine.decide_batch([fields("s-1", "fan-s", Trigger.NEW_POST)])
+    assert out[0].scores["threshold"] == 0.9 != controller.threshold
+    assert out[0].scores["target_sends_per_min"] == 100

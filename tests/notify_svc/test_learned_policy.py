@@ -209,8 +209,9 @@ def test_the_controller_threshold_is_read_at_decision_time() -> None:
     at_19 = datetime(2024, 6, 3, 18, 30, tzinfo=UTC)  # 19:30 BST
     assert p.decide(cand(created=at_19), FanState(), at_19).decision.action is Action.SEND_NOW
     p.threshold = 10.0
-    assert p.decide(cand("n-2", created=at_19), FanState(), at_19).decision.action is Action.DIGEST
-    p.threshold_source = lambda: 0.0
+    high = p.decide(cand("n-2", created=at_19), FanState(), at_19).decision
+    assert high.action is Action.DIGEST and high.scores["threshold"] == 10.0
+    p.threshold = 0.0
     assert p.decide(cand("n-3", created=at_19), FanState(), at_19).decision.action is Action.SEND_NOW
 
 
