@@ -125,16 +125,17 @@ class SearchFilter:
     access: frozenset[str] = frozenset()
     creator_ids: frozenset[str] = frozenset()
 
-    def to_engine(self, *, kind: str | None = None) -> qe.Filter | None:
-        """The qdrant-edge filter; `kind` narrows to one kind on top (the name retriever: creators)."""
+    def to_engine(self) -> qe.Filter | None:
+        """The qdrant-edge filter."""
         must: list[Any] = []
         base = edge_filter(self.base)
         if base is not None:
             must.append(base)
-        kinds = self.kinds if kind is None else ({kind} & self.kinds if self.kinds else {kind})
-        if kind is not None and not kinds:
-            kinds = {"__none__"}  # asked for a kind the filter excludes: nothing may match
-        for key, values in ((KIND_KEY, kinds), (ACCESS_KEY, self.access), (CREATOR_KEY, self.creator_ids)):
+        for key, values in (
+            (KIND_KEY, self.kinds),
+            (ACCESS_KEY, self.access),
+            (CREATOR_KEY, self.creator_ids),
+        ):
             if values:
                 must.append(qe.FieldCondition(key, match=qe.MatchAny(sorted(values))))
         return qe.Filter(must=must) if must else None
