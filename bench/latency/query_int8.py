@@ -14,7 +14,6 @@ The fp32 corpus vectors come from bench_search_scifact's cache when it holds the
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -27,35 +26,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_search_scifact import cached_embeddings  # noqa: E402
 from bench.latency.machine import describe, load_average  # noqa: E402
 
 RESULTS_JSON = ROOT / "bench" / "results" / "search_query_int8.json"
-CACHE = ROOT / "var" / "bench" / "scifact"
 DEPTH = 100
 # Quality bar for serving the int8 query encoder by default: NDCG@10 within this of fp32 queries.
 MAX_NDCG_LOSS = 0.005
-
-
-def corpus_vectors(encoder: Any, texts: Sequence[str]) -> np.ndarray:
-    """fp32 corpus vectors, cached under the key bench_search_scifact.cached_embeddings uses."""
-    key = hashlib.sha256(
-        "\x00".join(
-            [
-                encoder.manifest["sha256"],
-                encoder.manifest["tokenizer_sha256"],
-                str(encoder.max_length),
-                *texts,
-            ]
-        ).encode()
-    ).hexdigest()[:16]
-    path = CACHE / f"emb-corpus-{key}.npy"
-    if path.is_file():
-        return np.asarray(np.load(path), dtype=np.float32)
-    print(f"[query-int8] encoding {len(texts)} corpus texts (cache miss: {path.name})", flush=True)
-    emb = encoder.encode(list(texts), batch_size=32)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(path, emb)
-    return np.asarray(emb, dtype=np.float32)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     fp32 = TextEncoder.from_registry(args.fp32_models)
     int8 = TextEncoder.from_registry(args.int8_models)
     t0 = time.perf_counter()
-    emb = corpus_vectors(fp32, [d.full_text for d in docs])
+    emb, _ = cached_embeddings(
+        fp32, [d.full_text for d in docs], "corpus", lambda m: print(f"[query-int8] {m}", flush=True)
+    )
     corpus_s = time.perf_counter() - t0
     qids = sorted(qrels)
     texts = [data.queries[q] for q in qids]
