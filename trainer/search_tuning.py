@@ -782,21 +782,24 @@ def search_log(events: Any) -> SearchLog:
 
 
 def catalogue_titles(catalogue: Any) -> list[str]:
-    """Each document's title, in catalogue_documents' order: a creator's name, a post's title (the
-    search index's `title` payload, which its `bm25_title` vector is built from)."""
-    return [c.name for c in catalogue.creators] + [p.title for p in catalogue.posts]
+    """Each document's title, in catalogue_documents' order: the search index's `title` payload (a
+    creator's name, a post's title), which its `bm25_title` vector is built from."""
+    from retrieval_svc.search.documents import TITLE_KEY
+
+    return [str(doc.payload.get(TITLE_KEY) or "") for doc in _search_docs(catalogue)]
 
 
 def catalogue_documents(catalogue: Any) -> tuple[list[str], list[str]]:
-    """(document keys, texts) of every creator and post: what search indexes."""
-    keys, texts = [], []
-    for c in catalogue.creators:
-        keys.append(f"creator:{c.creator_id}")
-        texts.append(" ".join(p for p in (c.name, c.category, " ".join(c.tags), c.description) if p))
-    for post in catalogue.posts:
-        keys.append(f"post:{post.post_id}")
-        texts.append(f"{post.title}\n{post.text}" if post.title else post.text)
-    return keys, texts
+    """(document keys, texts) of every creator and post: exactly the texts the search index encodes
+    (retrieval_svc.search.bulk.catalogue_docs), so what is learned here is learned on what is served."""
+    docs = _search_docs(catalogue)
+    return [f"{d.kind}:{d.item_id}" for d in docs], [d.text for d in docs]
+
+
+def _search_docs(catalogue: Any) -> list[Any]:
+    from retrieval_svc.search.bulk import catalogue_docs  # what `kindred index` indexes
+
+    return catalogue_docs(catalogue)
 
 
 def queries_of(log_: SearchLog, rows: Sequence[int], key_row: Mapping[str, int]) -> TrainingQueries:

@@ -237,3 +237,19 @@ def test_exact_document_evidence_matches_what_the_index_stores() -> None:
     assert ev[COVERAGE] == pytest.approx({"0": 2 / 3, "1": 1 / 3, "2": 1 / 3, "3": 1 / 3})
     assert ev[DOC_LEN]["1"] == pytest.approx(np.log1p(1.0)) and ev[DOC_LEN]["0"] > ev[DOC_LEN]["1"]
     assert ExactRetrievers.build(texts, emb).doc_evidence("cake", ["0"]) == {}
+
+
+def test_the_tuner_learns_on_exactly_the_texts_and_titles_the_index_serves(tmp_path: Path) -> None:
+    from kindred.data.catalogue import Catalogue
+    from kindred.data.generate import generate_platform
+    from retrieval_svc.search.bulk import catalogue_docs
+    from retrieval_svc.search.documents import TITLE_KEY
+    from trainer.search_tuning import catalogue_documents, catalogue_titles
+
+    generate_platform(tmp_path, fans=20, creators=6, days=2, seed=3, progress=False)
+    catalogue = Catalogue.load(tmp_path)
+    served = catalogue_docs(catalogue)
+    keys, texts = catalogue_documents(catalogue)
+    assert keys == [f"{d.kind}:{d.item_id}" for d in served] and texts == [d.text for d in served]
+    assert catalogue_titles(catalogue) == [str(d.payload.get(TITLE_KEY) or "") for d in served]
+    assert any(k.startswith("creator:") for k in keys) and any(k.startswith("post:") for k in keys)
