@@ -244,12 +244,25 @@ def test_results_survive_optimize_and_reopen(tmp_path: Path) -> None:
     index.upsert(docs, encoder.encode([d.text for d in docs]))
     svc = SearchService(index, encoder, SearchParams())
     flt = SearchFilter(base=PayloadFilter.build(categories=["Art"]))
-    before = [ids(svc, q, 5, f) for q in ("jazz piano", "watercolor") for f in (None, flt)]
+
+    def results() -> list[list[str]]:
+        # Creator c<t>0's i-th post says exactly what c<t>1's does (search_testkit): their dense scores
+        # tie, and which of the twins the engine ranks first may change when optimize rebuilds the
+        # segments. Twins share one key; everything else must come back in the same order.
+        def twin(item: str) -> str:
+            return f"{item[:3]}_{item[4:]}" if item.startswith("pc") else item
+
+        return [
+            [twin(i) for i in ids(svc, q, 5, f)] for q in ("jazz piano", "watercolor") for f in (None, flt)
+        ]
+
+    before = results()
+    assert any(before)
     index.optimize()
     index.close()
     svc = SearchService(SearchIndex.open(tmp_path / "index"), encoder, SearchParams())
     try:
-        assert [ids(svc, q, 5, f) for q in ("jazz piano", "watercolor") for f in (None, flt)] == before
+        assert results() == before
     finally:
         svc.close()
 
