@@ -81,6 +81,7 @@ from trainer.search_tuning import (
     DENSE_TUNED,
     DOC_LEN,
     FUSION_KINDS,
+    RANKER_PARAMS,
     TITLE_BM25,
     TITLE_DENSE,
     TuneConfig,
@@ -539,24 +540,8 @@ def fit_lambdarank(
 
     x = np.concatenate([c.x for c in train])
     y = np.concatenate([labels_of(c, qrels, ids) for c in train])
-    params = {
-        "objective": "lambdarank",
-        "metric": "ndcg",
-        "ndcg_eval_at": [10],
-        "lambdarank_truncation_level": 20,
-        "learning_rate": 0.03,
-        "num_leaves": 15,
-        "min_data_in_leaf": 40,
-        "feature_fraction": 0.8,
-        "bagging_fraction": 0.8,
-        "bagging_freq": 1,
-        "lambda_l2": 1.0,
-        "num_threads": 2,
-        "verbose": -1,
-        "seed": seed,
-        "deterministic": True,
-        "force_row_wise": True,
-    }
+    # The service's fusion ranker settings (trainer.search_tuning.RANKER_PARAMS), on other features.
+    params = {**RANKER_PARAMS, "metric": "ndcg", "ndcg_eval_at": [10], "num_threads": 2, "seed": seed}
     ds = lgb.Dataset(x, y, group=[len(c.docs) for c in train], feature_name=list(train[0].features))
     return lgb.train(params, ds, num_boost_round=rounds)
 

@@ -23,6 +23,7 @@ Either way an item a retriever did not find gets no score for it, and every hit 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -153,10 +154,10 @@ class HybridSearcher:
                     FusionTerm(NAME, "minmax", self.params.learned_name_weight)
                 )
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
         """The query-side model(s): the base encoder ("-int8" when its int8 quantisation encodes the
-        queries), plus the tuned query encoder if one serves."""
+        queries), plus the tuned query encoder if one serves. Fixed for a searcher's life: computed once."""
         quantized = (getattr(self.encoder, "manifest", None) or {}).get("quantization")
         base = self.encoder.version + ("-int8" if quantized else "")
         if self.query_side is None:

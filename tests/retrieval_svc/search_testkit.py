@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
@@ -18,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from kindred.data.schema import Creator, Post
 from kindred.models import promote, write_model
 from kindred.text.encoder import TextEncoder
+from retrieval_svc.search.index import SearchIndex
 
 DIM = 16
 TOPICS = {
@@ -142,3 +144,16 @@ def posts(per_creator: int = 3) -> list[Post]:
                 )
             )
     return out
+
+
+def build_index(root: Path, encoder: TextEncoder) -> SearchIndex:
+    """A search index at `root` holding creators() and posts(), encoded by `encoder` (left open)."""
+    from kindred.text.tokenize import Bm25
+    from retrieval_svc.search.bulk import catalogue_docs
+
+    docs = catalogue_docs(SimpleNamespace(creators=creators(), posts=posts()))  # type: ignore[arg-type]
+    index = SearchIndex.create(
+        root, dim=encoder.dim, bm25=Bm25.fit(d.text for d in docs), encoder_version=encoder.version
+    )
+    index.upsert(docs, encoder.encode([d.text for d in docs]))
+    return index

@@ -8,33 +8,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from search_testkit import creators, posts, write_tiny_encoder
+from search_testkit import build_index, creators, write_tiny_encoder
 
 from kindred.errors import InvalidArgument
-from kindred.text.tokenize import Bm25
 from kindred.vectorstore import PayloadFilter
-from retrieval_svc.search.bulk import catalogue_docs
 from retrieval_svc.search.index import SearchFilter, SearchIndex
 from retrieval_svc.search.params import SearchParams
 from retrieval_svc.search.service import SearchService
-
-
-class _Cat:
-    def __init__(self) -> None:
-        self.creators = creators()
-        self.posts = posts()
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SearchService]:
     root = tmp_path_factory.mktemp("search")
     encoder = write_tiny_encoder(root / "models")
-    docs = catalogue_docs(_Cat())  # type: ignore[arg-type]
-    index = SearchIndex.create(
-        root / "index", dim=encoder.dim, bm25=Bm25.fit(d.text for d in docs), encoder_version=encoder.version
-    )
-    index.upsert(docs, encoder.encode([d.text for d in docs]))
-    svc = SearchService(index, encoder, SearchParams())
+    svc = SearchService(build_index(root / "index", encoder), encoder, SearchParams())
     try:
         yield svc
     finally:
@@ -163,15 +150,7 @@ def test_a_promoted_query_encoder_and_its_fusion_serve_with_name_matching_kept(t
         extra_manifest={"document_encoder": {"sha256": doc.manifest["sha256"]}},
         extra_files={"fusion.json": json.dumps(fusion).encode()},
     )
-    docs = catalogue_docs(_Cat())  # type: ignore[arg-type]
-    index = SearchIndex.create(
-        search_index_root(settings),
-        dim=doc.dim,
-        bm25=Bm25.fit(d.text for d in docs),
-        encoder_version=doc.version,
-    )
-    index.upsert(docs, doc.encode([d.text for d in docs]))
-    index.close()
+    build_index(search_index_root(settings), doc).close()
     svc = open_search(settings)
     assert svc is not None and svc.searcher.query_side is not None
     try:
@@ -234,14 +213,7 @@ def test_dense_queries_rescore_int8_candidates_and_use_acorn_only_when_filtered(
 
 def test_results_survive_optimize_and_reopen(tmp_path: Path) -> None:
     encoder = write_tiny_encoder(tmp_path / "models")
-    docs = catalogue_docs(_Cat())  # type: ignore[arg-type]
-    index = SearchIndex.create(
-        tmp_path / "index",
-        dim=encoder.dim,
-        bm25=Bm25.fit(d.text for d in docs),
-        encoder_version=encoder.version,
-    )
-    index.upsert(docs, encoder.encode([d.text for d in docs]))
+    index = build_index(tmp_path / "index", encoder)
     svc = SearchService(index, encoder, SearchParams())
     flt = SearchFilter(base=PayloadFilter.build(categories=["Art"]))
 

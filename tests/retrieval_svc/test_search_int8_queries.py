@@ -17,7 +17,7 @@ from kindred.models import current_version
 from kindred.text.encoder import INT8_QUERY_MODEL_NAME, load_quantized_query_encoder
 from kindred.text.fusion import FusionModel
 from retrieval_svc.server import open_search
-from trainer.text_encoder import TextExportError, export_int8_queries, main
+from trainer.text_encoder import export_int8_queries, main
 
 # The tiny encoder knows only its topic words (the MiniLM parity texts would all be unknown tokens).
 TEXTS = ("jazz piano chords", "pasta sauce garlic", "speedrun boss", "watercolor ink portrait")
@@ -48,8 +48,7 @@ def test_the_cli_needs_a_promoted_encoder(tmp_path: Path, capsys: pytest.Capture
     assert main(["int8-queries", "--models", str(tmp_path)]) == 1
     assert "text_encoder" in capsys.readouterr().err
     assert main(["export", "--out", str(tmp_path), "--int8-queries"]) == 1  # only with --promote
-    with pytest.raises(TextExportError):
-        raise TextExportError("importable")
+    assert "--promote" in capsys.readouterr().err
 
 
 def _served_query_encoder_quantization(settings: Settings) -> object:

@@ -8,21 +8,13 @@ import random
 from pathlib import Path
 
 import pytest
-from search_testkit import creators, posts, write_tiny_encoder
+from search_testkit import build_index, creators, write_tiny_encoder
 
 from kindred.config import Settings
 from kindred.text.fusion import COVERAGE, DOC_FEATURES, DOC_LEN, TITLE_BM25, FitExample, FusionModel
-from kindred.text.tokenize import Bm25
-from retrieval_svc.search.bulk import catalogue_docs
-from retrieval_svc.search.index import SearchFilter, SearchIndex, search_index_root
+from retrieval_svc.search.index import SearchFilter, search_index_root
 from retrieval_svc.search.params import SearchParams
 from retrieval_svc.search.query import HybridSearcher, QuerySide
-
-
-class _Cat:
-    def __init__(self) -> None:
-        self.creators = creators()
-        self.posts = posts()
 
 
 def _ranker_fusion(doc_features: bool = False) -> FusionModel:
@@ -68,15 +60,7 @@ def _setup(tmp_path: Path, fusion: FusionModel | None = None) -> Settings:
         extra_manifest={"document_encoder": {"sha256": doc.manifest["sha256"]}},
         extra_files=(fusion or _ranker_fusion()).files("fusion.json"),
     )
-    docs = catalogue_docs(_Cat())  # type: ignore[arg-type]
-    index = SearchIndex.create(
-        search_index_root(settings),
-        dim=doc.dim,
-        bm25=Bm25.fit(d.text for d in docs),
-        encoder_version=doc.version,
-    )
-    index.upsert(docs, doc.encode([d.text for d in docs]))
-    index.close()
+    build_index(search_index_root(settings), doc).close()
     return settings
 
 
