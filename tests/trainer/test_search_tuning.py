@@ -190,7 +190,13 @@ def test_search_tune_job_exports_gates_and_refuses_a_worse_encoder(tmp_path: Pat
     models = tmp_path / "models"
     cfg = TuneConfig(epochs=1, inner_folds=2, threads=2)
     first = run_search_tune(
-        data, models, cfg, version="v1", fusion_kinds=("linear", "lambdarank"), log=lambda _: None
+        data,
+        models,
+        cfg,
+        version="v1",
+        fusion_kinds=("linear", "lambdarank"),
+        doc_features=True,
+        log=lambda _: None,
     )
 
     directory = models / QUERY_ENCODER_NAME / "v1"
@@ -205,6 +211,8 @@ def test_search_tune_job_exports_gates_and_refuses_a_worse_encoder(tmp_path: Pat
     assert set(fusion.info["selection"]["inner_cv_ndcg@10"]) == {"linear", "lambdarank"}
     if fusion.kind == "lambdarank":
         assert (directory / "fusion.onnx").is_file()
+        assert set(DOC_FEATURES) <= set(fusion.retrievers)  # --doc-features reached the ranker
+    _serve_the_tuned_side(data, models, directory)
     record = json.loads((directory / "promotion.json").read_text())
     assert record == first.record and record["current"]["model"].startswith("base text_encoder")
     base, new = record["current"]["metrics"], record["new"]["metrics"]
@@ -253,3 +261,37 @@ def test_the_tuner_learns_on_exactly_the_texts_and_titles_the_index_serves(tmp_p
     assert keys == [f"{d.kind}:{d.item_id}" for d in served] and texts == [d.text for d in served]
     assert catalogue_titles(catalogue) == [str(d.payload.get(TITLE_KEY) or "") for d in served]
     assert any(k.startswith("creator:") for k in keys) and any(k.startswith("post:") for k in keys)
+
+
+def _serve_the_tuned_side(data: Path, models: Path, directory: Path) -> None:
+    """The job's output, served: the platform bulk-indexed with the document encoder (document evidence
+    stored), the tuned query side loaded the way retrieval loads it; a logged query finds what the
+    fans clicked, and a fusion that reads document evidence gets it from the index."""
+    from kindred.data.catalogue import Catalogue
+    from kindred.eventlog import EventLog
+    from kindred.text.encoder import TextEncoder
+    from retrieval_svc.search.bulk import bulk_index, catalogue_docs
+    from retrieval_svc.search.index import SearchFilter, SearchIndex
+    from retrieval_svc.search.query import HybridSearcher, QuerySide
+    from trainer.search_tuning import load_query_side, search_log
+
+    doc_encoder = TextEncoder.from_registry(models)
+    root = data / "search_index"
+    bulk_index(root, catalogue_docs(Catalogue.load(data)), doc_encoder, progress=False, log=lambda _: None)
+    encoder, fusion = load_query_side(models, directory.name)
+    index = SearchIndex.open(root)
+    try:
+        assert index.doc_evidence
+        searcher = HybridSearcher(index, doc_encoder, query_side=QuerySide(encoder, fusion))
+        with EventLog(data / "events") as elog:
+            slog = search_log(elog.read())
+        found = 0
+        for query, clicked in list(zip(slog.queries, slog.clicked, strict=True))[:20]:
+            hits = searcher.search(query, 10, SearchFilter()).hits
+            assert hits
+            found += any(f"{h.kind}:{h.item_id}" in clicked for h in hits)
+            if set(DOC_FEATURES) <= set(fusion.retrievers):
+                assert all(DOC_LEN in h.scores for h in hits)
+        assert found >= 10, f"only {found} of 20 logged queries find a clicked document in the top 10"
+    finally:
+        index.close()
