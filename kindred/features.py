@@ -27,7 +27,7 @@ import math
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -630,6 +630,17 @@ def normalize_source(source: str) -> str:
 
 _RANKER_FAN_INDEX: Final = [USER_TOWER_FEATURES.index(n) for n in _RANKER_FAN]
 _SOURCE_INDEX: Final[dict[str, int]] = {src: i for i, src in enumerate(SOURCES)}
+# Source name as given → its one-hot slot: a handful of distinct names, ~100 lookups a ranked request.
+_SOURCE_SLOTS: dict[str, int] = {}
+
+
+def _source_slot(source: str) -> int:
+    slot = _SOURCE_SLOTS.get(source)
+    if slot is None:
+        slot = _SOURCE_INDEX[normalize_source(source)]
+        if len(_SOURCE_SLOTS) < 1024:  # bounded: names come from requests (Rank) too
+            _SOURCE_SLOTS[source] = slot
+    return slot
 
 
 def _finite_or(
@@ -642,6 +653,29 @@ def _finite_or(
     return arr, bad
 
 
+class CreatorCrossFacts(NamedTuple):
+    """What the ranker's cross features read of one creator row (`creator_cross_facts`): the same for
+    every fan, so a server can keep it per creator beside the creator tower vector."""
+
+    category: str
+    category_index: int  # into CATEGORIES; -1 for none or an unknown one
+    min_price_cents: float
+    creator_id: str
+    language: str
+
+
+def creator_cross_facts(creator_row: Row | None) -> CreatorCrossFacts:
+    row: Row = creator_row or {}
+    category = str(row.get("category", ""))
+    return CreatorCrossFacts(
+        category,
+        _CAT_INDEX.get(category, -1),
+        _f(row, "min_price_cents"),
+        str(row.get("creator_id", "")),
+        str(row.get("language", "")),
+    )
+
+
 def ranker_features_batch(
     fan_row: Row | None,
     creator_rows: Sequence[Row | None],
@@ -650,11 +684,13 @@ def ranker_features_batch(
     retrieval_scores: Sequence[float | None],
     sources: Sequence[str],
     creator_vectors: Sequence[FloatArray] | FloatArray | None = None,
+    creator_facts: Sequence[CreatorCrossFacts] | None = None,
 ) -> FloatArray:
     """(N, len(RANKER_FEATURES)) for one fan and N candidate creators (see `ranker_features`).
 
     `creator_vectors` optionally passes precomputed `creator_tower_features` of the rows (the trainer
-    caches them per creator); they must be exactly those of `creator_rows`.
+    caches them per creator), and `creator_facts` their `creator_cross_facts` (ranking caches both);
+    they must be exactly those of `creator_rows`.
     """
     n = len(creator_rows)
     if not (len(two_tower_scores) == len(retrieval_scores) == len(sources) == n):
@@ -698,17 +734,20 @@ def ranker_features_batch(
 
     tt, tt_missing = _finite_or(two_tower_scores, 0.0)
     rs, _ = _finite_or(retrieval_scores, 0.0)
-    categories = [str(r.get("category", "")) for r in rows]
-    cat_idx = np.array([_CAT_INDEX.get(c, -1) for c in categories], dtype=np.int64)
-    c_price = np.array([_f(r, "min_price_cents") for r in rows], dtype=np.float64)
-    cids = [str(r.get("creator_id", "")) for r in rows]
+    facts = [creator_cross_facts(r) for r in rows] if creator_facts is None else creator_facts
+    if len(facts) != n:
+        raise ValueError(f"creator_facts has {len(facts)} entries, expected {n}")
+    # Columns of the facts in one transposition.
+    categories, category_indexes, prices, cids, languages = zip(*facts, strict=True)
+    cat_idx = np.array(category_indexes, dtype=np.int64)
+    c_price = np.array(prices, dtype=np.float64)
     cross = np.zeros((n, len(_RANKER_CROSS)), dtype=np.float64)
     cross[:, 0] = tt
     cross[:, 1] = tt_missing
     cross[:, 2] = rs
     cross[:, 3] = np.where(cat_idx >= 0, affinity[np.maximum(cat_idx, 0)], 0.0)
     cross[:, 4] = [c in interests for c in categories]
-    cross[:, 5] = [bool(language) and language == str(r.get("language", "")) for r in rows]
+    cross[:, 5] = [bool(language) and language == lang for lang in languages]
     if fan_price > 0:
         gap = np.abs(math.log1p(fan_price / 100.0) - np.log1p(c_price / 100.0))
         cross[:, 6] = np.where(c_price > 0, gap, 0.0)
@@ -718,7 +757,7 @@ def ranker_features_batch(
     col += len(_RANKER_CROSS)
 
     # Source one-hot.
-    src = np.array([_SOURCE_INDEX[normalize_source(s)] for s in sources], dtype=np.int64)
+    src = np.array([_source_slot(s) for s in sources], dtype=np.int64)
     out[np.arange(n), col + src] = 1.0
     return out
 

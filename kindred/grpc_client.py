@@ -15,6 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.instrumentation.grpc import client_interceptor
 from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 
+from kindred.telemetry import tracing_enabled
+
 _SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
@@ -46,6 +48,8 @@ def make_channel(target: str) -> grpc.Channel:
             ("grpc.keepalive_time_ms", 30_000),
         ],
     )
+    if not tracing_enabled():  # no tracer provider: client spans would only cost CPU (grpc_server.py)
+        return channel
     return intercept_channel(channel, client_interceptor())
 
 

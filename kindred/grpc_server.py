@@ -25,7 +25,7 @@ from opentelemetry.instrumentation.grpc import server_interceptor as otel_server
 from kindred import telemetry_schema as schema
 from kindred.config import Settings
 from kindred.errors import KindredError
-from kindred.telemetry import get_meter
+from kindred.telemetry import get_meter, tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,9 @@ def create_grpc_server(
     """Builds (but does not start) a server; `port=0` binds a free port, reported as `.port`."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server_threads, thread_name_prefix=name),
-        interceptors=[otel_server_interceptor(), ErrorInterceptor()],
+        # Server spans only when something records them (kindred.telemetry.tracing_enabled): without a
+        # tracer provider the OpenTelemetry interceptor still costs ~60-170 µs of CPU per call.
+        interceptors=[*([otel_server_interceptor()] if tracing_enabled() else []), ErrorInterceptor()],
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_bytes),
             ("grpc.so_reuseport", 0),

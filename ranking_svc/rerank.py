@@ -199,13 +199,41 @@ def _num(v: Any) -> float:
         return NAN
 
 
-def _column(rows: Sequence[Mapping[str, Any]], key: str) -> FloatArray:
+def _values_column(values: Sequence[Any]) -> FloatArray:
     """One numeric field of every row; missing (None) and malformed values become NaN."""
-    values = [r.get(key) for r in rows]
     try:
         return np.array(values, dtype=np.float64)  # None → NaN: the common, fast path
     except (TypeError, ValueError):
         return np.array([_num(v) for v in values], dtype=np.float64)
+
+
+# The numeric row fields the slate reads, in `SlateFacts` order.
+SLATE_NUMBERS = ("created_at", "as_of", "n_followers", "n_posts_30d", "trend")
+# (category as the slate reads it, then the raw SLATE_NUMBERS values): what `Slate.from_rows` needs of a
+# creator row, the same for every fan, so ranking keeps it per creator (ranking_svc.creator_features).
+SlateFacts = tuple[str, Any, Any, Any, Any, Any]
+
+
+def slate_facts(row: Mapping[str, Any] | None) -> SlateFacts:
+    r = row or {}
+    return (
+        str(r.get("category") or ""),
+        r.get("created_at"),
+        r.get("as_of"),
+        r.get("n_followers"),
+        r.get("n_posts_30d"),
+        r.get("trend"),
+    )
+
+
+def _number_columns(facts: Sequence[SlateFacts]) -> list[FloatArray]:
+    """The SLATE_NUMBERS columns of `facts`, each exactly as `_values_column` builds it alone."""
+    raw = [f[1:] for f in facts]
+    try:
+        matrix = np.array(raw, dtype=np.float64).reshape(len(raw), len(SLATE_NUMBERS))
+    except (TypeError, ValueError):  # a malformed value somewhere: column by column
+        return [_values_column([f[1 + j] for f in facts]) for j in range(len(SLATE_NUMBERS))]
+    return [matrix[:, j].copy() for j in range(len(SLATE_NUMBERS))]
 
 
 @dataclasses.dataclass
@@ -240,31 +268,40 @@ class Slate:
 
     @classmethod
     def from_rows(
-        cls, candidates: Sequence[ScoredCandidate], rows: Sequence[Mapping[str, Any] | None]
+        cls,
+        candidates: Sequence[ScoredCandidate],
+        rows: Sequence[Mapping[str, Any] | None],
+        facts: Sequence[SlateFacts] | None = None,
     ) -> Slate:
-        """From "creator" rows (for posts: post rows carrying creator_id and category), one per candidate."""
+        """From "creator" rows (for posts: post rows carrying creator_id and category), one per candidate.
+
+        `facts`: the rows' `slate_facts`, when the caller keeps them (they must be exactly those)."""
         if len(rows) != len(candidates):
             raise ValueError("Slate.from_rows: one row per candidate")
-        empty: Mapping[str, Any] = {}
-        rs = [r or empty for r in rows]
-        category = [str(r.get("category") or "") for r in rs]
+        if facts is None:
+            facts = [slate_facts(r) for r in rows]
+        elif len(facts) != len(candidates):
+            raise ValueError("Slate.from_rows: one SlateFacts per candidate")
+        category = [f[0] for f in facts]
         labels = {c: f"category:{c}" for c in set(category) if c}
         group = [
-            f"creator:{r.get('creator_id') or c.item_id}" if c.kind == POST else labels.get(cat, c.item_id)
-            for c, r, cat in zip(candidates, rs, category, strict=True)
+            f"creator:{(r or {}).get('creator_id') or c.item_id}"
+            if c.kind == POST
+            else labels.get(cat, c.item_id)
+            for c, r, cat in zip(candidates, rows, category, strict=True)
         ]
         # NaN (unknown) compares False, so the rules ignore what a row does not say.
-        created, as_of = _column(rs, "created_at"), _column(rs, "as_of")
+        created, as_of, n_followers, posts_30d, trend = _number_columns(facts)
         # Age as of the row (the features' convention): the row is what we know about the creator.
         age = np.where((created > 0) & (as_of > 0), np.maximum(as_of - created, 0.0) / DAY, np.nan)
         return cls(
             candidates=candidates,
             category=category,
             group=group,
-            n_followers=_column(rs, "n_followers"),
+            n_followers=n_followers,
             age_days=age,
-            posts_30d=_column(rs, "n_posts_30d"),
-            trend=_column(rs, "trend"),
+            posts_30d=posts_30d,
+            trend=trend,
             flagged_new=np.array([c.scores.get(TRENDING_NEW, 0.0) > 0 for c in candidates], dtype=bool),
         )
 

@@ -13,13 +13,14 @@ mesh stays the default; co-location is for a single box or a latency-bound tier.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
-from opentelemetry import trace
 
 from kindred import telemetry_schema as schema
 from kindred.errors import InvalidArgument, Unavailable
+from kindred.telemetry import get_tracer
 from kindred.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from ranking_svc.domain import RetrievalResult, ScoredCandidate
 
@@ -36,7 +37,7 @@ _UNAVAILABLE_CODES = {
     grpc.StatusCode.UNKNOWN,
 }
 
-tracer = trace.get_tracer(__name__)
+tracer = get_tracer(__name__)
 
 IN_PROCESS = "inprocess"  # the KINDRED_RETRIEVAL_TARGET that puts retrieval in ranking's process
 
@@ -64,7 +65,7 @@ class GrpcRetriever:
                     raise Unavailable(f"retrieval: {exc.code().name}: {exc.details()}") from exc
                 raise
         return RetrievalResult(
-            candidates=[from_proto(c) for c in response.candidates],
+            candidates=candidates_from_proto(response.candidates),
             model_version=response.model.version,
             degraded_sources=dict(response.degraded_sources),
         )
@@ -72,6 +73,7 @@ class GrpcRetriever:
 
 # Enum number → name, once: CandidateSource.Name() per call costs more than the rest of from_proto.
 _SOURCE_NAMES: dict[int, str] = {v.number: v.name for v in common_pb2.CandidateSource.DESCRIPTOR.values}
+_SOURCE_NUMBERS: dict[str, int] = {name: number for number, name in _SOURCE_NAMES.items()}
 
 
 def source_name(number: int) -> str:
@@ -84,23 +86,55 @@ def from_proto(candidate: common_pb2.Candidate) -> ScoredCandidate:
         item_id=candidate.item_id,
         source=source_name(candidate.source),
         sources=[source_name(s) for s in candidate.sources],
-        scores=dict(candidate.scores.items()),  # items(): faster than the map's generic iteration
+        scores=dict(candidate.scores.items()),
         reasons=list(candidate.reasons),
     )
 
 
+def candidates_from_proto(candidates: Iterable[common_pb2.Candidate]) -> list[ScoredCandidate]:
+    """`from_proto` of each, as one loop: ~100 per Recommend, so no call and no keyword arguments per
+    candidate, and the enum names straight from the table (`source_name` only for a number it lacks)."""
+    names = _SOURCE_NAMES
+    out = []
+    for c in candidates:
+        try:
+            source = names[c.source]
+            sources = [names[s] for s in c.sources]
+        except KeyError:
+            out.append(from_proto(c))  # raises the contract's error for an unknown source
+            continue
+        scores = c.scores  # keys, then values by key: ~2x faster than the map's items() (a Python view)
+        out.append(
+            ScoredCandidate(c.item_id, source, sources, {k: scores[k] for k in scores}, list(c.reasons))
+        )
+    return out
+
+
 def to_proto(candidate: ScoredCandidate) -> common_pb2.Candidate:
-    out = common_pb2.Candidate(
-        item_id=candidate.item_id,
-        kind=common_pb2.ITEM_KIND_CREATOR,
-        source=candidate.source,  # proto enums accept their names
-        sources=candidate.sources,
-        reasons=candidate.reasons,
-    )
+    out = common_pb2.Candidate()
+    fill_proto(out, candidate)
+    return out
+
+
+def fill_proto(out: common_pb2.Candidate, candidate: ScoredCandidate) -> None:
+    """Writes `candidate` into an empty Candidate message, e.g. one a response's `items.add()` made in
+    place (building a message and appending it copies it once more)."""
+    out.item_id = candidate.item_id
+    out.kind = common_pb2.ITEM_KIND_CREATOR
+    out.source = source_number(candidate.source)
+    out.sources.extend(source_number(s) for s in candidate.sources)
+    out.reasons.extend(candidate.reasons)
     scores = out.scores  # item by item: faster than the constructor's generic map update
     for key, value in candidate.scores.items():
         scores[key] = value
-    return out
+
+
+def source_number(name: str) -> common_pb2.CandidateSource:
+    """A CandidateSource name's number (a ValueError for a name the contract does not have)."""
+    number = _SOURCE_NUMBERS.get(name)
+    if number is None:
+        number = common_pb2.CandidateSource.Value(name)
+    return cast(common_pb2.CandidateSource, number)
 
 
 class LocalRetriever:
@@ -127,15 +161,11 @@ class LocalRetriever:
                 raise
             except Exception as exc:
                 raise Unavailable(f"retrieval: {type(exc).__name__}: {exc}") from exc
+        name = self._source
         return RetrievalResult(
+            # Positional: ~100 a request. The scores and reasons are retrieval's own: nobody else holds them.
             candidates=[
-                ScoredCandidate(
-                    item_id=c.item_id,
-                    source=self._source(c.source),
-                    sources=[self._source(n) for n in c.sources],
-                    scores=c.scores,
-                    reasons=c.reasons,
-                )
+                ScoredCandidate(c.item_id, name(c.source), [name(n) for n in c.sources], c.scores, c.reasons)
                 for c in result.candidates
             ],
             model_version=result.model.version if result.model is not None else "",

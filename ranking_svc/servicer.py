@@ -10,7 +10,7 @@ from kindred.grpc_client import deadline_from
 from kindred.item_kinds import kind_to_proto
 from kindred.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc, retrieval_pb2
 from ranking_svc.recommender import MAX_K, Recommender
-from ranking_svc.retrieval_client import from_proto, to_proto
+from ranking_svc.retrieval_client import candidates_from_proto, fill_proto
 from ranking_svc.search_ranked import SearchRanker, SearchResult
 
 
@@ -57,12 +57,15 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
             context=request.context if request.HasField("context") else None,
             timeout_s=deadline_from(context, self._default_deadline_s),
         )
-        return ranking_pb2.RecommendResponse(
-            items=[to_proto(c) for c in result.items],
+        response = ranking_pb2.RecommendResponse(
             ranker=common_pb2.ModelInfo(name="ranker", version=result.ranker_version),
             retriever=common_pb2.ModelInfo(name="two_tower_user", version=result.retriever_version),
             fallback=result.fallback,
         )
+        add = response.items.add
+        for c in result.items:
+            fill_proto(add(), c)
+        return response
 
     def Rank(
         self, request: ranking_pb2.RankRequest, context: grpc.ServicerContext
@@ -74,13 +77,16 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
         for i, candidate in enumerate(request.candidates):
             if not candidate.item_id:
                 raise InvalidArgument(f"candidates[{i}].item_id", "is required")
-        ranked = self._recommender.rank(request.fan_id, [from_proto(c) for c in request.candidates])
+        ranked = self._recommender.rank(request.fan_id, candidates_from_proto(request.candidates))
         if request.k:
             ranked = ranked[: request.k]
-        return ranking_pb2.RankResponse(
-            items=[to_proto(c) for c in ranked],
-            ranker=common_pb2.ModelInfo(name="ranker", version=self._recommender.ranker_version),
+        response = ranking_pb2.RankResponse(
+            ranker=common_pb2.ModelInfo(name="ranker", version=self._recommender.ranker_version)
         )
+        add = response.items.add
+        for c in ranked:
+            fill_proto(add(), c)
+        return response
 
 
 def search_result_to_proto(r: SearchResult) -> common_pb2.Candidate:

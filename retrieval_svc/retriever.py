@@ -261,16 +261,26 @@ def merge(hits: Mapping[str, Sequence[SourceHit]], quotas: Mapping[str, int], k:
         if len(proposed) == 1:  # the common case: one source proposed it
             names = [source]
             scores = {source: own.score}
-            scores.update(own.extra)
+            if own.extra:
+                scores.update(own.extra)
             reasons = [own.reason] if own.reason else []
             fused = 1.0 / (RRF_K + rank + 1)
-        else:
-            names = [source, *(n for n in order if n in proposed and n != source)]
-            scores = {n: proposed[n][1].score for n in names}
+        else:  # plain loops: generator expressions cost more than the work at these sizes
+            names = [source]
+            for n in order:
+                if n != source and n in proposed:
+                    names.append(n)
+            scores = {}
+            fused = 0.0
+            reasons = []
+            for n in names:
+                n_rank, n_hit = proposed[n]
+                scores[n] = n_hit.score
+                fused += 1.0 / (RRF_K + n_rank + 1)
+                if n_hit.reason and n_hit.reason not in reasons:
+                    reasons.append(n_hit.reason)
             for n in reversed(names):  # the claiming source's facts win a name clash
                 scores.update(proposed[n][1].extra)
-            reasons = list(dict.fromkeys(proposed[n][1].reason for n in names if proposed[n][1].reason))
-            fused = sum(1.0 / (RRF_K + proposed[n][0] + 1) for n in names)
         scores["retrieval"] = own.score
         keys.append((-fused, priority[source], len(candidates)))  # the index: ties keep claim order
         candidates.append(Candidate(item_id, source, names, scores, reasons))

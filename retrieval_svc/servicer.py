@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 import grpc
 
@@ -12,7 +13,7 @@ from kindred.item_kinds import KIND_NAMES, kind_to_proto
 from kindred.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from kindred.vectorstore import PayloadFilter
 from retrieval_svc.creators import SIMILAR_SOURCE
-from retrieval_svc.retriever import Candidate, RetrieveQuery
+from retrieval_svc.retriever import Candidate, RetrieveQuery, RetrieveResult
 from retrieval_svc.search.documents import ACCESS_KEY, CREATOR_KEY, PUBLISHED_KEY, TITLE_KEY
 from retrieval_svc.search.index import SearchFilter
 from retrieval_svc.search.query import SearchHit
@@ -89,19 +90,42 @@ def source_to_proto(name: str) -> str:
     return full
 
 
+@functools.cache
+def source_number(name: str) -> common_pb2.CandidateSource:
+    """ "two_tower" → CANDIDATE_SOURCE_TWO_TOWER's number (fails loudly for a source the contract lacks)."""
+    return cast(common_pb2.CandidateSource, common_pb2.CandidateSource.Value(source_to_proto(name)))
+
+
 def candidate_to_proto(c: Candidate) -> common_pb2.Candidate:
-    out = common_pb2.Candidate(
-        item_id=c.item_id,
-        kind=common_pb2.ITEM_KIND_CREATOR,
-        source=source_to_proto(c.source),
-        sources=[source_to_proto(s) for s in c.sources],
-        reasons=c.reasons,
-    )
+    out = common_pb2.Candidate()
+    fill_candidate(out, c)
+    return out
+
+
+def fill_candidate(out: common_pb2.Candidate, c: Candidate) -> None:
+    """Writes `c` into an empty Candidate message (e.g. one `candidates.add()` made in place: building
+    a message and then appending it copies it once more)."""
+    out.item_id = c.item_id
+    out.kind = common_pb2.ITEM_KIND_CREATOR
+    out.source = source_number(c.source)
+    out.sources.extend(source_number(s) for s in c.sources)
+    out.reasons.extend(c.reasons)
     # Item by item: a map passed to the constructor goes through a slower generic update (~100 per call).
     scores = out.scores
     for key, value in c.scores.items():
         scores[key] = value
-    return out
+
+
+def retrieve_response(result: RetrieveResult) -> retrieval_pb2.RetrieveResponse:
+    """The RetrieveResponse of a domain result; candidates built in place (see `fill_candidate`)."""
+    response = retrieval_pb2.RetrieveResponse(degraded_sources=result.degraded)
+    add = response.candidates.add
+    for c in result.candidates:
+        fill_candidate(add(), c)
+    if result.model is not None:
+        response.model.name = result.model.name
+        response.model.version = result.model.version
+    return response
 
 
 def retrieve_query(request: retrieval_pb2.RetrieveRequest) -> RetrieveQuery:
@@ -137,14 +161,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         query = retrieve_query(request)
         with self._serving.acquire() as bundle:
             result = bundle.retriever.retrieve(query)
-        response = retrieval_pb2.RetrieveResponse(
-            candidates=[candidate_to_proto(c) for c in result.candidates],
-            degraded_sources=result.degraded,
-        )
-        if result.model is not None:
-            response.model.name = result.model.name
-            response.model.version = result.model.version
-        return response
+        return retrieve_response(result)
 
     def Search(
         self, request: retrieval_pb2.SearchRequest, context: grpc.ServicerContext

@@ -170,9 +170,10 @@ class QdrantFloor:
         exclude_ids: Sequence[str],
         *,
         filtered: bool = True,
-        with_payload: bool = True,
+        with_payload: bool | list[str] = True,
     ) -> Any:
-        """The QueryRequest kindred.vectorstore.edge.EdgeIndex.search builds for the same arguments."""
+        """The QueryRequest kindred.vectorstore.edge.EdgeIndex.search builds for the same arguments
+        (`with_payload`: True, False, or the payload keys to return, e.g. ["item_id"])."""
         from kindred.vectorstore import PayloadFilter
         from kindred.vectorstore.edge import edge_filter
 
@@ -198,7 +199,8 @@ class QdrantFloor:
         repeat: int,
         warmup: int = 20,
     ) -> list[float]:
-        """The same queries through kindred's EdgeIndex.search (checks, filter and payload conversion)."""
+        """The same queries through kindred's EdgeIndex.search as the two-tower source calls it (checks,
+        filter, ids only)."""
         from kindred.vectorstore import PayloadFilter
         from kindred.vectorstore.edge import EdgeIndex
 
@@ -211,7 +213,10 @@ class QdrantFloor:
         )
         args = [(v, PayloadFilter().excluding(ex)) for v, ex in zip(vectors, exclude, strict=True)]
         return time_calls(
-            lambda a: index.search(a[0], limit, a[1], hnsw_ef=hnsw_ef), args, repeat=repeat, warmup=warmup
+            lambda a: index.search(a[0], limit, a[1], hnsw_ef=hnsw_ef, with_payload=False),
+            args,
+            repeat=repeat,
+            warmup=warmup,
         )
 
     def close(self) -> None:
@@ -322,25 +327,22 @@ class InProcessRecommend:
     def proto_costs(self, fans: Sequence[str], retrieve_k: int, repeat: int) -> dict[str, list[float]]:
         """Seconds spent per request on retrieval's domain step and on the messages of the hop."""
         from kindred.v1 import retrieval_pb2
-        from ranking_svc.retrieval_client import from_proto
+        from ranking_svc.retrieval_client import candidates_from_proto
         from retrieval_svc.retriever import RetrieveQuery
-        from retrieval_svc.servicer import candidate_to_proto
+        from retrieval_svc.servicer import retrieve_response
 
         queries = [RetrieveQuery(fan_id=f, k=retrieve_k) for f in fans]
         results = [self.retriever.retrieve(q) for q in queries]
 
-        def build(r: Any) -> Any:
-            return retrieval_pb2.RetrieveResponse(candidates=[candidate_to_proto(c) for c in r.candidates])
-
-        responses = [build(r) for r in results]
+        responses = [retrieve_response(r) for r in results]
         blobs = [r.SerializeToString() for r in responses]
         return {
             "retrieve_domain": time_calls(self.retriever.retrieve, queries, repeat=repeat, warmup=5),
-            "to_proto": time_calls(build, results, repeat=repeat, warmup=5),
+            "to_proto": time_calls(retrieve_response, results, repeat=repeat, warmup=5),
             "serialize": time_calls(lambda r: r.SerializeToString(), responses, repeat=repeat, warmup=5),
             "parse": time_calls(retrieval_pb2.RetrieveResponse.FromString, blobs, repeat=repeat, warmup=5),
             "from_proto": time_calls(
-                lambda r: [from_proto(c) for c in r.candidates], responses, repeat=repeat, warmup=5
+                lambda r: candidates_from_proto(r.candidates), responses, repeat=repeat, warmup=5
             ),
             "bytes": [float(len(b)) for b in blobs],
         }

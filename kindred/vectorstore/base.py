@@ -163,14 +163,25 @@ class VectorIndex(Protocol):
         *,
         hnsw_ef: int | None = None,
         exact: bool = False,
+        with_payload: bool = True,
     ) -> list[ScoredPoint]:
-        """The k nearest items that pass `filter`, best first."""
+        """The k nearest items that pass `filter`, best first.
+
+        `with_payload=False`: the hits' payloads are left empty (only ids and scores are read back),
+        for callers that need no more; the engine then converts one field a hit instead of all.
+        """
         ...
 
     def fetch(
-        self, ids: Sequence[str], filter: PayloadFilter | None = None, *, with_vectors: bool = False
+        self,
+        ids: Sequence[str],
+        filter: PayloadFilter | None = None,
+        *,
+        with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[StoredPoint]:
-        """The items among `ids` that exist and pass `filter`, in the order of `ids`."""
+        """The items among `ids` that exist and pass `filter`, in the order of `ids` (`with_payload=False`:
+        payloads left empty, as for `search`)."""
         ...
 
     def count(self) -> int: ...
@@ -195,7 +206,8 @@ def as_vector(vector: VectorLike, dim: int) -> list[float]:
         raise ValueError(f"vector has shape {arr.shape}, the index expects ({dim},)")
     if not np.all(np.isfinite(arr)):
         raise ValueError("vector contains NaN or infinity")
-    return [float(x) for x in arr]
+    values: list[float] = arr.tolist()  # the same floats as float() of each element, in one C call
+    return values
 
 
 def to_engine_payload(item_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:

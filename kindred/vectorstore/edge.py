@@ -16,6 +16,7 @@ import qdrant_edge as qe
 
 from kindred.vectorstore.base import (
     CATEGORY_KEY,
+    ITEM_ID_KEY,
     LANGUAGE_KEY,
     MATURE_KEY,
     Distance,
@@ -45,6 +46,8 @@ _DISTANCES: dict[str, qe.Distance] = {"cosine": qe.Distance.Cosine, "dot": qe.Di
 
 # Batches bound the memory of one update call; the engine takes ~15k points/s either way.
 UPSERT_BATCH = 1024
+# The payload selection of `with_payload=False`: the item id is all the engine converts to Python.
+_ID_ONLY = [ITEM_ID_KEY]
 
 
 class EdgeIndex:
@@ -141,6 +144,7 @@ class EdgeIndex:
         *,
         hnsw_ef: int | None = None,
         exact: bool = False,
+        with_payload: bool = True,
     ) -> list[ScoredPoint]:
         if k <= 0:
             return []
@@ -149,9 +153,11 @@ class EdgeIndex:
             query=qe.Query.Nearest(as_vector(vector, self._dim), using=self._vector_name),
             filter=edge_filter(filter),
             params=qe.SearchParams(hnsw_ef=hnsw_ef, exact=exact),
-            with_payload=True,
+            with_payload=True if with_payload else _ID_ONLY,
         )
         hits = self._call(self._shard.query, request)
+        if not with_payload:
+            return [ScoredPoint(str(h.payload[ITEM_ID_KEY]), float(h.score), {}) for h in hits]
         out = []
         for hit in hits:
             item_id, payload = from_engine_payload(hit.payload)
@@ -159,23 +165,32 @@ class EdgeIndex:
         return out
 
     def fetch(
-        self, ids: Sequence[str], filter: PayloadFilter | None = None, *, with_vectors: bool = False
+        self,
+        ids: Sequence[str],
+        filter: PayloadFilter | None = None,
+        *,
+        with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[StoredPoint]:
         if not ids:
             return []
         uuids = [point_uuid(i) for i in ids]
         engine_filter = edge_filter(filter)
+        payload_fields = True if with_payload else _ID_ONLY
         if engine_filter is None:
-            records = self._call(self._shard.retrieve, uuids, True, with_vectors)
+            records = self._call(self._shard.retrieve, uuids, payload_fields, with_vectors)
         else:
             restricted = qe.Filter(must=[qe.HasIdCondition(set(uuids)), engine_filter])
             request = qe.ScrollRequest(
-                limit=len(uuids), filter=restricted, with_payload=True, with_vector=with_vectors
+                limit=len(uuids), filter=restricted, with_payload=payload_fields, with_vector=with_vectors
             )
             records, _next = self._call(self._shard.scroll, request)
         by_id: dict[str, StoredPoint] = {}
         for rec in records:
-            item_id, payload = from_engine_payload(rec.payload)
+            if with_payload:
+                item_id, payload = from_engine_payload(rec.payload)
+            else:
+                item_id, payload = str(rec.payload[ITEM_ID_KEY]), {}
             vector = None
             if with_vectors and isinstance(rec.vector, dict):
                 vector = np.asarray(rec.vector[self._vector_name], dtype=np.float32)

@@ -22,6 +22,7 @@ from qdrant_client import models as qm
 
 from kindred.vectorstore.base import (
     CATEGORY_KEY,
+    ITEM_ID_KEY,
     LANGUAGE_KEY,
     MATURE_KEY,
     Distance,
@@ -164,6 +165,7 @@ class ServerIndex:
         *,
         hnsw_ef: int | None = None,
         exact: bool = False,
+        with_payload: bool = True,
     ) -> list[ScoredPoint]:
         if k <= 0:
             return []
@@ -177,25 +179,33 @@ class ServerIndex:
                 query_filter=server_filter(filter),
                 search_params=params,
                 limit=k,
-                with_payload=True,
+                with_payload=True if with_payload else [ITEM_ID_KEY],
             )
         out = []
         for hit in response.points:
             item_id, payload = from_engine_payload(hit.payload)
-            out.append(ScoredPoint(point_id=item_id, score=float(hit.score), payload=payload))
+            out.append(
+                ScoredPoint(point_id=item_id, score=float(hit.score), payload=payload if with_payload else {})
+            )
         return out
 
     def fetch(
-        self, ids: Sequence[str], filter: PayloadFilter | None = None, *, with_vectors: bool = False
+        self,
+        ids: Sequence[str],
+        filter: PayloadFilter | None = None,
+        *,
+        with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[StoredPoint]:
         if not ids:
             return []
         point_ids: list[qm.ExtendedPointId] = [str(point_uuid(i)) for i in ids]
         engine_filter = server_filter(filter)
+        payload_fields: bool | list[str] = True if with_payload else [ITEM_ID_KEY]
         with self._guard():
             if engine_filter is None:
                 records = self._client.retrieve(
-                    self._collection, point_ids, with_payload=True, with_vectors=with_vectors
+                    self._collection, point_ids, with_payload=payload_fields, with_vectors=with_vectors
                 )
             else:
                 restricted = qm.Filter(must=[qm.HasIdCondition(has_id=point_ids), engine_filter])
@@ -203,12 +213,14 @@ class ServerIndex:
                     self._collection,
                     scroll_filter=restricted,
                     limit=len(point_ids),
-                    with_payload=True,
+                    with_payload=payload_fields,
                     with_vectors=with_vectors,
                 )
         by_id: dict[str, StoredPoint] = {}
         for rec in records:
             item_id, payload = from_engine_payload(rec.payload)
+            if not with_payload:
+                payload = {}
             vector = None
             if with_vectors and isinstance(rec.vector, dict):
                 vector = np.asarray(rec.vector[self._vector_name], dtype=np.float32)

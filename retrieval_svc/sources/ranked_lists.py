@@ -106,7 +106,7 @@ class VerdictCache:
                 with get_tracer(__name__).start_as_current_span(schema.SPAN_QDRANT_QUERY) as span:
                     span.set_attribute(schema.SOURCE, source)
                     span.set_attribute(schema.CANDIDATES, len(unknown))
-                    ok = {p.point_id for p in index.fetch(unknown, engine_flt)}
+                    ok = {p.point_id for p in index.fetch(unknown, engine_flt, with_payload=False)}
                 verdicts.update((i, i in ok) for i in unknown)
             for offset, item in enumerate(window):
                 if item not in excluded and verdicts.get(item, False):
@@ -251,7 +251,7 @@ def _check(index: VectorIndex, entry: CachedList, flt: PayloadFilter, size: int,
     with get_tracer(__name__).start_as_current_span(schema.SPAN_QDRANT_QUERY) as span:
         span.set_attribute(schema.SOURCE, source)
         span.set_attribute(schema.CANDIDATES, len(chunk))
-        passed = {p.point_id for p in index.fetch(chunk, flt)}
+        passed = {p.point_id for p in index.fetch(chunk, flt, with_payload=False)}  # ids are the verdict
     current = entry.verdict
     if current[0] == checked:
         entry.verdict = (checked + len(chunk), ok | passed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +25,8 @@ from ranking_svc.rerank import (
     RerankConfig,
     Reranker,
     Slate,
+    _num,
+    slate_facts,
 )
 
 OFF = RerankConfig(freshness=None, diversity=None, exposure=None, cap=None)
@@ -151,6 +154,54 @@ def test_creators_are_grouped_by_category_and_facts_come_from_rows() -> None:
     assert slate.age_days[0] == pytest.approx(3.0) and slate.n_followers[0] == 7.0
     assert np.isnan(slate.n_followers[1]) and np.isnan(slate.trend[1])  # bad or missing: unknown
     assert list(slate.flagged_new) == [True, False]
+
+
+def _column_reference(rows: Sequence[dict[str, Any] | None], key: str) -> np.ndarray:
+    """One numeric row field as a column, field by field (what Slate.from_rows must equal)."""
+    values = [(r or {}).get(key) for r in rows]
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.array([_num(v) for v in values], dtype=np.float64)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {},
+        {"n_followers": "many?"},
+        {"trend": [1, 2], "n_posts_30d": True},
+        {"created_at": "12", "as_of": 5e5, "category": None},
+        {"n_followers": 3, "trend": -0.5, "n_posts_30d": 4, "category": "Music"},
+    ],
+)
+def test_slate_facts_kept_per_creator_give_the_slate_built_from_rows(odd: dict[str, Any]) -> None:
+    cands = [ScoredCandidate(f"c{i}", "TWO_TOWER") for i in range(4)] + [
+        ScoredCandidate("p1", "TWO_TOWER", kind="post")
+    ]
+    rows: list[dict[str, Any] | None] = [
+        {
+            "category": "Art",
+            "n_followers": 7,
+            "created_at": 1.0,
+            "as_of": 2e5,
+            "n_posts_30d": 2,
+            "trend": 0.1,
+        },
+        None,
+        odd,
+        {"category": "Music", "n_followers": 12.5, "trend": None},
+        {"creator_id": "c9", "category": "Art", "n_followers": 1},
+    ]
+    built = Slate.from_rows(cands, rows)
+    kept = Slate.from_rows(cands, rows, [slate_facts(r) for r in rows])
+    for slate in (built, kept):
+        assert slate.category == [str((r or {}).get("category") or "") for r in rows]
+        assert slate.group[4] == "creator:c9"
+        for attr, key in (("n_followers", "n_followers"), ("posts_30d", "n_posts_30d"), ("trend", "trend")):
+            np.testing.assert_array_equal(getattr(slate, attr), _column_reference(rows, key))
+    assert built.group == kept.group
+    np.testing.assert_array_equal(built.age_days, kept.age_days)
 
 
 def _exposure_case(small_at: int, small_followers: int = 5) -> tuple[list[ScoredCandidate], list[ItemFacts]]:

@@ -195,10 +195,15 @@ class SpyIndex:
         return getattr(self.inner, name)
 
     def fetch(
-        self, ids: Any, filter: PayloadFilter | None = None, *, with_vectors: bool = False
+        self,
+        ids: Any,
+        filter: PayloadFilter | None = None,
+        *,
+        with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[StoredPoint]:
         self.fetches.append((tuple(ids), filter))
-        return self.inner.fetch(ids, filter, with_vectors=with_vectors)
+        return self.inner.fetch(ids, filter, with_vectors=with_vectors, with_payload=with_payload)
 
 
 @dataclasses.dataclass

@@ -28,7 +28,7 @@ class PassingIndex:
         self.passing = passing
         self.asked: list[str] = []
 
-    def fetch(self, ids: Sequence[str], flt: Any = None, with_vectors: bool = False) -> list[_Point]:
+    def fetch(self, ids: Sequence[str], flt: Any = None, **_: Any) -> list[_Point]:
         self.asked.extend(ids)
         return [_Point(i) for i in ids if i in self.passing]
 

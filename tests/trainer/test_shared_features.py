@@ -19,6 +19,7 @@ from kindred.features import (
     build_creator_rows,
     build_fan_rows,
     build_popular_lists,
+    creator_cross_facts,
     creator_tower_features,
     following_pairs,
     history_bucket,
@@ -182,6 +183,23 @@ def test_batch_and_single_ranker_features_agree(platform: tuple[Catalogue, Inter
         creator_vectors=np.stack([creator_tower_features(r) for r in rows]),
     )
     np.testing.assert_array_equal(batch, cached)
+    # What ranking keeps per creator (vector and cross facts) gives the very same matrix, odd rows too.
+    odd = [*rows, {"category": None, "language": 7, "min_price_cents": "x", "creator_id": 12}, {}]
+    odd_tt, odd_rs, odd_src = [*tt, 0.1, None], [*rs, 0.2, 0.3], [*src, "x", "social"]
+    kept = ranker_features_batch(
+        fan,
+        odd,
+        two_tower_scores=odd_tt,
+        retrieval_scores=odd_rs,
+        sources=odd_src,
+        creator_vectors=np.stack([creator_tower_features(r) for r in odd]),
+        creator_facts=[creator_cross_facts(r) for r in odd],
+    )
+    rebuilt = ranker_features_batch(
+        fan, odd, two_tower_scores=odd_tt, retrieval_scores=odd_rs, sources=odd_src
+    )
+    np.testing.assert_array_equal(kept, rebuilt)
+    np.testing.assert_array_equal(kept[: len(rows)], batch)
 
 
 def test_ranker_cross_features_mean_what_they_say(platform: tuple[Catalogue, Interactions]) -> None:

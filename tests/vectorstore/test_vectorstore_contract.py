@@ -126,3 +126,24 @@ def test_wrong_dimension_is_rejected(make_index: IndexFactory) -> None:
 )
 def test_search_ef_grows_with_k_within_bounds(k: int, ef: int) -> None:
     assert search_ef(k) == ef
+
+
+def test_without_payload_the_same_hits_come_back_with_empty_payloads(make_index: IndexFactory) -> None:
+    points, vectors = random_catalogue(120, 8, seed=4)
+    index = make_index(8)
+    index.upsert(points)
+    flt = PayloadFilter.build(languages=["en", "fr"], exclude_ids=["c1", "c2"])
+    for q in (3, 40, 77):
+        full = index.search(vectors[q], 15, flt, exact=True)
+        bare = index.search(vectors[q], 15, flt, exact=True, with_payload=False)
+        assert [h.point_id for h in bare] == [h.point_id for h in full]
+        # (qdrant-client's local mode scores the same query a few ulps apart from one call to the next)
+        np.testing.assert_allclose([h.score for h in bare], [h.score for h in full], rtol=1e-6)
+        assert full and all(h.payload for h in full) and all(h.payload == {} for h in bare)
+
+    ids = ["c9", "missing", "c1", "c30", "c5"]
+    for f in (None, flt):
+        full_points = index.fetch(ids, f)
+        bare_points = index.fetch(ids, f, with_payload=False)
+        assert [p.point_id for p in bare_points] == [p.point_id for p in full_points]
+        assert all(p.payload == {} and p.vector is None for p in bare_points)
