@@ -2,6 +2,7 @@
 
     python bench/bench_search_scifact.py [--quick] [--epochs N] [--lr X] [--trec-out var/bench/scifact/k.trec]
                                          [--train-qrels P] [--eval-qrels P] [--int8] [--sentences]
+                                         [--encoded-features title_dense,sent_max,sent_top2]
 
 Every system runs through Qdrant edge, in-process, on one shard holding the vectors of each document:
 - "bm25":   sparse vector (kindred.text.tokenize.Bm25 over title + abstract, Porter, k1 0.9, b 0.4) with
@@ -18,14 +19,21 @@ Every system runs through Qdrant edge, in-process, on one shard holding the vect
             training queries chose, fitted on cross-fitted tuned scores. The ranker kinds also read
             document evidence (kindred.text.fusion.DOC_FEATURES: title BM25, share of the query's terms
             in the abstract, log length), stored per point as the service's index stores it (two sparse
-            named vectors and the length) and rescored in the same engine calls (--no-doc-features: off).
+            named vectors and the length) and rescored in the same engine calls (--no-doc-features: off);
+            --encoded-features adds kindred.text.fusion.ENCODED_DOC_FEATURES (the title's MiniLM cosine
+            from a second dense named vector; with --sentences the best and mean-of-two-best sentence
+            cosines from the MaxSim multivector, read by one HasId query returning the multivectors).
             Learned from judgements, so scored only by 5-fold cross-validation over the training
             queries, with folds that keep claims sharing a relevant abstract together: each query is
             ranked by models that never saw it. With --eval-qrels different from --train-qrels it learns
             on one file and scores the other, no CV.
             "kindred_<kind>" rows: each candidate kind, refit on the same training examples, every fold;
-            "kindred_no_doc_features" / "kindred_plus_title_dense": the chosen kind refit without the
-            document evidence / with the title's MiniLM cosine too (the service stores no title vector).
+            "kindred_no_doc_features" / "kindred_text_doc_features" / "kindred_plus_title_dense" /
+            "kindred_plus_sentences" / "kindred_plus_encoded": the chosen kind refit without any
+            document evidence / with the text-only DOC_FEATURES / with the encoded evidence it does not
+            read added (title cosine, sentence scores, all of it); "kindred_encoded_cv" /
+            "kindred_text_cv": the same inner-CV kind choice on all the encoded evidence stored / on the
+            text-only DOC_FEATURES (when Kindred reads none / some of the encoded evidence).
 
 Extra rows, same folds: "dense_tuned_cv" (the tuned encoder alone), "fusion_base_cv" (the same fusion
 without it), "lambdarank_2src" (LightGBM LambdaRank over features of BM25 ∪ dense candidates),
@@ -52,7 +60,6 @@ import json
 import os
 import platform
 import random
-import re
 import shutil
 import sys
 import tempfile
@@ -71,7 +78,15 @@ from bench.search import metrics as M
 from bench.search import scifact
 from bench.search.tuned import FoldInputs, fit_fold, score_fold
 from kindred.text.encoder import TextEncoder, latency_stats, measure_latency
-from kindred.text.fusion import FitExample, FusionModel
+from kindred.text.fusion import (
+    ENCODED_DOC_FEATURES,
+    SENT_MAX,
+    SENT_TOP2,
+    FitExample,
+    FusionModel,
+    item_sentences,
+    sentence_evidence,
+)
 from kindred.text.tokenize import Bm25, SparseTerms, tokenize
 from trainer.search_tuning import (
     AUTO_FUSION_KINDS,
@@ -99,6 +114,7 @@ DENSE, SPARSE, SENT = "dense", "bm25", "sentences"
 # the service's index would: the title's MiniLM vector, the title's BM25 vector, a binary term vector
 # (query weights 1/|terms| make its dot product the share of query terms the document contains).
 TITLE_VEC, TITLE_SPARSE, TERMS = "title", "bm25_title", "terms"
+SENTENCE_FEATURES = (SENT_MAX, SENT_TOP2)  # read from the SENT multivector
 DEPTH = 100  # per-retriever candidates; also the Recall@100 cut
 RRF_K = 60
 REFERENCE = {  # published / measured elsewhere (data README, issue 4): shown beside ours, never used
@@ -157,16 +173,13 @@ def cached_embeddings(
     return emb, took
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
-
-
 def sentences_of(corpus: Corpus) -> tuple[list[str], list[int]]:
-    """Title + abstract sentences of every document, flattened, with offsets (doc i = [off[i], off[i+1]))."""
+    """Every document's sentence texts (kindred.text.fusion.item_sentences), flattened, with offsets
+    (doc i = [off[i], off[i+1]))."""
     texts: list[str] = []
     offsets = [0]
     for title, body in zip(corpus.titles, corpus.bodies, strict=True):
-        parts = [p.strip() for p in [title, *_SENTENCE_END.split(body)] if p.strip()]
-        texts.extend(parts or [""])
+        texts.extend(item_sentences(title, body))
         offsets.append(len(texts))
     return texts, offsets
 
@@ -202,6 +215,7 @@ class Index:
             sparse_params[TITLE_SPARSE] = qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)
             sparse_params[TERMS] = qe.EdgeSparseVectorParams()
         self.title_bm25 = title_bm25
+        self.has_sentences = sentences is not None
         config = qe.EdgeConfig(
             vectors=vector_params,
             sparse_vectors=sparse_params,
@@ -316,14 +330,45 @@ class Index:
         )
         return {int(h.id): float(h.score) for h in self.shard.query(req)}
 
+    def sentence_scores_of(self, qvec: np.ndarray, docs: Sequence[int]) -> dict[int, tuple[float, float]]:
+        """(best, mean of the two best) sentence cosines of exactly these candidates: one engine query
+        (HasId filter, exact MaxSim of the one-vector query) that also returns each candidate's stored
+        multivector (with_vector), from which the second-best cosine is read — the call a service would
+        make for kindred.text.fusion.SENT_MAX / SENT_TOP2."""
+        if not docs or not self.has_sentences:
+            return {}
+        qe = self.qe
+        q = [float(x) for x in qvec]
+        req = qe.QueryRequest(
+            limit=len(docs),
+            query=qe.Query.Nearest([q], using=SENT),
+            filter=qe.Filter(must=[qe.HasIdCondition({int(d) for d in docs})]),
+            params=qe.SearchParams(exact=True),
+            with_vector=[SENT],
+        )
+        out: dict[int, tuple[float, float]] = {}
+        qv = np.asarray(q, dtype=np.float64)
+        for h in self.shard.query(req):
+            stored = h.vector[SENT] if isinstance(h.vector, dict) else None
+            if stored is None:
+                raise RuntimeError(f"the engine returned no {SENT!r} multivector for point {h.id}")
+            _, top2 = sentence_evidence(np.asarray(stored, dtype=np.float64) @ qv)  # stored unit vectors
+            out[int(h.id)] = (float(h.score), top2)  # the engine's MaxSim score is the best
+        return out
+
     def doc_features_of(
         self, text: str, qvec: np.ndarray, docs: Sequence[int], bm25: Bm25
     ) -> dict[str, dict[int, float]]:
         """Title cosine, title BM25 and query-term coverage of exactly these candidates, in the engine
-        (HasId filter; exact cosine): the evidence trainer.search_tuning.DOC_FEATURES names."""
+        (HasId filter; exact cosine): the evidence kindred.text.fusion.DOC_FEATURES names, plus
+        ENCODED_DOC_FEATURES' title cosine and (with a sentence multivector) the sentence scores."""
         if not docs or self.title_bm25 is None:
             return {}
         out = {TITLE_DENSE: self._of([float(x) for x in qvec], TITLE_VEC, docs, exact=True)}
+        if self.has_sentences:
+            sent = self.sentence_scores_of(qvec, docs)
+            out[SENT_MAX] = {d: v[0] for d, v in sent.items()}
+            out[SENT_TOP2] = {d: v[1] for d, v in sent.items()}
         tq = self.title_bm25.query(text)
         out[TITLE_BM25] = self._of(self._sparse(tq), TITLE_SPARSE, docs) if len(tq) else {}
         q = bm25.query(text)
@@ -752,7 +797,15 @@ def render_section(result: Mapping[str, Any]) -> str:
         + (
             f", the ranker kinds also reading document evidence ({', '.join(kin['doc_features'])}: "
             "title BM25, share of the query's terms the abstract contains, log length — what the "
-            "service's index stores, kindred.text.fusion.DOC_FEATURES, rescored in the engine)"
+            "service's index stores, kindred.text.fusion.DOC_FEATURES"
+            + (
+                "; and kindred.text.fusion.ENCODED_DOC_FEATURES: the query's base-MiniLM cosine to the "
+                "title (a second dense named vector) and the best / mean of the two best cosines to the "
+                "title and abstract sentences (a MaxSim multivector named vector)"
+                if kin.get("encoded_features")
+                else ""
+            )
+            + " — rescored in the engine)"
             if kin.get("doc_features")
             else ""
         )
@@ -760,9 +813,12 @@ def render_section(result: Mapping[str, Any]) -> str:
         "training examples (never by test-fold score) among "
         f"{', '.join(kin.get('fusion_kinds', []))}, each a kindred_<kind> row"
         + (
-            "; kindred_no_doc_features is the chosen kind refit without the document evidence, "
-            "kindred_plus_title_dense with the title's MiniLM cosine added (the service does not store "
-            "title vectors). "
+            "; the chosen kind refit on the same examples with other evidence: kindred_no_doc_features "
+            "without any, kindred_text_doc_features with DOC_FEATURES only, kindred_plus_title_dense / "
+            "kindred_plus_sentences / kindred_plus_encoded with that encoded evidence (all of it, for the "
+            "last) added (rows present when they apply); kindred_encoded_cv / kindred_text_cv: an "
+            "alternative system on the other evidence set (every encoded feature the index holds / the "
+            "text-only DOC_FEATURES), its kind chosen by its own inner CV. "
             if kin.get("doc_features")
             else ". "
         )
@@ -864,8 +920,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--doc-features",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="Kindred's ranker fusions also read document evidence (title cosine, title BM25, query-term "
-        "coverage, length: trainer.search_tuning.DOC_FEATURES)",
+        help="Kindred's ranker fusions also read document evidence (title BM25, query-term coverage, "
+        "length: kindred.text.fusion.DOC_FEATURES); off also removes the title vectors (--encoded-features)",
+    )
+    p.add_argument(
+        "--encoded-features",
+        default="",
+        help="comma-separated kindred.text.fusion.ENCODED_DOC_FEATURES Kindred's ranker fusions also read "
+        f"({', '.join(ENCODED_DOC_FEATURES)}; the sentence ones need --sentences), or 'none'",
     )
     p.add_argument("--json-out", type=Path, default=RESULTS_JSON)
     p.add_argument("--md-out", type=Path, default=RESULTS_MD)
@@ -963,6 +1025,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"not training on {len(overlap)} queries judged in both files (never score a seen query)")
             train_qrels = {q: r for q, r in train_qrels.items() if q not in overlap}
     scifact.check_consistency(data, train_qrels)
+    encoded = tuple(f.strip() for f in args.encoded_features.split(",") if f.strip() not in ("", "none"))
+    available_encoded: tuple[str, ...] = ()
+    if args.doc_features:  # the index stores title vectors, and sentence multivectors with --sentences
+        available_encoded = tuple(
+            f for f in ENCODED_DOC_FEATURES if args.sentences or f not in SENTENCE_FEATURES
+        )
+    if set(encoded) - set(available_encoded):
+        raise SystemExit(
+            f"--encoded-features: {sorted(set(encoded) - set(available_encoded))} not available "
+            f"(known: {', '.join(ENCODED_DOC_FEATURES)}; all need --doc-features, "
+            "the sentence ones --sentences)"
+        )
     scifact.check_consistency(data, eval_qrels)
     if args.quick:
         keep = sorted(eval_qrels)[:200]
@@ -1102,11 +1176,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
 
         log_len = np.log1p(side.doc_len)
+        # Every feature is one document's value for one query (no union-dependent normalisation), and the
+        # folds' unions overlap (BM25 and base-dense lists are the same): each (query, document) is asked
+        # of the engine once.
+        evidence: dict[str, tuple[set[int], dict[str, dict[int, float]]]] = {}
 
         def doc_features(qid: str, union: Sequence[str]) -> dict[str, dict[str, float]]:
             docs = [pos_of[d] for d in union]
-            found = index.doc_features_of(data.queries[qid], qemb[qid], docs, bm25)
-            out = {name: {ids[d]: s for d, s in m.items()} for name, m in found.items()}
+            asked, found = evidence.setdefault(qid, (set(), {}))
+            todo = [d for d in docs if d not in asked]
+            if todo:
+                for name, m in index.doc_features_of(data.queries[qid], qemb[qid], todo, bm25).items():
+                    found.setdefault(name, {}).update(m)
+                asked.update(todo)
+            out = {name: {ids[d]: m[d] for d in docs if d in m} for name, m in found.items()}
             out[DOC_LEN] = {ids[d]: float(log_len[d]) for d in docs}  # a payload field in the service
             return out
 
@@ -1125,6 +1208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cache_dir=CACHE,
             fusion_kinds=kinds,
             doc_features=doc_features if args.doc_features else None,
+            encoded_features=encoded,
+            available_encoded=available_encoded,
         )
         kindred_run: dict[str, dict[str, float]] = {}
         tuned_run: dict[str, dict[str, float]] = {}
@@ -1222,8 +1307,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             *kind_runs,
             "dense_tuned_cv",
             "fusion_base_cv",
+            "lambdarank_3src",
             "lambdarank_2src",
+            "sentence_maxsim",
         ):
+            if name not in runs and name not in learned:
+                continue
             run = runs[name] if name in runs else learned[name]
             per_fold[name] = [
                 round(M.evaluate(run, {q: eval_qrels[q] for q in f})["ndcg@10"], 4) for f in folds
@@ -1269,6 +1358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cross-fitted training examples",
             "fusion_kinds": list(kinds),
             "doc_features": list(inp.ranker_extra),
+            "encoded_features": list(inp.encoded_features),
             "chosen_per_fold": [f.get("chosen_fusion") for f in fold_infos],
             "config": dataclasses.asdict(tune_cfg),
             "folds": fold_infos,

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from kindred.text.encoder import TextEncoder
-from kindred.text.fusion import FitExample, FusionModel, Hits
+from kindred.text.fusion import SENT_MAX, SENT_TOP2, TITLE_DENSE, FitExample, FusionModel, Hits
 from trainer.search_tuning import (
     BM25,
     DENSE_BASE,
@@ -35,7 +35,6 @@ from trainer.search_tuning import (
     DOC_FEATURES,
     FUSION_FILE,
     QUERY_ENCODER_NAME,
-    TITLE_DENSE,
     TrainingQueries,
     TuneConfig,
     cross_fitted_examples,
@@ -47,9 +46,15 @@ from trainer.search_tuning import (
     tune_query_encoder,
 )
 
-# Diagnostic fusions (keys beside the kinds): the chosen kind refit without DOC_FEATURES, and with
-# TITLE_DENSE on top of them (evidence the service's index does not store).
-NO_DOC_FEATURES, WITH_TITLE_DENSE = "no_doc_features", "plus_title_dense"
+# Diagnostic fusions (keys beside the kinds): the chosen kind refit without any document evidence,
+# with the text-only DOC_FEATURES (when the system also reads encoded evidence), and with the encoded
+# evidence (kindred.text.fusion.ENCODED_DOC_FEATURES) it does not read added on top.
+NO_DOC_FEATURES, TEXT_DOC_FEATURES = "no_doc_features", "text_doc_features"
+WITH_TITLE_DENSE, WITH_SENTENCES, WITH_ENCODED = "plus_title_dense", "plus_sentences", "plus_encoded"
+# Alternative systems (keys beside the kinds): the same inner-CV choice of kind, on another evidence set —
+# every encoded feature the index holds when Kindred reads none, the text-only DOC_FEATURES when it reads
+# some. Unlike the refits above, their kind is chosen for that evidence (never by test-fold score).
+ENCODED_CV, TEXT_CV = "encoded_cv", "text_cv"
 PosHits = list[tuple[int, float]]  # (corpus position, engine score), best first
 
 
@@ -71,12 +76,45 @@ class FoldInputs:
     cache_dir: Path
     fusion_kinds: Sequence[str]
     # (qid, union doc ids) → document feature → {doc id: value}: rescored-only retrievers
-    # (trainer.search_tuning.DOC_FEATURES) the ranker kinds read; None: none.
+    # (kindred.text.fusion.DOC_FEATURES, and ENCODED_DOC_FEATURES when the index holds them) the ranker
+    # kinds read; None: none.
     doc_features: Callable[[str, Sequence[str]], dict[str, dict[str, float]]] | None = None
+    # Which of ENCODED_DOC_FEATURES Kindred's ranker reads besides DOC_FEATURES (doc_features supplies them).
+    encoded_features: tuple[str, ...] = ()
+    # Encoded evidence doc_features can supply (the index holds it): diagnostic "plus_*" refits.
+    available_encoded: tuple[str, ...] = ()
 
     @property
     def ranker_extra(self) -> tuple[str, ...]:
-        return tuple(DOC_FEATURES) if self.doc_features is not None else ()
+        if self.doc_features is None:
+            return ()
+        return (*DOC_FEATURES, *self.encoded_features)
+
+    def alternative_extras(self) -> dict[str, tuple[str, ...]]:
+        """Key → the document evidence of an alternative system (its own inner-CV choice of kind)."""
+        if not self.ranker_extra:
+            return {}
+        if self.encoded_features:
+            return {TEXT_CV: tuple(DOC_FEATURES)}
+        return {ENCODED_CV: (*DOC_FEATURES, *self.available_encoded)} if self.available_encoded else {}
+
+    def diagnostic_extras(self) -> dict[str, tuple[str, ...]]:
+        """Key → the document evidence the chosen kind is refit with, for the ablation rows."""
+        if not self.ranker_extra:
+            return {}
+        out: dict[str, tuple[str, ...]] = {NO_DOC_FEATURES: ()}
+        if self.encoded_features:
+            out[TEXT_DOC_FEATURES] = tuple(DOC_FEATURES)
+        extra = self.ranker_extra
+        if TITLE_DENSE in self.available_encoded and TITLE_DENSE not in extra:
+            out[WITH_TITLE_DENSE] = (*extra, TITLE_DENSE)
+        sentences = tuple(f for f in (SENT_MAX, SENT_TOP2) if f in self.available_encoded and f not in extra)
+        if sentences:
+            out[WITH_SENTENCES] = (*extra, *sentences)
+        missing = tuple(f for f in self.available_encoded if f not in extra)
+        if missing and (*extra, *missing) not in out.values():
+            out[WITH_ENCODED] = (*extra, *missing)
+        return out
 
 
 def with_doc_features(ex: FitExample, qid: str, inp: FoldInputs) -> FitExample:
@@ -200,13 +238,29 @@ def fit_fold(
             fitted[kind] = fit_fusion(
                 examples, kind, seed=inp.cfg.seed, threads=inp.cfg.threads, ranker_extra=inp.ranker_extra
             )
-    if inp.ranker_extra:  # the chosen kind refit without / with more document evidence: shares
-        for key, extra in ((NO_DOC_FEATURES, ()), (WITH_TITLE_DENSE, (*inp.ranker_extra, TITLE_DENSE))):
-            fitted[key] = fit_fusion(
-                examples, choice.kind, seed=inp.cfg.seed, threads=inp.cfg.threads, ranker_extra=extra
-            )
+    for key, extra in inp.diagnostic_extras().items():  # the chosen kind, less / more evidence: shares
+        fitted[key] = fit_fusion(
+            examples, choice.kind, seed=inp.cfg.seed, threads=inp.cfg.threads, ranker_extra=extra
+        )
+    alternatives: dict[str, Any] = {}
+    for key, extra in inp.alternative_extras().items():
+        alt = select_fusion(
+            examples,
+            inp.fusion_kinds,
+            groups=relevance_groups(examples),
+            seed=inp.cfg.seed,
+            threads=inp.cfg.threads,
+            ranker_extra=extra,
+            log=log,
+        )
+        fitted[key] = alt.chosen
+        alternatives[key] = {
+            "chosen_fusion": alt.kind,
+            "inner_cv_ndcg10": alt.cv_ndcg,
+            "evidence": list(extra),
+        }
     fusions: dict[str, FusionModel] = {}
-    tag = "+doc" if inp.ranker_extra else ""
+    tag = "".join(f"+{f}" for f in inp.encoded_features) + ("+doc" if inp.ranker_extra else "")
     for kind, model in fitted.items():
         path = inp.cache_dir / "fusions" / f"{version}{tag}" / kind / FUSION_FILE
         model.save(path)
@@ -214,6 +268,7 @@ def fit_fold(
     info.update(
         chosen_fusion=choice.kind,
         fusion_inner_cv_ndcg10=choice.cv_ndcg,
+        alternatives=alternatives,
         fusion_seconds=round(time.perf_counter() - t0, 1),
     )
     if directory.is_dir():
@@ -274,7 +329,12 @@ def score_fold(
 
 
 __all__ = [
+    "ENCODED_CV",
     "NO_DOC_FEATURES",
+    "TEXT_CV",
+    "TEXT_DOC_FEATURES",
+    "WITH_ENCODED",
+    "WITH_SENTENCES",
     "WITH_TITLE_DENSE",
     "FoldInputs",
     "crossfit_examples",

@@ -51,6 +51,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -78,13 +79,45 @@ _DEFAULT_TERMS: Final = (("bm25", "minmax", 0.45), ("dense", "minmax", 0.55))
 # Document evidence a ranker may read as "rescored-only retrievers" (no hit list of their own; every
 # candidate's value comes in `fuse(..., rescored=...)`): BM25 of the title alone, the share of the
 # query's distinct terms the item contains, log(1 + the item's length in terms) — all stored by the
-# search index from the text alone (retrieval_svc/search/index.py) — and the query's cosine to a MiniLM
-# title vector (the benchmark's diagnostic; the index does not store title vectors).
+# search index from the text alone (retrieval_svc/search/index.py).
 TITLE_BM25: Final = "bm25_title"
 COVERAGE: Final = "coverage"
 DOC_LEN: Final = "doc_len"
-TITLE_DENSE: Final = "title_dense"
 DOC_FEATURES: Final = (TITLE_BM25, COVERAGE, DOC_LEN)
+# Encoded document evidence: needs the item's parts encoded by the *base* document encoder at index time
+# (and is scored with the base query vector, so a tuned query encoder does not change it):
+# - TITLE_DENSE: cosine of the query to the title alone (a second dense named vector, the title's
+#   MiniLM embedding, Cosine).
+# - SENT_MAX / SENT_TOP2: the best / mean of the two best cosines of the query to the item's sentences
+#   (title + each sentence of the text, one multivector named vector, Cosine with MaxSim comparator).
+#   SENT_MAX is the engine's MaxSim score of the one-vector query; SENT_TOP2 reads the candidate's
+#   stored multivector (with_vector) returned by that same rescoring query.
+# Claims match one sentence of an abstract, which the whole-abstract vector dilutes (BEIR SciFact:
+# bench/bench_search_scifact.py measures what they add).
+TITLE_DENSE: Final = "title_dense"
+SENT_MAX: Final = "sent_max"
+SENT_TOP2: Final = "sent_top2"
+ENCODED_DOC_FEATURES: Final = (TITLE_DENSE, SENT_MAX, SENT_TOP2)
+# A sentence ends at . ! or ? followed by space and an upper-case letter, digit or opening bracket.
+_SENTENCE_END: Final = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+
+
+def item_sentences(title: str, text: str) -> list[str]:
+    """The texts whose vectors make an item's sentence multivector (SENT_MAX / SENT_TOP2): its title,
+    then each sentence of its text, stripped, empty ones dropped; [""] if nothing is left (a point needs
+    at least one vector)."""
+    parts = [p.strip() for p in [title, *_SENTENCE_END.split(text)] if p.strip()]
+    return parts or [""]
+
+
+def sentence_evidence(cosines: Sequence[float] | npt.NDArray[np.float64]) -> tuple[float, float]:
+    """(SENT_MAX, SENT_TOP2) of one item from its sentences' cosines to the query: the best, and the mean
+    of the two best (the best alone for a one-sentence item)."""
+    if not len(cosines):
+        raise InvalidArgument("cosines", "an item has at least one sentence vector")
+    top = np.sort(np.asarray(cosines, dtype=np.float64))[::-1][:2]
+    return float(top[0]), float(top.mean())
+
 
 Hits = Sequence[tuple[str, float]]  # one retriever's hits, best first: (doc id, engine score)
 FloatArray = npt.NDArray[np.float64]
@@ -579,11 +612,14 @@ __all__ = [
     "COVERAGE",
     "DOC_FEATURES",
     "DOC_LEN",
+    "ENCODED_DOC_FEATURES",
     "FORMAT",
     "KINDS",
     "NORMS",
     "RANKER_INPUT",
     "RANKER_OUTPUT",
+    "SENT_MAX",
+    "SENT_TOP2",
     "TITLE_BM25",
     "TITLE_DENSE",
     "FitExample",
@@ -591,9 +627,11 @@ __all__ = [
     "FusionModel",
     "FusionTerm",
     "Ranker",
+    "item_sentences",
     "normalised_terms",
     "ranker_feature_names",
     "ranker_features",
     "rescore_union",
+    "sentence_evidence",
     "union_of",
 ]

@@ -1,0 +1,75 @@
+"""Which document evidence Kindred's SciFact fusion reads, and the ablation refits beside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kindred.text.fusion import DOC_FEATURES, ENCODED_DOC_FEATURES, SENT_MAX, SENT_TOP2, TITLE_DENSE
+
+
+def inputs(**kw: Any) -> Any:
+    from bench.search.tuned import FoldInputs
+    from trainer.search_tuning import TuneConfig
+
+    def no_features(qid: str, union: Any) -> dict[str, dict[str, float]]:
+        return {}
+
+    base: dict[str, Any] = dict(
+        ids=[],
+        queries={},
+        qrels={},
+        doc_emb=None,
+        base_hits={},
+        dense_search=lambda v: [],
+        rescore=lambda q, v, u: {},
+        doc_encoder=None,
+        models_dir=Path("."),
+        cfg=TuneConfig(),
+        cache_dir=Path("."),
+        fusion_kinds=("linear",),
+        doc_features=no_features,
+    )
+    return FoldInputs(**{**base, **kw})
+
+
+def test_text_evidence_only_with_titles_and_sentences_available() -> None:
+    from bench.search.tuned import NO_DOC_FEATURES, WITH_ENCODED, WITH_SENTENCES, WITH_TITLE_DENSE
+
+    inp = inputs(available_encoded=ENCODED_DOC_FEATURES)
+    assert inp.ranker_extra == DOC_FEATURES
+    assert inp.diagnostic_extras() == {
+        NO_DOC_FEATURES: (),
+        WITH_TITLE_DENSE: (*DOC_FEATURES, TITLE_DENSE),
+        WITH_SENTENCES: (*DOC_FEATURES, SENT_MAX, SENT_TOP2),
+        WITH_ENCODED: (*DOC_FEATURES, *ENCODED_DOC_FEATURES),
+    }
+
+
+def test_encoded_evidence_read_adds_the_text_only_ablation() -> None:
+    from bench.search.tuned import NO_DOC_FEATURES, TEXT_DOC_FEATURES, WITH_TITLE_DENSE
+
+    inp = inputs(encoded_features=(SENT_MAX, SENT_TOP2), available_encoded=ENCODED_DOC_FEATURES)
+    assert inp.ranker_extra == (*DOC_FEATURES, SENT_MAX, SENT_TOP2)
+    assert inp.diagnostic_extras() == {
+        NO_DOC_FEATURES: (),
+        TEXT_DOC_FEATURES: DOC_FEATURES,
+        WITH_TITLE_DENSE: (*DOC_FEATURES, SENT_MAX, SENT_TOP2, TITLE_DENSE),
+    }
+
+
+def test_no_document_evidence_no_ablations() -> None:
+    inp = inputs(doc_features=None, encoded_features=(TITLE_DENSE,))
+    assert inp.ranker_extra == ()
+    assert inp.diagnostic_extras() == {}
+
+
+def test_alternative_system_reads_the_other_evidence_set() -> None:
+    from bench.search.tuned import ENCODED_CV, TEXT_CV
+
+    assert inputs(available_encoded=ENCODED_DOC_FEATURES).alternative_extras() == {
+        ENCODED_CV: (*DOC_FEATURES, *ENCODED_DOC_FEATURES)
+    }
+    reads = inputs(encoded_features=(TITLE_DENSE,), available_encoded=ENCODED_DOC_FEATURES)
+    assert reads.alternative_extras() == {TEXT_CV: DOC_FEATURES}
+    assert inputs().alternative_extras() == {}  # no encoded evidence stored: nothing to compare
