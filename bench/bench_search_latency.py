@@ -72,9 +72,19 @@ class _NoBundle:
         raise FailedPrecondition("this benchmark server serves Search only")
 
 
+def int8_model_name(models_dir: Path) -> str:
+    """Where the int8 query graph sits in `models_dir`: `text_encoder_int8` as `trainer.text_encoder
+    int8-queries` promotes it beside the fp32 model, or `text_encoder` in a directory of its own."""
+    from kindred.models import CURRENT_FILE
+    from kindred.text.encoder import INT8_QUERY_MODEL_NAME, MODEL_NAME
+
+    beside_fp32 = (models_dir / INT8_QUERY_MODEL_NAME / CURRENT_FILE).is_file()
+    return INT8_QUERY_MODEL_NAME if beside_fp32 else MODEL_NAME
+
+
 def serve(index_root: Path, models_dir: Path, query_models: Path | None) -> None:
     from kindred.service import ServiceSpec, run_service
-    from kindred.text.encoder import MODEL_NAME, TextEncoder, load_quantized_query_encoder
+    from kindred.text.encoder import TextEncoder, load_quantized_query_encoder
     from kindred.v1 import retrieval_pb2_grpc
     from retrieval_svc.search.index import SearchIndex
     from retrieval_svc.search.service import SearchService
@@ -82,7 +92,11 @@ def serve(index_root: Path, models_dir: Path, query_models: Path | None) -> None
 
     def build(_settings: Any) -> SearchService:
         encoder = TextEncoder.from_registry(models_dir)
-        query = load_quantized_query_encoder(query_models, encoder, name=MODEL_NAME) if query_models else None
+        query = (
+            load_quantized_query_encoder(query_models, encoder, name=int8_model_name(query_models))
+            if query_models
+            else None
+        )
         return SearchService(SearchIndex.open(index_root), encoder, query_encoder=query)
 
     spec: ServiceSpec[SearchService] = ServiceSpec(
@@ -348,9 +362,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_s, memory_loaded, levels, memory_after = serve_and_load(work, root, args, queries, None)
     int8: dict[str, Any] = {}
     if args.int8_query_models is not None:
-        from kindred.text.encoder import MODEL_NAME, load_quantized_query_encoder
+        from kindred.text.encoder import load_quantized_query_encoder
 
-        quantized = load_quantized_query_encoder(args.int8_query_models, encoder, name=MODEL_NAME)
+        quantized = load_quantized_query_encoder(
+            args.int8_query_models, encoder, name=int8_model_name(args.int8_query_models)
+        )
         int8["encoder_alone_one_caller"] = measure_latency(quantized, queries)
         log(f"int8 query encoder alone, one caller: {int8['encoder_alone_one_caller']}")
         int8["model"] = quantized.version
