@@ -7,8 +7,9 @@ Spans cross processes through the gRPC instrumentation (W3C traceparent in metad
 
 When nothing would receive spans (no exporter, no trace file: the default), no SDK tracer provider is
 installed, and the tracers `get_tracer` returns hand out one shared do-nothing span. Why: a Recommend
-opens ~20 spans, and on the shared 2-core machine (load ~6, 2026-11-26) a span with two attributes cost
-~57 µs recording with no processor, ~16 µs as the API's no-op span and ~1.5 µs as the quiet one. Once
+opens ~20 spans, and a recording span costs several times the API's own no-op span, which costs several
+times the quiet one (timed ad hoc while profiling Recommend; the gain shows in bench_recommend_latency's
+CPU per request against its baseline commit). Once
 any tracer provider is installed — here or by a test — they record as before.
 """
 

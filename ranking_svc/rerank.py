@@ -216,14 +216,7 @@ SlateFacts = tuple[str, Any, Any, Any, Any, Any]
 
 def slate_facts(row: Mapping[str, Any] | None) -> SlateFacts:
     r = row or {}
-    return (
-        str(r.get("category") or ""),
-        r.get("created_at"),
-        r.get("as_of"),
-        r.get("n_followers"),
-        r.get("n_posts_30d"),
-        r.get("trend"),
-    )
+    return (str(r.get("category") or ""), *map(r.get, SLATE_NUMBERS))  # type: ignore[return-value]
 
 
 def _number_columns(facts: Sequence[SlateFacts]) -> list[FloatArray]:

@@ -30,6 +30,7 @@ import qdrant_edge as qe
 from kindred.config import Settings
 from kindred.errors import FailedPrecondition
 from kindred.fileio import write_text_atomic
+from kindred.text.fusion import TITLE_BM25  # the stored vector is named after the feature it gives
 from kindred.text.names import name_vector
 from kindred.text.tokenize import Bm25, SparseTerms, TokenizerConfig, tokenize
 from kindred.vectorstore.base import (
@@ -58,7 +59,6 @@ RETRIEVERS: Final = (DENSE, BM25, NAME)
 # BM25 of the title (payload "title") and a binary term vector (a query weighting each of its n terms
 # 1/n scores the share of them the item contains); the text's length in terms as payload DOC_LEN_KEY.
 # Indexes created before these exist lack them: the meta's "doc_evidence" says which one has them.
-TITLE_BM25: Final = "bm25_title"
 TERMS: Final = "terms"
 DOC_LEN_KEY: Final = "doc_len"
 TITLE_AVG_LEN: Final = 8.0  # title length in terms for title BM25 until a bulk load measures it

@@ -22,7 +22,7 @@ from kindred import telemetry_schema as schema
 from kindred.telemetry import get_tracer
 from kindred.vectorstore import VectorIndex
 from retrieval_svc.sources import FanRow, FeatureReader, SourceHit, SourceRequest
-from retrieval_svc.sources.ranked_lists import VerdictCache, count_phrase
+from retrieval_svc.sources.ranked_lists import VerdictCache, count_phrase, ranked_columns
 
 NAME = "item_to_item"
 NAMESPACE = "creator_neighbors"
@@ -52,14 +52,9 @@ def summed_neighbours(
     total: dict[str, float] = {}
     count: dict[str, int] = {}
     exclude = set(seeds)
-    # ~50 rows of ~10-50 neighbours per request: `read_ranked` inlined (no list of pairs per row).
+    # ~50 rows of ~10-50 neighbours per request: the columns, not `read_ranked`'s list of pairs per row.
     for row in rows:
-        if not row:
-            continue
-        ids = row.get("ids") or []
-        scores = row.get("scores") or []
-        if len(scores) != len(ids):
-            scores = [1.0 / (r + 1) for r in range(len(ids))]
+        ids, scores = ranked_columns(row)
         for raw, raw_sim in zip(ids, scores, strict=True):
             item, sim = str(raw), float(raw_sim)
             if item in exclude:

@@ -33,15 +33,22 @@ CHUNK = 256
 CACHE_ENTRIES = 1024
 
 
-def read_ranked(row: Mapping[str, Any] | None) -> list[tuple[str, float]]:
-    """(id, score) pairs of one stored list, best first; a list without usable scores ranks 1, 1/2, ..."""
+def ranked_columns(row: Mapping[str, Any] | None) -> tuple[Sequence[Any], Sequence[Any]]:
+    """The ids and scores of one stored list as stored (best first, not yet coerced); a list without
+    usable scores ranks 1, 1/2, ... For loops that consume the pairs at once (`read_ranked` builds them)."""
     if not row:
-        return []
-    ids = [str(i) for i in row.get("ids") or []]
-    scores = list(row.get("scores") or [])
+        return (), ()
+    ids = row.get("ids") or []
+    scores = row.get("scores") or []
     if len(scores) != len(ids):
         scores = [1.0 / (r + 1) for r in range(len(ids))]
-    return [(i, float(s)) for i, s in zip(ids, scores, strict=True)]
+    return ids, scores
+
+
+def read_ranked(row: Mapping[str, Any] | None) -> list[tuple[str, float]]:
+    """(id, score) pairs of one stored list, best first; a list without usable scores ranks 1, 1/2, ..."""
+    ids, scores = ranked_columns(row)
+    return [(str(i), float(s)) for i, s in zip(ids, scores, strict=True)]
 
 
 class VerdictCache:

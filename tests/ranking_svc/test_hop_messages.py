@@ -8,7 +8,7 @@ import pytest
 
 from kindred.v1 import common_pb2, ranking_pb2, retrieval_pb2
 from ranking_svc.domain import ScoredCandidate
-from ranking_svc.retrieval_client import candidates_from_proto, fill_proto, from_proto, to_proto
+from ranking_svc.retrieval_client import candidates_from_proto, fill_proto, to_proto
 from retrieval_svc.retriever import Candidate, ModelRef, RetrieveResult
 from retrieval_svc.servicer import candidate_to_proto, retrieve_response, source_to_proto
 
@@ -53,7 +53,16 @@ def test_both_sides_of_the_hop_hand_ranking_the_same_candidates() -> None:
     wire = retrieve_response(RetrieveResult(CANDIDATES, {}, None)).SerializeToString()
     parsed = retrieval_pb2.RetrieveResponse.FromString(wire).candidates
     read = candidates_from_proto(parsed)
-    assert read == [from_proto(c) for c in parsed]
+    assert read == [  # the plain reading, field by field
+        ScoredCandidate(
+            c.item_id,
+            common_pb2.CandidateSource.Name(c.source),
+            [common_pb2.CandidateSource.Name(s) for s in c.sources],
+            dict(c.scores),
+            list(c.reasons),
+        )
+        for c in parsed
+    ]
     # What the in-process adapter builds from the same domain candidates (LocalRetriever).
     local = [
         ScoredCandidate(
