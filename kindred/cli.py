@@ -4,7 +4,7 @@ kindred generate --fans 2000 --creators 300 --days 30 --seed 7 --data-dir var/de
 kindred train --data-dir var/demo
 kindred serve ranking|retrieval|notify|events
 kindred recommend --fan f000001 [-k 10] [--target 127.0.0.1:50052]
-kindred index [--data-dir var/demo] [--batch-size 256] [--rebuild]
+kindred index [--data-dir var/demo] [--batch-size 256] [--rebuild] [--encoded-evidence]
 kindred search "watercolor palette" [--fan f000001] [-k 10]
 kindred demo
 """
@@ -54,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     idx.add_argument("--limit-posts", type=int, default=None, help="index only the first N posts")
     idx.add_argument("--rebuild", action="store_true", help="delete the search index and start over")
     idx.add_argument("--no-progress", action="store_true", help="no progress bar")
+    idx.add_argument(
+        "--encoded-evidence",
+        action="store_true",
+        help="a new index also stores title and sentence vectors for a fusion that reads them "
+        "(title_dense, sent_max, sent_top2): ~10 more texts to encode per item",
+    )
 
     find = sub.add_parser("search", help="ask the running ranking service to search (SearchRanked)")
     find.add_argument("query")
@@ -154,7 +160,13 @@ def _index(args: argparse.Namespace) -> int:
         f"with text encoder {encoder.version}"
     )
     report = bulk_index(
-        root, docs, encoder, batch_size=args.batch_size, rebuild=args.rebuild, progress=not args.no_progress
+        root,
+        docs,
+        encoder,
+        batch_size=args.batch_size,
+        rebuild=args.rebuild,
+        progress=not args.no_progress,
+        encoded_evidence=args.encoded_evidence,
     )
     print(
         f"done: {report.points} items searchable; encoded {report.encoded} this run "

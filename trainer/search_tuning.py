@@ -55,11 +55,12 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
+from kindred.errors import InvalidArgument
 from kindred.fileio import write_text_atomic
 from kindred.models import current_version, promote, version_dir
 from kindred.text.encoder import MODEL_NAME as DOC_ENCODER_NAME
@@ -68,6 +69,9 @@ from kindred.text.fusion import (
     COVERAGE,
     DOC_FEATURES,
     DOC_LEN,
+    ENCODED_DOC_FEATURES,
+    SENT_MAX,
+    SENT_TOP2,
     TITLE_BM25,
     TITLE_DENSE,
     FitExample,
@@ -76,8 +80,12 @@ from kindred.text.fusion import (
     Ranker,
     ranker_features,
     rescore_union,
+    sentence_evidence,
 )
 from kindred.text.tokenize import Bm25, idf, tokenize
+
+if TYPE_CHECKING:
+    from retrieval_svc.search.index import EncodedEvidence
 
 QUERY_ENCODER_NAME: Final = "text_query_encoder"
 FUSION_FILE: Final = "fusion.json"
@@ -86,8 +94,10 @@ FUSION_RETRIEVERS: Final = (BM25, DENSE_BASE, DENSE_TUNED)
 # Document evidence a ranker fusion may read besides the retrievers (kindred.text.fusion.DOC_FEATURES:
 # title BM25, query-term coverage, length), each a "rescored-only retriever". All three need nothing
 # but the item's text at index time (two sparse named vectors and a payload field;
-# retrieval_svc/search/index.py), no second encoder pass. TITLE_DENSE needs the titles encoded too: the
-# benchmark measures what it would add (a diagnostic row), the service does not store it.
+# retrieval_svc/search/index.py), no second encoder pass. The encoded evidence (ENCODED_DOC_FEATURES:
+# title cosine, best / mean-of-two-best sentence cosine) needs each item's title and sentences encoded
+# too (~10 texts per item): asked for by `encoded_features`, served by an index built with
+# `kindred index --encoded-evidence`.
 FUSION_KINDS: Final = ("linear", "linear_rescored", "lambdarank", "lambdarank_on_linear")
 # What `auto` chooses between: the ranker's boosting rounds are chosen with the kind (inner CV), since
 # a few hundred training queries overfit 300 rounds. "lambdarank:N" = N rounds.
@@ -263,6 +273,9 @@ class ExactRetrievers:
     titles: ExactRetrievers | None = None
     terms: list[frozenset[str]] | None = None
     log_len: FloatMatrix | None = None
+    # Encoded evidence (kindred.text.fusion.ENCODED_DOC_FEATURES): each document's title and sentence
+    # vectors by the base document encoder, as the index stores them (encode_documents).
+    encoded: EncodedEvidence | None = None
 
     @classmethod
     def build(
@@ -272,9 +285,12 @@ class ExactRetrievers:
         *,
         titles: Sequence[str] | None = None,
         idf_over_nonempty: bool = False,
+        encoded: EncodedEvidence | None = None,
     ) -> ExactRetrievers:
         """`idf_over_nonempty`: IDF's document count is the documents with at least one term (the
-        engine's, which counts points holding the sparse vector; titles: many items have none)."""
+        engine's, which counts points holding the sparse vector; titles: many items have none).
+        `encoded`: the documents' title and sentence vectors (retrieval_svc.search.index.encode_documents),
+        for the encoded evidence."""
         bm25 = Bm25.fit(texts)
         postings: dict[str, list[tuple[int, float]]] = {}
         nonempty = 0
@@ -286,31 +302,58 @@ class ExactRetrievers:
         n_docs = nonempty if idf_over_nonempty else len(texts)
         idfs = {t: idf(n_docs, len(p)) for t, p in postings.items()}
         if titles is None:
-            return cls(doc_emb, bm25, postings, idfs)
+            return cls(doc_emb, bm25, postings, idfs, encoded=encoded)
         tokens = [tokenize(t, bm25.tokenizer) for t in texts]
         return cls(
             doc_emb,
             bm25,
             postings,
             idfs,
+            encoded=encoded,
             titles=cls.build(titles, doc_emb, idf_over_nonempty=True),
             terms=[frozenset(t) for t in tokens],
             log_len=np.log1p(np.array([len(t) for t in tokens], dtype=np.float32)),
         )
 
-    def doc_evidence(self, query: str, docs: Sequence[str]) -> dict[str, dict[str, float]]:
-        """DOC_FEATURES of these candidates (row numbers as strings); {} if built without titles.
-        Title BM25 / coverage absent where zero, as the engine's sparse scores."""
+    def doc_evidence(
+        self, query: str, docs: Sequence[str], base: FloatMatrix | None = None
+    ) -> dict[str, dict[str, float]]:
+        """DOC_FEATURES of these candidates (row numbers as strings), if built with titles, and
+        ENCODED_DOC_FEATURES, if built with `encoded` and given the base query vector `base`; {} if
+        neither. Title BM25 / coverage absent where zero, as the engine's sparse scores."""
+        out = self.encoded_evidence(base, docs) if base is not None else {}
         if self.titles is None or self.terms is None or self.log_len is None:
-            return {}
+            return out
         rows = [int(d) for d in docs]
         q = set(self.bm25.query_terms(query))
         cover = {str(d): len(q & self.terms[d]) / len(q) for d in rows if q & self.terms[d]}
         return {
+            **out,
             TITLE_BM25: {str(d): s for d, s in self.titles.bm25_scores(query, rows).items()},
             COVERAGE: cover,
             DOC_LEN: {str(d): float(self.log_len[d]) for d in rows},
         }
+
+    def encoded_evidence(self, base: FloatMatrix, docs: Sequence[str]) -> dict[str, dict[str, float]]:
+        """ENCODED_DOC_FEATURES of these candidates for the base query vector `base` (unit, as the
+        encoder's): the title's cosine (absent for a document without a title, which has no title
+        vector) and kindred.text.fusion.sentence_evidence of the sentences' cosines — the engine's
+        exact cosine / MaxSim over the same vectors; {} if built without `encoded`."""
+        if self.encoded is None:
+            return {}
+        qv = np.asarray(base, dtype=np.float64)
+        title: dict[str, float] = {}
+        best: dict[str, float] = {}
+        top2: dict[str, float] = {}
+        for d in docs:
+            row = int(d)
+            vec = self.encoded.titles[row]
+            if vec is not None:
+                title[d] = float(np.asarray(vec, dtype=np.float64) @ qv)
+            best[d], top2[d] = sentence_evidence(
+                np.asarray(self.encoded.sentences[row], dtype=np.float64) @ qv
+            )
+        return {TITLE_DENSE: title, SENT_MAX: best, SENT_TOP2: top2}
 
     def bm25_hits(self, query: str, depth: int) -> list[tuple[int, float]]:
         scores: dict[int, float] = {}
@@ -784,9 +827,51 @@ def search_log(events: Any) -> SearchLog:
 def catalogue_titles(catalogue: Any) -> list[str]:
     """Each document's title, in catalogue_documents' order: the search index's `title` payload (a
     creator's name, a post's title), which its `bm25_title` vector is built from."""
+    return _titles_of(_search_docs(catalogue))
+
+
+def _titles_of(docs: Sequence[Any]) -> list[str]:
     from retrieval_svc.search.documents import TITLE_KEY
 
-    return [str(doc.payload.get(TITLE_KEY) or "") for doc in _search_docs(catalogue)]
+    return [str(doc.payload.get(TITLE_KEY) or "") for doc in docs]
+
+
+def check_encoded_features(features: Sequence[str]) -> tuple[str, ...]:
+    """`features`, deduplicated in order; InvalidArgument naming `encoded_features` for one that is not
+    an ENCODED_DOC_FEATURES name."""
+    unknown = [f for f in features if f not in ENCODED_DOC_FEATURES]
+    if unknown:
+        raise InvalidArgument(
+            "encoded_features", f"unknown {', '.join(unknown)} (known: {', '.join(ENCODED_DOC_FEATURES)})"
+        )
+    return tuple(dict.fromkeys(features))
+
+
+def catalogue_retrievers(
+    catalogue: Any,
+    doc_encoder: TextEncoder,
+    *,
+    doc_features: bool = False,
+    encoded_features: Sequence[str] = (),
+    log: Log = print,
+) -> ExactRetrievers:
+    """Exact retrievers over the catalogue's search documents (catalogue_documents' order), encoded by
+    the base document encoder exactly as `kindred index` encodes them (the index's encode_documents):
+    with `doc_features` the DOC_FEATURES evidence, with `encoded_features` the documents' title and
+    sentence vectors for ENCODED_DOC_FEATURES too (all three computed; the fusion reads the ones asked)."""
+    from retrieval_svc.search.index import encode_documents
+
+    docs = _search_docs(catalogue)
+    t0 = time.perf_counter()
+    doc_emb, encoded = encode_documents(
+        docs, doc_encoder.encode, evidence=bool(check_encoded_features(encoded_features))
+    )
+    what = "documents with their titles and sentences" if encoded is not None else "documents"
+    log(
+        f"[search-tune] encoded {len(docs)} {what} in {time.perf_counter() - t0:.1f}s ({doc_encoder.version})"
+    )
+    titles = _titles_of(docs) if doc_features else None
+    return ExactRetrievers.build([d.text for d in docs], doc_emb, titles=titles, encoded=encoded)
 
 
 def catalogue_documents(catalogue: Any) -> tuple[list[str], list[str]]:
@@ -839,7 +924,7 @@ def evaluate_search(
         }
         union = sorted({d for lst in hits.values() for d, _ in lst})
         rescored = (
-            {**retr.rescored(text, bv, tv, union), **retr.doc_evidence(text, union)}
+            {**retr.rescored(text, bv, tv, union), **retr.doc_evidence(text, union, bv)}
             if fusion.rescore
             else None
         )
@@ -881,12 +966,14 @@ def run_search_tune(
     tolerance: float = 0.0,
     fusion_kinds: Sequence[str] = ("linear",),
     doc_features: bool = False,
+    encoded_features: Sequence[str] = (),
     log: Log = print,
 ) -> SearchTuneReport:
     """Event log → query encoder + fusion → ONNX version → gate vs the current one on held-out queries.
 
     `doc_features`: ranker fusions also read DOC_FEATURES (title BM25, term coverage, length; served
-    only by an index that stores them, see retrieval_svc/search/index.py).
+    only by an index that stores them, see retrieval_svc/search/index.py). `encoded_features`: these of
+    ENCODED_DOC_FEATURES too (served only by an index built with `kindred index --encoded-evidence`).
     Raises ValueError when the log holds too few clicked queries to learn from."""
     from kindred.data.catalogue import Catalogue
     from kindred.eventlog import EventLog
@@ -895,10 +982,11 @@ def run_search_tune(
     from trainer.text_encoder import new_version
 
     t0 = time.perf_counter()
+    encoded_features = check_encoded_features(encoded_features)
     with EventLog(Path(data_dir) / "events") as elog:
         slog = search_log(elog.read())
     catalogue = Catalogue.load(data_dir)
-    keys, texts = catalogue_documents(catalogue)
+    keys, _texts = catalogue_documents(catalogue)
     key_row = {k: i for i, k in enumerate(keys)}
     n_hold = max(1, round(len(slog.queries) * holdout_fraction))
     cut = len(slog.queries) - n_hold
@@ -912,12 +1000,10 @@ def run_search_tune(
         raise ValueError(f"not enough search clicks: {len(train)} training queries (need {min_queries})")
 
     doc_enc = document_encoder(Path(models_dir), log)
-    t1 = time.perf_counter()
-    doc_emb = doc_enc.encode(texts)
-    log(
-        f"[search-tune] encoded {len(texts)} documents in {time.perf_counter() - t1:.1f}s ({doc_enc.version})"
+    retr = catalogue_retrievers(
+        catalogue, doc_enc, doc_features=doc_features, encoded_features=encoded_features, log=log
     )
-    retr = ExactRetrievers.build(texts, doc_emb, titles=catalogue_titles(catalogue) if doc_features else None)
+    doc_emb = retr.doc_emb
     ids = [str(i) for i in range(len(keys))]
     hard = hard_negatives_of(retr, train, cfg.hard_negatives)
     base_train = doc_enc.encode(train.texts)
@@ -934,7 +1020,10 @@ def run_search_tune(
 
     def rescore_of(r: int, vec: FloatMatrix, union: Sequence[str]) -> Mapping[str, Mapping[str, float]]:
         text = train.texts[r]
-        return {**retr.rescored(text, base_train[r], vec, union), **retr.doc_evidence(text, union)}
+        return {
+            **retr.rescored(text, base_train[r], vec, union),
+            **retr.doc_evidence(text, union, base_train[r]),
+        }
 
     rel_ids = [{str(d): g for d, g in rel.items()} for rel in train.relevance]
     fusion, inner = cross_fitted_fusion(
@@ -946,7 +1035,7 @@ def run_search_tune(
         cfg,
         rescore_of=rescore_of,
         kinds=fusion_kinds,
-        ranker_extra=DOC_FEATURES if doc_features else (),
+        ranker_extra=(*(DOC_FEATURES if doc_features else ()), *encoded_features),
         log=log,
     )
     model, summary = tune_query_encoder(train, doc_emb, hard, cfg, log=log)
@@ -1036,7 +1125,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="ranker fusions also read document evidence (title BM25, term coverage, length); serve it "
         "only from a search index built with them (retrieval_svc/search/index.py: doc_evidence)",
     )
+    p.add_argument(
+        "--encoded-features",
+        type=_encoded_features_arg,
+        default=(),
+        help=f"comma-separated, of {','.join(ENCODED_DOC_FEATURES)}: ranker fusions also read this encoded "
+        "document evidence (each item's title and sentences encoded too); serve it only from a search "
+        "index built with `kindred index --encoded-evidence` (default: none)",
+    )
     return p
+
+
+def _encoded_features_arg(value: str) -> tuple[str, ...]:
+    try:
+        return check_encoded_features([f.strip() for f in value.split(",") if f.strip()])
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1064,6 +1168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             force_promote=args.force_promote,
             fusion_kinds=AUTO_FUSION_KINDS if args.fusion == "auto" else tuple(args.fusion.split(",")),
             doc_features=args.doc_features,
+            encoded_features=args.encoded_features,
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"trainer search-tune: {exc}", file=sys.stderr)
@@ -1095,7 +1200,9 @@ __all__ = [
     "TrainingQueries",
     "TuneConfig",
     "catalogue_documents",
+    "catalogue_retrievers",
     "catalogue_titles",
+    "check_encoded_features",
     "cross_fitted_examples",
     "cross_fitted_fusion",
     "evaluate_search",

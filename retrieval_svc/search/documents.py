@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 from kindred.data.schema import ACCESS_LEVELS, Creator, Post
+from kindred.text.fusion import item_sentences
 from kindred.vectorstore.base import CATEGORY_KEY, LANGUAGE_KEY, MATURE_KEY
 
 Kind = Literal["creator", "post"]
@@ -38,13 +39,16 @@ MAX_ID_CHARS: Final = 128
 
 @dataclasses.dataclass(frozen=True)
 class SearchDoc:
-    """One searchable item. `text` feeds both the dense encoder and BM25; `name` the trigram vector."""
+    """One searchable item. `text` feeds both the dense encoder and BM25; `name` the trigram vector.
+    `body`: the text after the title, which the sentence evidence splits (`encoded_evidence_texts`;
+    None: `text`)."""
 
     item_id: str
     kind: Kind
     text: str
     name: str
     payload: Mapping[str, Any]
+    body: str | None = None
 
 
 def creator_doc(c: Creator) -> SearchDoc:
@@ -55,6 +59,7 @@ def creator_doc(c: Creator) -> SearchDoc:
         kind="creator",
         text=". ".join(p for p in parts if p),
         name=c.name,
+        body=". ".join(p for p in parts[1:] if p),
         payload={
             KIND_KEY: "creator",
             CREATOR_KEY: c.creator_id,
@@ -75,6 +80,7 @@ def post_doc(p: Post, *, mature: bool = False) -> SearchDoc:
         kind="post",
         text=". ".join(x for x in (p.title, p.text) if x),
         name="",
+        body=p.text,
         payload={
             KIND_KEY: "post",
             CREATOR_KEY: p.creator_id,
@@ -86,6 +92,14 @@ def post_doc(p: Post, *, mature: bool = False) -> SearchDoc:
             PUBLISHED_KEY: float(p.published_at),
         },
     )
+
+
+def encoded_evidence_texts(doc: SearchDoc) -> tuple[str, list[str]]:
+    """(title, sentences) of `doc` whose vectors an index with encoded evidence stores: the title
+    payload ("": no title vector) and kindred.text.fusion.item_sentences of it and the body (the title
+    once, not again as the text's first sentence)."""
+    title = str(doc.payload.get(TITLE_KEY) or "").strip()
+    return title, item_sentences(title, doc.text if doc.body is None else doc.body)
 
 
 def check_item_id(item_id: str, field: str) -> str | None:
@@ -110,5 +124,6 @@ __all__ = [
     "SearchDoc",
     "check_item_id",
     "creator_doc",
+    "encoded_evidence_texts",
     "post_doc",
 ]

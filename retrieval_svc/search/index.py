@@ -5,6 +5,17 @@
             follows the live collection as items come and go, with no re-indexing
     name    character-trigram vector of a creator's name (kindred.text.names); posts have none
 
+plus the document evidence a learned fusion reads (kindred.text.fusion): always the text-only
+DOC_FEATURES (`bm25_title`, `terms`, payload `doc_len`), and, in an index created with
+`encoded_evidence` (`kindred index --encoded-evidence`), the encoded ENCODED_DOC_FEATURES:
+
+    title      MiniLM vector of the item's title (cosine; none for an item without a title)
+    sentences  MiniLM vectors of its title and each sentence of its text (kindred.text.fusion.
+               item_sentences; one multivector, cosine, MaxSim)
+
+both by the same document encoder as `dense` and without an HNSW graph (m 0): they are only ever
+scored exactly over a query's candidates.
+
 Layout: `<data_dir>/index/search/shard/` (the shard, locked by its write-ahead log: one process opens
 it) and `meta.json` next to it: vector size, the encoder version the dense vectors came from, and the
 BM25 parameters (k1, b, average length, tokenizer) documents must keep being weighted with.
@@ -19,7 +30,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -49,6 +60,7 @@ from retrieval_svc.search.documents import (
     PAYLOAD_INDEXES,
     TITLE_KEY,
     SearchDoc,
+    encoded_evidence_texts,
 )
 
 DENSE: Final = "dense"
@@ -62,6 +74,10 @@ RETRIEVERS: Final = (DENSE, BM25, NAME)
 TERMS: Final = "terms"
 DOC_LEN_KEY: Final = "doc_len"
 TITLE_AVG_LEN: Final = 8.0  # title length in terms for title BM25 until a bulk load measures it
+# Encoded document evidence (kindred.text.fusion.ENCODED_DOC_FEATURES), opt-in per index (meta
+# "encoded_evidence"): a title vector and a sentence multivector, ~10 more texts to encode per item.
+TITLE_VEC: Final = "title"
+SENTENCES: Final = "sentences"
 META_FILE: Final = "meta.json"
 SHARD_DIR: Final = "shard"
 UPSERT_BATCH: Final = 512
@@ -87,6 +103,37 @@ HNSW_LINKED_FIELDS: Final = frozenset({KIND_KEY, CATEGORY_KEY})
 RESCORE_OVERSAMPLING: Final = 2.0
 
 FloatMatrix = npt.NDArray[np.float32]
+Encode = Callable[[list[str]], FloatMatrix]  # texts → (len(texts), dim) unit vectors
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedEvidence:
+    """Per document: its title's vector (None: it has no title) and its sentences' vectors (m, dim)."""
+
+    titles: list[FloatMatrix | None]
+    sentences: list[FloatMatrix]
+
+
+def encode_documents(
+    docs: Sequence[SearchDoc], encode: Encode, *, evidence: bool
+) -> tuple[FloatMatrix, EncodedEvidence | None]:
+    """The dense vectors of `docs`' texts and, with `evidence`, their title and sentence vectors — all in
+    one `encode` call (kindred.text.encoder batches by length, so short sentences pad among themselves)."""
+    texts = [d.text for d in docs]
+    if not evidence:
+        return encode(texts), None
+    parts = [encoded_evidence_texts(d) for d in docs]
+    titled = [i for i, (title, _) in enumerate(parts) if title]
+    flat = encode(texts + [parts[i][0] for i in titled] + [s for _, sents in parts for s in sents])
+    titles: list[FloatMatrix | None] = [None] * len(docs)
+    for row, i in enumerate(titled, start=len(docs)):
+        titles[i] = flat[row]
+    sentences = []
+    start = len(docs) + len(titled)
+    for _, sents in parts:
+        sentences.append(flat[start : start + len(sents)])
+        start += len(sents)
+    return flat[: len(docs)], EncodedEvidence(titles, sentences)
 
 
 def search_index_root(settings: Settings) -> Path:
@@ -155,6 +202,7 @@ class Hit:
     item_id: str
     score: float
     payload: dict[str, Any]
+    vectors: Mapping[str, Any] | None = None  # the named vectors a query asked for (with_vector)
 
 
 class SearchIndex:
@@ -169,6 +217,7 @@ class SearchIndex:
         bm = meta["bm25"]
         self.bm25 = Bm25(k1=float(bm["k1"]), b=float(bm["b"]), avg_len=float(bm["avg_len"]))
         self.doc_evidence = bool(meta.get("doc_evidence", False))
+        self.encoded_evidence = bool(meta.get("encoded_evidence", False))
         self.title_bm25 = Bm25(
             k1=self.bm25.k1, b=self.bm25.b, avg_len=float(meta.get("title_avg_len", TITLE_AVG_LEN))
         )
@@ -191,14 +240,19 @@ class SearchIndex:
         bm25: Bm25,
         encoder_version: str,
         title_avg_len: float = TITLE_AVG_LEN,
+        encoded_evidence: bool = False,
     ) -> SearchIndex:
-        """An empty index at `root` (which must not hold one yet)."""
+        """An empty index at `root` (which must not hold one yet). `encoded_evidence`: it also stores the
+        `title` and `sentences` vectors (every write then brings them: `encode_documents`)."""
         root = Path(root)
         if (root / META_FILE).exists():
             raise FileExistsError(f"a search index already exists at {root}")
         root.mkdir(parents=True, exist_ok=True)
+        vectors = {DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)}
+        if encoded_evidence:
+            vectors.update(encoded_evidence_params(dim))
         config = qe.EdgeConfig(
-            vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+            vectors=vectors,
             sparse_vectors={
                 BM25: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf),
                 # Plain dot product: a name vector is unit-norm, so the score is the trigram cosine.
@@ -224,6 +278,7 @@ class SearchIndex:
             "encoder_version": encoder_version,
             "bm25": bm25.to_dict(),
             "doc_evidence": True,
+            "encoded_evidence": encoded_evidence,
             "title_avg_len": title_avg_len,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -258,21 +313,58 @@ class SearchIndex:
 
     # -- writes ------------------------------------------------------------------------------------
 
-    def upsert(self, docs: Sequence[SearchDoc], vectors: FloatMatrix) -> None:
-        """Inserts or replaces `docs` (same id → same point, so re-indexing never duplicates)."""
+    def upsert(
+        self, docs: Sequence[SearchDoc], vectors: FloatMatrix, evidence: EncodedEvidence | None = None
+    ) -> None:
+        """Inserts or replaces `docs` (same id → same point, so re-indexing never duplicates).
+        `evidence`: their title and sentence vectors, required by an index that stores them (see
+        `encode_documents`, which makes both arguments), ignored by one that does not."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape != (len(docs), self.dim):
             raise ValueError(f"{len(docs)} docs need ({len(docs)}, {self.dim}) vectors, got {vectors.shape}")
         if not np.all(np.isfinite(vectors)):
             raise ValueError("dense vectors contain NaN or infinity")
-        points = [self._point(doc, vec) for doc, vec in zip(docs, vectors, strict=True)]
+        encoded: list[dict[str, Any]] = [{} for _ in docs]
+        if self.encoded_evidence:
+            if evidence is None:
+                raise ValueError(
+                    f"the search index at {self.root} stores encoded evidence: upserts need the title "
+                    "and sentence vectors (encode_documents(..., evidence=True))"
+                )
+            encoded = self._evidence_vectors(len(docs), evidence)
+        points = [
+            self._point(doc, vec, extra) for doc, vec, extra in zip(docs, vectors, encoded, strict=True)
+        ]
         for start in range(0, len(points), UPSERT_BATCH):
             self._call(
                 self._shard.update, qe.UpdateOperation.upsert_points(points[start : start + UPSERT_BATCH])
             )
 
-    def _point(self, doc: SearchDoc, vec: FloatMatrix) -> qe.Point:
-        vectors: dict[str, Any] = {DENSE: vec.tolist()}
+    def _evidence_vectors(self, n: int, evidence: EncodedEvidence) -> list[dict[str, Any]]:
+        """Per document, its `title` (if it has one) and `sentences` named vectors, checked."""
+        if len(evidence.titles) != n or len(evidence.sentences) != n:
+            raise ValueError(
+                f"{n} docs need {n} titles and sentence sets, got "
+                f"{len(evidence.titles)} and {len(evidence.sentences)}"
+            )
+        out: list[dict[str, Any]] = []
+        for title, sentences in zip(evidence.titles, evidence.sentences, strict=True):
+            sent = np.asarray(sentences, dtype=np.float32)
+            if sent.ndim != 2 or sent.shape[0] < 1 or sent.shape[1] != self.dim:
+                raise ValueError(f"sentence vectors must be (m >= 1, {self.dim}), got {sent.shape}")
+            vectors: dict[str, Any] = {SENTENCES: sent.tolist()}
+            if title is not None:
+                vec = np.asarray(title, dtype=np.float32)
+                if vec.shape != (self.dim,):
+                    raise ValueError(f"a title vector must be ({self.dim},), got {vec.shape}")
+                vectors[TITLE_VEC] = vec.tolist()
+            if not all(np.all(np.isfinite(v)) for v in vectors.values()):
+                raise ValueError("title or sentence vectors contain NaN or infinity")
+            out.append(vectors)
+        return out
+
+    def _point(self, doc: SearchDoc, vec: FloatMatrix, encoded: Mapping[str, Any]) -> qe.Point:
+        vectors: dict[str, Any] = {DENSE: vec.tolist(), **encoded}
         lexical = self.bm25.document(doc.text)
         if len(lexical):
             vectors[BM25] = _sparse(lexical)
@@ -352,7 +444,13 @@ class SearchIndex:
 
     def _hit(self, point: Any) -> Hit:
         item_id, payload = from_engine_payload(point.payload)
-        return Hit(item_id=item_id, score=float(getattr(point, "score", 0.0) or 0.0), payload=payload)
+        vectors = getattr(point, "vector", None)
+        return Hit(
+            item_id=item_id,
+            score=float(getattr(point, "score", 0.0) or 0.0),
+            payload=payload,
+            vectors=vectors if isinstance(vectors, dict) else None,
+        )
 
     def _call(self, fn: Any, *args: Any) -> Any:
         if self._closed:
@@ -361,6 +459,21 @@ class SearchIndex:
             return fn(*args)
         except Exception as exc:
             raise VectorIndexError(f"qdrant-edge (search): {exc}") from exc
+
+
+def encoded_evidence_params(dim: int) -> dict[str, qe.EdgeVectorParams]:
+    """The `title` and `sentences` vectors: cosine like `dense`, without an HNSW graph (m 0; they are only
+    scored exactly over a query's candidates, so a graph would be build time and RAM for nothing)."""
+    no_graph = qe.HnswIndexConfig(
+        m=0, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=FULL_SCAN_THRESHOLD_KB
+    )
+    maxsim = qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)
+    return {
+        TITLE_VEC: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, hnsw_config=no_graph),
+        SENTENCES: qe.EdgeVectorParams(
+            size=dim, distance=qe.Distance.Cosine, hnsw_config=no_graph, multivector_config=maxsim
+        ),
+    }
 
 
 def _sparse(terms: SparseTerms) -> qe.SparseVector:
@@ -377,12 +490,17 @@ __all__ = [
     "DOC_LEN_KEY",
     "NAME",
     "RETRIEVERS",
+    "SENTENCES",
     "TERMS",
     "TITLE_BM25",
+    "TITLE_VEC",
+    "EncodedEvidence",
     "Hit",
     "SearchFilter",
     "SearchIndex",
     "dense_search_params",
+    "encode_documents",
+    "encoded_evidence_params",
     "payload_index_params",
     "search_index_root",
     "sparse_query",

@@ -15,7 +15,10 @@ Two fusions, one per what the deployment has:
   batched call re-scoring every candidate with every retriever (as the RRF path's stage scores) first;
   a ranker that reads document evidence (kindred.text.fusion.DOC_FEATURES) gets, in that same call,
   each candidate's title BM25 and query-term coverage from the index's `bm25_title` / `terms` vectors,
-  and its length from the payload.
+  and its length from the payload; one that reads encoded evidence (ENCODED_DOC_FEATURES), from an
+  index that stores it, each candidate's title cosine (`title` vector) and best / mean-of-two-best
+  sentence cosines (the `sentences` multivector's MaxSim, and the stored sentences returned with it) to
+  the base query vector.
 
 Either way an item a retriever did not find gets no score for it, and every hit has reasons in words.
 """
@@ -37,7 +40,20 @@ import qdrant_edge as qe
 from kindred import telemetry_schema as schema
 from kindred.errors import InvalidArgument, validate_count
 from kindred.telemetry import get_tracer
-from kindred.text.fusion import COVERAGE, DOC_FEATURES, DOC_LEN, TITLE_BM25, FusionModel, FusionTerm
+from kindred.text.encoder import l2_normalize
+from kindred.text.fusion import (
+    COVERAGE,
+    DOC_FEATURES,
+    DOC_LEN,
+    ENCODED_DOC_FEATURES,
+    SENT_MAX,
+    SENT_TOP2,
+    TITLE_BM25,
+    TITLE_DENSE,
+    FusionModel,
+    FusionTerm,
+    sentence_evidence,
+)
 from kindred.text.names import name_vector
 from kindred.text.tokenize import SparseTerms
 from kindred.vectorstore.base import ITEM_ID_KEY, point_uuid
@@ -46,7 +62,9 @@ from retrieval_svc.search.index import (
     DENSE,
     DOC_LEN_KEY,
     NAME,
+    SENTENCES,
     TERMS,
+    TITLE_VEC,
     Hit,
     SearchFilter,
     SearchIndex,
@@ -111,6 +129,9 @@ class SearchOutcome:
 
 
 DENSE_TUNED = "dense_tuned"
+# Rescoring queries scored exactly (no graph): the dense ones and the encoded evidence (whose vectors
+# have no graph at all).
+_EXACT: Final = frozenset({DENSE, DENSE_TUNED, TITLE_DENSE, SENT_MAX})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,14 +161,7 @@ class HybridSearcher:
         self.fusion: FusionModel | None = None
         if query_side is not None:
             self.fusion = query_side.fusion
-            missing = set(DOC_FEATURES) & set(query_side.fusion.retrievers)
-            if missing and not index.doc_evidence:
-                log.warning(
-                    "the search fusion reads %s but the index at %s stores no document evidence: "
-                    "rebuild it (kindred index --rebuild) or those features read as absent",
-                    ", ".join(sorted(missing)),
-                    index.root,
-                )
+            _warn_missing_evidence(index, query_side.fusion)
             if NAME not in query_side.fusion.retrievers and self.params.weight(NAME) > 0:
                 # Clicks rarely teach a name term (few typos in training logs): keep name matching on.
                 self.fusion = self.fusion.with_term(
@@ -183,7 +197,7 @@ class HybridSearcher:
                     stage = self._stage_scores(queries, [h.item_id for h in fused])
                 else:
                     queries[DENSE_TUNED] = (qe.Query.Nearest(tuned, using=DENSE), *queries[DENSE][1:])
-                    fused, stage = self._learned(text, queries, k, acorn=flt.needs_acorn)
+                    fused, stage = self._learned(text, dense, queries, k, acorn=flt.needs_acorn)
             t2 = time.perf_counter()
             span.set_attribute(schema.CANDIDATES, len(fused))
         hits = [self._hit(h, stage) for h in fused]
@@ -194,12 +208,19 @@ class HybridSearcher:
             span.set_attribute(schema.MODEL_NAME, name)
             return [float(x) for x in encoder.encode([text])[0]]
 
-    def _evidence_queries(self, text: str) -> dict[str, tuple[Any, Any, float | None]]:
+    def _evidence_queries(self, text: str, dense: list[float]) -> dict[str, tuple[Any, Any, float | None]]:
         """Rescoring queries for the document evidence the fusion reads and the index stores
-        (kindred.text.fusion.DOC_FEATURES); none for an index built before it stored them."""
+        (kindred.text.fusion.DOC_FEATURES, ENCODED_DOC_FEATURES); none for what the index lacks. The
+        encoded evidence is scored with the base query vector `dense` (what the documents' parts were
+        encoded against); the sentences query is keyed SENT_MAX (its score), SENT_TOP2 comes from it."""
         assert self.fusion is not None
         wanted = set(self.fusion.retrievers)
         out: dict[str, tuple[Any, Any, float | None]] = {}
+        if self.index.encoded_evidence:
+            if TITLE_DENSE in wanted:
+                out[TITLE_DENSE] = (qe.Query.Nearest(dense, using=TITLE_VEC), None, None)
+            if wanted & {SENT_MAX, SENT_TOP2}:
+                out[SENT_MAX] = (qe.Query.Nearest([dense], using=SENTENCES), None, None)
         if not self.index.doc_evidence or not wanted & {TITLE_BM25, COVERAGE}:
             return out
         if TITLE_BM25 in wanted:
@@ -213,7 +234,13 @@ class HybridSearcher:
         return out
 
     def _learned(
-        self, text: str, queries: dict[str, tuple[Any, Any, float | None]], k: int, *, acorn: bool = False
+        self,
+        text: str,
+        dense: list[float],
+        queries: dict[str, tuple[Any, Any, float | None]],
+        k: int,
+        *,
+        acorn: bool = False,
     ) -> tuple[list[Hit], dict[str, dict[str, float]]]:
         """Every retriever's list in one engine batch, fused by the learned model."""
         assert self.fusion is not None
@@ -239,8 +266,13 @@ class HybridSearcher:
         if self.fusion.rescore and by_id:
             # Union rescoring: one more batched engine call gives every candidate each retriever's real
             # score (what the fusion was fitted on), instead of "below that list's last hit" — and, for
-            # a ranker that reads document evidence, its title BM25 and term coverage in the same batch.
-            stage = self._stage_scores({**queries, **self._evidence_queries(text)}, sorted(by_id))
+            # a ranker that reads document evidence, its title BM25, term coverage, title and sentence
+            # cosines in the same batch.
+            evidence = self._evidence_queries(text, dense)
+            stage = self._stage_scores({**queries, **evidence}, sorted(by_id), dense=dense)
+            for name in ENCODED_DOC_FEATURES:  # the sentences query gives both: keep what is read
+                if name not in self.fusion.retrievers:
+                    stage.pop(name, None)
             if DOC_LEN in self.fusion.retrievers:
                 stage[DOC_LEN] = {
                     i: math.log1p(float(h.payload[DOC_LEN_KEY]))
@@ -298,10 +330,20 @@ class HybridSearcher:
         return self.index.query(request)
 
     def _stage_scores(
-        self, queries: dict[str, tuple[Any, Any, float | None]], ids: list[str]
+        self,
+        queries: dict[str, tuple[Any, Any, float | None]],
+        ids: list[str],
+        *,
+        dense: list[float] | None = None,
     ) -> dict[str, dict[str, float]]:
+        """Each query's scores of exactly `ids` (HasId filter), one batched engine call. A SENT_MAX query
+        (`_evidence_queries`) also returns the candidates' sentence vectors if the fusion reads SENT_TOP2,
+        which is read from them with the base query vector `dense` (turning the returned vectors into
+        arrays, not the engine, is the cost: ~80 ms for 300 candidates of 10 384-d sentences each, vs ~3
+        ms of engine time, measured on random vectors)."""
         if not ids:
             return {}
+        top2 = SENT_MAX in queries and self.fusion is not None and SENT_TOP2 in self.fusion.retrievers
         only = qe.HasIdCondition({point_uuid(i) for i in ids})
         names = list(queries)
         requests = [
@@ -310,13 +352,19 @@ class HybridSearcher:
                 query=q,
                 filter=qe.Filter(must=[only]),
                 score_threshold=th,
-                params=qe.SearchParams(exact=True) if r in (DENSE, DENSE_TUNED) else None,
+                params=_EXACT_SEARCH if r in _EXACT else None,
                 with_payload=[ITEM_ID_KEY],  # only ids and scores are read from these
+                with_vector=[SENTENCES] if r == SENT_MAX and top2 else None,
             )
             for r, (q, _f, th) in queries.items()
         ]
-        results = self.index.query_batch(requests)
-        return {name: {h.item_id: h.score for h in hits} for name, hits in zip(names, results, strict=True)}
+        results = dict(zip(names, self.index.query_batch(requests), strict=True))
+        stage = {name: {h.item_id: h.score for h in hits} for name, hits in results.items()}
+        if top2:
+            if dense is None:
+                raise ValueError("sentence evidence needs the base query vector")
+            stage[SENT_TOP2] = sentence_top2(results[SENT_MAX], dense)
+        return stage
 
     def _hit(self, fused: Hit, stage: dict[str, dict[str, float]]) -> SearchHit:
         scores = {"fused": fused.score}
@@ -327,6 +375,40 @@ class HybridSearcher:
             scores[DENSE] = max(scores.get(DENSE, -1.0), scores[DENSE_TUNED])
         kind = str(fused.payload.get("kind", ""))
         return SearchHit(fused.item_id, kind, scores, fused.payload, search_reasons(kind, scores))
+
+
+_EXACT_SEARCH: Final = qe.SearchParams(exact=True)  # float32 vectors (an exact search skips the int8 copy)
+
+
+def sentence_top2(hits: list[Hit], dense: list[float]) -> dict[str, float]:
+    """kindred.text.fusion.SENT_TOP2 of each hit of the sentences query: the mean of the two best cosines
+    of its stored sentence vectors (unit: the engine normalises cosine vectors) to the query."""
+    query = l2_normalize(np.asarray([dense], dtype=np.float32))[0].astype(np.float64)
+    out = {}
+    for h in hits:
+        stored = (h.vectors or {}).get(SENTENCES)
+        if stored is None:
+            raise RuntimeError(f"the engine returned no {SENTENCES!r} vectors for {h.item_id}")
+        out[h.item_id] = sentence_evidence(np.asarray(stored, dtype=np.float64) @ query)[1]
+    return out
+
+
+def _warn_missing_evidence(index: SearchIndex, fusion: FusionModel) -> None:
+    """One warning at start per kind of document evidence the fusion reads and the index lacks (those
+    features then read as absent for every candidate)."""
+    for features, stored, how in (
+        (DOC_FEATURES, index.doc_evidence, "kindred index --rebuild"),
+        (ENCODED_DOC_FEATURES, index.encoded_evidence, "kindred index --rebuild --encoded-evidence"),
+    ):
+        missing = set(features) & set(fusion.retrievers)
+        if missing and not stored:
+            log.warning(
+                "the search fusion reads %s but the index at %s does not store it: rebuild it (%s) "
+                "or those features read as absent",
+                ", ".join(sorted(missing)),
+                index.root,
+                how,
+            )
 
 
 def search_reasons(kind: str, scores: dict[str, float]) -> list[str]:

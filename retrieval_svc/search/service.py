@@ -13,7 +13,7 @@ from kindred.data.schema import Creator, Post
 from kindred.errors import InvalidArgument
 from kindred.vectorstore.base import MATURE_KEY
 from retrieval_svc.search.documents import check_item_id, creator_doc, post_doc
-from retrieval_svc.search.index import SearchFilter, SearchIndex
+from retrieval_svc.search.index import SearchFilter, SearchIndex, encode_documents
 from retrieval_svc.search.params import SearchParams
 from retrieval_svc.search.query import HybridSearcher, QueryEncoder, QuerySide, SearchOutcome
 
@@ -56,7 +56,9 @@ class SearchService:
                 raise InvalidArgument(f"creators[{i}].name", "is required")
         docs = [creator_doc(c) for c in creators]
         if docs:
-            self.index.upsert(docs, self.encoder.encode([d.text for d in docs]))
+            self.index.upsert(
+                docs, *encode_documents(docs, self.encoder.encode, evidence=self.index.encoded_evidence)
+            )
         return len(docs)
 
     def upsert_posts(self, posts: Sequence[Post]) -> int:
@@ -73,7 +75,9 @@ class SearchService:
             post_doc(p, mature=bool(creators.get(p.creator_id, {}).get(MATURE_KEY, False))) for p in posts
         ]
         if docs:
-            self.index.upsert(docs, self.encoder.encode([d.text for d in docs]))
+            self.index.upsert(
+                docs, *encode_documents(docs, self.encoder.encode, evidence=self.index.encoded_evidence)
+            )
         return len(docs)
 
     def delete(self, ids: Sequence[str], *, kind: str | None = None) -> int:

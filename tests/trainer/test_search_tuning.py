@@ -295,3 +295,32 @@ def _serve_the_tuned_side(data: Path, models: Path, directory: Path) -> None:
         assert found >= 10, f"only {found} of 20 logged queries find a clicked document in the top 10"
     finally:
         index.close()
+
+
+def test_exact_encoded_evidence_is_the_title_and_sentence_cosines() -> None:
+    from kindred.errors import InvalidArgument
+    from kindred.text.fusion import SENT_MAX, SENT_TOP2, TITLE_DENSE
+    from retrieval_svc.search.index import EncodedEvidence
+    from trainer.search_tuning import build_parser, check_encoded_features
+
+    e = np.eye(4, dtype=np.float32)
+    encoded = EncodedEvidence(
+        titles=[e[0], None],  # the second document has no title: no title cosine, as in the index
+        sentences=[np.stack([e[0], e[1], (e[1] + e[2]) / np.sqrt(2)]), e[3:4]],
+    )
+    retr = ExactRetrievers.build(["a b", "c"], e[:2], encoded=encoded)
+    q = np.array([0.6, 0.8, 0.0, 0.0], dtype=np.float32)
+    ev = retr.doc_evidence("a", ["0", "1"], q)
+    assert ev[TITLE_DENSE] == pytest.approx({"0": 0.6})
+    assert ev[SENT_MAX] == pytest.approx({"0": 0.8, "1": 0.0})
+    assert ev[SENT_TOP2] == pytest.approx({"0": 0.7, "1": 0.0})  # mean of 0.8 and 0.6; one sentence: itself
+    assert retr.doc_evidence("a", ["0"]) == {}  # no base query vector: nothing encoded to score
+    assert check_encoded_features(["sent_max", "title_dense", "sent_max"]) == ("sent_max", "title_dense")
+    with pytest.raises(InvalidArgument) as err:
+        check_encoded_features(["title_dense", "sent_min"])
+    assert err.value.field == "encoded_features"
+    args = build_parser().parse_args(["--encoded-features", "title_dense,sent_top2"])
+    assert args.encoded_features == ("title_dense", "sent_top2")
+    assert build_parser().parse_args([]).encoded_features == ()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--encoded-features", "sent_min"])
