@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import Any, Final, NamedTuple
 
 import numpy as np
@@ -746,19 +748,23 @@ def ranker_features_batch(
     cross[:, 1] = tt_missing
     cross[:, 2] = rs
     cross[:, 3] = np.where(cat_idx >= 0, affinity[np.maximum(cat_idx, 0)], 0.0)
-    cross[:, 4] = [c in interests for c in categories]
-    cross[:, 5] = [bool(language) and language == lang for lang in languages]
+    # Per-candidate lookups as C iterations (map over a bound method, np.fromiter): ~100 a request.
+    cross[:, 4] = np.fromiter(map(interests.__contains__, categories), dtype=bool, count=n)
+    if language:
+        cross[:, 5] = np.fromiter(map(operator.eq, repeat(language, n), languages), dtype=bool, count=n)
     if fan_price > 0:
         gap = np.abs(math.log1p(fan_price / 100.0) - np.log1p(c_price / 100.0))
         cross[:, 6] = np.where(c_price > 0, gap, 0.0)
-    cross[:, 7] = [c in history for c in cids]
-    cross[:, 8] = [history.get(c, 0.0) for c in cids]
+    cross[:, 7] = np.fromiter(map(history.__contains__, cids), dtype=bool, count=n)
+    cross[:, 8] = np.fromiter(map(history.get, cids, repeat(0.0, n)), dtype=np.float64, count=n)
     out[:, col : col + len(_RANKER_CROSS)] = cross
     col += len(_RANKER_CROSS)
 
     # Source one-hot.
-    src = np.array([_source_slot(s) for s in sources], dtype=np.int64)
-    out[np.arange(n), col + src] = 1.0
+    slots = list(map(_SOURCE_SLOTS.get, sources))
+    if None in slots:  # a name not seen yet
+        slots = [_source_slot(s) for s in sources]
+    out[np.arange(n), col + np.array(slots, dtype=np.int64)] = 1.0
     return out
 
 

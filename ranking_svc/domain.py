@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,6 +32,15 @@ class RetrievalResult:
     candidates: list[ScoredCandidate]
     model_version: str
     degraded_sources: Mapping[str, str]
+    # Set by an adapter that leaves the candidates' `sources` and `reasons` empty until asked (the gRPC
+    # one: ~100 candidates come back, ~10 reach a page): fills them in for the candidates at these
+    # positions of `candidates`, once each. None: every candidate has them already.
+    complete: Callable[[Iterable[int]], None] | None = None
+
+    def completed(self, positions: Iterable[int]) -> None:
+        """Makes sure the candidates at `positions` carry their `sources` and `reasons`."""
+        if self.complete is not None:
+            self.complete(positions)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -219,6 +219,16 @@ def slate_facts(row: Mapping[str, Any] | None) -> SlateFacts:
     return (str(r.get("category") or ""), *map(r.get, SLATE_NUMBERS))  # type: ignore[return-value]
 
 
+def slate_numbers(facts: SlateFacts) -> FloatArray | None:
+    """The SLATE_NUMBERS of one item's facts as a float row, exactly as `_number_columns` reads them in
+    any batch where no row is malformed; None for a malformed row (a batch with one is read column by
+    column, so its values then depend on the other rows: the caller passes no numbers for it)."""
+    try:
+        return np.array(facts[1:], dtype=np.float64)  # None → NaN, as in the batch
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def _number_columns(facts: Sequence[SlateFacts]) -> list[FloatArray]:
     """The SLATE_NUMBERS columns of `facts`, each exactly as `_values_column` builds it alone."""
     raw = [f[1:] for f in facts]
@@ -265,16 +275,21 @@ class Slate:
         candidates: Sequence[ScoredCandidate],
         rows: Sequence[Mapping[str, Any] | None],
         facts: Sequence[SlateFacts] | None = None,
+        numbers: FloatArray | None = None,
     ) -> Slate:
         """From "creator" rows (for posts: post rows carrying creator_id and category), one per candidate.
 
-        `facts`: the rows' `slate_facts`, when the caller keeps them (they must be exactly those)."""
+        `facts`: the rows' `slate_facts`, when the caller keeps them (they must be exactly those);
+        `numbers`: with them, their `slate_numbers` rows as one (n, len(SLATE_NUMBERS)) matrix, when the
+        caller keeps those too (none of them None)."""
         if len(rows) != len(candidates):
             raise ValueError("Slate.from_rows: one row per candidate")
         if facts is None:
             facts = [slate_facts(r) for r in rows]
         elif len(facts) != len(candidates):
             raise ValueError("Slate.from_rows: one SlateFacts per candidate")
+        if numbers is not None and numbers.shape != (len(candidates), len(SLATE_NUMBERS)):
+            raise ValueError(f"Slate.from_rows: numbers of shape {numbers.shape} for {len(candidates)} items")
         category = [f[0] for f in facts]
         labels = {c: f"category:{c}" for c in set(category) if c}
         group = [
@@ -284,7 +299,8 @@ class Slate:
             for c, r, cat in zip(candidates, rows, category, strict=True)
         ]
         # NaN (unknown) compares False, so the rules ignore what a row does not say.
-        created, as_of, n_followers, posts_30d, trend = _number_columns(facts)
+        columns = _number_columns(facts) if numbers is None else [c.copy() for c in numbers.T]
+        created, as_of, n_followers, posts_30d, trend = columns
         # Age as of the row (the features' convention): the row is what we know about the creator.
         age = np.where((created > 0) & (as_of > 0), np.maximum(as_of - created, 0.0) / DAY, np.nan)
         return cls(
@@ -613,6 +629,11 @@ class Reranker:
     def rerank(self, slate: Slate, page: int) -> list[ScoredCandidate]:
         """The page: the first `page` items after every step, annotated; `slate.candidates` must be in
         the ranker's order (best first) with scores["ranker"]."""
+        return self.annotate(slate, self.choose(slate, page))
+
+    def choose(self, slate: Slate, page: int) -> list[int]:
+        """The first half of `rerank`: the page's items (indices into the slate) after every step, with
+        what each step did recorded in the slate, but not yet in the candidates."""
         n = len(slate)
         raw = np.array([c.scores.get("ranker", 0.0) for c in slate.candidates], dtype=np.float64)
         lo, hi = (float(raw.min()), float(raw.max())) if n else (0.0, 0.0)
@@ -622,7 +643,11 @@ class Reranker:
         order = list(range(n))
         for step in self.steps:
             order = step.apply(slate, order, page)
-        chosen = order[:page]
+        return order[:page]
+
+    def annotate(self, slate: Slate, chosen: list[int]) -> list[ScoredCandidate]:
+        """The second half of `rerank`: the `chosen` candidates (`choose` of the same slate), with each
+        step's scores and reasons written into them."""
         idx = np.asarray(chosen, dtype=np.int64)
         # Per-item work only for the page, and as plain Python values (numpy scalars are slow to index).
         columns = [

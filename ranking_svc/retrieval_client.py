@@ -13,7 +13,7 @@ mesh stays the default; co-location is for a single box or a latency-bound tier.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -64,10 +64,13 @@ class GrpcRetriever:
                 if exc.code() in _UNAVAILABLE_CODES:
                     raise Unavailable(f"retrieval: {exc.code().name}: {exc.details()}") from exc
                 raise
+        messages = response.candidates
+        candidates = candidates_from_proto(messages, details=False)
         return RetrievalResult(
-            candidates=candidates_from_proto(response.candidates),
+            candidates=candidates,
             model_version=response.model.version,
             degraded_sources=dict(response.degraded_sources),
+            complete=_Details(messages, candidates),
         )
 
 
@@ -81,24 +84,54 @@ def source_name(number: int) -> str:
     return name if name is not None else common_pb2.CandidateSource.Name(number)  # raises for unknown
 
 
-def candidates_from_proto(candidates: Iterable[common_pb2.Candidate]) -> list[ScoredCandidate]:
+def candidates_from_proto(
+    candidates: Iterable[common_pb2.Candidate], *, details: bool = True
+) -> list[ScoredCandidate]:
     """The ScoredCandidates of Candidate messages, as one loop: ~100 per Recommend, so no call and no
     keyword arguments per candidate, and the enum names straight from the table (`source_name` only for a
-    number it lacks, to raise the contract's error)."""
+    number it lacks, to raise the contract's error). `details=False` leaves `sources` and `reasons`
+    empty, for `read_details` to fill in later (of the few candidates that need them)."""
     names = _SOURCE_NAMES
     out = []
     for c in candidates:
         try:
             source = names[c.source]
-            sources = [names[s] for s in c.sources]
         except KeyError:
             source = source_name(c.source)  # raises the contract's error for a number it does not name
-            sources = [source_name(s) for s in c.sources]
         scores = c.scores  # keys, then values by key: ~2x faster than the map's items() (a Python view)
-        out.append(
-            ScoredCandidate(c.item_id, source, sources, {k: scores[k] for k in scores}, list(c.reasons))
-        )
+        candidate = ScoredCandidate(c.item_id, source, [], {k: scores[k] for k in scores}, [])
+        if details:
+            read_details(candidate, c)
+        out.append(candidate)
     return out
+
+
+def read_details(candidate: ScoredCandidate, message: common_pb2.Candidate) -> None:
+    """Sets `sources` and `reasons` of `candidate` from its message."""
+    try:
+        candidate.sources = list(map(_SOURCE_NAMES.__getitem__, message.sources))
+    except KeyError:
+        candidate.sources = [source_name(s) for s in message.sources]  # raises the contract's error
+    candidate.reasons = message.reasons[:]  # a slice is a list made in C: faster than list()
+
+
+class _Details:
+    """A RetrievalResult's `complete` for candidates read without details: reads each one's `sources` and
+    `reasons` from its message when first asked. A Recommend shows ~10 of the ~100 candidates retrieval
+    returns, and nothing reads the others' (ranking reads `source` and `scores` of every candidate)."""
+
+    def __init__(
+        self, messages: Sequence[common_pb2.Candidate], candidates: Sequence[ScoredCandidate]
+    ) -> None:
+        self._messages = messages
+        self._candidates = candidates
+        self._done: set[int] = set()
+
+    def __call__(self, positions: Iterable[int]) -> None:
+        for i in positions:
+            if i not in self._done:
+                self._done.add(i)
+                read_details(self._candidates[i], self._messages[i])
 
 
 def to_proto(candidate: ScoredCandidate) -> common_pb2.Candidate:

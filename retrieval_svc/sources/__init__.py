@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from kindred.vectorstore import PayloadFilter
 
@@ -48,14 +48,21 @@ class SourceRequest:
         return self.fan
 
 
-@dataclasses.dataclass(frozen=True)
-class SourceHit:
+# The `extra` of a hit without named facts: one shared empty mapping (never change it; a plain dict, so
+# hits still pickle and copy).
+NO_FACTS: Mapping[str, float] = {}
+
+
+class SourceHit(NamedTuple):
+    """A NamedTuple, not a frozen dataclass: ~150 are built per Retrieve, and a frozen dataclass's
+    __init__ (a setattr per field, a new dict for `extra`) costs twice a tuple's."""
+
     item_id: str
     score: float  # the source's own score (cosine, popularity, ...): comparable within a source only
     reason: str
     # Named facts behind the hit the ranker and explanations can use, e.g. {"social_friends": 3.0};
     # copied into the candidate's scores next to the source's own score.
-    extra: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    extra: Mapping[str, float] = NO_FACTS
 
 
 class CandidateSource(Protocol):
@@ -71,4 +78,12 @@ class CandidateSource(Protocol):
         ...
 
 
-__all__ = ["CandidateSource", "FanRow", "FeatureReader", "SourceHit", "SourceRequest", "SourceSkipped"]
+__all__ = [
+    "NO_FACTS",
+    "CandidateSource",
+    "FanRow",
+    "FeatureReader",
+    "SourceHit",
+    "SourceRequest",
+    "SourceSkipped",
+]

@@ -80,7 +80,9 @@ class PopularSource:
 
 
 def _ranked(row: Mapping[str, Any] | None) -> list[tuple[str, float]]:
-    return [(h.item_id, h.score) for h in _hits(row or {}, "")]
+    """(id, score) pairs of a stored list, as `_hits` reads them (no hit built per listed id)."""
+    ids, scores = _columns(row or {})
+    return list(zip(ids, scores, strict=True))
 
 
 def interest_categories(requested: Sequence[str], fan: FanRow | None, max_lists: int = 3) -> list[str]:
@@ -106,12 +108,18 @@ def merge_lists(rows: Sequence[dict[str, Any] | None], reasons: Sequence[str]) -
 
 
 def _hits(row: Mapping[str, Any], reason: str) -> list[SourceHit]:
+    ids, scores = _columns(row)
+    return [SourceHit(i, s, reason) for i, s in zip(ids, scores, strict=True)]
+
+
+def _columns(row: Mapping[str, Any]) -> tuple[list[str], list[float]]:
+    """The ids and scores of a stored popular list."""
     ids = [str(i) for i in row.get("creator_ids") or []]
     scores = list(row.get("scores") or [])
     if len(scores) != len(ids):
         # Without scores the order still ranks: 1, 1/2, 1/3, ...
         scores = [1.0 / (i + 1) for i in range(len(ids))]
-    return [SourceHit(i, float(s), reason) for i, s in zip(ids, scores, strict=True)]
+    return ids, [float(s) for s in scores]
 
 
 def _interleave(lists: list[list[SourceHit]]) -> Iterator[SourceHit]:

@@ -34,7 +34,7 @@ from kindred import telemetry_schema as schema
 from kindred.data.schema import CATEGORIES
 from kindred.telemetry import get_tracer
 from kindred.vectorstore import PayloadFilter, VectorIndex
-from retrieval_svc.sources import FanRow, FeatureReader, SourceHit, SourceRequest
+from retrieval_svc.sources import NO_FACTS, FanRow, FeatureReader, SourceHit, SourceRequest
 from retrieval_svc.sources.ranked_lists import CachedList, ListCache, first_passing, interleave, read_ranked
 
 NAME = "trending"
@@ -42,6 +42,7 @@ NAMESPACE = "trending"
 GLOBAL_KEY = "global"
 NEW_PREFIX = "new:"
 NEW_KEY = "trending_new"
+NEW_FACTS: Mapping[str, float] = {NEW_KEY: 1.0}  # shared by the hits of new creators: never change it
 DEFAULT_NEW_SHARE = 0.3
 MAX_CATEGORY_LISTS = 3
 # The fan's strongest categories by engagement share join its stated interests above this share.
@@ -188,8 +189,6 @@ class TrendingSource:
     ) -> list[SourceHit]:
         """The first `n` passing hits of the merged lists (as `merge_lists` orders them)."""
         reasons = [reason(key, new=new) for key in names]
+        extra = NEW_FACTS if new else NO_FACTS  # shared: no dict built per hit
         passing = first_passing(self._index, lists, flt, engine_flt, n, source=NAME)
-        return [
-            SourceHit(lists[j].ids[r], lists[j].scores[r], reasons[j], {NEW_KEY: 1.0} if new else {})
-            for j, r in passing
-        ]
+        return [SourceHit(lists[j].ids[r], lists[j].scores[r], reasons[j], extra) for j, r in passing]

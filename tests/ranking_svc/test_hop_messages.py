@@ -8,7 +8,7 @@ import pytest
 
 from kindred.v1 import common_pb2, ranking_pb2, retrieval_pb2
 from ranking_svc.domain import ScoredCandidate
-from ranking_svc.retrieval_client import candidates_from_proto, fill_proto, to_proto
+from ranking_svc.retrieval_client import candidates_from_proto, fill_proto, read_details, to_proto
 from retrieval_svc.retriever import Candidate, ModelRef, RetrieveResult
 from retrieval_svc.servicer import candidate_to_proto, retrieve_response, source_to_proto
 
@@ -47,6 +47,13 @@ def test_retrieve_response_is_what_the_constructors_build() -> None:
     assert retrieve_response(result) == expected
     assert [candidate_to_proto(c) for c in CANDIDATES] == list(expected.candidates)
     assert not retrieve_response(RetrieveResult([], {}, None)).HasField("model")
+    # A name spelled otherwise still maps (as source_to_proto does); one the contract lacks fails loudly.
+    shouted = Candidate("c4", "Two_Tower", ["Two_Tower", "popular"], {}, [])
+    assert candidate_to_proto(shouted) == _constructed(
+        Candidate("c4", "two_tower", ["two_tower", "popular"], {}, [])
+    )
+    with pytest.raises(ValueError):
+        candidate_to_proto(Candidate("c5", "two_tower", ["two_tower", "not_a_source"], {}, []))
 
 
 def test_both_sides_of_the_hop_hand_ranking_the_same_candidates() -> None:
@@ -81,6 +88,23 @@ def test_an_unknown_source_number_fails_as_the_contract_says() -> None:
         odd.sources.extend(sources)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="no name"):
             candidates_from_proto([odd])
+
+
+def test_candidates_read_without_details_get_the_same_ones_when_asked() -> None:
+    wire = retrieve_response(RetrieveResult(CANDIDATES, {}, None)).SerializeToString()
+    parsed = retrieval_pb2.RetrieveResponse.FromString(wire).candidates
+    full = candidates_from_proto(parsed)
+    light = candidates_from_proto(parsed, details=False)
+    assert all(c.sources == [] and c.reasons == [] for c in light)
+    assert [(c.item_id, c.source, c.scores) for c in light] == [(c.item_id, c.source, c.scores) for c in full]
+    for candidate, message in zip(light, parsed, strict=True):
+        read_details(candidate, message)
+    assert light == full
+    odd = common_pb2.Candidate(item_id="c9", source=common_pb2.CANDIDATE_SOURCE_POPULAR)
+    odd.sources.extend([98])  # type: ignore[list-item]  # an open enum: a newer peer may send any number
+    (unread,) = candidates_from_proto([odd], details=False)  # the source it reads is known
+    with pytest.raises(ValueError, match="no name"):
+        read_details(unread, odd)
 
 
 def test_page_items_are_what_the_constructor_builds() -> None:

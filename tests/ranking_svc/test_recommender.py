@@ -3,6 +3,7 @@ fallbacks, validation; and the servicer on port 0."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from kindred.config import Settings
 from kindred.errors import InvalidArgument, Unavailable
 from kindred.features import RANKER_FEATURES
-from kindred.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc
+from kindred.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc, retrieval_pb2
 from ranking_svc.domain import RetrievalResult, ScoredCandidate
 from ranking_svc.explain import ExplainParams
 from ranking_svc.recommender import Recommender
@@ -269,6 +270,70 @@ def test_a_failing_rerank_rule_serves_the_rankers_order_and_says_so() -> None:
     assert [c.item_id for c in result.items] == ["c2", "c4", "c1"]
 
 
+class _OneResponseChannel:
+    """Just enough of grpc.Channel for the retrieval stub: every Retrieve answers `response`."""
+
+    def __init__(self, response: retrieval_pb2.RetrieveResponse) -> None:
+        self.response = response
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return lambda request, timeout=None: self.response
+
+
+class _Watched:
+    """A retriever whose results record which positions the recommender asked it to complete."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.completed: list[int] = []
+
+    def retrieve(self, *args: Any) -> RetrievalResult:
+        result: RetrievalResult = self.inner.retrieve(*args)
+        assert result.complete is not None and not any(c.reasons or c.sources for c in result.candidates)
+
+        def complete(positions: Any) -> None:
+            positions = list(positions)
+            self.completed += positions
+            assert result.complete is not None
+            result.complete(positions)
+
+        return dataclasses.replace(result, complete=complete)
+
+
+@pytest.mark.parametrize(
+    ("ranker", "rerank", "fallback"),
+    [
+        (TwoTowerScoreRanker(), RerankConfig(cap=CapParams(max_per_group=2)), ""),
+        (TwoTowerScoreRanker(fail=True), RerankConfig(), "ranker_failed"),
+        (TwoTowerScoreRanker(), Reranker([BrokenStep()]), "rerank_failed"),
+    ],
+)
+def test_grpc_candidates_read_sources_and_reasons_for_the_page_only_and_serve_the_same_page(
+    ranker: TwoTowerScoreRanker, rerank: RerankConfig | Reranker, fallback: str
+) -> None:
+    from ranking_svc.retrieval_client import GrpcRetriever, to_proto
+
+    retrieved = _catalogue_candidates()
+    retrieved[3].sources.append(POPULAR)
+    retrieved[6].reasons.append("popular in Cooking")
+    response = retrieval_pb2.RetrieveResponse(candidates=[to_proto(c) for c in retrieved])
+    lazy = _Watched(GrpcRetriever(_OneResponseChannel(response)))  # type: ignore[arg-type]
+
+    def page(retriever: Any) -> list[ScoredCandidate]:
+        result = Recommender(retriever, CATALOGUE, ranker, rerank=rerank).recommend(
+            "fan-with-row", 4, filters=None, context=None, timeout_s=1
+        )
+        assert result.fallback == fallback
+        return result.items
+
+    expected = page(FakeRetriever(retrieved))  # every candidate read in full
+    got = page(lazy)
+    assert got == expected and all(c.sources and c.reasons for c in got)
+    # Only the page was read in full, each candidate once.
+    ids = [c.item_id for c in retrieved]
+    assert sorted(lazy.completed) == sorted(ids.index(c.item_id) for c in got)
+
+
 def test_a_ranker_returning_garbage_counts_as_failing() -> None:
     class NaNRanker(TwoTowerScoreRanker):
         def run(self, features: np.ndarray) -> np.ndarray:
@@ -361,9 +426,10 @@ def test_creator_vectors_are_built_once_per_store_version_and_rebuilt_when_rows_
         got, vectors = cache.read(["a", "b", "ghost"], 2)
         assert got[2] is None and vectors.shape == (2, len(creator_tower_features(None)))
         np.testing.assert_array_equal(vectors[1], creator_tower_features(rows["b"]))
-        kept = cache._space[1]["a"]
-        _, again = cache.read(["a"])
-        assert cache.cached == 2 and cache._space[1]["a"] is kept  # not rebuilt
+        kept = cache._space.entries["a"]
+        again_rows, again = cache.read(["a"])
+        assert cache.cached == 3 and cache._space.entries["a"] is kept  # every id kept, none rebuilt
+        assert again_rows == [rows["a"]]  # served from what is kept, at the version the store serves
         np.testing.assert_array_equal(again[0], vectors[0])
 
         # A write moves the namespace's version: every kept vector goes, the new row's is built.
@@ -371,6 +437,65 @@ def test_creator_vectors_are_built_once_per_store_version_and_rebuilt_when_rows_
         _, fresh = cache.read(["a"])
         np.testing.assert_array_equal(fresh[0], creator_tower_features(store.get("creator", ["a"])[0]))
         assert not np.array_equal(fresh[0], vectors[0]) and cache.cached == 1
+    finally:
+        store.close()
+
+
+def test_creator_reads_of_kept_ids_read_only_the_version_and_match_a_fresh_read(tmp_path: Path) -> None:
+    from kindred.features import creator_cross_facts, creator_tower_features
+    from kindred.store.embedded import EmbeddedOnlineStore
+    from ranking_svc.creator_features import CreatorFeatureCache
+    from ranking_svc.rerank import _number_columns, slate_facts
+
+    class Counting(EmbeddedOnlineStore):
+        shared_reads = 0
+
+        def get_shared(self, namespace: str, keys: Sequence[str]) -> Any:
+            self.shared_reads += 1
+            return super().get_shared(namespace, keys)
+
+    store = Counting(tmp_path)
+    try:
+        rows = {
+            "a": {
+                "creator_id": "a",
+                "category": "Music",
+                "n_followers": 3,
+                "created_at": 10.0,
+                "as_of": 99.0,
+            },
+            "b": {"creator_id": "b", "category": "Art", "trend": 0.5},
+            "odd": {"creator_id": "odd", "category": "Art", "n_followers": "many"},  # malformed number
+        }
+        store.put("creator", rows)
+        cache = CreatorFeatureCache(store)
+        first = cache.read_batch(["a", "b", "ghost", "a"], 3)
+        assert store.shared_reads == 1
+        again = cache.read_batch(["b", "a", "ghost"], 2)
+        assert store.shared_reads == 1  # all kept: the version alone was read
+        assert again.rows == [rows["b"], rows["a"], None] and first.rows == [
+            rows["a"],
+            rows["b"],
+            None,
+            rows["a"],
+        ]
+        plain = [rows["b"], rows["a"]]
+        np.testing.assert_array_equal(again.vectors, np.array([creator_tower_features(r) for r in plain]))
+        assert again.cross == [creator_cross_facts(r) for r in plain]
+        assert again.slate == [slate_facts(r) for r in plain]
+        assert again.numbers is not None
+        np.testing.assert_array_equal(
+            again.numbers, np.array(_number_columns(again.slate)).T
+        )  # NaN where a row says nothing: equal as arrays
+        # A malformed number: no numbers for the batch (re-ranking then reads the facts column by column).
+        assert (
+            cache.read_batch(["a", "odd"]).numbers is None
+            and cache.read_batch(["odd"], 0).numbers is not None
+        )
+        store.put("creator", {"b": {"creator_id": "b", "category": "Food"}})
+        moved = cache.read_batch(["b", "a"])
+        assert store.shared_reads == 3 and moved.rows[0] == {"creator_id": "b", "category": "Food"}
+        assert moved.cross[0].category == "Food"
     finally:
         store.close()
 

@@ -27,6 +27,7 @@ from ranking_svc.rerank import (
     Slate,
     _num,
     slate_facts,
+    slate_numbers,
 )
 
 OFF = RerankConfig(freshness=None, diversity=None, exposure=None, cap=None)
@@ -194,14 +195,23 @@ def test_slate_facts_kept_per_creator_give_the_slate_built_from_rows(odd: dict[s
         {"creator_id": "c9", "category": "Art", "n_followers": 1},
     ]
     built = Slate.from_rows(cands, rows)
-    kept = Slate.from_rows(cands, rows, [slate_facts(r) for r in rows])
-    for slate in (built, kept):
+    facts = [slate_facts(r) for r in rows]
+    kept = Slate.from_rows(cands, rows, facts)
+    slates = [built, kept]
+    numbers = [slate_numbers(f) for f in facts]
+    if all(row is not None for row in numbers):  # kept per creator too: the same slate from them
+        slates.append(Slate.from_rows(cands, rows, facts, np.array(numbers)))
+    else:  # a malformed value: the batch is read column by column, so no row may stand alone
+        assert odd in ({"n_followers": "many?"}, {"trend": [1, 2], "n_posts_30d": True})
+    for slate in slates:
         assert slate.category == [str((r or {}).get("category") or "") for r in rows]
         assert slate.group[4] == "creator:c9"
         for attr, key in (("n_followers", "n_followers"), ("posts_30d", "n_posts_30d"), ("trend", "trend")):
             np.testing.assert_array_equal(getattr(slate, attr), _column_reference(rows, key))
-    assert built.group == kept.group
-    np.testing.assert_array_equal(built.age_days, kept.age_days)
+        assert slate.group == built.group
+        np.testing.assert_array_equal(slate.age_days, built.age_days)
+    with pytest.raises(ValueError, match="numbers"):
+        Slate.from_rows(cands, rows, facts, np.zeros((2, 5)))
 
 
 def _exposure_case(small_at: int, small_followers: int = 5) -> tuple[list[ScoredCandidate], list[ItemFacts]]:

@@ -1,0 +1,69 @@
+"""The ranker's per-candidate cross and source columns (kindred.features.ranker_features_batch), built
+with C-level lookups, against their plain definitions written out per candidate."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kindred.features import RANKER_FEATURES, SOURCES, normalize_source, ranker_features_batch
+
+CREATORS: list[dict[str, Any] | None] = [
+    {"creator_id": "a", "category": "Music", "language": "en", "min_price_cents": 500},
+    {"creator_id": "b", "category": "Art", "language": "es", "min_price_cents": 0},
+    None,  # unknown creator
+    {"creator_id": "c", "category": "Podcasts", "language": "en"},
+]
+SOURCE_NAMES = ["CANDIDATE_SOURCE_TWO_TOWER", "social", "CANDIDATE_SOURCE_SEARCH_DENSE", "never-seen-before"]
+
+
+def _column(name: str) -> int:
+    return RANKER_FEATURES.index(name)
+
+
+def _plain(fan: dict[str, Any], row: dict[str, Any] | None) -> dict[str, float]:
+    """What the columns mean, for one candidate."""
+    r = row or {}
+    ids = [str(c) for c in fan.get("history") or []]
+    weights = fan.get("history_weights") or [1.0] * len(ids)
+    share = {c: float(w) / (float(sum(weights)) or 1.0) for c, w in zip(ids, weights, strict=True)}
+    language = str(fan.get("language") or "")
+    return {
+        "cross.category_interest": float(str(r.get("category", "")) in set(fan.get("interests") or ())),
+        "cross.language_match": float(bool(language) and language == str(r.get("language", ""))),
+        "cross.in_history": float(str(r.get("creator_id", "")) in share),
+        "cross.history_weight": share.get(str(r.get("creator_id", "")), 0.0),
+    }
+
+
+@pytest.mark.parametrize(
+    "fan",
+    [
+        {
+            "interests": ["Music", "Podcasts"],
+            "language": "en",
+            "history": ["c", "a"],
+            "history_weights": [3, 1],
+        },
+        {"interests": [], "language": "", "locale": "", "history": []},  # no language: no match
+        {},
+    ],
+)
+def test_cross_and_source_columns_are_their_plain_definitions(fan: dict[str, Any]) -> None:
+    out = ranker_features_batch(
+        fan,
+        CREATORS,
+        two_tower_scores=[0.5, None, float("nan"), 0.1],
+        retrieval_scores=[0.5, 0.2, None, 0.1],
+        sources=SOURCE_NAMES,
+    )
+    for i, row in enumerate(CREATORS):
+        for name, value in _plain(fan, row).items():
+            assert math.isclose(out[i, _column(name)], value, rel_tol=1e-6), (i, name)
+        one_hot = out[i, [_column(f"source:{s}") for s in SOURCES]]
+        assert one_hot.tolist() == [float(s == normalize_source(SOURCE_NAMES[i])) for s in SOURCES]
+    assert out[:, _column("source:other")].tolist() == [0.0, 0.0, 0.0, 1.0]
+    np.testing.assert_array_equal(out[:, _column("cross.two_tower_missing")], [0.0, 1.0, 1.0, 0.0])
