@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -216,7 +217,12 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for side in sides:
             side.close()
+    sys.path.insert(0, str(REPO))  # the orchestrator's own tree: its machine description
+    from bench.latency import machine
+
     summary: dict[str, Any] = {
+        "command": shlex.join(["python", "bench/latency/ab_inprocess.py", *sys.argv[1:]]),
+        "machine": machine.describe(),
         "data_dir": str(data_dir),
         "fans": len(fans),
         "rounds": args.rounds,
