@@ -544,7 +544,7 @@ def measure_floor(
             ("to_proto", "retrieval: candidates → RetrieveResponse (Python objects)"),
             ("serialize", "retrieval: RetrieveResponse.SerializeToString"),
             ("parse", "ranking: RetrieveResponse.FromString"),
-            ("from_proto", "ranking: RetrieveResponse → ScoredCandidate list"),
+            ("from_proto", "ranking: RetrieveResponse → ScoredCandidate list (details of the page only)"),
         ):
             components[f"proto_{key}"] = {
                 "label": f"{label}, {shape.retrieve_k} candidates — not floor",

@@ -341,8 +341,13 @@ class InProcessRecommend:
             "to_proto": time_calls(retrieve_response, results, repeat=repeat, warmup=5),
             "serialize": time_calls(lambda r: r.SerializeToString(), responses, repeat=repeat, warmup=5),
             "parse": time_calls(retrieval_pb2.RetrieveResponse.FromString, blobs, repeat=repeat, warmup=5),
+            # As ranking reads the reply: every candidate's id, source and scores; sources and reasons
+            # are read later for the page's candidates only (ranking_svc.retrieval_client).
             "from_proto": time_calls(
-                lambda r: candidates_from_proto(r.candidates), responses, repeat=repeat, warmup=5
+                lambda r: candidates_from_proto(r.candidates, details=False),
+                responses,
+                repeat=repeat,
+                warmup=5,
             ),
             "bytes": [float(len(b)) for b in blobs],
         }
