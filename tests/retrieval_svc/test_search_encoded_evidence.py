@@ -6,6 +6,7 @@ them still serves a fusion that asks (features absent, one warning)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -252,3 +253,51 @@ def test_the_trainer_computes_the_numbers_the_engine_serves(
         )
     finally:
         index.close()
+
+
+def test_the_services_real_time_upserts_write_the_evidence(
+    tmp_path: Path, encoder: TextEncoder, fusion: FusionModel
+) -> None:
+    """UpsertPosts / UpsertCreators (SearchService) on an index that stores encoded evidence: the new
+    items get their title and sentence vectors, readable by the next search."""
+    from retrieval_svc.search.service import SearchService
+
+    service = SearchService(_bulk(tmp_path / "search", encoder), encoder)
+    try:
+        creator = dataclasses.replace(creators()[0], creator_id="c-new", name="Velvet Jazz Trio")
+        post = Post(
+            post_id="p-live",
+            creator_id="c-new",
+            title="Jazz night",
+            text="Jazz drums all night. Piano notes and garlic. Sauce recipe inside.",
+            access_level="public",
+            published_at=1_770_000_000.0,
+            category="Music",
+            language="en",
+        )
+        assert service.upsert_creators([creator]) == 1
+        assert service.upsert_posts([post]) == 1
+        searcher = HybridSearcher(service.index, encoder, query_side=QuerySide(encoder, fusion))
+        q = _unit(encoder.encode(["jazz piano notes"])[0])
+        stage = searcher._stage_scores(
+            searcher._evidence_queries("jazz piano notes", [float(x) for x in q]),
+            ["p-live", "c-new"],
+            dense=list(q),
+        )
+        for item_id, title, sentences in (
+            ("p-live", post.title, item_sentences(post.title, post.text)),
+            ("c-new", creator.name, _service_creator_sentences(creator)),
+        ):
+            cos = np.sort(_unit(encoder.encode(sentences)) @ q)[::-1]
+            assert stage[SENT_MAX][item_id] == pytest.approx(cos[0], abs=TOL), item_id
+            assert stage[SENT_TOP2][item_id] == pytest.approx(cos[:2].mean(), abs=TOL), item_id
+            assert stage[TITLE_DENSE][item_id] == pytest.approx(
+                float(_unit(encoder.encode([title])[0]) @ q), abs=TOL
+            ), item_id
+    finally:
+        service.close()
+
+
+def _service_creator_sentences(creator: Any) -> list[str]:
+    body = ". ".join(p for p in (creator.category, " ".join(creator.tags), creator.description) if p)
+    return item_sentences(creator.name, body)
