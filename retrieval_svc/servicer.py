@@ -90,24 +90,26 @@ def source_to_proto(name: str) -> str:
     return full
 
 
-@functools.cache
+# "two_tower" → its CandidateSource number, for every source the contract names: ~100 candidates a
+# Retrieve, each with a source and the sources that proposed it (a dict read; source_number reads it too).
+_SOURCE_NUMBERS: dict[str, common_pb2.CandidateSource] = {
+    v.name.removeprefix("CANDIDATE_SOURCE_").lower(): cast(common_pb2.CandidateSource, v.number)
+    for v in common_pb2.CandidateSource.DESCRIPTOR.values
+}
+
+
 def source_number(name: str) -> common_pb2.CandidateSource:
     """ "two_tower" → CANDIDATE_SOURCE_TWO_TOWER's number (fails loudly for a source the contract lacks)."""
-    return cast(common_pb2.CandidateSource, common_pb2.CandidateSource.Value(source_to_proto(name)))
+    number = _SOURCE_NUMBERS.get(name)
+    if number is None:  # another spelling ("Two_Tower"), or a name the contract lacks: Value raises
+        number = cast(common_pb2.CandidateSource, common_pb2.CandidateSource.Value(source_to_proto(name)))
+    return number
 
 
 def candidate_to_proto(c: Candidate) -> common_pb2.Candidate:
     out = common_pb2.Candidate()
     fill_candidate(out, c)
     return out
-
-
-# "two_tower" → its CandidateSource number, for every source the contract names: ~100 candidates a
-# Retrieve, each with a source and the sources that proposed it (a dict read, not a cached call).
-_SOURCE_NUMBERS: dict[str, common_pb2.CandidateSource] = {
-    v.name.removeprefix("CANDIDATE_SOURCE_").lower(): cast(common_pb2.CandidateSource, v.number)
-    for v in common_pb2.CandidateSource.DESCRIPTOR.values
-}
 
 
 def fill_candidate(out: common_pb2.Candidate, c: Candidate) -> None:

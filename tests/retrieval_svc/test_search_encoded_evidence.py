@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -42,16 +43,40 @@ def _catalogue() -> SimpleNamespace:
     return SimpleNamespace(creators=creators(), posts=posts())
 
 
+def _creator_texts(c: Any) -> tuple[str, list[str]]:
+    """(title, sentences) of a creator from its own fields: its name, then category, tags, description."""
+    body = ". ".join(p for p in (c.category, " ".join(c.tags), c.description) if p)
+    return c.name, item_sentences(c.name, body)
+
+
+def _post_texts(p: Any) -> tuple[str, list[str]]:
+    """(title, sentences) of a post: its title, then its text's sentences (the title once)."""
+    return p.title, item_sentences(p.title, p.text)
+
+
 def _expected_texts() -> dict[str, tuple[str, list[str]]]:
-    """item id → (title, sentences), from the catalogue's own fields: a creator's name then its
-    category, tags and description; a post's title then its text (the title once)."""
-    out = {}
-    for c in creators():
-        body = ". ".join(p for p in (c.category, " ".join(c.tags), c.description) if p)
-        out[c.creator_id] = (c.name, item_sentences(c.name, body))
-    for p in posts():
-        out[p.post_id] = (p.title, item_sentences(p.title, p.text))
-    return out
+    """item id → (title, sentences), from the catalogue's own fields."""
+    return {
+        **{c.creator_id: _creator_texts(c) for c in creators()},
+        **{p.post_id: _post_texts(p) for p in posts()},
+    }
+
+
+def _assert_evidence(
+    scores: Mapping[str, float],
+    encoder: TextEncoder,
+    q: np.ndarray,
+    title: str,
+    sentences: list[str],
+    label: str,
+) -> np.ndarray:
+    """`scores`' title_dense / sent_max / sent_top2 are the numpy cosines of the query `q` to the item's
+    title and sentences; returns the sentences' cosines, best first."""
+    cos = np.sort(_unit(encoder.encode(sentences)) @ q)[::-1]
+    assert scores[TITLE_DENSE] == pytest.approx(float(_unit(encoder.encode([title])[0]) @ q), abs=TOL), label
+    assert scores[SENT_MAX] == pytest.approx(cos[0], abs=TOL), label
+    assert scores[SENT_TOP2] == pytest.approx(cos[:2].mean(), abs=TOL), label
+    return cos
 
 
 def _encoded_fusion(features: tuple[str, ...] = ENCODED_DOC_FEATURES) -> FusionModel:
@@ -129,11 +154,7 @@ def test_an_index_with_encoded_evidence_serves_the_numpy_cosines_of_every_candid
             assert len(hits) > 5, query
             for hit in hits:
                 title, sentences = texts[hit.item_id]
-                cos_title = float(_unit(encoder.encode([title])[0]) @ q)
-                cos_sent = np.sort(_unit(encoder.encode(sentences)) @ q)[::-1]
-                assert hit.scores[TITLE_DENSE] == pytest.approx(cos_title, abs=TOL), hit.item_id
-                assert hit.scores[SENT_MAX] == pytest.approx(cos_sent[0], abs=TOL), hit.item_id
-                assert hit.scores[SENT_TOP2] == pytest.approx(cos_sent[:2].mean(), abs=TOL), hit.item_id
+                cos_sent = _assert_evidence(hit.scores, encoder, q, title, sentences, hit.item_id)
                 checked += 1
                 two_sentences += len(sentences) > 1 and cos_sent[0] - cos_sent[1] > 1e-3
         assert checked > 40 and two_sentences > 10  # top-2 differs from the best for many of them
@@ -164,14 +185,9 @@ def test_writes_store_the_evidence_and_deletes_remove_it(
         searcher = HybridSearcher(index, encoder, query_side=QuerySide(encoder, fusion))
         q = _unit(encoder.encode(["jazz drums"])[0])
         hit = next(h for h in _all_candidates(searcher, "jazz drums") if h.item_id == "p-new")
-        sentences = item_sentences(post.title, post.text)
+        title, sentences = _post_texts(post)
         assert len(sentences) == 4
-        cos = np.sort(_unit(encoder.encode(sentences)) @ q)[::-1]
-        assert hit.scores[SENT_MAX] == pytest.approx(cos[0], abs=TOL)
-        assert hit.scores[SENT_TOP2] == pytest.approx(cos[:2].mean(), abs=TOL)
-        assert hit.scores[TITLE_DENSE] == pytest.approx(
-            float(_unit(encoder.encode([post.title])[0]) @ q), abs=TOL
-        )
+        _assert_evidence(hit.scores, encoder, q, title, sentences, "p-new")
 
         assert index.delete(["p-new"]) == 1
         stage = searcher._stage_scores(
@@ -284,20 +300,10 @@ def test_the_services_real_time_upserts_write_the_evidence(
             ["p-live", "c-new"],
             dense=list(q),
         )
-        for item_id, title, sentences in (
-            ("p-live", post.title, item_sentences(post.title, post.text)),
-            ("c-new", creator.name, _service_creator_sentences(creator)),
+        for item_id, (title, sentences) in (
+            ("p-live", _post_texts(post)),
+            ("c-new", _creator_texts(creator)),
         ):
-            cos = np.sort(_unit(encoder.encode(sentences)) @ q)[::-1]
-            assert stage[SENT_MAX][item_id] == pytest.approx(cos[0], abs=TOL), item_id
-            assert stage[SENT_TOP2][item_id] == pytest.approx(cos[:2].mean(), abs=TOL), item_id
-            assert stage[TITLE_DENSE][item_id] == pytest.approx(
-                float(_unit(encoder.encode([title])[0]) @ q), abs=TOL
-            ), item_id
+            _assert_evidence({f: stage[f][item_id] for f in stage}, encoder, q, title, sentences, item_id)
     finally:
         service.close()
-
-
-def _service_creator_sentences(creator: Any) -> list[str]:
-    body = ". ".join(p for p in (creator.category, " ".join(creator.tags), creator.description) if p)
-    return item_sentences(creator.name, body)
