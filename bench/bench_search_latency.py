@@ -316,6 +316,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--recall-queries", type=int, default=40, help="queries for the dense recall check (0: skip)"
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=2,
+        help="also serve through this many search replicas (KINDRED_SEARCH_REPLICA, own index copies, "
+        "write log in the local Redis, round-robin client), int8 queries if --int8-query-models; 0: skip",
+    )
     parser.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)  # child mode: index root
     args = parser.parse_args(argv)
     if args.serve is not None:
@@ -371,6 +378,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"int8 query encoder alone, one caller: {int8['encoder_alone_one_caller']}")
         int8["model"] = quantized.version
         _, _, int8["search_grpc"], _ = serve_and_load(work, root, args, queries, args.int8_query_models)
+    replicated: dict[str, Any] = {}
+    if args.replicas > 0:
+        replicated = serve_replicas_and_load(work, root, args, queries, args.replicas)
+        from kindred.models import CURRENT_FILE
+        from kindred.text.encoder import INT8_QUERY_MODEL_NAME
+
+        # The replicas load what retrieval serves from the models dir: the int8 query graph if promoted.
+        int8_promoted = (args.models_dir / INT8_QUERY_MODEL_NAME / CURRENT_FILE).is_file()
+        replicated["query_encoder"] = "int8" if int8_promoted else "fp32"
     recall = dense_recall(root, encoder, queries, args.recall_queries) if args.recall_queries > 0 else {}
     p99_at_4 = levels.get("4", {}).get("p99_ms")
     result = {
@@ -394,9 +410,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "int8_query_encoder": int8,
         "dense_recall_vs_exact": recall,
         "search_grpc": levels,
+        "replicated": replicated,
         "goal": {
             "p99_ms_at_4_callers": GOAL_P99_MS_AT_4,
             "met": p99_at_4 is not None and p99_at_4 <= GOAL_P99_MS_AT_4,
+            "met_replicated": bool(replicated)
+            and replicated["search_grpc"].get("4", {}).get("p99_ms", float("inf")) <= GOAL_P99_MS_AT_4,
         },
         "seconds_total": round(time.time() - started, 1),
         "load_average": load_average(),
@@ -450,23 +469,141 @@ def serve_and_load(
     return load_s, memory_loaded, levels, memory_after
 
 
-def load_level(port: int, queries: Sequence[str], callers: int, requests: int, pid: int) -> dict[str, Any]:
-    import grpc
+def serve_replicas_and_load(
+    work: Path, root: Path, args: Any, queries: Sequence[str], replicas: int
+) -> dict[str, Any]:
+    """The production search replicas (`python -m retrieval_svc` with KINDRED_SEARCH_REPLICA, see
+    retrieval_svc.search.replication) over copies of the index at `root`, a fresh write log in the local
+    Redis, every load level through one round-robin target naming them all; then the cost of a write
+    (UpsertPosts answers once every replica applied it)."""
+    import shutil
+    import uuid
 
+    data = work / "replicas-data"
+    shutil.rmtree(data, ignore_errors=True)  # fresh copies of the (possibly rebuilt) bulk index
+    (data / "index").mkdir(parents=True)
+    (data / "index" / "search").symlink_to(root.resolve(), target_is_directory=True)
+    write_log = f"kindred:bench:search:{uuid.uuid4().hex}"
+    procs: list[subprocess.Popen[bytes]] = []
+    ports: list[int] = []
+    t0 = time.perf_counter()
+    try:
+        for i in range(replicas):
+            port = free_port()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("KINDRED_")}
+            env.update(
+                {
+                    "KINDRED_DATA_DIR": str(data),
+                    "KINDRED_MODELS_DIR": str(args.models_dir),
+                    "KINDRED_RETRIEVAL_PORT": str(port),
+                    "KINDRED_HOST": "127.0.0.1",
+                    "KINDRED_SEARCH_REPLICA": f"r{i}",
+                    "KINDRED_SEARCH_WRITE_LOG": write_log,
+                    "OMP_NUM_THREADS": "1",
+                    "ORT_DISABLE_TELEMETRY": "1",
+                }
+            )
+            out = open(work / f"replica-{i}.log", "wb")  # noqa: SIM115 - the child writes it until stopped
+            procs.append(
+                subprocess.Popen([sys.executable, "-m", "retrieval_svc"], env=env, stdout=out, stderr=out)
+            )
+            ports.append(port)
+        for port, proc, i in zip(ports, procs, range(replicas), strict=True):
+            wait_serving(f"127.0.0.1:{port}", proc, 1800.0, work / f"replica-{i}.log")
+        startup_s = time.perf_counter() - t0
+        pids = [proc.pid for proc in procs]
+        target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
+        memory_loaded = [memory_mb(pid) for pid in pids]
+        levels = {str(c): load_level(target, queries, c, args.requests, pids) for c in args.callers}
+        writes = write_latency(target, 40)
+        log(f"{replicas} replicas, UpsertPosts of one post: {writes}")
+        memory_after = [memory_mb(pid) for pid in pids]
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        _delete_write_log(write_log)
+    return {
+        "replicas": replicas,
+        "startup_s_with_index_copies": round(startup_s, 1),
+        "memory_loaded_mb": memory_loaded,
+        "memory_after_load_mb": memory_after,
+        "search_grpc": levels,
+        "upsert_one_post_ms": writes,
+    }
+
+
+def write_latency(target: str, n: int) -> dict[str, float]:
+    """UpsertPosts of one new post, `n` times, then DeleteItems of them: when a write returns, every
+    replica has applied it."""
+    from kindred.data.schema import Post
+    from kindred.grpc_client import make_channel
+    from kindred.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
+
+    times = []
+    with make_channel(target) as channel:
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        ids = [f"bench-write-{i}" for i in range(n)]
+        for post_id in ids:
+            post = Post(
+                post_id,
+                "bench-creator",
+                "bench write",
+                "a post written during the benchmark",
+                "public",
+                time.time(),
+            )
+            t0 = time.perf_counter()
+            stub.UpsertPosts(retrieval_pb2.UpsertPostsRequest(posts=[post.to_proto()]), timeout=10)
+            times.append(time.perf_counter() - t0)
+        stub.DeleteItems(
+            retrieval_pb2.DeleteItemsRequest(item_ids=ids, kind=common_pb2.ITEM_KIND_POST), timeout=10
+        )
+    ms = np.array(times) * 1e3
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "n": n,
+    }
+
+
+def _delete_write_log(key: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        client.delete(key, f"{key}:replicas")
+    finally:
+        client.close()
+
+
+def load_level(
+    target: int | str, queries: Sequence[str], callers: int, requests: int, pids: int | Sequence[int]
+) -> dict[str, Any]:
+    """Closed-loop Search load on `target` (a port on loopback, or a gRPC target naming several
+    replicas, balanced round-robin by kindred.grpc_client.make_channel); server CPU summed over `pids`."""
+    from kindred.grpc_client import make_channel
     from kindred.v1 import retrieval_pb2, retrieval_pb2_grpc
 
+    address = f"127.0.0.1:{target}" if isinstance(target, int) else target
+    servers = [pids] if isinstance(pids, int) else list(pids)
+
     def make_caller(_worker: int) -> Any:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        channel = make_channel(address)
         stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
         return lambda q: stub.Search(retrieval_pb2.SearchRequest(query=q, k=10), timeout=10)
 
     warmup = 50
-    cpu0 = cpu_seconds(pid)
+    cpu0 = sum(cpu_seconds(pid) for pid in servers)
     result = run_closed_loop(
         make_caller, list(queries), concurrency=callers, requests=requests, warmup=warmup
     )
     # The server's CPU per call (all its threads): what the load costs, whatever else shares the cores.
-    server_cpu_ms = (cpu_seconds(pid) - cpu0) * 1e3 / (requests + warmup)
+    server_cpu_ms = (sum(cpu_seconds(pid) for pid in servers) - cpu0) * 1e3 / (requests + warmup)
     summary = {**result.summary(), "server_cpu_ms_per_call": server_cpu_ms}
     log(
         f"{callers} caller(s): p50 {summary.get('p50_ms', 0):.1f} ms, p99 {summary.get('p99_ms', 0):.1f} ms, "
@@ -548,6 +685,25 @@ Same index, same invocation, queries encoded by the int8 export of the same weig
 {_rows(int8["search_grpc"])}
 
 int8 encoder alone: p50 {e8["p50_ms"]:.1f} ms, p99 {e8["p99_ms"]:.1f} ms.{quality}
+"""
+    rep = r.get("replicated") or {}
+    if rep.get("search_grpc"):
+        rep_met = "met" if r["goal"].get("met_replicated") else "not met"
+        rss = ", ".join(f"{m['rss_mb']:.0f}" for m in rep["memory_after_load_mb"])
+        w = rep["upsert_one_post_ms"]
+        out += f"""
+**{rep["replicas"]} search replicas** (retrieval_svc.search.replication: `python -m retrieval_svc` with
+KINDRED_SEARCH_REPLICA, each on its own copy of the same index, writes through one log in the local
+Redis; {rep["query_encoder"]} queries), same invocation, one round-robin target naming both
+(kindred.grpc_client.make_channel), server CPU summed over the replicas:
+
+{header}
+{_rows(rep["search_grpc"])}
+
+Goal p99 ≤ {goal:.0f} ms at 4 callers with replicas: {rep_met}. Resident memory per replica after the load:
+{rss} MB; start-up with the index copies {rep["startup_s_with_index_copies"]:.0f} s. A write
+(UpsertPosts of one post, answered once every replica applied it): p50 {w["p50_ms"]:.1f} ms, p99
+{w["p99_ms"]:.1f} ms over {w["n"]}.
 """
     rec = r.get("dense_recall_vs_exact") or {}
     if rec:

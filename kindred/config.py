@@ -41,6 +41,13 @@ class Settings:
 
     online_store: OnlineStoreBackend = "embedded"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Search replicas (retrieval_svc.search.replication): a name makes this retrieval process one of
+    # several serving Search, each from its own copy of the search index under
+    # <data_dir>/index/search-replicas/<name>, kept equal through the write log (a Redis stream at
+    # redis_url named search_write_log). Such a process serves no recommendations. "": one process
+    # owns <data_dir>/index/search and applies writes itself.
+    search_replica: str = ""
+    search_write_log: str = "kindred:search:writes"
     vector_backend: VectorBackend = "edge"
     qdrant_url: str = "http://127.0.0.1:6334"
 

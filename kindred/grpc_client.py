@@ -2,6 +2,10 @@
 
 Retries are declared in the channel's service config and only for UNAVAILABLE (a retried
 INVALID_ARGUMENT can never succeed; a retried DEADLINE_EXCEEDED only adds load when we are slow).
+Calls are balanced round-robin over every address the target resolves to, per call: a target naming
+several search replicas ("ipv4:127.0.0.1:50051,127.0.0.1:50061", or a Kubernetes headless Service's DNS
+name) spreads calls over all of them (retrieval_svc.search.replication), where gRPC's default (pick
+first) would send everything to one.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from kindred.telemetry import tracing_enabled
 
 _SERVICE_CONFIG = json.dumps(
     {
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [{}],  # every method of every service on this channel
@@ -30,7 +35,7 @@ _SERVICE_CONFIG = json.dumps(
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
-        ]
+        ],
     }
 )
 

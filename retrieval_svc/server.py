@@ -38,6 +38,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,6 +53,7 @@ from kindred.vectorstore import VectorIndex, VectorIndexError, open_creator_inde
 from retrieval_svc.creators import CreatorCatalogue
 from retrieval_svc.retriever import ModelRef, Retriever
 from retrieval_svc.search.query import QuerySide
+from retrieval_svc.search.replication import replica_root
 from retrieval_svc.search.service import SearchService
 from retrieval_svc.servicer import RetrievalServicer
 from retrieval_svc.serving import (
@@ -161,10 +163,11 @@ def open_search(settings: Settings) -> SearchService | None:
     except FailedPrecondition as exc:
         log.warning("search disabled: %s", exc)
         return None
+    root = search_index_root(settings)
+    if settings.search_replica:  # its own copy, made from the bulk index on its first start
+        root = replica_root(search_replicas_dir(settings), settings.search_replica, root)
     try:
-        index = SearchIndex.open_or_create(
-            search_index_root(settings), dim=encoder.dim, encoder_version=encoder.version
-        )
+        index = SearchIndex.open_or_create(root, dim=encoder.dim, encoder_version=encoder.version)
     except VectorIndexError as exc:
         # E.g. `kindred index` still holds the shard: recommendations need not wait for search.
         log.error("search disabled: %s", exc)
@@ -173,10 +176,51 @@ def open_search(settings: Settings) -> SearchService | None:
         query_side = open_query_side(settings, encoder)
         # A tuned query side's fusion was fitted on fp32 base-encoder scores: it keeps the fp32 encoder.
         int8 = None if query_side is not None else open_int8_query_encoder(settings, encoder)
-        return SearchService(index, encoder, params, query_side=query_side, query_encoder=int8)
+        service = SearchService(index, encoder, params, query_side=query_side, query_encoder=int8)
     except BaseException:
         index.close()
         raise
+    if settings.search_replica:
+        try:
+            replicate(settings, service, root)
+        except BaseException:
+            service.close()
+            raise
+    return service
+
+
+def search_replicas_dir(settings: Settings) -> Path:
+    return settings.data_dir / "index" / "search-replicas"
+
+
+def replicate(settings: Settings, service: SearchService, root: Path) -> None:
+    """Makes `service` a search replica: applies everything logged since its copy's position, then
+    follows the write log and sends its own writes through it (retrieval_svc.search.replication)."""
+    from retrieval_svc.search.replication import WriteLog
+
+    write_log = WriteLog(
+        settings.redis_url, settings.search_write_log, settings.search_replica, root, service.apply
+    )
+    t0 = time.perf_counter()
+    applied = write_log.catch_up()
+    write_log.start()
+    service.replicate(write_log)
+    log.info(
+        "search replica %s: applied %d logged writes in %.1f s; following %s",
+        settings.search_replica,
+        applied,
+        time.perf_counter() - t0,
+        settings.search_write_log,
+    )
+
+
+def open_search_replica(settings: Settings) -> SearchService:
+    search = open_search(settings)
+    if search is None:
+        raise FailedPrecondition(
+            "a search replica needs a text encoder (python -m trainer.text_encoder export --promote)"
+        )
+    return search
 
 
 def open_int8_query_encoder(settings: Settings, doc_encoder: TextEncoder) -> TextEncoder | None:
@@ -379,6 +423,18 @@ SPEC: ServiceSpec[RetrievalDeps] = ServiceSpec(
 )
 
 
+# A search replica (KINDRED_SEARCH_REPLICA): Search and the search writes, no creator index or models.
+SEARCH_REPLICA_SPEC: ServiceSpec[SearchService] = ServiceSpec(
+    name="retrieval",
+    grpc_service=SERVICE_NAME,
+    port=lambda settings: settings.retrieval_port,
+    add_servicer=retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server,
+    build_deps=open_search_replica,
+    make_servicer=lambda _settings, search: RetrievalServicer(None, search),
+    close_deps=lambda search: search.close(),
+)
+
+
 def create_server(
     settings: Settings, deps: RetrievalDeps | None = None, *, port: int | None = None
 ) -> KindredServer:
@@ -387,4 +443,5 @@ def create_server(
 
 
 def main() -> None:
-    run_service(SPEC)
+    settings = Settings.from_env()
+    run_service(SEARCH_REPLICA_SPEC if settings.search_replica else SPEC, settings)

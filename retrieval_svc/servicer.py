@@ -43,6 +43,10 @@ ACCESS_TO_PROTO = {
 }
 # Which CandidateSource each search retriever reports as (name trigrams are a sparse vector too).
 RETRIEVER_SOURCES = {"dense": "search_dense", "bm25": "search_sparse", "name": "search_sparse"}
+SEARCH_ONLY = (
+    "this process is a search replica (KINDRED_SEARCH_REPLICA): it serves Search, UpsertCreators, "
+    "UpsertPosts and DeleteItems for search only; recommendations come from the retrieval service"
+)
 NO_SEARCH = (
     "search is not available: no text encoder was exported "
     "(python -m trainer.text_encoder export --out <models dir> --promote) or the search index failed to open"
@@ -158,13 +162,19 @@ def retrieve_query(request: retrieval_pb2.RetrieveRequest) -> RetrieveQuery:
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
-    def __init__(self, serving: BundleSwitch, search: SearchService | None = None) -> None:
+    def __init__(self, serving: BundleSwitch | None, search: SearchService | None = None) -> None:
         """Every call runs on the bundle current when it started (see retrieval_svc.serving).
 
         `search`: the text search index and encoder; None when no encoder is exported (Search and post
-        writes then answer FAILED_PRECONDITION, everything else works)."""
+        writes then answer FAILED_PRECONDITION, everything else works). `serving` None: a search replica
+        (KINDRED_SEARCH_REPLICA), serving Search and the search writes only."""
         self._serving = serving
         self._search = search
+
+    def _bundles(self) -> BundleSwitch:
+        if self._serving is None:
+            raise FailedPrecondition(SEARCH_ONLY)
+        return self._serving
 
     def _require_search(self) -> SearchService:
         if self._search is None:
@@ -175,7 +185,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         self, request: retrieval_pb2.RetrieveRequest, context: grpc.ServicerContext
     ) -> retrieval_pb2.RetrieveResponse:
         query = retrieve_query(request)
-        with self._serving.acquire() as bundle:
+        with self._bundles().acquire() as bundle:
             result = bundle.retriever.retrieve(query)
         return retrieve_response(result)
 
@@ -198,7 +208,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     ) -> retrieval_pb2.SimilarCreatorsResponse:
         if not wants_creators(request.filters):
             return retrieval_pb2.SimilarCreatorsResponse()
-        with self._serving.acquire() as bundle:
+        with self._bundles().acquire() as bundle:
             hits = bundle.creators.similar(request.creator_id, request.k, filter_from_proto(request.filters))
         source = source_to_proto(SIMILAR_SOURCE)
         return retrieval_pb2.SimilarCreatorsResponse(
@@ -230,13 +240,14 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             for c in request.creators
         ]
         if self._search is None:
-            with self._serving.acquire() as bundle:
+            with self._bundles().acquire() as bundle:
                 return retrieval_pb2.UpsertCreatorsResponse(upserted=bundle.creators.update_payloads(updates))
         # Searchable by name and profile at once; recommendable (two-tower) once the trainer has embedded
         # them, so only creators already in the creator index get their payload updated there.
         upserted = self._search.upsert_creators([Creator.from_proto(c) for c in request.creators])
-        with self._serving.acquire() as bundle:
-            bundle.creators.update_payloads(updates, skip_unknown=True)
+        if self._serving is not None:  # a search replica holds no creator index
+            with self._serving.acquire() as bundle:
+                bundle.creators.update_payloads(updates, skip_unknown=True)
         return retrieval_pb2.UpsertCreatorsResponse(upserted=upserted)
 
     def UpsertPosts(
@@ -256,6 +267,8 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         if self._search is not None:
             kind = "creator" if request.kind == common_pb2.ITEM_KIND_CREATOR else None
             searchable = self._search.delete(ids, kind=kind)
+        if self._serving is None:  # a search replica holds no creator index
+            return retrieval_pb2.DeleteItemsResponse(deleted=searchable)
         with self._serving.acquire() as bundle:
             recommendable = bundle.creators.delete(ids) if request.kind != common_pb2.ITEM_KIND_POST else 0
         # An item may be in both indexes (a creator): count it once.
