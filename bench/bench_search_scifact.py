@@ -76,7 +76,14 @@ import numpy as np
 from bench.results_md import write_section
 from bench.search import metrics as M
 from bench.search import scifact
-from bench.search.tuned import FoldInputs, fit_fold, score_fold
+from bench.search.tuned import (
+    SENT_MAX_TUNED,
+    TITLE_DENSE_TUNED,
+    TUNED_DOC_FEATURES,
+    FoldInputs,
+    fit_fold,
+    score_fold,
+)
 from kindred.text.encoder import TextEncoder, latency_stats, measure_latency
 from kindred.text.fusion import (
     ENCODED_DOC_FEATURES,
@@ -114,7 +121,7 @@ DENSE, SPARSE, SENT = "dense", "bm25", "sentences"
 # the service's index would: the title's MiniLM vector, the title's BM25 vector, a binary term vector
 # (query weights 1/|terms| make its dot product the share of query terms the document contains).
 TITLE_VEC, TITLE_SPARSE, TERMS = "title", "bm25_title", "terms"
-SENTENCE_FEATURES = (SENT_MAX, SENT_TOP2)  # read from the SENT multivector
+SENTENCE_FEATURES = (SENT_MAX, SENT_TOP2, SENT_MAX_TUNED)  # read from the SENT multivector
 DEPTH = 100  # per-retriever candidates; also the Recall@100 cut
 RRF_K = 60
 REFERENCE = {  # published / measured elsewhere (data README, issue 4): shown beside ours, never used
@@ -354,6 +361,18 @@ class Index:
                 raise RuntimeError(f"the engine returned no {SENT!r} multivector for point {h.id}")
             _, top2 = sentence_evidence(np.asarray(stored, dtype=np.float64) @ qv)  # stored unit vectors
             out[int(h.id)] = (float(h.score), top2)  # the engine's MaxSim score is the best
+        return out
+
+    def tuned_evidence_of(self, qvec: np.ndarray, docs: Sequence[int]) -> dict[str, dict[int, float]]:
+        """bench.search.tuned.TUNED_DOC_FEATURES of exactly these candidates for a tuned query vector: its
+        exact cosine to the stored title vector, and its MaxSim over the stored sentence vectors (the
+        engine's score; no vectors returned). {} without document evidence in the index."""
+        if not docs or self.title_bm25 is None:
+            return {}
+        q = [float(x) for x in qvec]
+        out = {TITLE_DENSE_TUNED: self._of(q, TITLE_VEC, docs, exact=True)}
+        if self.has_sentences:
+            out[SENT_MAX_TUNED] = self._of([q], SENT, docs, exact=True)
         return out
 
     def doc_features_of(
@@ -816,7 +835,9 @@ def render_section(result: Mapping[str, Any]) -> str:
             "; the chosen kind refit on the same examples with other evidence: kindred_no_doc_features "
             "without any, kindred_text_doc_features with DOC_FEATURES only, kindred_plus_title_dense / "
             "kindred_plus_sentences / kindred_plus_encoded with that encoded evidence (all of it, for the "
-            "last) added (rows present when they apply); kindred_encoded_cv / kindred_text_cv: an "
+            "last) added, kindred_plus_tuned_evidence with the stored title and sentence vectors scored "
+            "by the *tuned* query vector too (title_dense_tuned, sent_max_tuned; a bench-only diagnostic, "
+            "not served) (rows present when they apply); kindred_encoded_cv / kindred_text_cv: an "
             "alternative system on the other evidence set (every encoded feature the index holds / the "
             "text-only DOC_FEATURES), its kind chosen by its own inner CV. "
             if kin.get("doc_features")
@@ -1029,7 +1050,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     available_encoded: tuple[str, ...] = ()
     if args.doc_features:  # the index stores title vectors, and sentence multivectors with --sentences
         available_encoded = tuple(
-            f for f in ENCODED_DOC_FEATURES if args.sentences or f not in SENTENCE_FEATURES
+            f
+            for f in (*ENCODED_DOC_FEATURES, *TUNED_DOC_FEATURES)
+            if args.sentences or f not in SENTENCE_FEATURES
         )
     if set(encoded) - set(available_encoded):
         raise SystemExit(
@@ -1169,11 +1192,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def rescore(qid: str, tuned_vec: np.ndarray, union: Sequence[str]) -> dict[str, dict[str, float]]:
             docs = [pos_of[d] for d in union]
-            return {
+            out = {
                 BM25: {ids[d]: s for d, s in index.bm25_of(bm25.query(data.queries[qid]), docs).items()},
                 DENSE_BASE: {ids[d]: s for d, s in index.dense_of(qemb[qid], docs).items()},
                 DENSE_TUNED: {ids[d]: s for d, s in index.dense_of(tuned_vec, docs).items()},
             }
+            # The stored title and sentence vectors scored with the tuned query vector (the diagnostic
+            # "plus_tuned_evidence" row): they depend on the tuned encoder, so cross-fitted like DENSE_TUNED.
+            for name, scores in index.tuned_evidence_of(tuned_vec, docs).items():
+                out[name] = {ids[d]: s for d, s in scores.items()}
+            return out
 
         log_len = np.log1p(side.doc_len)
         # Every feature is one document's value for one query (no union-dependent normalisation), and the

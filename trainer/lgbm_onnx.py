@@ -14,6 +14,7 @@ LightGBM's missing-value branch, which this graph does not model) - the caller g
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,20 @@ def _f32_at_most(threshold: float) -> float:
 def booster_to_onnx(booster: Any, n_features: int, base_weights: NDArray[np.float32] | None = None) -> bytes:
     """Serialized ONNX model computing `booster.predict(x, raw_score=True)` for (N, n_features) x,
     plus `x @ base_weights` when given (the linear base score the trees were boosted from)."""
-    dump = booster.dump_model()
+    return boosters_to_onnx([booster], n_features, base_weights)
+
+
+def boosters_to_onnx(
+    boosters: Sequence[Any], n_features: int, base_weights: NDArray[np.float32] | None = None
+) -> bytes:
+    """The mean of several boosters' raw scores (a bag, e.g. one per seed) as one tree ensemble: every
+    tree of every booster, each leaf value divided by the number of boosters; plus `x @ base_weights`."""
+    if not boosters:
+        raise ValueError("no booster to export")
+    scale = 1.0 / len(boosters)
+    trees = []
+    for booster in boosters:
+        trees.extend(booster.dump_model()["tree_info"])
     attrs: dict[str, Any] = {
         key: []
         for key in (
@@ -55,8 +69,7 @@ def booster_to_onnx(booster: Any, n_features: int, base_weights: NDArray[np.floa
             "target_weights",
         )
     }
-    for tree in dump["tree_info"]:
-        tree_id = int(tree["tree_index"])
+    for tree_id, tree in enumerate(trees):
         next_id = [0]
 
         def visit(node: dict[str, Any], tree_id: int = tree_id, next_id: list[int] = next_id) -> int:
@@ -74,7 +87,7 @@ def booster_to_onnx(booster: Any, n_features: int, base_weights: NDArray[np.floa
                 attrs["target_treeids"].append(tree_id)
                 attrs["target_nodeids"].append(node_id)
                 attrs["target_ids"].append(0)
-                attrs["target_weights"].append(float(node["leaf_value"]))
+                attrs["target_weights"].append(float(node["leaf_value"]) * scale)
                 return node_id
             if node["decision_type"] != "<=":
                 raise ValueError(f"unsupported split {node['decision_type']!r} (numeric '<=' only)")
@@ -129,4 +142,4 @@ def booster_to_onnx(booster: Any, n_features: int, base_weights: NDArray[np.floa
     return bytes(model.SerializeToString())
 
 
-__all__ = ["INPUT_NAME", "ML_OPSET", "OPSET", "OUTPUT_NAME", "booster_to_onnx"]
+__all__ = ["INPUT_NAME", "ML_OPSET", "OPSET", "OUTPUT_NAME", "booster_to_onnx", "boosters_to_onnx"]

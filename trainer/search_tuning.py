@@ -81,6 +81,7 @@ from kindred.text.fusion import (
     ranker_features,
     rescore_union,
     sentence_evidence,
+    union_of,
 )
 from kindred.text.tokenize import Bm25, idf, tokenize
 
@@ -100,8 +101,17 @@ FUSION_RETRIEVERS: Final = (BM25, DENSE_BASE, DENSE_TUNED)
 # `kindred index --encoded-evidence`.
 FUSION_KINDS: Final = ("linear", "linear_rescored", "lambdarank", "lambdarank_on_linear")
 # What `auto` chooses between: the ranker's boosting rounds are chosen with the kind (inner CV), since
-# a few hundred training queries overfit 300 rounds. "lambdarank:N" = N rounds.
-AUTO_FUSION_KINDS: Final = ("linear", "linear_rescored", "lambdarank:50", "lambdarank:100", "lambdarank:200")
+# a few hundred training queries overfit 300 rounds. "lambdarank:N" = N rounds; "lambdarank:NxB" = the
+# mean of B such boosters (seeds, row and feature samples differ; one ONNX graph).
+AUTO_FUSION_KINDS: Final = (
+    "linear",
+    "linear_rescored",
+    "lambdarank:50",
+    "lambdarank:100",
+    "lambdarank:200",
+    "lambdarank:100x5",
+    "lambdarank:200x5",
+)
 FloatMatrix = npt.NDArray[np.float32]
 Log = Callable[[str], None]
 
@@ -536,10 +546,20 @@ def fit_fusion(
     `ranker_extra`: rescored-only retrievers (e.g. DOC_FEATURES) a ranker kind reads besides
     `retrievers`; linear kinds ignore them."""
     kind, _, n = kind.partition(":")
-    if n and (kind not in ("lambdarank", "lambdarank_on_linear") or not n.isdigit() or int(n) < 1):
-        raise ValueError(f"fusion kind {kind}:{n}: only ranker kinds take a positive number of rounds")
+    rounds_text, _, bags_text = n.partition("x")
+    if n and (
+        kind not in ("lambdarank", "lambdarank_on_linear")
+        or not rounds_text.isdigit()
+        or int(rounds_text) < 1
+        or (bags_text and (not bags_text.isdigit() or int(bags_text) < 1))
+    ):
+        raise ValueError(
+            f"fusion kind {kind}:{n}: only ranker kinds take a positive number of rounds "
+            "(and optionally x<boosters>, e.g. lambdarank:100x5)"
+        )
     if n:
-        ranker_rounds = int(n)
+        ranker_rounds = int(rounds_text)
+    bags = int(bags_text) if bags_text else 1
     if kind == "linear":
         return FusionModel.fit(examples, retrievers=retrievers)
     if kind == "linear_rescored":
@@ -547,11 +567,13 @@ def fit_fusion(
     rounds = RANKER_ROUNDS if ranker_rounds is None else ranker_rounds
     readers = [*retrievers, *(r for r in ranker_extra if r not in retrievers)]
     if kind == "lambdarank":
-        return fit_ranked_fusion(examples, retrievers=readers, rounds=rounds, seed=seed, threads=threads)
+        return fit_ranked_fusion(
+            examples, retrievers=readers, rounds=rounds, seed=seed, threads=threads, bags=bags
+        )
     if kind == "lambdarank_on_linear":
         base = FusionModel.fit(examples, retrievers=retrievers, rescore=True)
         return fit_ranked_fusion(
-            examples, retrievers=readers, rounds=rounds, seed=seed, threads=threads, base=base
+            examples, retrievers=readers, rounds=rounds, seed=seed, threads=threads, base=base, bags=bags
         )
     raise ValueError(f"unknown fusion kind {kind!r} (known: {', '.join(FUSION_KINDS)})")
 
@@ -587,24 +609,27 @@ def fit_ranked_fusion(
     threads: int = 1,
     base: FusionModel | None = None,
     base_scale: float = BASE_SCALE,
+    bags: int = 1,
 ) -> FusionModel:
     """A lambdarank fusion over the rescored union (`rescored` of each example; lists only without),
     exported to ONNX by trainer.lgbm_onnx and checked against LightGBM on the training features.
 
     `base`: a linear fusion (fitted on the same rescored lists) the trees are boosted from: its score
     × `base_scale` is LightGBM's initial score, and the graph adds it back as a linear term over the
-    ranker's own features (min-max, z-score and union rank are among them), so trees only correct it."""
+    ranker's own features (min-max, z-score and union rank are among them), so trees only correct it.
+    `bags` > 1: that many boosters, seeds seed, seed + 1, …, each on its own row and feature samples
+    (RANKER_PARAMS' bagging), served as one ensemble scoring their mean (trainer.lgbm_onnx) — a few
+    hundred training queries make one booster's choices noisy."""
     import lightgbm as lgb
 
-    from trainer.lgbm_onnx import booster_to_onnx
+    from trainer.lgbm_onnx import boosters_to_onnx
 
     xs, ys, sizes = [], [], []
     for ex in examples:
-        union = sorted({d for r in retrievers for d, _ in ex.hits.get(r, ())})
+        union, features = example_features(ex, retrievers, rrf_k)
         if not union:
             continue
-        lists = rescore_union(ex.hits, ex.rescored, retrievers) if ex.rescored is not None else ex.hits
-        xs.append(ranker_features(ex.hits, lists, union, retrievers, rrf_k))
+        xs.append(features)
         ys.append(np.array([max(0, round(float(ex.relevance.get(d, 0.0)))) for d in union], dtype=np.int32))
         sizes.append(len(union))
     if not xs:
@@ -613,12 +638,18 @@ def fit_ranked_fusion(
     y = np.concatenate(ys)
     w = _base_weights(base, retrievers, base_scale) if base is not None else None
     init = (x.astype(np.float64) @ w.astype(np.float64)) if w is not None else None
-    params = {**RANKER_PARAMS, "seed": seed, "num_threads": threads}
-    data = lgb.Dataset(x.astype(np.float64), y, group=sizes, init_score=init)
-    booster = lgb.train(params, data, num_boost_round=rounds)
-    ranker = Ranker.from_bytes(retrievers, booster_to_onnx(booster, x.shape[1], w))
+    if bags < 1:
+        raise ValueError("bags must be at least 1")
+    boosters = []
+    for bag in range(bags):
+        params = {**RANKER_PARAMS, "seed": seed + bag, "num_threads": threads}
+        data = lgb.Dataset(x.astype(np.float64), y, group=sizes, init_score=init)
+        boosters.append(lgb.train(params, data, num_boost_round=rounds))
+    ranker = Ranker.from_bytes(retrievers, boosters_to_onnx(boosters, x.shape[1], w))
     sample = x[: min(len(x), 2000)]
-    want = np.asarray(booster.predict(sample, raw_score=True), dtype=np.float64)
+    want = np.mean(
+        [np.asarray(b.predict(sample, raw_score=True), dtype=np.float64) for b in boosters], axis=0
+    )
     if w is not None:
         want = want + sample.astype(np.float64) @ w.astype(np.float64)
     diff = float(np.abs(ranker.score(sample) - want).max())
@@ -627,6 +658,7 @@ def fit_ranked_fusion(
     info = {
         "objective": "lambdarank (LightGBM), ndcg@10 truncation 20",
         "rounds": rounds,
+        "boosters": bags,
         "train_queries": len(sizes),
         "train_rows": len(x),
         "onnx_max_abs_diff": diff,
@@ -656,12 +688,47 @@ def ndcg_at(order: Sequence[str], relevance: Mapping[str, float], k: int = 10) -
     return dcg / idcg if idcg > 0 else 0.0
 
 
+# Ranker features of fit examples, memoised per (example, readers, rrf_k): select_fusion fits and scores
+# the same examples a dozen times per fold (kinds × inner splits), and building their features in Python
+# took most of that time, not LightGBM. The example is kept in the entry so its id cannot be reused.
+_FEATURES: dict[tuple[int, tuple[str, ...], int], tuple[FitExample, list[str], npt.NDArray[np.float32]]] = {}
+_FEATURES_MAX: Final = 100_000
+
+
+def example_features(
+    ex: FitExample, readers: Sequence[str], rrf_k: int
+) -> tuple[list[str], npt.NDArray[np.float32]]:
+    """(union candidates sorted by id, their ranker features over `readers`) — exactly what
+    FusionModel.score_union computes for a ranker reading `readers` (rescored union if the example has
+    one). The array is shared: callers must not modify it."""
+    key = (id(ex), tuple(readers), rrf_k)
+    got = _FEATURES.get(key)
+    if got is not None and got[0] is ex:
+        return got[1], got[2]
+    union = union_of(ex.hits, readers)
+    lists = rescore_union(ex.hits, ex.rescored, readers) if ex.rescored is not None else ex.hits
+    x = ranker_features(ex.hits, lists, union, readers, rrf_k)
+    if len(_FEATURES) >= _FEATURES_MAX:
+        _FEATURES.clear()
+    _FEATURES[key] = (ex, union, x)
+    return union, x
+
+
 def fused_ndcg(model: FusionModel, examples: Sequence[FitExample], k: int = 10) -> float:
-    """Mean NDCG@k of `model.fuse` — the served call, rescored union included — over `examples`."""
-    got = [
-        ndcg_at([h.doc_id for h in model.fuse(ex.hits, rescored=ex.rescored)], ex.relevance, k)
-        for ex in examples
-    ]
+    """Mean NDCG@k of `model.fuse` — the served call, rescored union included — over `examples`. A pure
+    ranker (no linear terms, rescoring) scores the memoised features (`example_features`) and orders
+    them as `fuse` does (score, then id): the same order, without rebuilding the features per call."""
+    pure_ranker = model.ranker is not None and not model.terms and model.rescore
+    got = []
+    for ex in examples:
+        if pure_ranker and ex.rescored is not None:
+            assert model.ranker is not None
+            docs, x = example_features(ex, model.ranker.retrievers, model.rrf_k)
+            scores = model.ranker.score(x) if docs else np.zeros(0)
+            order = [docs[i] for i in sorted(range(len(docs)), key=lambda i: (-scores[i], docs[i]))]
+        else:
+            order = [h.doc_id for h in model.fuse(ex.hits, rescored=ex.rescored)]
+        got.append(ndcg_at(order, ex.relevance, k))
     return float(np.mean(got)) if got else 0.0
 
 

@@ -51,6 +51,12 @@ from trainer.search_tuning import (
 # evidence (kindred.text.fusion.ENCODED_DOC_FEATURES) it does not read added on top.
 NO_DOC_FEATURES, TEXT_DOC_FEATURES = "no_doc_features", "text_doc_features"
 WITH_TITLE_DENSE, WITH_SENTENCES, WITH_ENCODED = "plus_title_dense", "plus_sentences", "plus_encoded"
+# A bench-only diagnostic (not served): the same stored title and sentence vectors scored with the *tuned*
+# query vector (the tuned encoder was pulled towards its clicked items' whole-text vectors, which share
+# the space of their parts), rescored with each fold's own tuned vector like dense_tuned.
+TITLE_DENSE_TUNED, SENT_MAX_TUNED = "title_dense_tuned", "sent_max_tuned"
+TUNED_DOC_FEATURES = (TITLE_DENSE_TUNED, SENT_MAX_TUNED)
+WITH_TUNED_EVIDENCE = "plus_tuned_evidence"
 # Alternative systems (keys beside the kinds): the same inner-CV choice of kind, on another evidence set —
 # every encoded feature the index holds when Kindred reads none, the text-only DOC_FEATURES when it reads
 # some. Unlike the refits above, their kind is chosen for that evidence (never by test-fold score).
@@ -111,6 +117,9 @@ class FoldInputs:
         sentences = tuple(f for f in (SENT_MAX, SENT_TOP2) if f in self.available_encoded and f not in extra)
         if sentences:
             out[WITH_SENTENCES] = (*extra, *sentences)
+        tuned = tuple(f for f in TUNED_DOC_FEATURES if f in self.available_encoded and f not in extra)
+        if tuned:
+            out[WITH_TUNED_EVIDENCE] = (*extra, *tuned)
         missing = tuple(f for f in self.available_encoded if f not in extra)
         if missing and (*extra, *missing) not in out.values():
             out[WITH_ENCODED] = (*extra, *missing)

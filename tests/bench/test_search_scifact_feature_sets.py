@@ -73,3 +73,16 @@ def test_alternative_system_reads_the_other_evidence_set() -> None:
     reads = inputs(encoded_features=(TITLE_DENSE,), available_encoded=ENCODED_DOC_FEATURES)
     assert reads.alternative_extras() == {TEXT_CV: DOC_FEATURES}
     assert inputs().alternative_extras() == {}  # no encoded evidence stored: nothing to compare
+
+
+def test_tuned_evidence_gets_its_own_refit_when_the_bench_rescores_it() -> None:
+    """The bench-only diagnostic: title and sentence vectors scored by the tuned query vector."""
+    from bench.search.tuned import TEXT_DOC_FEATURES, TUNED_DOC_FEATURES, WITH_ENCODED, WITH_TUNED_EVIDENCE
+
+    reads = (TITLE_DENSE, SENT_MAX)
+    inp = inputs(encoded_features=reads, available_encoded=(*ENCODED_DOC_FEATURES, *TUNED_DOC_FEATURES))
+    extras = inp.diagnostic_extras()
+    assert extras[WITH_TUNED_EVIDENCE] == (*DOC_FEATURES, *reads, *TUNED_DOC_FEATURES)
+    assert extras[WITH_ENCODED] == (*DOC_FEATURES, *reads, SENT_TOP2, *TUNED_DOC_FEATURES)
+    assert extras[TEXT_DOC_FEATURES] == DOC_FEATURES
+    assert WITH_TUNED_EVIDENCE not in inputs(available_encoded=ENCODED_DOC_FEATURES).diagnostic_extras()

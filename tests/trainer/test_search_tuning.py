@@ -119,9 +119,35 @@ def test_ranker_kinds_take_rounds_and_a_linear_base() -> None:
     assert boosted.info["boosted_from"].startswith("FusionModel(") and boosted.rescore
     held = lexical_trap_examples(60, seed=3)
     assert fused_ndcg(boosted, held) > 0.3
-    for bad in ("linear:5", "lambdarank:0", "lambdarank:many"):
+    for bad in (
+        "linear:5",
+        "lambdarank:0",
+        "lambdarank:many",
+        "lambdarank:5x0",
+        "lambdarank:5xy",
+        "linear:5x2",
+    ):
         with pytest.raises(ValueError):
             fit_fusion(train, bad)
+
+
+def test_a_bag_of_boosters_serves_their_mean_as_one_graph() -> None:
+    """lambdarank:<rounds>x<bags>: one ONNX ensemble of every booster's trees (leaves / bags); the fit
+    checks the graph against the mean of LightGBM's own scores (raises beyond 1e-4)."""
+    from kindred.text.fusion import ranker_features, rescore_union, union_of
+
+    train, held = lexical_trap_examples(60, seed=2), lexical_trap_examples(40, seed=3)
+    one = fit_fusion(train, "lambdarank_on_linear:20")
+    bag = fit_fusion(train, "lambdarank_on_linear:20x3")
+    assert bag.info["boosters"] == 3 and one.info["boosters"] == 1
+    assert bag.ranker is not None and one.ranker is not None
+    assert bag.ranker.retrievers == one.ranker.retrievers
+    ex = held[0]
+    docs = union_of(ex.hits, bag.ranker.retrievers)
+    lists = rescore_union(ex.hits, ex.rescored, bag.ranker.retrievers) if ex.rescored else ex.hits
+    x = ranker_features(ex.hits, lists, docs, bag.ranker.retrievers, bag.rrf_k)
+    assert not np.allclose(bag.ranker.score(x), one.ranker.score(x))  # seeds 1 and 2 add their own trees
+    assert fused_ndcg(bag, held) > 0.3
 
 
 def doc_feature_examples(n: int, seed: int) -> list[FitExample]:
@@ -159,6 +185,21 @@ def test_a_ranker_reads_document_features_as_rescored_only_retrievers(tmp_path: 
     assert fused_ndcg(loaded, held) == pytest.approx(fused_ndcg(with_docs, held))
     linear = fit_fusion(train, "linear", ranker_extra=DOC_FEATURES)
     assert DOC_LEN not in linear.retrievers  # linear kinds read the retrievers' lists only
+
+
+def test_fused_ndcg_of_a_ranker_is_the_served_fuse_per_example() -> None:
+    """fused_ndcg scores a pure ranker from memoised features: every example's NDCG must equal the one of
+    FusionModel.fuse, the served call (a different feature order or tie rule would break this)."""
+    from trainer.search_tuning import ndcg_at
+
+    train, held = doc_feature_examples(60, seed=6), doc_feature_examples(25, seed=7)
+    for kind in ("lambdarank:30", "lambdarank_on_linear:30"):
+        model = fit_fusion(train, kind, ranker_extra=DOC_FEATURES)
+        assert model.ranker is not None and not model.terms and model.rescore
+        for ex in held:
+            served = [h.doc_id for h in model.fuse(ex.hits, rescored=ex.rescored)]
+            assert fused_ndcg(model, [ex]) == ndcg_at(served, ex.relevance)
+            assert fused_ndcg(model, [ex]) == fused_ndcg(model, [ex])  # memoised: the same again
 
 
 def test_folds_keep_queries_that_share_a_clicked_document_together() -> None:
