@@ -39,6 +39,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+import redis
+
+from kindred.errors import Unavailable
 from kindred.fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ LIVE_S: Final = 5.0  # a replica not seen for this long is not waited for
 BLOCK_MS: Final = 500  # one XREAD waits at most this long, so the heartbeat runs at least this often
 BATCH: Final = 256
 POLL_S: Final = 0.002
+OWN_APPLY_TIMEOUT_S: Final = 10.0  # the receiving replica's own apply: longer means its applier is stuck
 RESULTS_KEPT: Final = 4096  # results of the latest entries, for their submitters to read
 Op = dict[str, Any]
 Apply = Callable[[Op], Any]
@@ -92,8 +96,6 @@ class WriteLog:
         *,
         ack_timeout_s: float = 2.0,
     ) -> None:
-        import redis
-
         if not replica or ":" in replica:
             raise ValueError(f"replica name {replica!r}: non-empty, without ':'")
         self.key, self.replica, self.ack_timeout_s = key, replica, ack_timeout_s
@@ -119,17 +121,26 @@ class WriteLog:
     def submit(self, op: Op) -> Any:
         """Appends `op`, waits until this replica applied it, then (up to ack_timeout_s) until every live
         replica did; returns what applying it here returned (None if that raised)."""
-        entry_id = _text(self._redis.xadd(self.key, {"op": json.dumps(op, separators=(",", ":"))}))
+        try:
+            entry_id = _text(self._redis.xadd(self.key, {"op": json.dumps(op, separators=(",", ":"))}))
+        except redis.RedisError as exc:  # a retry is safe: entries are whole-item upserts and deletes
+            raise Unavailable(f"the search write log ({self.key}) is unreachable: {exc}") from exc
         deadline = time.monotonic() + self.ack_timeout_s
         want = entry_key(entry_id)
+        own_deadline = time.monotonic() + max(self.ack_timeout_s, OWN_APPLY_TIMEOUT_S)
         with self._cond:
             while entry_key(self._applied) < want:
                 if self._thread is None or not self._thread.is_alive():
-                    raise RuntimeError("the write log's applier is not running")
+                    raise Unavailable("this search replica's write-log applier is not running")
+                if time.monotonic() >= own_deadline:  # e.g. Redis went away after the append
+                    raise Unavailable(f"write {entry_id} is logged but not applied yet; a retry is safe")
                 self._cond.wait(timeout=0.05)
             result = self._results.pop(entry_id, None)
         while True:
-            behind = [name for name, at in self.replicas().items() if entry_key(at) < want]
+            try:
+                behind = [name for name, at in self.replicas().items() if entry_key(at) < want]
+            except redis.RedisError:  # applied here and logged: the others follow the log
+                behind = ["?"]
             if not behind:
                 return result
             if time.monotonic() >= deadline:
@@ -171,7 +182,10 @@ class WriteLog:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=BLOCK_MS / 1000 + 5)
-        self._redis.hdel(self._replicas_key, self.replica)  # not waited for once gone
+        try:
+            self._redis.hdel(self._replicas_key, self.replica)  # not waited for once gone
+        except redis.RedisError:  # then the others stop waiting for it after LIVE_S
+            log.warning("search replica %s: could not leave %s", self.replica, self._replicas_key)
         self._redis.close()
         self._reader.close()
 

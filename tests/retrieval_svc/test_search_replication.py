@@ -209,3 +209,28 @@ def test_one_channel_to_several_replicas_spreads_calls_over_all(
         for _ in range(20):
             stub.Search(retrieval_pb2.SearchRequest(query="jazz", k=5), timeout=5)
     assert calls["a"] + calls["b"] == 20 and min(calls.values()) >= 8, calls
+
+
+def test_a_replica_whose_write_log_is_unreachable_answers_unavailable_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    """No Redis at the log's address: the write is refused as UNAVAILABLE (retry-safe) before it
+    touches the index. Needs no Redis itself."""
+    from kindred.errors import Unavailable
+    from retrieval_svc.search.replication import WriteLog
+
+    encoder = write_tiny_encoder(tmp_path / "models")
+    index = build_index(tmp_path / "search", encoder)
+    search = SearchService(index, encoder)
+    count = index.count()
+    search.replicate(
+        WriteLog("redis://127.0.0.1:1/0", "kindred:test:nowhere", "a", tmp_path / "search", search.apply)
+    )
+    try:
+        with pytest.raises(Unavailable, match="unreachable"):
+            search.upsert_posts([Post.from_proto(post("p-lost", "zebra", "zebra"))])
+        with pytest.raises(Unavailable):
+            search.delete(["pc000"], kind="post")
+        assert index.count() == count
+    finally:
+        search.close()
