@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import threading
 import time
@@ -41,8 +42,10 @@ from typing import Any, Final
 
 import redis
 
+from kindred import telemetry_schema as schema
 from kindred.errors import Unavailable
 from kindred.fileio import write_text_atomic
+from kindred.telemetry import get_meter
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +67,24 @@ def entry_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def check_replica_name(name: str) -> str:
+    """A replica's name names its index copy's directory and its entry in the replicas hash."""
+    if not _NAME.fullmatch(name):
+        raise ValueError(
+            f"search replica name {name!r}: 1-63 letters, digits, '_', '.', '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
 def replica_root(replicas_dir: Path, name: str, base: Path) -> Path:
     """`<replicas_dir>/<name>`: this replica's copy of the search index, made from the bulk index at
-    `base` on its first start (an empty index if there is none yet; the log then holds everything)."""
-    root = replicas_dir / name
+    `base` on its first start (an empty index if there is none yet; the log then holds everything).
+    Nothing may write `base` while a copy is made (`kindred index` runs before replicas start)."""
+    root = replicas_dir / check_replica_name(name)
     if root.exists():
         return root
     replicas_dir.mkdir(parents=True, exist_ok=True)
@@ -95,10 +112,10 @@ class WriteLog:
         apply: Apply,
         *,
         ack_timeout_s: float = 2.0,
+        meter: Any = None,
     ) -> None:
-        if not replica or ":" in replica:
-            raise ValueError(f"replica name {replica!r}: non-empty, without ':'")
-        self.key, self.replica, self.ack_timeout_s = key, replica, ack_timeout_s
+        """`meter`: where the fault counter (METRIC_SEARCH_REPLICATION) goes; the process's by default."""
+        self.key, self.replica, self.ack_timeout_s = key, check_replica_name(replica), ack_timeout_s
         self._replicas_key = f"{key}:replicas"
         self._state = root / STATE_FILE
         self._apply = apply
@@ -111,6 +128,7 @@ class WriteLog:
         self._thread: threading.Thread | None = None
         self.failed_entries = 0  # entries whose apply raised (logged; the applier moves on)
         self.lagging_acks = 0  # writes answered before every live replica applied them
+        self._faults = (meter or get_meter(__name__)).create_counter(schema.METRIC_SEARCH_REPLICATION)
 
     @property
     def applied(self) -> str:
@@ -124,6 +142,7 @@ class WriteLog:
         try:
             entry_id = _text(self._redis.xadd(self.key, {"op": json.dumps(op, separators=(",", ":"))}))
         except redis.RedisError as exc:  # a retry is safe: entries are whole-item upserts and deletes
+            self._fault("log_unreachable")
             raise Unavailable(f"the search write log ({self.key}) is unreachable: {exc}") from exc
         deadline = time.monotonic() + self.ack_timeout_s
         want = entry_key(entry_id)
@@ -145,6 +164,7 @@ class WriteLog:
                 return result
             if time.monotonic() >= deadline:
                 self.lagging_acks += 1
+                self._fault("ack_lagging")
                 log.warning("write %s answered before replicas %s applied it", entry_id, behind)
                 return result
             time.sleep(POLL_S)
@@ -207,6 +227,7 @@ class WriteLog:
                 result = self._apply(json.loads(_text(fields.get(b"op", fields.get("op")))))
             except Exception:
                 self.failed_entries += 1
+                self._fault("apply_failed")
                 log.exception("search write log: entry %s failed to apply on %s", entry_id, self.replica)
             with self._cond:
                 self._applied = entry_id
@@ -217,6 +238,9 @@ class WriteLog:
         if entries:
             write_text_atomic(self._state, json.dumps({"applied": self._applied}) + "\n")
         return len(entries)
+
+    def _fault(self, event: str) -> None:
+        self._faults.add(1, {schema.REPLICATION_EVENT: event})
 
     def _heartbeat(self) -> None:
         state = json.dumps({"applied": self._applied, "at": time.time()})
@@ -237,4 +261,4 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-__all__ = ["LIVE_S", "START", "STATE_FILE", "WriteLog", "entry_key", "replica_root"]
+__all__ = ["LIVE_S", "START", "STATE_FILE", "WriteLog", "check_replica_name", "entry_key", "replica_root"]

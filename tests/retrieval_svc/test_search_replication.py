@@ -211,7 +211,7 @@ def test_one_channel_to_several_replicas_spreads_calls_over_all(
     assert calls["a"] + calls["b"] == 20 and min(calls.values()) >= 8, calls
 
 
-def test_a_replica_whose_write_log_is_unreachable_answers_unavailable_and_writes_nothing(
+def test_a_replica_whose_write_log_is_unreachable_answers_unavailable_counts_it_and_writes_nothing(
     tmp_path: Path,
 ) -> None:
     """No Redis at the log's address: the write is refused as UNAVAILABLE (retry-safe) before it
@@ -223,8 +223,16 @@ def test_a_replica_whose_write_log_is_unreachable_answers_unavailable_and_writes
     index = build_index(tmp_path / "search", encoder)
     search = SearchService(index, encoder)
     count = index.count()
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from kindred import telemetry_schema as schema
+
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("test")
+    root = tmp_path / "search"
     search.replicate(
-        WriteLog("redis://127.0.0.1:1/0", "kindred:test:nowhere", "a", tmp_path / "search", search.apply)
+        WriteLog("redis://127.0.0.1:1/0", "kindred:test:nowhere", "a", root, search.apply, meter=meter)
     )
     try:
         with pytest.raises(Unavailable, match="unreachable"):
@@ -232,5 +240,27 @@ def test_a_replica_whose_write_log_is_unreachable_answers_unavailable_and_writes
         with pytest.raises(Unavailable):
             search.delete(["pc000"], kind="post")
         assert index.count() == count
+        data = reader.get_metrics_data()
+        assert data is not None
+        points = [
+            point
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+            if metric.name == schema.METRIC_SEARCH_REPLICATION
+            for point in metric.data.data_points
+        ]
+        assert [(dict(point.attributes or {}), getattr(point, "value", None)) for point in points] == [
+            ({schema.REPLICATION_EVENT: "log_unreachable"}, 2)
+        ]
     finally:
         search.close()
+
+
+def test_replica_names_that_could_leave_the_replicas_directory_are_refused(tmp_path: Path) -> None:
+    from retrieval_svc.search.replication import replica_root
+
+    for bad in ("", "../x", "a/b", ".hidden", "a:b"):
+        with pytest.raises(ValueError, match="search replica name"):
+            replica_root(tmp_path / "replicas", bad, tmp_path / "base")
+    assert replica_root(tmp_path / "replicas", "r-1.a_b", tmp_path / "base").is_dir()
