@@ -53,7 +53,7 @@ from kindred.vectorstore import VectorIndex, VectorIndexError, open_creator_inde
 from retrieval_svc.creators import CreatorCatalogue
 from retrieval_svc.retriever import ModelRef, Retriever
 from retrieval_svc.search.query import QuerySide
-from retrieval_svc.search.replication import replica_root
+from retrieval_svc.search.replication import WriteLog, replica_root
 from retrieval_svc.search.service import SearchService
 from retrieval_svc.servicer import RetrievalServicer
 from retrieval_svc.serving import (
@@ -196,8 +196,6 @@ def search_replicas_dir(settings: Settings) -> Path:
 def replicate(settings: Settings, service: SearchService, root: Path) -> None:
     """Makes `service` a search replica: applies everything logged since its copy's position, then
     follows the write log and sends its own writes through it (retrieval_svc.search.replication)."""
-    from retrieval_svc.search.replication import WriteLog
-
     write_log = WriteLog(
         settings.redis_url, settings.search_write_log, settings.search_replica, root, service.apply
     )
