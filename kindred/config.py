@@ -38,6 +38,9 @@ class Settings:
     # Downstream addresses; default to host:port of the matching service.
     retrieval_target: str = ""
     ranking_target: str = ""
+    # Where ranking's SearchRanked calls Search; defaults to the retrieval target. Set it to the search
+    # replicas (e.g. "ipv4:127.0.0.1:50061,127.0.0.1:50062"), which serve Search but not Retrieve.
+    search_target: str = ""
 
     online_store: OnlineStoreBackend = "embedded"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -70,6 +73,10 @@ class Settings:
     @property
     def resolved_retrieval_target(self) -> str:
         return self.retrieval_target or f"{self.host}:{self.retrieval_port}"
+
+    @property
+    def resolved_search_target(self) -> str:
+        return self.search_target or self.resolved_retrieval_target
 
     @property
     def resolved_ranking_target(self) -> str:

@@ -48,14 +48,17 @@ class RankingDeps:
     features: FeatureReader
     ranker: ScoringModel
     channel: grpc.Channel | None = None  # owned here, closed on shutdown
+    # SearchRanked's channel to Search when it is not `channel` (KINDRED_SEARCH_TARGET); owned here too.
+    search_channel: grpc.Channel | None = None
     rerank: RerankConfig = dataclasses.field(default_factory=RerankConfig)
     explain: ExplainParams = dataclasses.field(default_factory=ExplainParams)
     # Set when retrieval runs in this process: they close its index, watcher and the (shared) store.
     closers: list[Callable[[], None]] = dataclasses.field(default_factory=list)
 
     def close(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
+        for channel in (self.channel, self.search_channel):
+            if channel is not None:
+                channel.close()
         if self.closers:
             for close in self.closers:
                 close()
@@ -93,11 +96,13 @@ def build_deps(settings: Settings) -> RankingDeps:
     if settings.resolved_retrieval_target == IN_PROCESS:
         return _in_process_deps(settings, ranker, rerank, explain)
     channel = make_channel(settings.resolved_retrieval_target)
+    separate = settings.resolved_search_target != settings.resolved_retrieval_target
     return RankingDeps(
         retriever=GrpcRetriever(channel),
         features=open_online_store(settings),
         ranker=ranker,
         channel=channel,
+        search_channel=make_channel(settings.resolved_search_target) if separate else None,
         rerank=rerank,
         explain=explain,
     )
@@ -114,10 +119,13 @@ def _in_process_deps(
     try:
         serving = retrieval_server.serving_switch(settings, retrieval)
         # One store (and one row cache) for both: retrieval reads the same fan rows ranking does.
+        # Search still works when a search target is named (e.g. the search replicas).
+        search_channel = make_channel(settings.search_target) if settings.search_target else None
         return RankingDeps(
             retriever=LocalRetriever(serving),
             features=retrieval.store,
             ranker=ranker,
+            search_channel=search_channel,
             rerank=rerank,
             explain=explain,
             closers=[retrieval.close],
@@ -131,13 +139,15 @@ def make_servicer(settings: Settings, deps: RankingDeps) -> RankingServicer:
     recommender = Recommender(
         deps.retriever, deps.features, deps.ranker, rerank=deps.rerank, explain=deps.explain
     )
-    # SearchRanked calls retrieval's Search over the same channel; not in the in-process mode (no channel).
+    # SearchRanked calls Search over the search channel (KINDRED_SEARCH_TARGET), else retrieval's; in the
+    # in-process mode without a search target there is none.
     search = None
-    if deps.channel is not None:
+    search_channel = deps.search_channel or deps.channel
+    if search_channel is not None:
         from ranking_svc.search_client import GrpcSearcher
         from ranking_svc.search_ranked import SearchRanker
 
-        search = SearchRanker(GrpcSearcher(deps.channel), deps.features)
+        search = SearchRanker(GrpcSearcher(search_channel), deps.features)
     return RankingServicer(recommender, settings.default_deadline_s, search)
 
 

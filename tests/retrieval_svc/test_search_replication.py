@@ -264,3 +264,36 @@ def test_replica_names_that_could_leave_the_replicas_directory_are_refused(tmp_p
         with pytest.raises(ValueError, match="search replica name"):
             replica_root(tmp_path / "replicas", bad, tmp_path / "base")
     assert replica_root(tmp_path / "replicas", "r-1.a_b", tmp_path / "base").is_dir()
+
+
+def test_search_ranked_reaches_the_replicas_through_the_search_target(pair: tuple[Replica, Replica]) -> None:
+    """KINDRED_SEARCH_TARGET: ranking's SearchRanked calls Search on the replicas (which refuse
+    Retrieve), while its retrieval channel may point elsewhere."""
+    from rs_helpers import FakeStore
+
+    from kindred.grpc_client import make_channel
+    from kindred.v1 import ranking_pb2, ranking_pb2_grpc
+    from ranking_svc import server as ranking_server
+    from ranking_svc.retrieval_client import GrpcRetriever
+
+    target = f"ipv4:127.0.0.1:{pair[0].server.port},127.0.0.1:{pair[1].server.port}"
+    settings = Settings(retrieval_target="127.0.0.1:1", search_target=target)
+    assert settings.resolved_search_target == target
+    assert Settings(retrieval_port=50999).resolved_search_target == "127.0.0.1:50999"  # default: retrieval
+    nowhere = make_channel(settings.resolved_retrieval_target)
+    deps = ranking_server.RankingDeps(
+        retriever=GrpcRetriever(nowhere),
+        features=FakeStore({}),
+        ranker=None,  # type: ignore[arg-type]  # SearchRanked does not rank with it
+        channel=nowhere,
+        search_channel=make_channel(settings.resolved_search_target),
+    )
+    server = ranking_server.create_server(settings, deps, port=0).start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = ranking_pb2_grpc.RankingServiceStub(channel)
+            page = stub.SearchRanked(ranking_pb2.SearchRankedRequest(query="jazz piano", k=5), timeout=5)
+        assert page.items and page.encoder.version == "tiny-v1"
+    finally:
+        server.stop(0)
+        deps.close()
