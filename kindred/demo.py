@@ -2,7 +2,8 @@
 
 generate (skipped if the data directory already has data) → train (skipped if models exist, unless
 --retrain) → export MiniLM and index the catalogue for search → train the notification models (each
-skipped when done) → start retrieval, ranking, notify and events as child processes → wait until each reports
+skipped when done) → start retrieval, ranking, notify and events as child processes (and, with
+--search-replicas N, N search replicas that ranking's SearchRanked then calls) → wait until each reports
 SERVING on the standard health service → print how to call them. Ctrl-C (or SIGTERM) stops every
 child gracefully, then kills any that do not stop in time.
 """
@@ -35,6 +36,13 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="default", help="trainer config (default | tiny)")
     parser.add_argument("--retrain", action="store_true", help="train even if models exist")
     parser.add_argument("--no-wait", action="store_true", help="start, print, then stop (for tests)")
+    parser.add_argument(
+        "--search-replicas",
+        type=int,
+        default=0,
+        help="also run N search replicas (retrieval_svc.search.replication; needs Redis at "
+        "KINDRED_REDIS_URL) on the ports after retrieval's + 10; SearchRanked then searches them",
+    )
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -105,13 +113,29 @@ def run_demo(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt  # unwinds into the same clean stop as Ctrl-C
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    replicas = _replica_envs(settings, env, args.search_replicas)
+    if replicas:
+        env["KINDRED_SEARCH_TARGET"] = "ipv4:" + ",".join(
+            r["KINDRED_HOST"] + ":" + r["KINDRED_RETRIEVAL_PORT"] for r in replicas
+        )
     try:
         for name in DEMO_SERVICES:
+            if name == "ranking":  # the replicas first: ranking's SearchRanked calls them
+                for i, replica_env in enumerate(replicas):
+                    replica = f"search-replica-{i}"
+                    children[replica] = subprocess.Popen(
+                        [python, "-m", "kindred", "serve", "retrieval"], env=replica_env
+                    )
+                    target = f"{replica_env['KINDRED_HOST']}:{replica_env['KINDRED_RETRIEVAL_PORT']}"
+                    wait_until_serving(target, proc=children[replica])
+                    print(f"[demo] {replica} serving Search on {target}", flush=True)
             children[name] = subprocess.Popen([python, "-m", "kindred", "serve", name], env=env)
             wait_until_serving(_target(settings, name), proc=children[name])
             print(f"[demo] {name} serving on {_target(settings, name)}", flush=True)
         elapsed = time.monotonic() - started
         print(_banner(settings, data_dir, elapsed))
+        if replicas:
+            print(f"[demo] SearchRanked searches {len(replicas)} replicas: {env['KINDRED_SEARCH_TARGET']}")
         if args.no_wait:
             return 0
         while all(p.poll() is None for p in children.values()):
@@ -183,6 +207,42 @@ def _step(name: str, cmd: list[str], env: dict[str, str]) -> None:
     t0 = time.monotonic()
     subprocess.run(cmd, env=env, check=True)
     print(f"[demo] {name} done in {time.monotonic() - t0:.1f} s", flush=True)
+
+
+DEMO_SEARCH_LOG = "kindred:demo:search:writes"
+
+
+def _replica_envs(
+    settings: Settings, env: dict[str, str], n: int, log_key: str = DEMO_SEARCH_LOG
+) -> list[dict[str, str]]:
+    """The environments of `n` search replicas, each on a fresh copy of the demo's search index and one
+    fresh write log (both reset here, so a re-indexed catalogue is what they serve)."""
+    if n <= 0:
+        return []
+    import shutil
+
+    import redis
+
+    from retrieval_svc.search.replication import search_replicas_dir
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+    try:
+        client.delete(log_key, f"{log_key}:replicas")
+    except redis.RedisError as exc:
+        raise SystemExit(f"[demo] --search-replicas needs Redis at {settings.redis_url}: {exc}") from exc
+    finally:
+        client.close()
+    shutil.rmtree(search_replicas_dir(settings), ignore_errors=True)
+    return [
+        {
+            **env,
+            "KINDRED_SEARCH_REPLICA": f"r{i}",
+            "KINDRED_SEARCH_WRITE_LOG": log_key,
+            "KINDRED_RETRIEVAL_PORT": str(settings.retrieval_port + 10 + i),
+            "KINDRED_HOST": settings.host,
+        }
+        for i in range(n)
+    ]
 
 
 def _target(settings: Settings, name: str) -> str:

@@ -53,7 +53,7 @@ from kindred.vectorstore import VectorIndex, VectorIndexError, open_creator_inde
 from retrieval_svc.creators import CreatorCatalogue
 from retrieval_svc.retriever import ModelRef, Retriever
 from retrieval_svc.search.query import QuerySide
-from retrieval_svc.search.replication import WriteLog, replica_root
+from retrieval_svc.search.replication import WriteLog, replica_root, search_replicas_dir
 from retrieval_svc.search.service import SearchService
 from retrieval_svc.servicer import RetrievalServicer
 from retrieval_svc.serving import (
@@ -187,10 +187,6 @@ def open_search(settings: Settings) -> SearchService | None:
             service.close()
             raise
     return service
-
-
-def search_replicas_dir(settings: Settings) -> Path:
-    return settings.data_dir / "index" / "search-replicas"
 
 
 def replicate(settings: Settings, service: SearchService, root: Path) -> None:

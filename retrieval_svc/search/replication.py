@@ -38,7 +38,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import redis
 
@@ -46,6 +46,9 @@ from kindred import telemetry_schema as schema
 from kindred.errors import Unavailable
 from kindred.fileio import write_text_atomic
 from kindred.telemetry import get_meter
+
+if TYPE_CHECKING:
+    from kindred.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,11 @@ def check_replica_name(name: str) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def search_replicas_dir(settings: Settings) -> Path:
+    """Where the search replicas' index copies live: `<data dir>/index/search-replicas/`."""
+    return settings.data_dir / "index" / "search-replicas"
 
 
 def replica_root(replicas_dir: Path, name: str, base: Path) -> Path:
@@ -261,4 +269,13 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-__all__ = ["LIVE_S", "START", "STATE_FILE", "WriteLog", "check_replica_name", "entry_key", "replica_root"]
+__all__ = [
+    "LIVE_S",
+    "START",
+    "STATE_FILE",
+    "WriteLog",
+    "check_replica_name",
+    "entry_key",
+    "replica_root",
+    "search_replicas_dir",
+]

@@ -22,9 +22,9 @@ from kindred.data.schema import Post
 from kindred.grpc_server import KindredServer
 from kindred.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from retrieval_svc.search.index import search_index_root
-from retrieval_svc.search.replication import STATE_FILE, entry_key
+from retrieval_svc.search.replication import STATE_FILE, entry_key, search_replicas_dir
 from retrieval_svc.search.service import SearchService
-from retrieval_svc.server import SEARCH_REPLICA_SPEC, search_replicas_dir
+from retrieval_svc.server import SEARCH_REPLICA_SPEC
 
 pytestmark = pytest.mark.redis
 POST = common_pb2.ITEM_KIND_POST
@@ -297,3 +297,24 @@ def test_search_ranked_reaches_the_replicas_through_the_search_target(pair: tupl
     finally:
         server.stop(0)
         deps.close()
+
+
+def test_the_demo_gives_each_replica_its_port_and_a_fresh_copy_and_log(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    from kindred.demo import _replica_envs
+
+    settings = Settings(data_dir=tmp_path, redis_url=REDIS_URL, retrieval_port=50051)
+    key = f"kindred:test:{uuid.uuid4().hex}"
+    stale = search_replicas_dir(settings) / "r0"
+    stale.mkdir(parents=True)
+    redis_client.xadd(key, {"op": "{}"})
+    try:
+        envs = _replica_envs(settings, {"KINDRED_DATA_DIR": str(tmp_path)}, 2, log_key=key)
+        assert [e["KINDRED_SEARCH_REPLICA"] for e in envs] == ["r0", "r1"]
+        assert [e["KINDRED_RETRIEVAL_PORT"] for e in envs] == ["50061", "50062"]
+        assert {e["KINDRED_SEARCH_WRITE_LOG"] for e in envs} == {key}
+        assert not stale.exists() and redis_client.xlen(key) == 0
+        assert _replica_envs(settings, {}, 0, log_key=key) == []
+    finally:
+        redis_client.delete(key)
