@@ -506,10 +506,10 @@ def serve_replicas_and_load(
                     "ORT_DISABLE_TELEMETRY": "1",
                 }
             )
-            out = open(work / f"replica-{i}.log", "wb")  # noqa: SIM115 - the child writes it until stopped
-            procs.append(
-                subprocess.Popen([sys.executable, "-m", "retrieval_svc"], env=env, stdout=out, stderr=out)
-            )
+            with open(work / f"replica-{i}.log", "wb") as out:  # the child keeps its own descriptor
+                procs.append(
+                    subprocess.Popen([sys.executable, "-m", "retrieval_svc"], env=env, stdout=out, stderr=out)
+                )
             ports.append(port)
         for port, proc, i in zip(ports, procs, range(replicas), strict=True):
             wait_serving(f"127.0.0.1:{port}", proc, 1800.0, work / f"replica-{i}.log")
