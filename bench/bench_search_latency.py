@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.latency.load import run_closed_loop  # noqa: E402
 from bench.latency.machine import describe, load_average  # noqa: E402
-from bench.latency.mesh import free_port, wait_serving  # noqa: E402
+from bench.latency.mesh import free_port, service_env, wait_serving  # noqa: E402
 from bench.latency.procinfo import cpu_seconds, memory_mb  # noqa: E402
 from bench.results_md import write_section  # noqa: E402
 
@@ -493,17 +493,13 @@ def serve_replicas_and_load(
     try:
         for i in range(replicas):
             port = free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("KINDRED_")}
+            env = service_env(data, {"retrieval": port})
             env.update(
                 {
-                    "KINDRED_DATA_DIR": str(data),
                     "KINDRED_MODELS_DIR": str(args.models_dir),
-                    "KINDRED_RETRIEVAL_PORT": str(port),
-                    "KINDRED_HOST": "127.0.0.1",
                     "KINDRED_SEARCH_REPLICA": f"r{i}",
                     "KINDRED_SEARCH_WRITE_LOG": write_log,
                     "OMP_NUM_THREADS": "1",
-                    "ORT_DISABLE_TELEMETRY": "1",
                 }
             )
             with open(work / f"replica-{i}.log", "wb") as out:  # the child keeps its own descriptor

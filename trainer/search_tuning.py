@@ -78,6 +78,7 @@ from kindred.text.fusion import (
     FusionModel,
     Hits,
     Ranker,
+    fused_order,
     ranker_features,
     rescore_union,
     sentence_evidence,
@@ -717,7 +718,7 @@ def example_features(
 def fused_ndcg(model: FusionModel, examples: Sequence[FitExample], k: int = 10) -> float:
     """Mean NDCG@k of `model.fuse` — the served call, rescored union included — over `examples`. A pure
     ranker (no linear terms, rescoring) scores the memoised features (`example_features`) and orders
-    them as `fuse` does (score, then id): the same order, without rebuilding the features per call."""
+    them with `fuse`'s own rule (fused_order): the same order, without rebuilding the features per call."""
     pure_ranker = model.ranker is not None and not model.terms and model.rescore
     got = []
     for ex in examples:
@@ -725,7 +726,7 @@ def fused_ndcg(model: FusionModel, examples: Sequence[FitExample], k: int = 10) 
             assert model.ranker is not None
             docs, x = example_features(ex, model.ranker.retrievers, model.rrf_k)
             scores = model.ranker.score(x) if docs else np.zeros(0)
-            order = [docs[i] for i in sorted(range(len(docs)), key=lambda i: (-scores[i], docs[i]))]
+            order = [docs[i] for i in fused_order(docs, scores)]
         else:
             order = [h.doc_id for h in model.fuse(ex.hits, rescored=ex.rescored)]
         got.append(ndcg_at(order, ex.relevance, k))

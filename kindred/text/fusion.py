@@ -331,7 +331,7 @@ class FusionModel:
         docs, scores, parts, names = self.score_union(hits, rescored)
         if not docs:
             return []
-        order = sorted(range(len(docs)), key=lambda i: (-scores[i], docs[i]))
+        order = fused_order(docs, scores)
         if limit is not None:
             order = order[: max(0, limit)]
         return [
@@ -432,6 +432,11 @@ class FusionModel:
             "candidate_terms": [f"{r}:{n}" for r, n in specs],
         }
         return cls(terms, rrf_k=rrf_k, info=info, rescore=rescore)
+
+
+def fused_order(docs: Sequence[str], scores: Sequence[float] | FloatArray) -> list[int]:
+    """Positions of `docs` best first: by fused score, ties by id (what `FusionModel.fuse` returns)."""
+    return sorted(range(len(docs)), key=lambda i: (-scores[i], docs[i]))
 
 
 def union_of(hits: Mapping[str, Hits], retrievers: Sequence[str]) -> list[str]:
@@ -627,6 +632,7 @@ __all__ = [
     "FusionModel",
     "FusionTerm",
     "Ranker",
+    "fused_order",
     "item_sentences",
     "normalised_terms",
     "ranker_feature_names",
