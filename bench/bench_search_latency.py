@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=2,
         help="also serve through this many search replicas (KINDRED_SEARCH_REPLICA, own index copies, "
-        "write log in the local Redis, round-robin client), int8 queries if --int8-query-models; 0: skip",
+        "write log in the local Redis, least-request client), int8 queries if --int8-query-models; 0: skip",
     )
     parser.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)  # child mode: index root
     args = parser.parse_args(argv)
@@ -477,7 +477,8 @@ def serve_replicas_and_load(
 ) -> dict[str, Any]:
     """The production search replicas (`python -m retrieval_svc` with KINDRED_SEARCH_REPLICA, see
     retrieval_svc.search.replication) over copies of the index at `root`, a fresh write log in the local
-    Redis, every load level through one round-robin target naming them all; then the cost of a write
+    Redis, every load level through one target naming them all (least-request; and gRPC's round_robin
+    for a shared client, the balancing before); then the cost of a write
     (UpsertPosts answers once every replica applied it)."""
     import shutil
     import uuid
@@ -514,11 +515,13 @@ def serve_replicas_and_load(
         target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
         memory_loaded = [memory_mb(pid) for pid in pids]
         levels = {str(c): load_level(target, queries, c, args.requests, pids) for c in args.callers}
-        shared = {
-            str(c): load_level(target, queries, c, args.requests, pids, shared_channel=True)
-            for c in args.callers
-            if c > 1
-        }
+        shared: dict[str, Any] = {}
+        shared_rr: dict[str, Any] = {}
+        for c in (c for c in args.callers if c > 1):  # the two balancers back to back at each level
+            shared_rr[str(c)] = load_level(
+                target, queries, c, args.requests, pids, shared_channel=True, round_robin=True
+            )
+            shared[str(c)] = load_level(target, queries, c, args.requests, pids, shared_channel=True)
         writes = write_latency(target, 40)
         log(f"{replicas} replicas, UpsertPosts of one post: {writes}")
         memory_after = [memory_mb(pid) for pid in pids]
@@ -538,6 +541,7 @@ def serve_replicas_and_load(
         "memory_after_load_mb": memory_after,
         "search_grpc": levels,
         "search_grpc_one_shared_channel": shared,
+        "search_grpc_one_shared_channel_round_robin": shared_rr,
         "upsert_one_post_ms": writes,
     }
 
@@ -594,21 +598,25 @@ def load_level(
     pids: int | Sequence[int],
     *,
     shared_channel: bool = False,
+    round_robin: bool = False,
 ) -> dict[str, Any]:
     """Closed-loop Search load on `target` (a port on loopback, or a gRPC target naming several
-    replicas, balanced round-robin by kindred.grpc_client.make_channel); server CPU summed over `pids`.
-    Each caller has its own channel (independent clients), or with `shared_channel` all use one (the
-    threads of one client process, as the platform's services hold one channel each): round-robin then
-    alternates over every call, not over each caller's own."""
-    from kindred.grpc_client import make_channel
+    replicas, balanced by kindred.grpc_client.make_channel: least-request); server CPU summed over
+    `pids`. Each caller has its own channel (independent clients), or with `shared_channel` all use one
+    (the threads of one client process, as the platform's services hold one channel each): the balancer
+    then sees every call in flight, not only its caller's. `round_robin`: gRPC's round_robin over the
+    target's addresses instead (kindred.grpc_client.round_robin_channel, the balancing before)."""
+    from kindred.grpc_client import make_channel, round_robin_channel
+
+    connect = round_robin_channel if round_robin else make_channel
     from kindred.v1 import retrieval_pb2, retrieval_pb2_grpc
 
     address = f"127.0.0.1:{target}" if isinstance(target, int) else target
     servers = [pids] if isinstance(pids, int) else list(pids)
-    shared = make_channel(address) if shared_channel else None
+    shared = connect(address) if shared_channel else None
 
     def make_caller(_worker: int) -> Any:
-        channel = shared if shared is not None else make_channel(address)
+        channel = shared if shared is not None else connect(address)
         stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
         return lambda q: stub.Search(retrieval_pb2.SearchRequest(query=q, k=10), timeout=10)
 
@@ -714,20 +722,27 @@ int8 encoder alone: p50 {e8["p50_ms"]:.1f} ms, p99 {e8["p99_ms"]:.1f} ms.{qualit
         out += f"""
 **{rep["replicas"]} search replicas** (retrieval_svc.search.replication: `python -m retrieval_svc` with
 KINDRED_SEARCH_REPLICA, each on its own copy of the same index, writes through one log in the local
-Redis; {rep["query_encoder"]} queries), same invocation, one round-robin target naming both
-(kindred.grpc_client.make_channel), server CPU summed over the replicas:
+Redis; {rep["query_encoder"]} queries), same invocation, one target naming both
+(kindred.grpc_client.make_channel), each caller its own client, server CPU summed over the replicas:
 
 {header}
 {_rows(rep["search_grpc"])}
 
-The same callers sharing one channel (the threads of one client process — each platform service holds
-one channel — so round-robin alternates over all their calls instead of each caller's own):
+The same callers sharing one client (the threads of one client process — each platform service holds
+one channel), least-request balanced (kindred.least_request: each call to the replica with fewer of the
+client's calls in flight):
 
 {header}
 {_rows(rep.get("search_grpc_one_shared_channel", {}))}
 
-Goal p99 ≤ {goal:.0f} ms at 4 callers with replicas: a channel per caller {rep_met}, one shared channel
-{shared_met}. Resident memory per replica after the load: {rss} MB; start-up with the index copies
+The same shared client balanced by gRPC's round_robin instead (the balancing before least-request; each
+level run right before the least-request one):
+
+{header}
+{_rows(rep.get("search_grpc_one_shared_channel_round_robin", {}))}
+
+Goal p99 ≤ {goal:.0f} ms at 4 callers with replicas: a client per caller {rep_met}, one shared least-request
+client {shared_met}. Resident memory per replica after the load: {rss} MB; start-up with the index copies
 {rep["startup_s_with_index_copies"]:.0f} s. A write (UpsertPosts of one post, answered once every
 replica applied it): p50 {w["p50_ms"]:.1f} ms, p99 {w["p99_ms"]:.1f} ms over {w["n"]}.
 """

@@ -39,7 +39,8 @@ class Settings:
     retrieval_target: str = ""
     ranking_target: str = ""
     # Where ranking's SearchRanked calls Search; defaults to the retrieval target. Set it to the search
-    # replicas (e.g. "ipv4:127.0.0.1:50061,127.0.0.1:50062"), which serve Search but not Retrieve.
+    # replicas (e.g. "ipv4:127.0.0.1:50061,127.0.0.1:50062"; balanced least-request by
+    # kindred.grpc_client.make_channel), which serve Search but not Retrieve.
     search_target: str = ""
 
     online_store: OnlineStoreBackend = "embedded"

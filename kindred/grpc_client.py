@@ -2,10 +2,12 @@
 
 Retries are declared in the channel's service config and only for UNAVAILABLE (a retried
 INVALID_ARGUMENT can never succeed; a retried DEADLINE_EXCEEDED only adds load when we are slow).
-Calls are balanced round-robin over every address the target resolves to, per call: a target naming
-several search replicas ("ipv4:127.0.0.1:50051,127.0.0.1:50061", or a Kubernetes headless Service's DNS
-name) spreads calls over all of them (retrieval_svc.search.replication), where gRPC's default (pick
-first) would send everything to one.
+A target naming several backends — several search replicas (retrieval_svc.search.replication) as
+"ipv4:127.0.0.1:50051,127.0.0.1:50061" or "search-0.search:50051,search-1.search:50051" — gets one
+channel per backend and least-request balancing across them (kindred.least_request: each call goes to
+the backend with the fewest of this client's calls in flight). One target that resolves to several
+addresses (a Kubernetes headless Service's DNS name) is balanced round-robin per call by gRPC; either way
+calls spread over every backend, where gRPC's default (pick first) would send everything to one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.instrumentation.grpc import client_interceptor
 from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 
+from kindred.least_request import LeastRequestChannel, split_targets
 from kindred.telemetry import tracing_enabled
 
 _SERVICE_CONFIG = json.dumps(
@@ -44,7 +47,17 @@ _DEADLINE_MARGIN_S = 0.002
 
 
 def make_channel(target: str) -> grpc.Channel:
-    """An insecure (loopback / mesh-internal) channel with retries and OTel client spans."""
+    """An insecure (loopback / mesh-internal) channel with retries and OTel client spans; least-request
+    balanced over the backends when the target names several (see the module docstring)."""
+    targets = split_targets(target)
+    if len(targets) > 1:
+        return LeastRequestChannel([round_robin_channel(t) for t in targets])
+    return round_robin_channel(target)
+
+
+def round_robin_channel(target: str) -> grpc.Channel:
+    """One gRPC channel for the whole target: gRPC balances round-robin over the addresses it names or
+    resolves to (what make_channel does per backend, and did for several before least-request)."""
     channel = grpc.insecure_channel(
         target,
         options=[

@@ -3,8 +3,8 @@ equal by one ordered write log (a Redis stream).
 
 Why processes: qdrant-edge's Python binding holds the GIL for a whole engine query (bench/bench_engine_gil.py:
 two querying threads get no more done than one, two processes 2.09×), so one process answers one Search at
-a time however many cores it has. N replicas behind a round-robin client (kindred.grpc_client.make_channel
-with several addresses; in Kubernetes a headless Service) answer N at a time.
+a time however many cores it has. N replicas behind a least-request client (kindred.grpc_client.make_channel
+with several addresses; kindred.least_request) answer N at a time.
 
 The protocol (`WriteLog`):
 - A write (UpsertCreators, UpsertPosts, DeleteItems) reaching any replica is validated there and appended

@@ -190,8 +190,8 @@ def test_a_replica_rejects_bad_writes_before_logging_and_serves_no_recommendatio
 def test_one_channel_to_several_replicas_spreads_calls_over_all(
     pair: tuple[Replica, Replica], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """kindred.grpc_client.make_channel balances round-robin: with gRPC's default (pick first) every call
-    would reach the first address."""
+    """kindred.grpc_client.make_channel balances over every replica (least-request; an idle client
+    alternates): with gRPC's default (pick first) every call would reach the first address."""
     from kindred.grpc_client import make_channel
 
     calls = {"a": 0, "b": 0}
