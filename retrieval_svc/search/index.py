@@ -411,6 +411,19 @@ class SearchIndex:
             for hits in self._call(self._shard.query_batch, qe.QueryBatchRequest(list(requests)))
         ]
 
+    def scores_of(self, requests: Sequence[qe.QueryRequest], ids: Sequence[str]) -> list[dict[str, float]]:
+        """Each request's scores by item id, for requests whose points are among `ids` (a HasId filter)
+        and that ask for no payload: a point's id is point_uuid(its item id), so the item ids come from
+        `ids` instead of each hit's payload (turning payloads into dicts was a third of a rescoring
+        batch's cost at 1.1M points, measured ad hoc)."""
+        if not requests:
+            return []
+        item_of = {str(point_uuid(i)): i for i in ids}
+        return [
+            {item_of[str(p.id)]: float(p.score) for p in hits}
+            for hits in self._call(self._shard.query_batch, qe.QueryBatchRequest(list(requests)))
+        ]
+
     def fetch(self, ids: Sequence[str]) -> list[Hit]:
         """Stored items among `ids` (score 0), in the order of `ids`."""
         if not ids:

@@ -353,17 +353,18 @@ class HybridSearcher:
                 filter=qe.Filter(must=[only]),
                 score_threshold=th,
                 params=_EXACT_SEARCH if r in _EXACT else None,
-                with_payload=[ITEM_ID_KEY],  # only ids and scores are read from these
+                with_payload=[ITEM_ID_KEY] if top2 else False,
                 with_vector=[SENTENCES] if r == SENT_MAX and top2 else None,
             )
             for r, (q, _f, th) in queries.items()
         ]
+        if not top2:  # only scores are read: no payload, ids from the HasId set
+            return dict(zip(names, self.index.scores_of(requests, ids), strict=True))
         results = dict(zip(names, self.index.query_batch(requests), strict=True))
         stage = {name: {h.item_id: h.score for h in hits} for name, hits in results.items()}
-        if top2:
-            if dense is None:
-                raise ValueError("sentence evidence needs the base query vector")
-            stage[SENT_TOP2] = sentence_top2(results[SENT_MAX], dense)
+        if dense is None:
+            raise ValueError("sentence evidence needs the base query vector")
+        stage[SENT_TOP2] = sentence_top2(results[SENT_MAX], dense)
         return stage
 
     def _hit(self, fused: Hit, stage: dict[str, dict[str, float]]) -> SearchHit:

@@ -45,6 +45,35 @@ def test_words_find_posts_and_creators_of_their_topic(service: SearchService) ->
     assert any("bm25" in h.scores for h in top)
 
 
+def test_each_hits_retriever_scores_are_that_retrievers_own_scores(service: SearchService) -> None:
+    """The rescoring batch (ids from the HasId set, no payload read) gives every hit exactly the score
+    each retriever's own engine query gives that item, and no score from a retriever that does not
+    match it."""
+    import qdrant_edge as qe
+
+    searcher, flt = service.searcher, SearchFilter()
+    for query in ("pasta sauce", "midnight velvet", "jazz"):
+        dense = searcher._encode(searcher.encoder, query, "text_encoder")
+        plan = searcher._queries(query, dense, flt)
+        alone = {
+            r: {
+                h.item_id: h.score
+                for h in searcher.index.query(
+                    qe.QueryRequest(limit=1000, query=q, filter=f, score_threshold=th, with_payload=True)
+                )
+            }
+            for r, (q, f, th) in plan.items()
+        }
+        hits = service.search(query, 10, flt).hits
+        assert hits
+        for h in hits:
+            for r, scores in alone.items():
+                if h.item_id in scores:
+                    assert h.scores[r] == pytest.approx(scores[h.item_id], abs=1e-4), (query, h.item_id, r)
+                else:
+                    assert r not in h.scores, (query, h.item_id, r)
+
+
 def test_a_misspelt_creator_name_still_finds_the_creator_first(service: SearchService) -> None:
     target = creators()[0]  # "Midnight Velvet"
     assert ids(service, target.name)[0] == target.creator_id
