@@ -51,7 +51,7 @@ def make_channel(target: str) -> grpc.Channel:
     balanced over the backends when the target names several (see the module docstring)."""
     targets = split_targets(target)
     if len(targets) > 1:
-        return LeastRequestChannel([round_robin_channel(t) for t in targets])
+        return LeastRequestChannel([round_robin_channel(t) for t in targets], targets)
     return round_robin_channel(target)
 
 

@@ -11,18 +11,26 @@ client here names, every one is compared, not two. Ties rotate, so an idle clien
 A backend whose channel is in TRANSIENT_FAILURE (its process is gone) is skipped while another is not:
 a dead backend fails calls instantly and would otherwise look the least loaded. A call a backend refuses
 with UNAVAILABLE (nothing was done: see kindred.grpc_client's retry policy) is retried once on another
-backend.
+backend, counted (`kindred.grpc.client.retried_elsewhere`, by the refusing backend's target), and
+that backend is passed over for EJECT_S (outlier ejection, as Envoy does): every refused call costs a
+round trip and the channel's own retries, which should not be paid again on the next call.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
+from opentelemetry.metrics import Meter
+
+from kindred import telemetry_schema as schema
+from kindred.telemetry import get_meter
 
 _DOWN = (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
+EJECT_S = 1.0  # how long a backend that refused a call is passed over while another is available
 
 
 def split_targets(target: str) -> list[str]:
@@ -44,12 +52,17 @@ class LeastRequestChannel(grpc.Channel):
     """A grpc.Channel over one channel per backend; every call picks the backend with the fewest in
     flight (see the module docstring). Thread-safe: meant to be shared by every thread of a client."""
 
-    def __init__(self, channels: Sequence[grpc.Channel]) -> None:
-        if not channels:
-            raise ValueError("LeastRequestChannel needs at least one channel")
+    def __init__(
+        self, channels: Sequence[grpc.Channel], names: Sequence[str], *, meter: Meter | None = None
+    ) -> None:
+        if not channels or len(names) != len(channels):
+            raise ValueError("LeastRequestChannel needs one name per channel, and at least one channel")
         self._channels = list(channels)
+        self.names = list(names)
+        self._retried = (meter or get_meter(__name__)).create_counter(schema.METRIC_RETRIED_ELSEWHERE)
         self._in_flight = [0] * len(self._channels)
         self._state: list[grpc.ChannelConnectivity | None] = [None] * len(self._channels)
+        self._ejected_until = [0.0] * len(self._channels)  # time.monotonic()
         self._lock = threading.Lock()
         self._next = 0  # where the next tie-break starts
         self._watchers = [self._watcher(i) for i in range(len(self._channels))]
@@ -71,9 +84,14 @@ class LeastRequestChannel(grpc.Channel):
     def acquire(self, avoid: int | None = None) -> int:
         """Picks a backend for one call and counts the call in flight on it (release() ends it)."""
         n = len(self._channels)
+        now = time.monotonic()
         with self._lock:
-            up = [i for i in range(n) if i != avoid and self._state[i] not in _DOWN]
-            if not up:  # every other backend looks down: try them anyway (a state can lag)
+            up = [
+                i
+                for i in range(n)
+                if i != avoid and self._state[i] not in _DOWN and self._ejected_until[i] <= now
+            ]
+            if not up:  # every other backend looks down or refused lately: try them anyway
                 up = [i for i in range(n) if i != avoid] or list(range(n))
             start = self._next
             best = min(up, key=lambda i: (self._in_flight[i], (i - start) % n))
@@ -84,6 +102,12 @@ class LeastRequestChannel(grpc.Channel):
     def release(self, i: int) -> None:
         with self._lock:
             self._in_flight[i] -= 1
+
+    def refused(self, i: int) -> None:
+        """Backend i refused a call as UNAVAILABLE; it is being retried on another."""
+        with self._lock:
+            self._ejected_until[i] = time.monotonic() + EJECT_S
+        self._retried.add(1, {schema.BACKEND: self.names[i]})
 
     # -- grpc.Channel -------------------------------------------------------------------------------
 
@@ -180,6 +204,7 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
                 raise
         finally:
             self._pool.release(i)
+        self._pool.refused(i)
         j = self._pool.acquire(avoid=i)  # refused, nothing done: once more, elsewhere
         try:
             return getattr(self._calls[j], name)(request, **kwargs)

@@ -33,11 +33,13 @@ CACHE_HIT = "kindred.cache_hit"  # bool
 ONLINE_STORE_NAMESPACE = "kindred.online_store.namespace"  # str, e.g. "fan", "popular"
 NOTIFY_POLICY = "kindred.notify.policy"  # str, the serving policy: "rules" or "learned:<model version>"
 REPLICATION_EVENT = "kindred.search.replication.event"  # str: apply_failed, ack_lagging, log_unreachable
+BACKEND = "kindred.grpc.backend"  # str, the target of one backend of a least-request client
 
 # --- metrics ---
 METRIC_RPC_DURATION = "kindred.rpc.server.duration"  # histogram, ms; attrs rpc.method, rpc.grpc.status_code
 METRIC_RPC_SHED = "kindred.rpc.server.shed"  # counter; requests refused with RESOURCE_EXHAUSTED
 METRIC_DEGRADED = "kindred.degraded_responses"  # counter; attrs kindred.fallback
 METRIC_SEARCH_REPLICATION = "kindred.search.replication.faults"  # counter; attrs REPLICATION_EVENT
+METRIC_RETRIED_ELSEWHERE = "kindred.grpc.client.retried_elsewhere"  # counter; attrs BACKEND (refusing)
 METRIC_NOTIFY_THRESHOLD = "kindred.notify.threshold"  # gauge; the volume controller's send threshold
 METRIC_NOTIFY_SEND_RATE = "kindred.notify.send_rate"  # gauge, sends/min; the rate it acts on (EWMA)

@@ -9,7 +9,8 @@ from concurrent import futures
 import grpc
 import pytest
 
-from kindred.grpc_client import make_channel
+from kindred import telemetry_schema as schema
+from kindred.grpc_client import make_channel, round_robin_channel
 from kindred.least_request import LeastRequestChannel, split_targets
 
 METHOD = "/kindred.test.Echo/Call"
@@ -23,6 +24,7 @@ class Backend:
         self.gate = threading.Event()
         self.gate.set()
         self.arrived = 0
+        self.refuse = False  # answer UNAVAILABLE (alive, but cannot serve)
         self._lock = threading.Lock()
         handler = grpc.method_handlers_generic_handler(
             "kindred.test.Echo", {"Call": grpc.unary_unary_rpc_method_handler(self._call)}
@@ -34,6 +36,8 @@ class Backend:
     def _call(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         with self._lock:
             self.arrived += 1
+        if self.refuse:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "refusing")
         self.gate.wait(10)
         return self.name.encode()
 
@@ -126,3 +130,31 @@ def test_counts_end_with_failed_calls_and_futures(backends: tuple[Backend, Backe
         response, rpc = call.with_call(b"x", timeout=5)
         assert response in (b"a", b"b") and rpc.code() == grpc.StatusCode.OK
         assert channel.in_flight == [0, 0]  # type: ignore[attr-defined]
+
+
+def test_a_refused_call_is_answered_by_another_backend_and_counted(backends: tuple[Backend, Backend]) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    refusing, ok = backends
+    refusing.refuse = True
+    names = [f"127.0.0.1:{refusing.port}", f"127.0.0.1:{ok.port}"]
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("test")
+    with LeastRequestChannel([round_robin_channel(n) for n in names], names, meter=meter) as channel:
+        call = channel.unary_unary(METHOD)
+        assert [call(b"x", timeout=5) for _ in range(4)] == [b"b"] * 4
+        assert channel.in_flight == [0, 0]
+    data = reader.get_metrics_data()
+    assert data is not None
+    counted = {
+        dict(point.attributes or {})[schema.BACKEND]: getattr(point, "value", None)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == schema.METRIC_RETRIED_ELSEWHERE
+        for point in metric.data.data_points
+    }
+    # The first call tries `refusing` (the tie-break starts there), is refused and answered by `ok`;
+    # `refusing` is then passed over (ejected for EJECT_S), so the next calls go straight to `ok`.
+    assert counted == {names[0]: 1} and ok.arrived == 4
