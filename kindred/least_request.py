@@ -121,6 +121,10 @@ class LeastRequestChannel(grpc.Channel):
         for channel in self._channels:
             channel.unsubscribe(callback)
 
+    def _per_backend(self, kind: str, method: str, *args: Any) -> list[Any]:
+        """The multicallable of `kind` (unary_unary, ...) for `method` on every backend's channel."""
+        return [getattr(c, kind)(method, *args) for c in self._channels]
+
     def unary_unary(
         self,
         method: str,
@@ -128,11 +132,8 @@ class LeastRequestChannel(grpc.Channel):
         response_deserializer: Any = None,
         _registered_method: bool = False,
     ) -> grpc.UnaryUnaryMultiCallable:
-        calls = [
-            c.unary_unary(method, request_serializer, response_deserializer, _registered_method)
-            for c in self._channels
-        ]
-        return _UnaryUnary(self, calls)
+        args = (request_serializer, response_deserializer, _registered_method)
+        return _UnaryUnary(self, self._per_backend("unary_unary", method, *args))
 
     def unary_stream(
         self,
@@ -141,11 +142,8 @@ class LeastRequestChannel(grpc.Channel):
         response_deserializer: Any = None,
         _registered_method: bool = False,
     ) -> grpc.UnaryStreamMultiCallable:
-        calls = [
-            c.unary_stream(method, request_serializer, response_deserializer, _registered_method)
-            for c in self._channels
-        ]
-        return _Streaming(self, calls)  # type: ignore[return-value]
+        args = (request_serializer, response_deserializer, _registered_method)
+        return _Streaming(self, self._per_backend("unary_stream", method, *args))  # type: ignore[return-value]
 
     def stream_unary(
         self,
@@ -154,11 +152,8 @@ class LeastRequestChannel(grpc.Channel):
         response_deserializer: Any = None,
         _registered_method: bool = False,
     ) -> grpc.StreamUnaryMultiCallable:
-        calls = [
-            c.stream_unary(method, request_serializer, response_deserializer, _registered_method)
-            for c in self._channels
-        ]
-        return _Streaming(self, calls)  # type: ignore[return-value]
+        args = (request_serializer, response_deserializer, _registered_method)
+        return _Streaming(self, self._per_backend("stream_unary", method, *args))  # type: ignore[return-value]
 
     def stream_stream(
         self,
@@ -167,11 +162,8 @@ class LeastRequestChannel(grpc.Channel):
         response_deserializer: Any = None,
         _registered_method: bool = False,
     ) -> grpc.StreamStreamMultiCallable:
-        calls = [
-            c.stream_stream(method, request_serializer, response_deserializer, _registered_method)
-            for c in self._channels
-        ]
-        return _Streaming(self, calls)  # type: ignore[return-value]
+        args = (request_serializer, response_deserializer, _registered_method)
+        return _Streaming(self, self._per_backend("stream_stream", method, *args))  # type: ignore[return-value]
 
     def close(self) -> None:
         for channel, watch in zip(self._channels, self._watchers, strict=True):

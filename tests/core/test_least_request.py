@@ -27,7 +27,11 @@ class Backend:
         self.refuse = False  # answer UNAVAILABLE (alive, but cannot serve)
         self._lock = threading.Lock()
         handler = grpc.method_handlers_generic_handler(
-            "kindred.test.Echo", {"Call": grpc.unary_unary_rpc_method_handler(self._call)}
+            "kindred.test.Echo",
+            {
+                "Call": grpc.unary_unary_rpc_method_handler(self._call),
+                "Stream": grpc.unary_stream_rpc_method_handler(self._stream),
+            },
         )
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), handlers=[handler])
         self.port = self.server.add_insecure_port("127.0.0.1:0")
@@ -40,6 +44,11 @@ class Backend:
             context.abort(grpc.StatusCode.UNAVAILABLE, "refusing")
         self.gate.wait(10)
         return self.name.encode()
+
+    def _stream(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        self.gate.wait(10)
+        for i in range(3):
+            yield f"{self.name}{i}".encode()
 
 
 @pytest.fixture()
@@ -158,3 +167,19 @@ def test_a_refused_call_is_answered_by_another_backend_and_counted(backends: tup
     # The first call tries `refusing` (the tie-break starts there), is refused and answered by `ok`;
     # `refusing` is then passed over (ejected for EJECT_S), so the next calls go straight to `ok`.
     assert counted == {names[0]: 1} and ok.arrived == 4
+
+
+def test_a_stream_counts_in_flight_until_it_ends(backends: tuple[Backend, Backend]) -> None:
+    a, b = backends
+    with make_channel(f"127.0.0.1:{a.port},127.0.0.1:{b.port}") as channel:
+        stream = channel.unary_stream("/kindred.test.Echo/Stream")
+        a.gate.clear()
+        b.gate.clear()
+        first = stream(b"x", timeout=5)
+        wait_for(lambda: channel.in_flight == [1, 0])  # type: ignore[attr-defined]
+        second = stream(b"x", timeout=5)  # the other backend: the first stream is still open
+        assert channel.in_flight == [1, 1]  # type: ignore[attr-defined]
+        a.gate.set()
+        b.gate.set()
+        assert sorted([list(first), list(second)]) == [[b"a0", b"a1", b"a2"], [b"b0", b"b1", b"b2"]]
+        wait_for(lambda: channel.in_flight == [0, 0])  # type: ignore[attr-defined]
