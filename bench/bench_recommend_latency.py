@@ -220,15 +220,17 @@ class LoadSampler:
         }
 
 
-def recommend_caller(target: str, k: int, timeout_s: float) -> Callable[[int], Callable[[str], object]]:
-    """make_caller for the load generator: each caller thread gets its own channel and stub."""
+def recommend_caller(
+    target: str, k: int, timeout_s: float, *, channel: Any = None
+) -> Callable[[int], Callable[[str], object]]:
+    """make_caller for the load generator: each caller thread gets its own channel and stub, or all share
+    `channel` (the threads of one client process, e.g. a least-request channel over replicas)."""
     import grpc
 
     from kindred.v1 import ranking_pb2, ranking_pb2_grpc
 
     def make(_index: int) -> Callable[[str], object]:
-        channel = grpc.insecure_channel(target)
-        stub = ranking_pb2_grpc.RankingServiceStub(channel)
+        stub = ranking_pb2_grpc.RankingServiceStub(channel or grpc.insecure_channel(target))
 
         def call(fan_id: str) -> object:
             response = stub.Recommend(ranking_pb2.RecommendRequest(fan_id=fan_id, k=k), timeout=timeout_s)
@@ -245,19 +247,36 @@ def recommend_caller(target: str, k: int, timeout_s: float) -> Callable[[int], C
 
 
 def measure_levels(mesh: Mesh, fans: Sequence[str], requests: int, warmup: int, name: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
     make = recommend_caller(mesh.target("ranking"), K, timeout_s=5.0)
+    return measure_load(make, {n: [mesh.pid(n)] for n in mesh.procs}, fans, requests, warmup, name)
+
+
+def measure_load(
+    make: Callable[[int], Callable[[str], object]],
+    services: Mapping[str, Sequence[int]],
+    fans: Sequence[str],
+    requests: int,
+    warmup: int,
+    name: str,
+) -> dict[str, Any]:
+    """Every level of closed-loop load through `make`; CPU per request of each service (summed over
+    its processes: `services` maps a name to its pids) and of this client process."""
+    out: dict[str, Any] = {}
+
+    def cpu_now() -> dict[str, float]:
+        cpu = {n: sum(procinfo.cpu_seconds(pid) for pid in pids) for n, pids in services.items()}
+        return {**cpu, "client": procinfo.cpu_seconds(os.getpid())}
+
     for level in LEVELS:
-        pids = {**{name: mesh.pid(name) for name in mesh.procs}, "client": os.getpid()}
-        cpu0 = {name: procinfo.cpu_seconds(pid) for name, pid in pids.items()}
+        cpu0 = cpu_now()
         result = run_closed_loop(
             make, fans, concurrency=level, requests=requests, warmup=max(warmup, 4 * level)
         )
-        cpu1 = {name: procinfo.cpu_seconds(pid) for name, pid in pids.items()}
+        cpu1 = cpu_now()
         summary: dict[str, Any] = dict(result.summary())
         # CPU per request includes the warm-up's share, so divide by everything the services served.
         served = requests + max(warmup, 4 * level)
-        summary["cpu_ms_per_request"] = {n: 1000.0 * (cpu1[n] - cpu0[n]) / served for n in pids}
+        summary["cpu_ms_per_request"] = {n: 1000.0 * (cpu1[n] - cpu0[n]) / served for n in cpu0}
         summary["error_samples"] = result.error_samples
         summary["load_avg_after"] = round(os.getloadavg()[0], 2)
         out[str(level)] = summary
@@ -281,6 +300,9 @@ class Config:
     label: str
     cwd: Path  # the code that runs: the working tree, or a baseline commit's export
     colocated: bool = False
+    # Co-located ranking processes (KINDRED_COLOCATED_REPLICA, each on its own creator index copy) behind
+    # one least-request client the callers share; 1: one process, each caller its own channel.
+    replicas: int = 1
 
     @property
     def hops(self) -> tuple[str, ...]:
@@ -305,6 +327,8 @@ def export_commit(rev: str, into: Path) -> str:
 def measure_config(
     config: Config, data_dir: Path, work: Path, fans: Sequence[str], args: argparse.Namespace
 ) -> dict[str, Any]:
+    if config.replicas > 1:
+        return measure_replicas(config, data_dir, work, fans, args)
     log(f"phase A [{config.name}]: {config.label}, without tracing")
     mesh = start_mesh(data_dir, work / f"logs-{config.name}", cwd=config.cwd, colocated=config.colocated)
     try:
@@ -331,6 +355,52 @@ def measure_config(
         "memory_mb": memory,
         "startup_s": startup,
         "stages": stages,
+    }
+
+
+def measure_replicas(
+    config: Config, data_dir: Path, work: Path, fans: Sequence[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The levels through `config.replicas` co-located ranking processes and one least-request client
+    (kindred.grpc_client.make_channel over their addresses) that every caller thread shares. No traced
+    sample: a request's stages are those of one co-located process (the `colocated` configuration)."""
+    from kindred.grpc_client import make_channel
+
+    log(f"phase A [{config.name}]: {config.label}, without tracing")
+    meshes: list[Mesh] = []
+    try:
+        for i in range(config.replicas):
+            meshes.append(
+                start_mesh(
+                    data_dir,
+                    work / f"logs-{config.name}-r{i}",
+                    cwd=config.cwd,
+                    colocated=True,
+                    extra_env={"KINDRED_COLOCATED_REPLICA": f"r{i}"},
+                )
+            )
+        target = "ipv4:" + ",".join(m.target("ranking") for m in meshes)
+        log(f"[{config.name}] serving: {target}")
+        with make_channel(target) as channel:
+            make = recommend_caller(target, K, timeout_s=5.0, channel=channel)
+            pids = {"ranking": [m.pid("ranking") for m in meshes]}
+            levels = measure_load(make, pids, fans, args.requests, args.warmup, config.name)
+        rtt = {"ranking": F.grpc_rtt(meshes[0].target("ranking"), n=max(200, args.requests // 2))}
+        memory = {f"ranking r{i}": procinfo.memory_mb(m.pid("ranking")) for i, m in enumerate(meshes)}
+        startup = {f"ranking r{i}": m.startup_s["ranking"] for i, m in enumerate(meshes)}
+    finally:
+        for mesh in meshes:
+            mesh.stop()
+    return {
+        "label": config.label,
+        "colocated": True,
+        "replicas": config.replicas,
+        "hops": list(config.hops),
+        "levels": levels,
+        "rtt_s": rtt,
+        "memory_mb": memory,
+        "startup_s": startup,
+        "stages": None,
     }
 
 
@@ -653,6 +723,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--no-colocated", action="store_true", help="skip the co-located configuration (retrieval in ranking)"
     )
+    p.add_argument(
+        "--colocated-replicas",
+        type=int,
+        default=2,
+        metavar="N",
+        help="also measure N co-located ranking processes behind one least-request client (0: skip)",
+    )
     p.add_argument("--json-out", type=Path, default=RESULTS_JSON)
     p.add_argument("--md-out", type=Path, default=RESULTS_MD)
     args = p.parse_args(argv)
@@ -710,6 +787,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs = [Config("mesh", "two services, gRPC hop ranking → retrieval", REPO)]
     if not args.no_colocated:
         configs.append(Config("colocated", "ranking with retrieval in its process", REPO, colocated=True))
+    if args.colocated_replicas > 1:
+        n = args.colocated_replicas
+        label = (
+            f"{n} co-located ranking processes (KINDRED_COLOCATED_REPLICA: each its own creator index "
+            "copy), one least-request client shared by the caller threads; CPU summed over the processes"
+        )
+        configs.append(Config(f"colocated_x{n}", label, REPO, colocated=True, replicas=n))
     baseline_sha = None
     if args.baseline:
         baseline_sha = export_commit(args.baseline, work / "baseline")

@@ -51,6 +51,11 @@ class Settings:
     # redis_url named search_write_log). Such a process serves no recommendations. "": one process
     # owns <data_dir>/index/search and applies writes itself.
     search_replica: str = ""
+    # Co-located ranking replicas: a name makes this ranking process (KINDRED_RETRIEVAL_TARGET=inprocess)
+    # serve each creator index version from its own copy, <version>/replicas/<name>/shard, so several
+    # such processes can serve one data dir behind a least-request client. The copies take no writes:
+    # the co-located mode has no retrieval service to write through. "": open the version itself.
+    colocated_replica: str = ""
     search_write_log: str = "kindred:search:writes"
     vector_backend: VectorBackend = "edge"
     qdrant_url: str = "http://127.0.0.1:6334"

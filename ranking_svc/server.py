@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from kindred.config import Settings
+from kindred.config import Settings, SettingsError
 from kindred.features import RANKER_FEATURES
 from kindred.grpc_client import make_channel
 from kindred.grpc_server import KindredServer
@@ -95,6 +95,11 @@ def build_deps(settings: Settings) -> RankingDeps:
     ranker = wrap_ranker(ranker, load_weight_overrides(settings.data_dir / CONFIG_FILE))
     if settings.resolved_retrieval_target == IN_PROCESS:
         return _in_process_deps(settings, ranker, rerank, explain)
+    if settings.colocated_replica:
+        raise SettingsError(
+            "KINDRED_COLOCATED_REPLICA names a co-located ranking replica; it needs KINDRED_RETRIEVAL_TARGET="
+            f"{IN_PROCESS} (the retrieval target is {settings.resolved_retrieval_target!r})"
+        )
     channel = make_channel(settings.resolved_retrieval_target)
     separate = settings.resolved_search_target != settings.resolved_retrieval_target
     return RankingDeps(

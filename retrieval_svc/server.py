@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kindred.config import Settings
+from kindred.config import Settings, SettingsError
 from kindred.errors import FailedPrecondition, ModelMismatch
 from kindred.features import USER_TOWER_FEATURES, user_tower_features
 from kindred.grpc_server import KindredServer
@@ -133,7 +133,9 @@ def build_deps(settings: Settings, *, reload_poll_s: float | None = DEFAULT_POLL
         index.close()
         raise
     close_index = _once(index.close)
-    search = open_search(settings)
+    # A co-located replica never searches here (SearchRanked goes to KINDRED_SEARCH_TARGET), and the
+    # search index is one shard the others would hold too.
+    search = None if settings.colocated_replica else open_search(settings)
     closers: list[Callable[[], None]] = [close_index, store.close]
     if search is not None:
         closers.append(search.close)
@@ -326,6 +328,12 @@ def make_servicer(settings: Settings, deps: RetrievalDeps) -> RetrievalServicer:
 
     The watcher's stop and the switch's close join `deps.closers`, so closing deps stops both.
     """
+    if settings.colocated_replica:
+        # Its creator index copy would take the writes sent to this service, and no other copy would.
+        raise SettingsError(
+            "KINDRED_COLOCATED_REPLICA is for co-located ranking processes "
+            "(KINDRED_RETRIEVAL_TARGET=inprocess), not for the retrieval service, which takes writes"
+        )
     return RetrievalServicer(serving_switch(settings, deps), deps.search)
 
 

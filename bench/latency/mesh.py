@@ -84,12 +84,14 @@ def start_mesh(
     cwd: Path | None = None,
     timeout_s: float = 180.0,
     colocated: bool = False,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Mesh:
     """Starts retrieval then ranking (`colocated`: ranking alone, retrieval in its process); returns once
-    each is SERVING (stops them again on failure)."""
+    each is SERVING (stops them again on failure). `extra_env`: more KINDRED_* settings for them all."""
     services = ("ranking",) if colocated else SERVICES
     ports = {name: free_port() for name in services}
     env = service_env(data_dir, ports, trace_file=trace_file, colocated=colocated)
+    env.update(extra_env or {})
     log_dir.mkdir(parents=True, exist_ok=True)
     mesh = Mesh({}, ports, {}, {})
     try:

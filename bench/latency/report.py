@@ -121,7 +121,7 @@ def render(result: Mapping[str, Any]) -> str:
         f"{floor.get('retrieve_response_bytes_mean', 0):,.0f} bytes on the wire.",
         "",
     ]
-    lines += _stage_sections(configs)
+    lines += _stage_sections({n: c for n, c in configs.items() if c.get("stages")})
     lines += [
         "### Resident memory after the levels",
         "",

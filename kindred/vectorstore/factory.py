@@ -33,6 +33,7 @@ import numpy.typing as npt
 from kindred.config import Settings
 from kindred.errors import FailedPrecondition
 from kindred.fileio import write_text_atomic
+from kindred.replicas import check_replica_name, copy_once
 from kindred.vectorstore.base import (
     CATEGORY_KEY,
     LANGUAGE_KEY,
@@ -58,6 +59,7 @@ CREATOR_PAYLOAD_INDEXES: Mapping[str, Any] = {
 MANIFEST = "manifest.json"
 SHARD = "shard"
 POINTER = "CURRENT"
+REPLICAS = "replicas"  # <version>/replicas/<name>/shard: co-located replicas' copies
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -127,8 +129,12 @@ def open_creator_index(settings: Settings, *, client: QdrantClient | None = None
         )
     vdir = creator_index_root(settings) / version
     manifest = json.loads((vdir / MANIFEST).read_text(encoding="utf-8"))
+    shard = vdir / SHARD
+    if settings.colocated_replica:  # one process may open a shard: a co-located replica opens its copy
+        name = check_replica_name(settings.colocated_replica, what="KINDRED_COLOCATED_REPLICA")
+        shard = copy_once(shard, vdir / REPLICAS / name / SHARD)
     return EdgeIndex.open(
-        vdir / SHARD, dim=int(manifest["dim"]), vector_name=str(manifest["vector_name"]), version=version
+        shard, dim=int(manifest["dim"]), vector_name=str(manifest["vector_name"]), version=version
     )
 
 

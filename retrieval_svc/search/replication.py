@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -42,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import redis
 
+from kindred import replicas
 from kindred import telemetry_schema as schema
 from kindred.errors import Unavailable
 from kindred.fileio import write_text_atomic
@@ -70,17 +69,9 @@ def entry_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-
-
 def check_replica_name(name: str) -> str:
     """A replica's name names its index copy's directory and its entry in the replicas hash."""
-    if not _NAME.fullmatch(name):
-        raise ValueError(
-            f"search replica name {name!r}: 1-63 letters, digits, '_', '.', '-', "
-            "starting with a letter or digit"
-        )
-    return name
+    return replicas.check_replica_name(name, what="search replica")
 
 
 def search_replicas_dir(settings: Settings) -> Path:
@@ -92,19 +83,11 @@ def replica_root(replicas_dir: Path, name: str, base: Path) -> Path:
     """`<replicas_dir>/<name>`: this replica's copy of the search index, made from the bulk index at
     `base` on its first start (an empty index if there is none yet; the log then holds everything).
     Nothing may write `base` while a copy is made (`kindred index` runs before replicas start)."""
-    root = replicas_dir / check_replica_name(name)
-    if root.exists():
-        return root
-    replicas_dir.mkdir(parents=True, exist_ok=True)
-    partial = replicas_dir / f".{name}.copying"
-    shutil.rmtree(partial, ignore_errors=True)
-    if base.is_dir():
-        shutil.copytree(base, partial)
-    else:
-        partial.mkdir()
-    write_text_atomic(partial / STATE_FILE, json.dumps({"applied": START}) + "\n")
-    partial.rename(root)  # whole or absent: a copy cut short is made again on the next start
-    return root
+
+    def start_of_log(copy: Path) -> None:
+        write_text_atomic(copy / STATE_FILE, json.dumps({"applied": START}) + "\n")
+
+    return replicas.copy_once(base, replicas_dir / check_replica_name(name), prepare=start_of_log)
 
 
 class WriteLog:

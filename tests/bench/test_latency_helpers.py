@@ -451,3 +451,17 @@ def test_render_shows_every_configuration_with_its_own_floor_and_the_goals() -> 
     # The section goes through bench.results_md and replaces itself cleanly.
     once = replace_section_text("", report.KEY, text)
     assert replace_section_text(once, report.KEY, text) == once and once.count(report.SECTION) == 1
+
+
+def test_render_keeps_a_configuration_without_a_traced_sample_out_of_the_stage_table() -> None:
+    """The co-located replicas' configuration has levels and memory but no traced stages (a request's
+    stages are one co-located process's)."""
+    result = _fake_result()
+    lat = {"n": 10, "p50_ms": 4.0, "p90_ms": 5.0, "p99_ms": 20.0, "mean_ms": 4.5, "max_ms": 21.0}
+    replicas = {**_fake_config("2 co-located ranking processes", ["ranking"], lat), "stages": None}
+    replicas["memory_mb"] = {"ranking r0": {"rss_mb": 300.0, "hwm_mb": 310.0}}
+    result["configs"] = {**result["configs"], "colocated_x2": replicas}  # type: ignore[dict-item]
+    text = report.render(result)
+    assert "| colocated_x2 | 4 | 4.00 | 5.00 | 20.00 |" in text
+    assert "| colocated_x2 | ranking r0 | 300 | 310 |" in text
+    assert "| stage | baseline | colocated |" in text  # the stage table names only the traced ones

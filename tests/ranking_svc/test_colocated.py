@@ -139,3 +139,55 @@ def test_serving_processes_take_the_garbage_collector_off_the_request_path() -> 
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_colocated_replicas_serve_one_data_dir_side_by_side(
+    settings: Settings, stub: ranking_pb2_grpc.RankingServiceStub
+) -> None:
+    """The fixture's process holds the creator index; two more co-located processes
+    (KINDRED_COLOCATED_REPLICA) open copies of their own and give the same page. Without a name the
+    index is locked."""
+    from kindred.vectorstore import VectorIndexError, creator_index_root, open_creator_index
+
+    with pytest.raises(VectorIndexError):
+        open_creator_index(settings).close()
+    expected = stub.Recommend(ranking_pb2.RecommendRequest(fan_id="f1", k=5), timeout=10)
+    replicas = []
+    try:
+        for name in ("r1", "r2"):
+            deps = ranking_server.build_deps(settings.replace(colocated_replica=name))
+            replicas.append(deps)
+            server = ranking_server.create_server(settings, deps, port=0).start()
+            try:
+                with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                    page = ranking_pb2_grpc.RankingServiceStub(channel).Recommend(
+                        ranking_pb2.RecommendRequest(fan_id="f1", k=5), timeout=10
+                    )
+            finally:
+                server.stop(0)
+            assert [(c.item_id, c.scores["ranker"]) for c in page.items] == [
+                (c.item_id, c.scores["ranker"]) for c in expected.items
+            ]
+        copies = creator_index_root(settings) / "v1" / "replicas"
+        assert sorted(p.name for p in copies.iterdir()) == ["r1", "r2"]
+    finally:
+        for deps in replicas:
+            deps.close()
+
+
+def test_a_colocated_replica_name_needs_the_colocated_mode(settings: Settings) -> None:
+    from kindred.config import SettingsError
+    from retrieval_svc import server as retrieval_server
+
+    meshed = settings.replace(colocated_replica="r1", retrieval_target="127.0.0.1:1")
+    with pytest.raises(SettingsError, match="KINDRED_COLOCATED_REPLICA"):
+        ranking_server.build_deps(meshed)
+    # The retrieval service takes writes: a copy of its own would keep them from every other process.
+    deps = retrieval_server.build_deps(settings.replace(colocated_replica="r9"), reload_poll_s=None)
+    try:
+        with pytest.raises(SettingsError, match="KINDRED_COLOCATED_REPLICA"):
+            retrieval_server.make_servicer(settings.replace(colocated_replica="r9"), deps)
+    finally:
+        deps.close()
+    with pytest.raises(ValueError, match=r"KINDRED_COLOCATED_REPLICA name '\.\./x'"):
+        ranking_server.build_deps(settings.replace(colocated_replica="../x"))

@@ -187,3 +187,33 @@ def test_build_without_promoting_then_promote(tmp_path: Path, backend: str) -> N
     finally:
         if client is not None:
             client.close()
+
+
+def test_a_colocated_replica_opens_a_copy_of_each_version(tmp_path: Path) -> None:
+    """KINDRED_COLOCATED_REPLICA: each promoted version is copied once for the replica (whole, beside the
+    version's own shard) and opened from there, so replicas never contend for one shard's lock."""
+    settings = Settings(data_dir=tmp_path)
+    replica = settings.replace(colocated_replica="a")
+    ids, vectors, payloads = _catalogue(200, 8, seed=5)
+    index_creators(settings, "v1", ids, vectors, payloads)
+    held = open_creator_index(settings)  # another process's hold on the shard itself
+    try:
+        copy = open_creator_index(replica)
+        try:
+            assert copy.count() == 200 and copy.search(vectors[7], 1)[0].point_id == "c7"
+        finally:
+            copy.close()
+    finally:
+        held.close()
+    root = creator_index_root(settings)
+    assert (root / "v1" / "replicas" / "a" / "shard").is_dir()
+    assert not list((root / "v1" / "replicas").glob(".*"))  # no partial copy left behind
+    index_creators(settings, "v2", [f"n{i}" for i in range(50)], vectors[:50], payloads[:50])
+    newer = open_creator_index(replica)
+    try:
+        assert (newer.version, newer.count()) == ("v2", 50)
+    finally:
+        newer.close()
+    assert (root / "v2" / "replicas" / "a" / "shard").is_dir()
+    with pytest.raises(ValueError, match="KINDRED_COLOCATED_REPLICA"):
+        open_creator_index(settings.replace(colocated_replica="a/b"))
