@@ -230,7 +230,9 @@ def recommend_caller(
     from kindred.v1 import ranking_pb2, ranking_pb2_grpc
 
     def make(_index: int) -> Callable[[str], object]:
-        stub = ranking_pb2_grpc.RankingServiceStub(channel or grpc.insecure_channel(target))
+        stub = ranking_pb2_grpc.RankingServiceStub(
+            channel if channel is not None else grpc.insecure_channel(target)
+        )
 
         def call(fan_id: str) -> object:
             response = stub.Recommend(ranking_pb2.RecommendRequest(fan_id=fan_id, k=k), timeout=timeout_s)
