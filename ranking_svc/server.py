@@ -120,7 +120,7 @@ def _in_process_deps(
     Waits, as retrieval_svc does, until the trainer has published an index and a user tower."""
     from retrieval_svc import server as retrieval_server
 
-    retrieval = retrieval_server.SPEC.build_deps(settings)
+    retrieval = retrieval_server.wait_for_deps(settings, search=False)  # SearchRanked: the search target
     try:
         serving = retrieval_server.serving_switch(settings, retrieval)
         # One store (and one row cache) for both: retrieval reads the same fan rows ranking does.

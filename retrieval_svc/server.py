@@ -122,8 +122,12 @@ def open_versioned(settings: Settings) -> tuple[VectorIndex, UserTower]:
     return index, model
 
 
-def build_deps(settings: Settings, *, reload_poll_s: float | None = DEFAULT_POLL_S) -> RetrievalDeps:
-    """Opens the index, the model and the store named by `settings`; the caller closes them."""
+def build_deps(
+    settings: Settings, *, reload_poll_s: float | None = DEFAULT_POLL_S, search: bool = True
+) -> RetrievalDeps:
+    """Opens the index, the model and the store named by `settings`; the caller closes them.
+    `search=False`: not the search index either (ranking's co-located retrieval never searches in-process:
+    SearchRanked calls KINDRED_SEARCH_TARGET)."""
     from kindred.store.online import open_online_store
 
     index, model = open_versioned(settings)
@@ -133,12 +137,10 @@ def build_deps(settings: Settings, *, reload_poll_s: float | None = DEFAULT_POLL
         index.close()
         raise
     close_index = _once(index.close)
-    # A co-located replica never searches here (SearchRanked goes to KINDRED_SEARCH_TARGET), and the
-    # search index is one shard the others would hold too.
-    search = None if settings.colocated_replica else open_search(settings)
+    searcher = open_search(settings) if search else None
     closers: list[Callable[[], None]] = [close_index, store.close]
-    if search is not None:
-        closers.append(search.close)
+    if searcher is not None:
+        closers.append(searcher.close)
     return RetrievalDeps(
         index=index,
         user_tower=model,
@@ -146,7 +148,7 @@ def build_deps(settings: Settings, *, reload_poll_s: float | None = DEFAULT_POLL
         reload_poll_s=reload_poll_s,
         close_index=close_index,
         closers=closers,
-        search=search,
+        search=searcher,
     )
 
 
@@ -401,12 +403,12 @@ def _once(fn: Callable[[], None]) -> _Once:
     return _Once(fn)
 
 
-def _wait_for_deps(settings: Settings, retry_s: float = 5.0) -> RetrievalDeps:
-    # A fresh deployment may start before the trainer published an index and a model: wait for them
-    # (not ready, not crash-looping). A model that does not fit is an error no waiting fixes.
+def wait_for_deps(settings: Settings, retry_s: float = 5.0, *, search: bool = True) -> RetrievalDeps:
+    """build_deps, once the trainer has published what it opens. A fresh deployment may start before
+    that: wait (not ready, not crash-looping). A model that does not fit is an error no waiting fixes."""
     while True:
         try:
-            return build_deps(settings)
+            return build_deps(settings, search=search)
         except ModelMismatch:
             raise
         except FailedPrecondition as exc:
@@ -419,7 +421,7 @@ SPEC: ServiceSpec[RetrievalDeps] = ServiceSpec(
     grpc_service=SERVICE_NAME,
     port=lambda settings: settings.retrieval_port,
     add_servicer=retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server,
-    build_deps=_wait_for_deps,
+    build_deps=wait_for_deps,
     make_servicer=make_servicer,
     close_deps=lambda deps: deps.close(),
 )
