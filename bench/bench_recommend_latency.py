@@ -65,6 +65,7 @@ from bench.latency.load import run_closed_loop, time_calls
 from bench.latency.mesh import Mesh, start_mesh
 from bench.latency.stats import round_floats, summarize_ms
 from bench.results_md import write_section
+from kindred.config import Settings
 from kindred.service import tune_gc_for_serving
 
 REPO = Path(__file__).resolve().parents[1]
@@ -500,7 +501,7 @@ def measure_floor(
     try:
         following = [list(fan_rows[f].get("following") or []) for f in fans]
         filtered = [
-            qd.request(v, shape.two_tower_n, shape.hnsw_ef, ex, with_payload=["item_id"])
+            qd.request(v, shape.two_tower_n, shape.hnsw_ef, ex, with_payload=False)
             for v, ex in zip(vectors, following, strict=True)
         ]
         plain = [
@@ -510,17 +511,17 @@ def measure_floor(
         components["qdrant_query"] = {
             "label": "bare Qdrant query as retrieval sends it "
             f"(limit {shape.two_tower_n}, ef {shape.hnsw_ef}, "
-            "follows filter, item ids only — what the two-tower source reads)",
+            "follows filter, no payload: the item ids come from the index's own map)",
             "latency": summarize_ms(qd.time(filtered, repeat=repeat)),
             "in_floor": True,
         }
         components["qdrant_query_plain"] = {
-            "label": "bare Qdrant query without filter and payload (same limit, ef)",
+            "label": "bare Qdrant query without filter (same limit, ef, no payload)",
             "latency": summarize_ms(qd.time(plain, repeat=repeat)),
             "in_floor": False,
         }
         components["qdrant_edgeindex_search"] = {
-            "label": "the same query through kindred's EdgeIndex.search (filter, item ids)",
+            "label": "the same query through kindred's EdgeIndex.search (filter, item ids from its map)",
             "latency": summarize_ms(
                 qd.time_wrapper(vectors, following, shape.two_tower_n, shape.hnsw_ef, repeat=repeat)
             ),
@@ -858,6 +859,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "retrieve_k": shape.retrieve_k,
             "two_tower_n": shape.two_tower_n,
             "hnsw_ef": shape.hnsw_ef,
+            # The services' default (kindred.config.Settings.engine_search_threads): the bench sets none.
+            "engine_search_threads": Settings().engine_search_threads,
             "sampled_fans": len(fans),
             "seed": args.seed,
         },

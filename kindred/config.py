@@ -59,6 +59,11 @@ class Settings:
     search_write_log: str = "kindred:search:writes"
     vector_backend: VectorBackend = "edge"
     qdrant_url: str = "http://127.0.0.1:6334"
+    # Threads qdrant-edge searches one open shard's segments with (its search pool); 0 = the engine's
+    # default, one per CPU. 1: a query runs on one thread — on 2 cores shared with the gRPC threads and
+    # the other services, fanning a query out over the segments cost more CPU than it saved wall time
+    # (kindred.vectorstore.edge.SEARCH_THREADS says what was measured).
+    engine_search_threads: int = 1
 
     # Server protection: requests above these are shed (RESOURCE_EXHAUSTED) or refused.
     max_concurrent_rpcs: int = 64
@@ -71,6 +76,13 @@ class Settings:
     # If set, every finished span is also appended to this file as one JSON object a line
     # (used by the end-to-end test to check one trace spans every hop, and handy for debugging).
     trace_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine_search_threads < 0:
+            raise SettingsError(
+                "KINDRED_ENGINE_SEARCH_THREADS must be >= 0 (0: one per CPU), "
+                f"got {self.engine_search_threads}"
+            )
 
     @property
     def resolved_models_dir(self) -> Path:

@@ -171,7 +171,12 @@ def open_search(settings: Settings) -> SearchService | None:
     if settings.search_replica:  # its own copy, made from the bulk index on its first start
         root = replica_root(search_replicas_dir(settings), settings.search_replica, root)
     try:
-        index = SearchIndex.open_or_create(root, dim=encoder.dim, encoder_version=encoder.version)
+        index = SearchIndex.open_or_create(
+            root,
+            dim=encoder.dim,
+            encoder_version=encoder.version,
+            search_threads=settings.engine_search_threads,
+        )
     except VectorIndexError as exc:
         # E.g. `kindred index` still holds the shard: recommendations need not wait for search.
         log.error("search disabled: %s", exc)

@@ -155,11 +155,22 @@ class QdrantFloor:
         self.version = version
         import qdrant_edge as qe
 
+        from kindred.vectorstore.edge import EdgeIndex
+
         self._qe = qe
-        t0 = time.perf_counter()
-        self.shard = qe.EdgeShard.load(str(self._tmp / version / "shard"))
-        self.open_s = time.perf_counter() - t0
         self.vector_name = str(self.manifest["vector_name"])
+        t0 = time.perf_counter()
+        # As retrieval opens it (kindred.vectorstore.open_creator_index): its search pool, its item ids.
+        self.index = EdgeIndex.open(
+            self._tmp / version / "shard",
+            dim=int(self.manifest["dim"]),
+            vector_name=self.vector_name,
+            version=version,
+            distance=self.manifest.get("distance", "cosine"),
+            search_threads=settings.engine_search_threads,
+        )
+        self.shard = self.index.shard
+        self.open_s = time.perf_counter() - t0
         self.size_mb = sum(p.stat().st_size for p in source.rglob("*") if p.is_file()) / 2**20
 
     def request(
@@ -202,18 +213,10 @@ class QdrantFloor:
         """The same queries through kindred's EdgeIndex.search as the two-tower source calls it (checks,
         filter, ids only)."""
         from kindred.vectorstore import PayloadFilter
-        from kindred.vectorstore.edge import EdgeIndex
 
-        index = EdgeIndex(
-            self.shard,
-            path=self._tmp,
-            dim=len(vectors[0]),
-            vector_name=self.vector_name,
-            version=self.version,
-        )
         args = [(v, PayloadFilter().excluding(ex)) for v, ex in zip(vectors, exclude, strict=True)]
         return time_calls(
-            lambda a: index.search(a[0], limit, a[1], hnsw_ef=hnsw_ef, with_payload=False),
+            lambda a: self.index.search(a[0], limit, a[1], hnsw_ef=hnsw_ef, with_payload=False),
             args,
             repeat=repeat,
             warmup=warmup,
@@ -221,7 +224,7 @@ class QdrantFloor:
 
     def close(self) -> None:
         try:
-            self.shard.close()
+            self.index.close()
         finally:
             shutil.rmtree(self._tmp, ignore_errors=True)
 

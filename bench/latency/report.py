@@ -53,7 +53,13 @@ def render(result: Mapping[str, Any]) -> str:
         f"Request: `Recommend(k={req['k']})` for {req['sampled_fans']} fans sampled deterministically "
         f"(seed {req['seed']}) among fans with at least one follow; ranking asks retrieval for "
         f"{req['retrieve_k']} candidates, the two-tower ANN query has limit {req['two_tower_n']}, "
-        f"hnsw_ef {req['hnsw_ef']}, filter = the fan's follows. Client: {result['client']['channels']}; "
+        f"hnsw_ef {req['hnsw_ef']}, filter = the fan's follows, no payload (item ids from the index's map)"
+        + (
+            f"; qdrant-edge search pool of {req['engine_search_threads']} thread(s) per shard"
+            if "engine_search_threads" in req
+            else ""
+        )
+        + f". Client: {result['client']['channels']}; "
         f"{result['client']['warmup']} warm-up requests then {result['client']['requests']} measured "
         "requests per level, closed loop. A degraded page (fallback or short) counts as an error.",
         "",

@@ -33,7 +33,7 @@ def cpu_ms(fn: Callable[[], Any], n: int) -> float:
     return (time.process_time() - t0) / n * 1e3
 
 
-def profile(work: Path, models_dir: Path, n: int) -> dict[str, float]:
+def profile(work: Path, models_dir: Path, n: int, search_threads: int = 1) -> dict[str, float]:
     import qdrant_edge as qe
 
     from kindred.models import CURRENT_FILE
@@ -44,7 +44,9 @@ def profile(work: Path, models_dir: Path, n: int) -> dict[str, float]:
     encoder = TextEncoder.from_registry(models_dir, intra_op_num_threads=1)
     int8 = (models_dir / INT8_QUERY_MODEL_NAME / CURRENT_FILE).is_file()
     query_encoder = load_quantized_query_encoder(models_dir, encoder) if int8 else None
-    service = SearchService(SearchIndex.open(work / "index"), encoder, query_encoder=query_encoder)
+    service = SearchService(
+        SearchIndex.open(work / "index", search_threads=search_threads), encoder, query_encoder=query_encoder
+    )
     searcher, flt = service.searcher, SearchFilter()
     queries: Sequence[str] = json.loads((work / "queries.json").read_text())[:n]
     try:
@@ -99,6 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--models-dir", type=Path, default=ROOT / "var" / "search" / "models")
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument(
+        "--search-threads",
+        type=int,
+        default=1,
+        help="the shard's search pool (KINDRED_ENGINE_SEARCH_THREADS; 0: one per CPU, the engine's default)",
+    )
     args = parser.parse_args(argv)
     if not (args.work / "index").is_dir():
         print(
@@ -106,8 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    result = profile(args.work, args.models_dir, args.queries)
-    print(f"CPU ms per Search call, {args.queries} queries, {args.work.name}, models {args.models_dir}:")
+    result = profile(args.work, args.models_dir, args.queries, args.search_threads)
+    print(
+        f"CPU ms per Search call, {args.queries} queries, {args.work.name}, models {args.models_dir}, "
+        f"engine search threads {args.search_threads or 'one per CPU'}:"
+    )
     for key, value in result.items():
         print(f"  {key:32s} {value:7.3f}")
     return 0

@@ -7,6 +7,8 @@ one open shard are fine.
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,17 +50,56 @@ _DISTANCES: dict[str, qe.Distance] = {"cosine": qe.Distance.Cosine, "dot": qe.Di
 UPSERT_BATCH = 1024
 # The payload selection of `with_payload=False`: the item id is all the engine converts to Python.
 _ID_ONLY = [ITEM_ID_KEY]
+# Threads of a served shard's search pool (qdrant-edge runs a query's per-segment reads on it; by default
+# one thread per CPU). Measured on the recommend benchmark's 100k-creator index (2 segments), the
+# two-tower query (limit 68, ef 272, follows filter, item ids), CPU of every thread per query: 1.2-1.8 ms
+# with the default pool of 8 threads against 0.8-1.1 ms with one, whose wall time was no longer
+# (bench/RESULTS.md, "Recommend latency"). The services pass Settings.engine_search_threads.
+SEARCH_THREADS = 1
+
+
+def search_pool_size(threads: int) -> int:
+    """EdgeConfig.max_search_threads for `threads`; 0 = the engine's default, one per CPU (said
+    explicitly: a shard keeps the pool size it was last opened with)."""
+    if threads < 0:
+        raise ValueError(f"search threads must be >= 0 (0: one per CPU), got {threads}")
+    return threads or os.cpu_count() or 1
+
+
+def load_shard(path: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
+    """Opens the shard at `path` with `config`: the shard's own vectors (the engine checks them against
+    its segments) and run-time settings such as the search pool, which it also writes to the shard."""
+    return qe.EdgeShard.load(str(path), config)
 
 
 class EdgeIndex:
-    """One qdrant-edge shard holding one named dense vector per point."""
+    """One qdrant-edge shard holding one named dense vector per point.
 
-    def __init__(self, shard: qe.EdgeShard, *, path: Path, dim: int, vector_name: str, version: str) -> None:
+    An index made by `create` or `open` also keeps every point's item id by point id in memory (~200
+    bytes a point), so a search without payload (`with_payload=False`, what the two-tower source asks)
+    reads no payload at all: on the 100k-creator benchmark index the engine spent ~0.5 ms of CPU per
+    two-tower query reading the item ids back (bench/RESULTS.md, "Recommend latency"). `open` reads them
+    once (~0.7 s per 100k points there); writes through `upsert` and `delete` keep them current.
+    """
+
+    def __init__(
+        self,
+        shard: qe.EdgeShard,
+        *,
+        path: Path,
+        dim: int,
+        vector_name: str,
+        version: str,
+        item_ids: dict[uuid.UUID, str] | None = None,
+    ) -> None:
+        """`item_ids`: point id → item id of every point in the shard, kept from then on; None reads the
+        ids from the payload on every search."""
         self._shard = shard
         self._path = path
         self._dim = dim
         self._vector_name = vector_name
         self._version = version
+        self._item_ids = item_ids
 
     @classmethod
     def create(
@@ -92,16 +133,47 @@ class EdgeIndex:
                 shard.update(qe.UpdateOperation.create_field_index(field, _FIELD_TYPES[kind]))
         except Exception as exc:
             raise VectorIndexError(f"cannot create edge shard at {path}: {exc}") from exc
-        return cls(shard, path=path, dim=dim, vector_name=vector_name, version=version)
+        return cls(shard, path=path, dim=dim, vector_name=vector_name, version=version, item_ids={})
 
     @classmethod
-    def open(cls, path: Path, *, dim: int, vector_name: str, version: str = "") -> EdgeIndex:
-        """Opens an existing shard; fails if another process holds it."""
+    def open(
+        cls,
+        path: Path,
+        *,
+        dim: int,
+        vector_name: str,
+        version: str = "",
+        distance: Distance = "cosine",
+        search_threads: int = SEARCH_THREADS,
+    ) -> EdgeIndex:
+        """Opens an existing shard (whose one vector is `vector_name`: `dim`, `distance`) with a search
+        pool of `search_threads` (0: the engine's default); fails if another process holds it."""
+        config = qe.EdgeConfig(
+            vectors={vector_name: qe.EdgeVectorParams(size=dim, distance=_DISTANCES[distance])},
+            max_search_threads=search_pool_size(search_threads),
+        )
         try:
-            shard = qe.EdgeShard.load(str(path))
+            shard = load_shard(path, config)
         except Exception as exc:
             raise VectorIndexError(f"cannot open edge shard at {path}: {exc}") from exc
-        return cls(shard, path=path, dim=dim, vector_name=vector_name, version=version)
+        index = cls(shard, path=path, dim=dim, vector_name=vector_name, version=version)
+        try:
+            index._item_ids = index._read_item_ids()
+        except BaseException:
+            index.close()
+            raise
+        return index
+
+    def _read_item_ids(self, page: int = 8192) -> dict[uuid.UUID, str]:
+        ids: dict[uuid.UUID, str] = {}
+        offset = None
+        while True:
+            request = qe.ScrollRequest(limit=page, offset=offset, with_payload=_ID_ONLY, with_vector=False)
+            records, offset = self._call(self._shard.scroll, request)
+            for rec in records:
+                ids[rec.id] = str(rec.payload[ITEM_ID_KEY])
+            if offset is None:
+                return ids
 
     @property
     def version(self) -> str:
@@ -115,6 +187,11 @@ class EdgeIndex:
     def path(self) -> Path:
         return self._path
 
+    @property
+    def shard(self) -> qe.EdgeShard:
+        """The engine's shard itself, for benchmarks timing bare engine queries on it."""
+        return self._shard
+
     def upsert(self, points: Sequence[IndexPoint]) -> None:
         engine_points = [
             qe.Point(
@@ -127,6 +204,10 @@ class EdgeIndex:
         for start in range(0, len(engine_points), UPSERT_BATCH):
             batch = engine_points[start : start + UPSERT_BATCH]
             self._call(self._shard.update, qe.UpdateOperation.upsert_points(batch))
+            if self._item_ids is not None:
+                self._item_ids.update(
+                    (point_uuid(p.item_id), p.item_id) for p in points[start : start + UPSERT_BATCH]
+                )
 
     def delete(self, ids: Sequence[str]) -> int:
         if not ids:
@@ -134,6 +215,9 @@ class EdgeIndex:
         uuids: list[qe.PointId] = [point_uuid(i) for i in ids]
         existing = self._call(self._shard.retrieve, uuids, False, False)
         self._call(self._shard.update, qe.UpdateOperation.delete_points(uuids))
+        if self._item_ids is not None:
+            for item_id in ids:
+                self._item_ids.pop(point_uuid(item_id), None)
         return len(existing)
 
     def search(
@@ -153,16 +237,31 @@ class EdgeIndex:
             query=qe.Query.Nearest(as_vector(vector, self._dim), using=self._vector_name),
             filter=edge_filter(filter),
             params=qe.SearchParams(hnsw_ef=hnsw_ef, exact=exact),
-            with_payload=True if with_payload else _ID_ONLY,
+            with_payload=True if with_payload else (False if self._item_ids is not None else _ID_ONLY),
         )
         hits = self._call(self._shard.query, request)
         if not with_payload:
-            return [ScoredPoint(str(h.payload[ITEM_ID_KEY]), float(h.score), {}) for h in hits]
+            if self._item_ids is None:
+                return [ScoredPoint(str(h.payload[ITEM_ID_KEY]), float(h.score), {}) for h in hits]
+            return [ScoredPoint(self._item_id(h.id), float(h.score), {}) for h in hits]
         out = []
         for hit in hits:
             item_id, payload = from_engine_payload(hit.payload)
             out.append(ScoredPoint(point_id=item_id, score=float(hit.score), payload=payload))
         return out
+
+    def _item_id(self, point_id: uuid.UUID) -> str:
+        assert self._item_ids is not None
+        try:
+            return self._item_ids[point_id]
+        except KeyError:  # not written through this object (never expected): read it, keep it
+            records = self._call(self._shard.retrieve, [point_id], _ID_ONLY, False)
+            if not records:
+                raise VectorIndexError(
+                    f"qdrant-edge ({self._path.name}): point {point_id} vanished"
+                ) from None
+            item_id = self._item_ids[point_id] = str(records[0].payload[ITEM_ID_KEY])
+            return item_id
 
     def fetch(
         self,

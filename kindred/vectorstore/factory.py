@@ -134,7 +134,12 @@ def open_creator_index(settings: Settings, *, client: QdrantClient | None = None
         name = check_replica_name(settings.colocated_replica, what="KINDRED_COLOCATED_REPLICA")
         shard = copy_once(shard, vdir / REPLICAS / name / SHARD)
     return EdgeIndex.open(
-        shard, dim=int(manifest["dim"]), vector_name=str(manifest["vector_name"]), version=version
+        shard,
+        dim=int(manifest["dim"]),
+        vector_name=str(manifest["vector_name"]),
+        version=version,
+        distance=manifest.get("distance", "cosine"),
+        search_threads=settings.engine_search_threads,
     )
 
 

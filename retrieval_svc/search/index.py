@@ -52,7 +52,7 @@ from kindred.vectorstore.base import (
     point_uuid,
     to_engine_payload,
 )
-from kindred.vectorstore.edge import edge_filter
+from kindred.vectorstore.edge import SEARCH_THREADS, edge_filter, load_shard, search_pool_size
 from retrieval_svc.search.documents import (
     ACCESS_KEY,
     CREATOR_KEY,
@@ -241,6 +241,7 @@ class SearchIndex:
         encoder_version: str,
         title_avg_len: float = TITLE_AVG_LEN,
         encoded_evidence: bool = False,
+        search_threads: int = SEARCH_THREADS,
     ) -> SearchIndex:
         """An empty index at `root` (which must not hold one yet). `encoded_evidence`: it also stores the
         `title` and `sentences` vectors (every write then brings them: `encode_documents`)."""
@@ -248,24 +249,17 @@ class SearchIndex:
         if (root / META_FILE).exists():
             raise FileExistsError(f"a search index already exists at {root}")
         root.mkdir(parents=True, exist_ok=True)
-        vectors = {DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)}
-        if encoded_evidence:
-            vectors.update(encoded_evidence_params(dim))
+        vectors, sparse = shard_vectors(dim, encoded_evidence=encoded_evidence, doc_evidence=True)
         config = qe.EdgeConfig(
             vectors=vectors,
-            sparse_vectors={
-                BM25: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf),
-                # Plain dot product: a name vector is unit-norm, so the score is the trigram cosine.
-                NAME: qe.EdgeSparseVectorParams(),
-                TITLE_BM25: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf),
-                TERMS: qe.EdgeSparseVectorParams(),
-            },
+            sparse_vectors=sparse,
             hnsw_config=qe.HnswIndexConfig(
                 m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=FULL_SCAN_THRESHOLD_KB
             ),
             quantization_config=qe.ScalarQuantizationConfig(
                 type=qe.ScalarType.Int8, quantile=0.99, always_ram=True
             ),
+            max_search_threads=search_pool_size(search_threads),
         )
         try:
             shard = qe.EdgeShard.create(str(root / SHARD_DIR), config)
@@ -286,24 +280,38 @@ class SearchIndex:
         return cls(shard, root, meta)
 
     @classmethod
-    def open(cls, root: Path) -> SearchIndex:
+    def open(cls, root: Path, *, search_threads: int = SEARCH_THREADS) -> SearchIndex:
+        """The index at `root`, its shard searched by a pool of `search_threads` (0: one per CPU;
+        kindred.vectorstore.edge.SEARCH_THREADS says why one)."""
         root = Path(root)
         try:
             meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise FailedPrecondition(f"no search index at {root} (run `kindred index`)") from exc
+        vectors, sparse = shard_vectors(
+            int(meta["dim"]),
+            encoded_evidence=bool(meta.get("encoded_evidence", False)),
+            doc_evidence=bool(meta.get("doc_evidence", False)),
+        )
+        config = qe.EdgeConfig(
+            vectors=vectors, sparse_vectors=sparse, max_search_threads=search_pool_size(search_threads)
+        )
         try:
-            shard = qe.EdgeShard.load(str(root / SHARD_DIR))
+            shard = load_shard(root / SHARD_DIR, config)
         except Exception as exc:
             raise VectorIndexError(f"cannot open the search shard at {root}: {exc}") from exc
         return cls(shard, root, meta)
 
     @classmethod
-    def open_or_create(cls, root: Path, *, dim: int, encoder_version: str) -> SearchIndex:
+    def open_or_create(
+        cls, root: Path, *, dim: int, encoder_version: str, search_threads: int = SEARCH_THREADS
+    ) -> SearchIndex:
         """The index at `root`, or a new empty one (BM25 average length: the default until a bulk load)."""
         if (Path(root) / META_FILE).exists():
-            return cls.open(root)
-        return cls.create(root, dim=dim, bm25=Bm25(), encoder_version=encoder_version)
+            return cls.open(root, search_threads=search_threads)
+        return cls.create(
+            root, dim=dim, bm25=Bm25(), encoder_version=encoder_version, search_threads=search_threads
+        )
 
     def close(self) -> None:
         with self._close_lock:
@@ -472,6 +480,26 @@ class SearchIndex:
             return fn(*args)
         except Exception as exc:
             raise VectorIndexError(f"qdrant-edge (search): {exc}") from exc
+
+
+def shard_vectors(
+    dim: int, *, encoded_evidence: bool, doc_evidence: bool
+) -> tuple[dict[str, qe.EdgeVectorParams], dict[str, qe.EdgeSparseVectorParams]]:
+    """The shard's dense and sparse vectors, as `create` makes them and `open` declares them (the engine
+    refuses a load whose vectors differ from the shard's). Indexes built before the document evidence
+    lack `bm25_title` and `terms` (meta "doc_evidence")."""
+    vectors = {DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)}
+    if encoded_evidence:
+        vectors.update(encoded_evidence_params(dim))
+    sparse = {
+        BM25: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf),
+        # Plain dot product: a name vector is unit-norm, so the score is the trigram cosine.
+        NAME: qe.EdgeSparseVectorParams(),
+    }
+    if doc_evidence:
+        sparse[TITLE_BM25] = qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)
+        sparse[TERMS] = qe.EdgeSparseVectorParams()
+    return vectors, sparse
 
 
 def encoded_evidence_params(dim: int) -> dict[str, qe.EdgeVectorParams]:
