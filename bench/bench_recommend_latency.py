@@ -547,6 +547,7 @@ def measure_floor(
             "count": qd.manifest.get("count"),
             "dim": qd.manifest.get("dim"),
         }
+        engine_configs = engine_config_costs(qd, data_dir, vectors, following, shape, repeat)
     finally:
         qd.close()
 
@@ -653,9 +654,44 @@ def measure_floor(
         "the ranker ONNX runs",
         "als": {"factors": 64, "iterations": 15, "regularization": 0.05, "fit_s": als.fit_s, "nnz": als.nnz},
         "index": index_info,
+        "engine_configs": engine_configs,
         "retrieve_response_bytes_mean": response_bytes,
         "retrieval_degraded_sources": degraded,
     }
+
+
+def engine_config_costs(
+    served: F.QdrantFloor,
+    data_dir: Path,
+    vectors: Sequence[Any],
+    following: Sequence[Sequence[str]],
+    shape: F.RetrievalShape,
+    repeat: int,
+) -> list[dict[str, Any]]:
+    """The two-tower query (limit, ef, follows filter) on the served engine configuration and on the
+    engine's defaults (search pool of one thread per CPU), each reading the item ids from the payload
+    (the request before EdgeIndex kept them) and reading no payload: wall p50 and CPU of every thread
+    per query, in this process, one configuration after the other on copies of the same index."""
+    default_pool = F.QdrantFloor(data_dir, search_threads=0)
+    try:
+        out = []
+        for floor, pool in ((served, served.search_threads), (default_pool, default_pool.search_threads)):
+            for payload, read in ((["item_id"], "item ids from the payload"), (False, "no payload")):
+                requests = [
+                    floor.request(v, shape.two_tower_n, shape.hnsw_ef, ex, with_payload=payload)
+                    for v, ex in zip(vectors, following, strict=True)
+                ]
+                out.append(
+                    {
+                        "search_threads": pool,
+                        "payload": read,
+                        "latency": summarize_ms(floor.time(requests, repeat=repeat)),
+                        "cpu_ms_per_query": floor.cpu_ms_per_query(requests, repeat=repeat),
+                    }
+                )
+        return out
+    finally:
+        default_pool.close()
 
 
 def code_state() -> dict[str, Any]:

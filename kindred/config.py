@@ -60,9 +60,9 @@ class Settings:
     vector_backend: VectorBackend = "edge"
     qdrant_url: str = "http://127.0.0.1:6334"
     # Threads qdrant-edge searches one open shard's segments with (its search pool); 0 = the engine's
-    # default, one per CPU. 1: a query runs on one thread — on 2 cores shared with the gRPC threads and
-    # the other services, fanning a query out over the segments cost more CPU than it saved wall time
-    # (kindred.vectorstore.edge.SEARCH_THREADS says what was measured).
+    # default (8 on this 2-CPU machine). 1: a query runs on one thread — on 2 cores shared with the gRPC
+    # threads and the other services, fanning a query out over the segments cost more CPU than it saved
+    # wall time (kindred.vectorstore.edge.SEARCH_THREADS says where it was measured).
     engine_search_threads: int = 1
 
     # Server protection: requests above these are shed (RESOURCE_EXHAUSTED) or refused.
@@ -80,7 +80,7 @@ class Settings:
     def __post_init__(self) -> None:
         if self.engine_search_threads < 0:
             raise SettingsError(
-                "KINDRED_ENGINE_SEARCH_THREADS must be >= 0 (0: one per CPU), "
+                "KINDRED_ENGINE_SEARCH_THREADS must be >= 0 (0: the engine's default), "
                 f"got {self.engine_search_threads}"
             )
 

@@ -138,11 +138,14 @@ class OnnxFloor:
 class QdrantFloor:
     """A private copy of the served creator index version, opened in this process."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, search_threads: int | None = None) -> None:
+        """`search_threads`: the copy's engine search pool (default: what retrieval uses)."""
         from kindred.config import Settings
         from kindred.vectorstore import creator_index_root, current_creator_version
 
         settings = Settings.from_env({"KINDRED_DATA_DIR": str(data_dir)})
+        if search_threads is not None:
+            settings = settings.replace(engine_search_threads=search_threads)
         version = current_creator_version(settings)
         if version is None:
             raise RuntimeError(f"no creator index under {data_dir} (train first)")
@@ -170,6 +173,7 @@ class QdrantFloor:
             search_threads=settings.engine_search_threads,
         )
         self.shard = self.index.shard
+        self.search_threads = settings.engine_search_threads  # 0: the engine's default
         self.open_s = time.perf_counter() - t0
         self.size_mb = sum(p.stat().st_size for p in source.rglob("*") if p.is_file()) / 2**20
 
@@ -200,6 +204,16 @@ class QdrantFloor:
 
     def time(self, requests: Sequence[Any], repeat: int, warmup: int = 20) -> list[float]:
         return time_calls(self.shard.query, list(requests), repeat=repeat, warmup=warmup)
+
+    def cpu_ms_per_query(self, requests: Sequence[Any], repeat: int, warmup: int = 20) -> float:
+        """CPU of every thread of this process (the engine's search pool included) per query."""
+        for i in range(warmup):
+            self.shard.query(requests[i % len(requests)])
+        t0 = time.process_time()
+        for _ in range(repeat):
+            for request in requests:
+                self.shard.query(request)
+        return (time.process_time() - t0) / (repeat * len(requests)) * 1e3
 
     def time_wrapper(
         self,

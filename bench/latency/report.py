@@ -127,6 +127,23 @@ def render(result: Mapping[str, Any]) -> str:
         f"{floor.get('retrieve_response_bytes_mean', 0):,.0f} bytes on the wire.",
         "",
     ]
+    if floor.get("engine_configs"):
+        lines += [
+            "The two-tower query (same limit, ef, follows filter) on the served engine configuration and on "
+            "the engine's defaults, reading the item ids from the payload (what retrieval asked before "
+            "kindred.vectorstore.edge.EdgeIndex kept them) and reading no payload; CPU = every thread of "
+            "the process, the engine's search pool included:",
+            "",
+            "| engine search pool (threads) | payload | p50 ms | p99 ms | CPU ms per query |",
+            "|---:|---|---:|---:|---:|",
+        ]
+        for e in floor["engine_configs"]:
+            lat = e["latency"]
+            lines.append(
+                f"| {e['search_threads'] or 'the engine default'} | {e['payload']} | "
+                f"{_ms(lat, 'p50_ms')} | {_ms(lat, 'p99_ms')} | {e['cpu_ms_per_query']:.3f} |"
+            )
+        lines.append("")
     lines += _stage_sections({n: c for n, c in configs.items() if c.get("stages")})
     lines += [
         "### Resident memory after the levels",

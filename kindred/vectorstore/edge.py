@@ -7,7 +7,6 @@ one open shard are fine.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -50,20 +49,19 @@ _DISTANCES: dict[str, qe.Distance] = {"cosine": qe.Distance.Cosine, "dot": qe.Di
 UPSERT_BATCH = 1024
 # The payload selection of `with_payload=False`: the item id is all the engine converts to Python.
 _ID_ONLY = [ITEM_ID_KEY]
-# Threads of a served shard's search pool (qdrant-edge runs a query's per-segment reads on it; by default
-# one thread per CPU). Measured on the recommend benchmark's 100k-creator index (2 segments), the
-# two-tower query (limit 68, ef 272, follows filter, item ids), CPU of every thread per query: 1.2-1.8 ms
-# with the default pool of 8 threads against 0.8-1.1 ms with one, whose wall time was no longer
+# Threads of a served shard's search pool (qdrant-edge runs a query's per-segment reads on it; its default
+# pool has 8 threads on this 2-CPU machine). One thread costs less CPU per query (every thread counted)
+# with no longer wall time: bench_recommend_latency's floor compares the two on the 100k-creator index
 # (bench/RESULTS.md, "Recommend latency"). The services pass Settings.engine_search_threads.
 SEARCH_THREADS = 1
 
 
-def search_pool_size(threads: int) -> int:
-    """EdgeConfig.max_search_threads for `threads`; 0 = the engine's default, one per CPU (said
-    explicitly: a shard keeps the pool size it was last opened with)."""
+def search_pool_size(threads: int) -> int | None:
+    """EdgeConfig.max_search_threads for `threads`: None for 0, the engine's own default (8 threads on
+    this 2-CPU machine; a shard opened earlier with a size keeps that one)."""
     if threads < 0:
-        raise ValueError(f"search threads must be >= 0 (0: one per CPU), got {threads}")
-    return threads or os.cpu_count() or 1
+        raise ValueError(f"search threads must be >= 0 (0: the engine's default), got {threads}")
+    return threads or None
 
 
 def load_shard(path: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
@@ -77,9 +75,9 @@ class EdgeIndex:
 
     An index made by `create` or `open` also keeps every point's item id by point id in memory (~200
     bytes a point), so a search without payload (`with_payload=False`, what the two-tower source asks)
-    reads no payload at all: on the 100k-creator benchmark index the engine spent ~0.5 ms of CPU per
-    two-tower query reading the item ids back (bench/RESULTS.md, "Recommend latency"). `open` reads them
-    once (~0.7 s per 100k points there); writes through `upsert` and `delete` keep them current.
+    reads no payload at all (the CPU it saves per two-tower query: bench_recommend_latency's floor,
+    bench/RESULTS.md). `open` reads them once (a scroll of every point's item id); writes through
+    `upsert` and `delete` keep them current.
     """
 
     def __init__(

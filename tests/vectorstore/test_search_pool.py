@@ -1,6 +1,6 @@
 """The engine's search pool: every served shard opens with the threads KINDRED_ENGINE_SEARCH_THREADS asks.
 
-Where a test must tell the pool from the engine's default (one thread per CPU) it asks for 3.
+Where a test must tell the pool from the engine's default (8 threads on 2 CPUs here) it asks for 3.
 qdrant-edge names its search pool's threads "edge-search-<n>" and starts them when a shard is opened, so
 the pool a shard got is counted from this process's threads.
 """
@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import qdrant_edge as qe
 from vs_data import random_catalogue
 
 from kindred.config import Settings, SettingsError
@@ -68,9 +69,19 @@ def test_an_edge_index_opens_with_the_pool_it_is_given(tmp_path: Path, baseline:
     assert settled_pool_threads(baseline) == baseline
 
 
-def test_zero_means_one_thread_per_cpu() -> None:
-    assert search_pool_size(0) == (os.cpu_count() or 1)
-    assert search_pool_size(2) == 2
+def test_zero_leaves_the_engine_its_default(tmp_path: Path, baseline: int) -> None:
+    path = _shard(tmp_path)
+    plain = qe.EdgeShard.load(str(path))
+    engine_default = settled_pool_threads(baseline + 100, timeout_s=0.5) - baseline
+    plain.close()
+    settled_pool_threads(baseline)
+    index = EdgeIndex.open(path, dim=4, vector_name="v", search_threads=0)
+    try:
+        assert engine_default > 0
+        assert settled_pool_threads(baseline + engine_default) == baseline + engine_default
+    finally:
+        index.close()
+    assert search_pool_size(0) is None and search_pool_size(2) == 2
     with pytest.raises(ValueError, match="search threads"):
         search_pool_size(-1)
 
