@@ -668,11 +668,12 @@ def engine_config_costs(
     shape: F.RetrievalShape,
     repeat: int,
 ) -> list[dict[str, Any]]:
-    """The two-tower query (limit, ef, follows filter) on the served engine configuration and on the
-    engine's defaults (search pool of one thread per CPU), each reading the item ids from the payload
-    (the request before EdgeIndex kept them) and reading no payload: wall p50 and CPU of every thread
-    per query, in this process, one configuration after the other on copies of the same index."""
-    default_pool = F.QdrantFloor(data_dir, search_threads=0)
+    """The two-tower query (limit, ef, follows filter) with the served search pool and with the pool
+    qdrant-edge starts here when given no size (machine.ENGINE_DEFAULT_POOL threads), each reading the
+    item ids from the payload (the request before EdgeIndex kept them) and reading no payload: wall
+    latency and CPU of every thread per query, in this process, one after the other on copies of the
+    same index."""
+    default_pool = F.QdrantFloor(data_dir, search_threads=machine.ENGINE_DEFAULT_POOL)
     try:
         out = []
         for floor, pool in ((served, served.search_threads), (default_pool, default_pool.search_threads)):

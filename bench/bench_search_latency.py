@@ -36,7 +36,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.latency.load import run_closed_loop  # noqa: E402
-from bench.latency.machine import describe, load_average  # noqa: E402
+from bench.latency.machine import ENGINE_DEFAULT_POOL, describe, load_average  # noqa: E402
 from bench.latency.mesh import free_port, service_env, wait_serving  # noqa: E402
 from bench.latency.procinfo import cpu_seconds, memory_mb  # noqa: E402
 from bench.results_md import write_section  # noqa: E402
@@ -97,7 +97,8 @@ def serve(index_root: Path, models_dir: Path, query_models: Path | None) -> None
             if query_models
             else None
         )
-        return SearchService(SearchIndex.open(index_root), encoder, query_encoder=query)
+        index = SearchIndex.open(index_root, search_threads=_settings.engine_search_threads)
+        return SearchService(index, encoder, query_encoder=query)
 
     spec: ServiceSpec[SearchService] = ServiceSpec(
         name="retrieval",
@@ -378,6 +379,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"int8 query encoder alone, one caller: {int8['encoder_alone_one_caller']}")
         int8["model"] = quantized.version
         _, _, int8["search_grpc"], _ = serve_and_load(work, root, args, queries, args.int8_query_models)
+        # The same server with the search pool qdrant-edge starts here unasked (what it had before
+        # KINDRED_ENGINE_SEARCH_THREADS), right after the served configuration's levels.
+        pool = {"KINDRED_ENGINE_SEARCH_THREADS": str(ENGINE_DEFAULT_POOL)}
+        _, _, int8["search_grpc_engine_default_pool"], _ = serve_and_load(
+            work, root, args, queries, args.int8_query_models, pool
+        )
     replicated: dict[str, Any] = {}
     if args.replicas > 0:
         replicated = serve_replicas_and_load(work, root, args, queries, args.replicas)
@@ -433,9 +440,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve_and_load(
-    work: Path, root: Path, args: Any, queries: Sequence[str], query_models: Path | None
+    work: Path,
+    root: Path,
+    args: Any,
+    queries: Sequence[str],
+    query_models: Path | None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> tuple[float, dict[str, float], dict[str, Any], dict[str, float]]:
-    """Starts the search server on the index, runs every load level; (startup s, memory, levels, memory)."""
+    """Starts the search server on the index (`extra_env`: more KINDRED_* settings for it), runs every
+    load level; (startup s, memory, levels, memory)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KINDRED_")}
     env.update(
@@ -445,6 +458,7 @@ def serve_and_load(
             "KINDRED_HOST": "127.0.0.1",
             "OMP_NUM_THREADS": "1",
             "ORT_DISABLE_TELEMETRY": "1",
+            **(extra_env or {}),
         }
     )
     server_log = work / "server.log"
@@ -712,6 +726,15 @@ Same index, same invocation, queries encoded by the int8 export of the same weig
 {_rows(int8["search_grpc"])}
 
 int8 encoder alone: p50 {e8["p50_ms"]:.1f} ms, p99 {e8["p99_ms"]:.1f} ms.{quality}
+"""
+        if int8.get("search_grpc_engine_default_pool"):
+            out += f"""
+The same int8 server with the search pool qdrant-edge starts on this machine when given no size
+(`KINDRED_ENGINE_SEARCH_THREADS={ENGINE_DEFAULT_POOL}`, what retrieval had before the setting; the
+served default is 1 thread), run right after the rows above:
+
+{header}
+{_rows(int8["search_grpc_engine_default_pool"])}
 """
     rep = r.get("replicated") or {}
     if rep.get("search_grpc"):

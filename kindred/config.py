@@ -59,10 +59,10 @@ class Settings:
     search_write_log: str = "kindred:search:writes"
     vector_backend: VectorBackend = "edge"
     qdrant_url: str = "http://127.0.0.1:6334"
-    # Threads qdrant-edge searches one open shard's segments with (its search pool); 0 = the engine's
-    # default (8 on this 2-CPU machine). 1: a query runs on one thread — on 2 cores shared with the gRPC
-    # threads and the other services, fanning a query out over the segments cost more CPU than it saved
-    # wall time (kindred.vectorstore.edge.SEARCH_THREADS says where it was measured).
+    # Threads qdrant-edge searches one open shard's segments with (its search pool; it starts 8 on this
+    # 2-CPU machine for a shard opened without a size). 1: a query runs on one thread — on 2 cores shared
+    # with the gRPC threads and the other services, fanning a query out over the segments cost more CPU
+    # than it saved wall time (kindred.vectorstore.edge.SEARCH_THREADS says where it was measured).
     engine_search_threads: int = 1
 
     # Server protection: requests above these are shed (RESOURCE_EXHAUSTED) or refused.
@@ -78,10 +78,9 @@ class Settings:
     trace_file: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.engine_search_threads < 0:
+        if self.engine_search_threads < 1:
             raise SettingsError(
-                "KINDRED_ENGINE_SEARCH_THREADS must be >= 0 (0: the engine's default), "
-                f"got {self.engine_search_threads}"
+                f"KINDRED_ENGINE_SEARCH_THREADS must be >= 1, got {self.engine_search_threads}"
             )
 
     @property

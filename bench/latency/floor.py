@@ -173,7 +173,7 @@ class QdrantFloor:
             search_threads=settings.engine_search_threads,
         )
         self.shard = self.index.shard
-        self.search_threads = settings.engine_search_threads  # 0: the engine's default
+        self.search_threads = settings.engine_search_threads
         self.open_s = time.perf_counter() - t0
         self.size_mb = sum(p.stat().st_size for p in source.rglob("*") if p.is_file()) / 2**20
 

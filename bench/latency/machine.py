@@ -10,6 +10,11 @@ from pathlib import Path
 
 PACKAGES = ("grpcio", "onnxruntime", "qdrant-edge-py", "implicit", "numpy", "opentelemetry-sdk")
 
+# Search threads qdrant-edge starts for a shard opened without a size on these 2-CPU machines (counted:
+# its "edge-search-<n>" threads); the benchmarks' before/after rows of KINDRED_ENGINE_SEARCH_THREADS
+# open their "before" with that many.
+ENGINE_DEFAULT_POOL = 8
+
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     try:

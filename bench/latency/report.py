@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bench.latency import machine
+
 SECTION = "## Recommend latency"
 KEY = "recommend_latency"
 
@@ -129,10 +131,12 @@ def render(result: Mapping[str, Any]) -> str:
     ]
     if floor.get("engine_configs"):
         lines += [
-            "The two-tower query (same limit, ef, follows filter) on the served engine configuration and on "
-            "the engine's defaults, reading the item ids from the payload (what retrieval asked before "
-            "kindred.vectorstore.edge.EdgeIndex kept them) and reading no payload; CPU = every thread of "
-            "the process, the engine's search pool included:",
+            "The two-tower query (same limit, ef, follows filter) with the served search pool and with the "
+            f"{machine.ENGINE_DEFAULT_POOL} threads qdrant-edge starts on this machine when given no size (what "
+            "retrieval had before KINDRED_ENGINE_SEARCH_THREADS), each reading the item ids from the "
+            "payload (what retrieval asked before kindred.vectorstore.edge.EdgeIndex kept them) and "
+            "reading no payload; CPU = every thread of the process, the search pool included; each on its "
+            "own copy of the index:",
             "",
             "| engine search pool (threads) | payload | p50 ms | p99 ms | CPU ms per query |",
             "|---:|---|---:|---:|---:|",
@@ -140,7 +144,7 @@ def render(result: Mapping[str, Any]) -> str:
         for e in floor["engine_configs"]:
             lat = e["latency"]
             lines.append(
-                f"| {e['search_threads'] or 'the engine default'} | {e['payload']} | "
+                f"| {e['search_threads']} | {e['payload']} | "
                 f"{_ms(lat, 'p50_ms')} | {_ms(lat, 'p99_ms')} | {e['cpu_ms_per_query']:.3f} |"
             )
         lines.append("")

@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--search-threads",
         type=int,
         default=1,
-        help="the shard's search pool (KINDRED_ENGINE_SEARCH_THREADS; 0: the engine's default)",
+        help="the shard's search pool (KINDRED_ENGINE_SEARCH_THREADS; 8 = what qdrant-edge starts here when given no size)",
     )
     args = parser.parse_args(argv)
     if not (args.work / "index").is_dir():
@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = profile(args.work, args.models_dir, args.queries, args.search_threads)
     print(
         f"CPU ms per Search call, {args.queries} queries, {args.work.name}, models {args.models_dir}, "
-        f"engine search threads {args.search_threads or 'the engine default'}:"
+        f"engine search threads {args.search_threads}:"
     )
     for key, value in result.items():
         print(f"  {key:32s} {value:7.3f}")

@@ -49,19 +49,19 @@ _DISTANCES: dict[str, qe.Distance] = {"cosine": qe.Distance.Cosine, "dot": qe.Di
 UPSERT_BATCH = 1024
 # The payload selection of `with_payload=False`: the item id is all the engine converts to Python.
 _ID_ONLY = [ITEM_ID_KEY]
-# Threads of a served shard's search pool (qdrant-edge runs a query's per-segment reads on it; its default
-# pool has 8 threads on this 2-CPU machine). One thread costs less CPU per query (every thread counted)
+# Threads of a served shard's search pool (qdrant-edge runs a query's per-segment reads on it; it starts
+# 8 on this 2-CPU machine for a shard opened without a size). One thread costs less CPU per query (every thread counted)
 # with no longer wall time: bench_recommend_latency's floor compares the two on the 100k-creator index
 # (bench/RESULTS.md, "Recommend latency"). The services pass Settings.engine_search_threads.
 SEARCH_THREADS = 1
 
 
-def search_pool_size(threads: int) -> int | None:
-    """EdgeConfig.max_search_threads for `threads`: None for 0, the engine's own default (8 threads on
-    this 2-CPU machine; a shard opened earlier with a size keeps that one)."""
-    if threads < 0:
-        raise ValueError(f"search threads must be >= 0 (0: the engine's default), got {threads}")
-    return threads or None
+def search_pool_size(threads: int) -> int:
+    """EdgeConfig.max_search_threads: always given, since a shard keeps the size it was last opened with
+    (qdrant-edge writes it into the shard), so "the engine's default" would depend on the shard's past."""
+    if threads < 1:
+        raise ValueError(f"search threads must be >= 1, got {threads}")
+    return threads
 
 
 def load_shard(path: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
@@ -145,7 +145,7 @@ class EdgeIndex:
         search_threads: int = SEARCH_THREADS,
     ) -> EdgeIndex:
         """Opens an existing shard (whose one vector is `vector_name`: `dim`, `distance`) with a search
-        pool of `search_threads` (0: the engine's default); fails if another process holds it."""
+        pool of `search_threads`; fails if another process holds it."""
         config = qe.EdgeConfig(
             vectors={vector_name: qe.EdgeVectorParams(size=dim, distance=_DISTANCES[distance])},
             max_search_threads=search_pool_size(search_threads),

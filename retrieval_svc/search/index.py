@@ -281,8 +281,8 @@ class SearchIndex:
 
     @classmethod
     def open(cls, root: Path, *, search_threads: int = SEARCH_THREADS) -> SearchIndex:
-        """The index at `root`, its shard searched by a pool of `search_threads` (0: the engine's default;
-        kindred.vectorstore.edge.SEARCH_THREADS says why one)."""
+        """The index at `root`, its shard searched by a pool of `search_threads`
+        (kindred.vectorstore.edge.SEARCH_THREADS says why one)."""
         root = Path(root)
         try:
             meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))

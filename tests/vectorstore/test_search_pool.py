@@ -1,6 +1,6 @@
 """The engine's search pool: every served shard opens with the threads KINDRED_ENGINE_SEARCH_THREADS asks.
 
-Where a test must tell the pool from the engine's default (8 threads on 2 CPUs here) it asks for 3.
+Where a test must tell the pool from what the engine starts unasked (8 threads on 2 CPUs here) it asks for 3.
 qdrant-edge names its search pool's threads "edge-search-<n>" and starts them when a shard is opened, so
 the pool a shard got is counted from this process's threads.
 """
@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import qdrant_edge as qe
 from vs_data import random_catalogue
 
 from kindred.config import Settings, SettingsError
@@ -69,21 +68,19 @@ def test_an_edge_index_opens_with_the_pool_it_is_given(tmp_path: Path, baseline:
     assert settled_pool_threads(baseline) == baseline
 
 
-def test_zero_leaves_the_engine_its_default(tmp_path: Path, baseline: int) -> None:
+def test_a_shard_keeps_no_pool_size_from_an_earlier_opening(tmp_path: Path, baseline: int) -> None:
+    """qdrant-edge writes the size into the shard: every opening says its own, so none inherits one."""
     path = _shard(tmp_path)
-    plain = qe.EdgeShard.load(str(path))
-    engine_default = settled_pool_threads(baseline + 100, timeout_s=0.5) - baseline
-    plain.close()
-    settled_pool_threads(baseline)
-    index = EdgeIndex.open(path, dim=4, vector_name="v", search_threads=0)
-    try:
-        assert engine_default > 0
-        assert settled_pool_threads(baseline + engine_default) == baseline + engine_default
-    finally:
-        index.close()
-    assert search_pool_size(0) is None and search_pool_size(2) == 2
-    with pytest.raises(ValueError, match="search threads"):
-        search_pool_size(-1)
+    for threads in (3, 1):
+        index = EdgeIndex.open(path, dim=4, vector_name="v", search_threads=threads)
+        try:
+            assert settled_pool_threads(baseline + threads) == baseline + threads
+        finally:
+            index.close()
+    assert search_pool_size(2) == 2
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="search threads"):
+            search_pool_size(bad)
 
 
 def test_a_load_declaring_other_vectors_is_refused(tmp_path: Path) -> None:
@@ -121,6 +118,7 @@ def test_a_search_index_opens_with_its_own_vectors_and_the_pool(
 
 
 def test_a_negative_setting_is_refused_by_name() -> None:
-    with pytest.raises(SettingsError, match="KINDRED_ENGINE_SEARCH_THREADS"):
-        Settings.from_env({"KINDRED_ENGINE_SEARCH_THREADS": "-1"})
+    for bad in ("0", "-1"):
+        with pytest.raises(SettingsError, match="KINDRED_ENGINE_SEARCH_THREADS"):
+            Settings.from_env({"KINDRED_ENGINE_SEARCH_THREADS": bad})
     assert Settings.from_env({}).engine_search_threads == 1
