@@ -132,7 +132,8 @@ def render(result: Mapping[str, Any]) -> str:
     if floor.get("engine_configs"):
         lines += [
             "The two-tower query (same limit, ef, follows filter) with the served search pool and with the "
-            f"{machine.ENGINE_DEFAULT_POOL} threads qdrant-edge starts on this machine when given no size (what "
+            f"{machine.ENGINE_DEFAULT_POOL} threads qdrant-edge starts on this machine when given no size "
+            "(what "
             "retrieval had before KINDRED_ENGINE_SEARCH_THREADS), each reading the item ids from the "
             "payload (what retrieval asked before kindred.vectorstore.edge.EdgeIndex kept them) and "
             "reading no payload; CPU = every thread of the process, the search pool included; each on its "

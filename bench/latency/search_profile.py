@@ -105,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--search-threads",
         type=int,
         default=1,
-        help="the shard's search pool (KINDRED_ENGINE_SEARCH_THREADS; 8 = what qdrant-edge starts here when given no size)",
+        help="the shard's search pool (KINDRED_ENGINE_SEARCH_THREADS; 8 = what qdrant-edge starts here "
+        "when given no size)",
     )
     args = parser.parse_args(argv)
     if not (args.work / "index").is_dir():

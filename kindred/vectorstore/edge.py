@@ -50,9 +50,10 @@ UPSERT_BATCH = 1024
 # The payload selection of `with_payload=False`: the item id is all the engine converts to Python.
 _ID_ONLY = [ITEM_ID_KEY]
 # Threads of a served shard's search pool (qdrant-edge runs a query's per-segment reads on it; it starts
-# 8 on this 2-CPU machine for a shard opened without a size). One thread costs less CPU per query (every thread counted)
-# with no longer wall time: bench_recommend_latency's floor compares the two on the 100k-creator index
-# (bench/RESULTS.md, "Recommend latency"). The services pass Settings.engine_search_threads.
+# 8 on this 2-CPU machine for a shard opened without a size). One thread costs less CPU per query (every
+# thread counted) with no longer wall time: bench_recommend_latency's floor compares the two on the
+# 100k-creator index (bench/RESULTS.md, "Recommend latency"). The services pass
+# Settings.engine_search_threads.
 SEARCH_THREADS = 1
 
 
