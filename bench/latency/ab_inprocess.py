@@ -7,7 +7,8 @@ Each side is a worker process running `bench.latency.floor.InProcessRecommend` (
 message serialised, no transport) from its own tree: this checkout (or --current-tree), and the baseline
 tree (e.g. a `git worktree add /tmp/kindred-head HEAD`; the same tree on both sides is an A/A check).
 Each worker serves a private copy of the data dir's indexes (an edge shard is locked by the process
-that opens it); the rest of the data dir is shared read-only.
+that opens it), without the engine search-pool size an earlier opening wrote into them (each side's
+code decides it); the rest of the data dir is shared read-only.
 
 1. Fans: like bench/bench_recommend_latency.py, a seeded sample of the fans that follow someone.
 2. Warm-up: one pass over the fans per side; its pages (cold caches) are compared side by side.
@@ -87,9 +88,20 @@ def _private_data_dir(data_dir: Path) -> Path:
     for entry in data_dir.iterdir():
         if entry.name in COPIED:
             shutil.copytree(entry, private / entry.name, symlinks=True)
+            _forget_search_pools(private / entry.name)
         else:
             (private / entry.name).symlink_to(entry.resolve())
     return private
+
+
+def _forget_search_pools(root: Path) -> None:
+    """Each side opens the copied shards as its own code asks: qdrant-edge writes the search-pool size an
+    opening gives (kindred.config.Settings.engine_search_threads) into the shard's edge_config.json and
+    applies it to any later opening that gives none — such as a baseline from before that setting."""
+    for config in root.rglob("edge_config.json"):
+        data = json.loads(config.read_text(encoding="utf-8"))
+        if data.pop("max_search_threads", None) is not None:
+            config.write_text(json.dumps(data), encoding="utf-8")
 
 
 def timed_round(recommend: Any, fans: Sequence[str]) -> dict[str, Any]:
