@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.latency.search_profile [--work var/bench/search_latency/c100000-p1000000-u10000]
                                                      [--queries 300] [--models-dir var/search/models]
+                                                     [--search-threads 1] [--compare-threads 8 --rounds 2]
 
 The production HybridSearcher (int8 query encoder if `text_encoder_int8` is promoted in the models dir,
 as retrieval serves), the benchmark's own queries, after a warm-up pass; CPU time (process_time) per
@@ -9,6 +10,11 @@ call of each stage of `HybridSearcher.search` as the service runs them — encod
 query (prefetches + RRF, payload of the top k), the rescoring batch that gives each result its
 per-retriever scores, building the hits — and, separately, each retriever's prefetch run alone as an
 engine query (limit = the service's depth, no payload). Prints a table; writes nothing.
+
+`--compare-threads M`: the same profile with the shard opened on a search pool of `--search-threads`
+and of M threads (KINDRED_ENGINE_SEARCH_THREADS; 8 is what qdrant-edge starts here when given no size),
+alternating `--rounds` times (the machine's speed drifts: only alternated runs compare); writes
+bench/results/search_profile.json and the "Search — CPU per call by stage" section of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -108,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the shard's search pool (KINDRED_ENGINE_SEARCH_THREADS; 8 = what qdrant-edge starts here "
         "when given no size)",
     )
+    parser.add_argument("--compare-threads", type=int, default=None, metavar="M")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations with --compare-threads")
     args = parser.parse_args(argv)
     if not (args.work / "index").is_dir():
         print(
@@ -115,14 +123,62 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    result = profile(args.work, args.models_dir, args.queries, args.search_threads)
-    print(
-        f"CPU ms per Search call, {args.queries} queries, {args.work.name}, models {args.models_dir}, "
-        f"engine search threads {args.search_threads}:"
-    )
-    for key, value in result.items():
-        print(f"  {key:32s} {value:7.3f}")
+    pools = [args.search_threads] + ([args.compare_threads] if args.compare_threads else [])
+    runs: dict[int, list[dict[str, float]]] = {p: [] for p in pools}
+    for _ in range(args.rounds if args.compare_threads else 1):
+        for pool in pools:
+            result = profile(args.work, args.models_dir, args.queries, pool)
+            runs[pool].append(result)
+            print(
+                f"CPU ms per Search call, {args.queries} queries, {args.work.name}, "
+                f"models {args.models_dir}, engine search threads {pool}:"
+            )
+            for key, value in result.items():
+                print(f"  {key:32s} {value:7.3f}")
+    if args.compare_threads:
+        write_comparison(args, runs, argv)
     return 0
+
+
+def write_comparison(args: Any, runs: dict[int, list[dict[str, float]]], argv: Sequence[str] | None) -> None:
+    from bench.latency.machine import describe, load_average
+    from bench.results_md import write_section
+
+    command = "python -m bench.latency.search_profile " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = {
+        "benchmark": "search_profile",
+        "command": command,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": describe(),
+        "load_average": load_average(),
+        "work": args.work.name,
+        "queries": args.queries,
+        "cpu_ms_per_call_by_search_threads": {str(p): r for p, r in runs.items()},
+    }
+    out = ROOT / "bench" / "results" / "search_profile.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    pools = list(runs)
+    keys = list(runs[pools[0]][0])
+    head = " | ".join(f"{p} thread{'s' if p > 1 else ''} (each round)" for p in pools)
+    lines = [
+        "## Search — CPU per call by stage",
+        "",
+        f"`{command}` — {result['date']}, {result['machine'].get('cpu_model', '')} × "
+        f"{result['machine'].get('nproc', '')}, load average {result['load_average']} at the end.",
+        "",
+        f"In-process, the production HybridSearcher on the `{args.work.name}` index, {args.queries} of the "
+        "latency benchmark's queries after a warm-up pass; CPU of every thread of the process "
+        "(process_time) per call, the engine's search pool included, with the shard opened on each "
+        "search pool size in turn (KINDRED_ENGINE_SEARCH_THREADS), alternating:",
+        "",
+        f"| stage | {head} |",
+        "|---|" + "---:|" * len(pools),
+    ]
+    for key in keys:
+        cells = " | ".join(" / ".join(f"{r[key]:.2f}" for r in runs[p]) for p in pools)
+        lines.append(f"| {key} | {cells} |")
+    write_section("search_profile", "\n".join(lines) + "\n")
+    print(f"wrote {out} and the RESULTS.md section")
 
 
 if __name__ == "__main__":
