@@ -547,7 +547,10 @@ def measure_floor(
             "count": qd.manifest.get("count"),
             "dim": qd.manifest.get("dim"),
         }
-        engine_configs = engine_config_costs(qd, data_dir, vectors, following, shape, repeat)
+        engine_default_pool = machine.engine_default_search_pool()
+        engine_configs = engine_config_costs(
+            qd, engine_default_pool, data_dir, vectors, following, shape, repeat
+        )
     finally:
         qd.close()
 
@@ -655,6 +658,7 @@ def measure_floor(
         "als": {"factors": 64, "iterations": 15, "regularization": 0.05, "fit_s": als.fit_s, "nnz": als.nnz},
         "index": index_info,
         "engine_configs": engine_configs,
+        "engine_default_pool": engine_default_pool,
         "retrieve_response_bytes_mean": response_bytes,
         "retrieval_degraded_sources": degraded,
     }
@@ -662,6 +666,7 @@ def measure_floor(
 
 def engine_config_costs(
     served: F.QdrantFloor,
+    engine_default_pool: int,
     data_dir: Path,
     vectors: Sequence[Any],
     following: Sequence[Sequence[str]],
@@ -669,11 +674,11 @@ def engine_config_costs(
     repeat: int,
 ) -> list[dict[str, Any]]:
     """The two-tower query (limit, ef, follows filter) with the served search pool and with the pool
-    qdrant-edge starts here when given no size (machine.ENGINE_DEFAULT_POOL threads), each reading the
+    qdrant-edge starts here when given no size (`engine_default_pool`), each reading the
     item ids from the payload (the request before EdgeIndex kept them) and reading no payload: wall
     latency and CPU of every thread per query, in this process, one after the other on copies of the
     same index."""
-    default_pool = F.QdrantFloor(data_dir, search_threads=machine.ENGINE_DEFAULT_POOL)
+    default_pool = F.QdrantFloor(data_dir, search_threads=engine_default_pool)
     try:
         out = []
         for floor, pool in ((served, served.search_threads), (default_pool, default_pool.search_threads)):

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.latency.load import run_closed_loop  # noqa: E402
-from bench.latency.machine import ENGINE_DEFAULT_POOL, describe, load_average  # noqa: E402
+from bench.latency.machine import describe, engine_default_search_pool, load_average  # noqa: E402
 from bench.latency.mesh import free_port, service_env, wait_serving  # noqa: E402
 from bench.latency.procinfo import cpu_seconds, memory_mb  # noqa: E402
 from bench.results_md import write_section  # noqa: E402
@@ -381,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _, _, int8["search_grpc"], _ = serve_and_load(work, root, args, queries, args.int8_query_models)
         # The same server with the search pool qdrant-edge starts here unasked (what it had before
         # KINDRED_ENGINE_SEARCH_THREADS), right after the served configuration's levels.
-        pool = {"KINDRED_ENGINE_SEARCH_THREADS": str(ENGINE_DEFAULT_POOL)}
+        int8["engine_default_pool"] = engine_default_search_pool()
+        pool = {"KINDRED_ENGINE_SEARCH_THREADS": str(int8["engine_default_pool"])}
         _, _, int8["search_grpc_engine_default_pool"], _ = serve_and_load(
             work, root, args, queries, args.int8_query_models, pool
         )
@@ -730,7 +731,7 @@ int8 encoder alone: p50 {e8["p50_ms"]:.1f} ms, p99 {e8["p99_ms"]:.1f} ms.{qualit
         if int8.get("search_grpc_engine_default_pool"):
             out += f"""
 The same int8 server with the search pool qdrant-edge starts on this machine when given no size
-(`KINDRED_ENGINE_SEARCH_THREADS={ENGINE_DEFAULT_POOL}`, what retrieval had before the setting; the
+(`KINDRED_ENGINE_SEARCH_THREADS={int8["engine_default_pool"]}`, what retrieval had before the setting; the
 served default is 1 thread), run right after the rows above:
 
 {header}

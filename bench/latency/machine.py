@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 
 PACKAGES = ("grpcio", "onnxruntime", "qdrant-edge-py", "implicit", "numpy", "opentelemetry-sdk")
 
-# Search threads qdrant-edge starts for a shard opened without a size on these 2-CPU machines (counted:
-# its "edge-search-<n>" threads); the benchmarks' before/after rows of KINDRED_ENGINE_SEARCH_THREADS
-# open their "before" with that many.
-ENGINE_DEFAULT_POOL = 8
+
+def edge_search_threads() -> int:
+    """Threads of qdrant-edge's search pools now running in this process ("edge-search-<n>")."""
+    n = 0
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        # A thread of a shard closed a moment ago may be gone since the listing.
+        with contextlib.suppress(FileNotFoundError):
+            n += (task / "comm").read_text().startswith("edge-search")
+    return n
+
+
+def engine_default_search_pool(settle_s: float = 1.0) -> int:
+    """The search threads qdrant-edge starts on this machine for a shard opened without a size, counted on
+    a throwaway shard (the benchmarks' "before" rows of KINDRED_ENGINE_SEARCH_THREADS open with that many)."""
+    import qdrant_edge as qe
+
+    before = edge_search_threads()
+    with tempfile.TemporaryDirectory(prefix="kindred-pool-") as tmp:
+        vectors = {"v": qe.EdgeVectorParams(size=2, distance=qe.Distance.Cosine)}
+        qe.EdgeShard.create(f"{tmp}/shard", qe.EdgeConfig(vectors=vectors)).close()
+        shard = qe.EdgeShard.load(f"{tmp}/shard")
+        try:
+            deadline, seen = time.monotonic() + settle_s, 0
+            while time.monotonic() < deadline:  # the pool's threads start asynchronously
+                seen = max(seen, edge_search_threads() - before)
+                time.sleep(0.05)
+            return seen
+        finally:
+            shard.close()
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:

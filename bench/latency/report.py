@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bench.latency import machine
-
 SECTION = "## Recommend latency"
 KEY = "recommend_latency"
 
@@ -132,7 +130,7 @@ def render(result: Mapping[str, Any]) -> str:
     if floor.get("engine_configs"):
         lines += [
             "The two-tower query (same limit, ef, follows filter) with the served search pool and with the "
-            f"{machine.ENGINE_DEFAULT_POOL} threads qdrant-edge starts on this machine when given no size "
+            f"{floor['engine_default_pool']} threads qdrant-edge starts on this machine when given no size "
             "(what "
             "retrieval had before KINDRED_ENGINE_SEARCH_THREADS), each reading the item ids from the "
             "payload (what retrieval asked before kindred.vectorstore.edge.EdgeIndex kept them) and "

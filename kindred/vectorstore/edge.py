@@ -65,12 +65,6 @@ def search_pool_size(threads: int) -> int:
     return threads
 
 
-def load_shard(path: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
-    """Opens the shard at `path` with `config`: the shard's own vectors (the engine checks them against
-    its segments) and run-time settings such as the search pool, which it also writes to the shard."""
-    return qe.EdgeShard.load(str(path), config)
-
-
 class EdgeIndex:
     """One qdrant-edge shard holding one named dense vector per point.
 
@@ -152,7 +146,8 @@ class EdgeIndex:
             max_search_threads=search_pool_size(search_threads),
         )
         try:
-            shard = load_shard(path, config)
+            # The engine checks the declared vector against the shard's and writes the pool size into it.
+            shard = qe.EdgeShard.load(str(path), config)
         except Exception as exc:
             raise VectorIndexError(f"cannot open edge shard at {path}: {exc}") from exc
         index = cls(shard, path=path, dim=dim, vector_name=vector_name, version=version)
@@ -192,20 +187,21 @@ class EdgeIndex:
         return self._shard
 
     def upsert(self, points: Sequence[IndexPoint]) -> None:
+        point_ids = [point_uuid(p.item_id) for p in points]
         engine_points = [
             qe.Point(
-                point_uuid(p.item_id),
+                point_id,
                 {self._vector_name: as_vector(p.vector, self._dim)},
                 to_engine_payload(p.item_id, p.payload),
             )
-            for p in points
+            for point_id, p in zip(point_ids, points, strict=True)
         ]
         for start in range(0, len(engine_points), UPSERT_BATCH):
-            batch = engine_points[start : start + UPSERT_BATCH]
-            self._call(self._shard.update, qe.UpdateOperation.upsert_points(batch))
+            end = start + UPSERT_BATCH
+            self._call(self._shard.update, qe.UpdateOperation.upsert_points(engine_points[start:end]))
             if self._item_ids is not None:
                 self._item_ids.update(
-                    (point_uuid(p.item_id), p.item_id) for p in points[start : start + UPSERT_BATCH]
+                    zip(point_ids[start:end], (p.item_id for p in points[start:end]), strict=True)
                 )
 
     def delete(self, ids: Sequence[str]) -> int:

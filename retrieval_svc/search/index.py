@@ -52,7 +52,7 @@ from kindred.vectorstore.base import (
     point_uuid,
     to_engine_payload,
 )
-from kindred.vectorstore.edge import SEARCH_THREADS, edge_filter, load_shard, search_pool_size
+from kindred.vectorstore.edge import SEARCH_THREADS, edge_filter, search_pool_size
 from retrieval_svc.search.documents import (
     ACCESS_KEY,
     CREATOR_KEY,
@@ -297,7 +297,8 @@ class SearchIndex:
             vectors=vectors, sparse_vectors=sparse, max_search_threads=search_pool_size(search_threads)
         )
         try:
-            shard = load_shard(root / SHARD_DIR, config)
+            # The engine refuses vectors other than the shard's; it writes the pool size into it.
+            shard = qe.EdgeShard.load(str(root / SHARD_DIR), config)
         except Exception as exc:
             raise VectorIndexError(f"cannot open the search shard at {root}: {exc}") from exc
         return cls(shard, root, meta)

@@ -7,14 +7,13 @@ the pool a shard got is counted from this process's threads.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 from pathlib import Path
 
 import pytest
 from vs_data import random_catalogue
 
+from bench.latency.machine import edge_search_threads
 from kindred.config import Settings, SettingsError
 from kindred.text.tokenize import Bm25
 from kindred.vectorstore import index_creators, open_creator_index
@@ -23,21 +22,11 @@ from kindred.vectorstore.edge import EdgeIndex, search_pool_size
 from retrieval_svc.search.index import SearchIndex
 
 
-def search_pool_threads() -> int:
-    n = 0
-    task_dir = Path(f"/proc/{os.getpid()}/task")
-    for task in task_dir.iterdir():
-        # A thread of a shard closed a moment ago may be gone since the listing.
-        with contextlib.suppress(FileNotFoundError):
-            n += (task / "comm").read_text().startswith("edge-search")
-    return n
-
-
 def settled_pool_threads(expected: int, timeout_s: float = 5.0) -> int:
     """The count once it equals `expected` (pools of shards closed by earlier tests wind down
     asynchronously), or whatever it is when the time is up."""
     deadline = time.monotonic() + timeout_s
-    while (n := search_pool_threads()) != expected and time.monotonic() < deadline:
+    while (n := edge_search_threads()) != expected and time.monotonic() < deadline:
         time.sleep(0.05)
     return n
 
@@ -45,7 +34,7 @@ def settled_pool_threads(expected: int, timeout_s: float = 5.0) -> int:
 @pytest.fixture
 def baseline() -> int:
     time.sleep(0.2)
-    return search_pool_threads()
+    return edge_search_threads()
 
 
 def _shard(tmp_path: Path) -> Path:
