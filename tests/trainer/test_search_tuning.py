@@ -131,6 +131,21 @@ def test_ranker_kinds_take_rounds_and_a_linear_base() -> None:
             fit_fusion(train, bad)
 
 
+def test_the_xendcg_kind_trains_with_its_own_objective_and_learns_the_interaction() -> None:
+    """xendcg[:rounds[xbags]]: the lambdarank kind's trees under LightGBM's rank_xendcg loss, served the
+    same way (one ONNX graph, checked against LightGBM at fit)."""
+    train, held = lexical_trap_examples(150, seed=0), lexical_trap_examples(150, seed=1)
+    listwise = fit_fusion(train, "xendcg:60x2")
+    assert listwise.kind == "lambdarank" and listwise.ranker is not None
+    assert listwise.info["objective"].startswith("rank_xendcg") and listwise.info["boosters"] == 2
+    assert fit_fusion(train, "lambdarank:60").info["objective"].startswith("lambdarank")
+    linear = fit_fusion(train, "linear")
+    assert fused_ndcg(listwise, held) > fused_ndcg(linear, held)
+    for bad in ("xendcg:0", "xendcg:5xy"):
+        with pytest.raises(ValueError):
+            fit_fusion(train, bad)
+
+
 def test_fused_ndcg_reads_memoised_features_the_second_time(monkeypatch: pytest.MonkeyPatch) -> None:
     import trainer.search_tuning as st
 
