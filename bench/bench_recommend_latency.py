@@ -306,6 +306,8 @@ class Config:
     # Co-located ranking processes (KINDRED_COLOCATED_REPLICA, each on its own creator index copy) behind
     # one least-request client the callers share; 1: one process, each caller its own channel.
     replicas: int = 1
+    # KINDRED_SERVER_THREADS of the replicas (None: the service's default).
+    server_threads: int | None = None
 
     @property
     def hops(self) -> tuple[str, ...]:
@@ -379,7 +381,14 @@ def measure_replicas(
                     work / f"logs-{config.name}-r{i}",
                     cwd=config.cwd,
                     colocated=True,
-                    extra_env={"KINDRED_COLOCATED_REPLICA": f"r{i}"},
+                    extra_env={
+                        "KINDRED_COLOCATED_REPLICA": f"r{i}",
+                        **(
+                            {}
+                            if config.server_threads is None
+                            else {"KINDRED_SERVER_THREADS": str(config.server_threads)}
+                        ),
+                    },
                 )
             )
         target = "ipv4:" + ",".join(m.target("ranking") for m in meshes)

@@ -465,3 +465,51 @@ def test_render_keeps_a_configuration_without_a_traced_sample_out_of_the_stage_t
     assert "| colocated_x2 | 4 | 4.00 | 5.00 | 20.00 |" in text
     assert "| colocated_x2 | ranking r0 | 300 | 310 |" in text
     assert "| stage | baseline | colocated |" in text  # the stage table names only the traced ones
+
+
+# ------------------------------------------------------------------------------------ replica sweep
+
+
+def test_replica_sweep_alternates_every_combination_and_refuses_bad_lists() -> None:
+    import argparse
+
+    from bench.latency.replica_sweep import positive_ints, schedule
+
+    order = schedule([1, 2], [2, 8], rounds=3)
+    first = [(1, 2), (1, 8), (2, 2), (2, 8)]
+    assert order == first + first[::-1] + first  # each round has all four; odd rounds reversed
+    assert positive_ints("1, 2,4") == [1, 2, 4]
+    for bad in ("", "0,1", "2,2", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            positive_ints(bad)
+
+
+def test_replica_sweep_section_lists_each_round_of_each_combination() -> None:
+    from bench.latency.replica_sweep import render, summary
+
+    def levels(p99_4: float) -> dict[str, object]:
+        return {
+            lv: {
+                "p50_ms": 10.0,
+                "p99_ms": p99_4 if lv == "4" else 50.0,
+                "throughput_rps": 200.0,
+                "cpu_ms_per_request": {"ranking": 9.0, "client": 0.7},
+            }
+            for lv in ("1", "4", "16")
+        }
+
+    result = {
+        "command": "python -m bench.latency.replica_sweep --rounds 2",
+        "date": "2026-11-26T22:00:00Z",
+        "machine": {"cpu_model": "AMD EPYC", "nproc": 2},
+        "load_average": [1.0, 1.0, 1.0],
+        "data_dir": "c100000-f5000-d14-s7-bench",
+        "requests": 1500,
+        "combinations": [
+            {"replicas": 2, "server_threads": 8, "rounds": [summary(levels(36.8)), summary(levels(40.1))]},
+        ],
+    }
+    text = render(result)
+    assert text.startswith("## Recommend — replicas per node")
+    row = next(line for line in text.splitlines() if line.startswith("| 2 | 8 |"))
+    assert "36.8 / 40.1" in row and "200.0 / 200.0" in row
