@@ -53,6 +53,8 @@ def test_writes_through_the_index_keep_the_ids_current(tmp_path: Path) -> None:
     index = EdgeIndex.open(path, dim=DIM, vector_name=CREATOR_VECTOR)
     try:
         index.upsert([IndexPoint("new-1", vectors[7] * 1.0001, {"category": "Music"})])
+        # Kept by the write itself, not by a search reading the unknown point afterwards.
+        assert index._item_ids is not None and index._item_ids[point_uuid("new-1")] == "new-1"
         assert set(_ids(index, vectors[7], 2, with_payload=False)) == {"c7", "new-1"}
         index.delete(["c7"])
         top = _ids(index, vectors[7], 2, with_payload=False)
