@@ -23,6 +23,10 @@ class SettingsError(ValueError):
     """An environment variable is unknown or has a value of the wrong type."""
 
 
+# The one place the default lives (kindred.vectorstore.edge opens shards with it when not told).
+DEFAULT_ENGINE_SEARCH_THREADS = 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     # Where generated data, the event log, stores, indexes and models live on one machine.
@@ -63,7 +67,7 @@ class Settings:
     # 2-CPU machine for a shard opened without a size). 1: a query runs on one thread — on 2 cores shared
     # with the gRPC threads and the other services, fanning a query out over the segments cost more CPU
     # than it saved wall time (kindred.vectorstore.edge.SEARCH_THREADS says where it was measured).
-    engine_search_threads: int = 1
+    engine_search_threads: int = DEFAULT_ENGINE_SEARCH_THREADS
 
     # Server protection: requests above these are shed (RESOURCE_EXHAUSTED) or refused.
     max_concurrent_rpcs: int = 64

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
+from kindred.config import DEFAULT_ENGINE_SEARCH_THREADS
 from kindred.vectorstore.base import (
     CATEGORY_KEY,
     ITEM_ID_KEY,
@@ -53,8 +54,8 @@ _ID_ONLY = [ITEM_ID_KEY]
 # 8 on this 2-CPU machine for a shard opened without a size). One thread costs less CPU per query (every
 # thread counted) with no longer wall time: bench_recommend_latency's floor compares the two on the
 # 100k-creator index (bench/RESULTS.md, "Recommend latency"). The services pass
-# Settings.engine_search_threads.
-SEARCH_THREADS = 1
+# Settings.engine_search_threads, whose default this is.
+SEARCH_THREADS = DEFAULT_ENGINE_SEARCH_THREADS
 
 
 def search_pool_size(threads: int) -> int:
@@ -207,12 +208,13 @@ class EdgeIndex:
     def delete(self, ids: Sequence[str]) -> int:
         if not ids:
             return 0
-        uuids: list[qe.PointId] = [point_uuid(i) for i in ids]
-        existing = self._call(self._shard.retrieve, uuids, False, False)
-        self._call(self._shard.update, qe.UpdateOperation.delete_points(uuids))
+        uuids = [point_uuid(i) for i in ids]
+        points: list[qe.PointId] = list(uuids)
+        existing = self._call(self._shard.retrieve, points, False, False)
+        self._call(self._shard.update, qe.UpdateOperation.delete_points(points))
         if self._item_ids is not None:
-            for item_id in ids:
-                self._item_ids.pop(point_uuid(item_id), None)
+            for uid in uuids:
+                self._item_ids.pop(uid, None)
         return len(existing)
 
     def search(
