@@ -30,7 +30,9 @@ of `FUSION_KINDS` — "linear" (weighted normalised scores over the engine's lis
 (the same over the rescored union), "lambdarank" (a LightGBM LambdaRank booster over per-retriever
 features of the rescored union, served as ONNX via trainer.lgbm_onnx), "lambdarank_on_linear" (the
 same trees boosted from linear_rescored's score, which the graph adds back), "xendcg" (the lambdarank
-kind's trees trained with LightGBM's listwise rank_xendcg loss instead) — or, with several kinds, the one
+kind's trees trained with LightGBM's listwise rank_xendcg loss instead), "lambdarank_mono" (the lambdarank
+kind's trees constrained to score an item no lower when any of its retrieval scores rises:
+`monotone_directions`) — or, with several kinds, the one
 whose mean NDCG@10 is best under an inner cross-validation over the cross-fitted examples
 (`select_fusion`; refit on all of them). The final encoder is then tuned on every training query.
 Served: model `text_query_encoder/<version>/` = model.onnx + tokenizer.json + fusion.json (+ fusion.onnx
@@ -101,7 +103,14 @@ FUSION_RETRIEVERS: Final = (BM25, DENSE_BASE, DENSE_TUNED)
 # title cosine, best / mean-of-two-best sentence cosine) needs each item's title and sentences encoded
 # too (~10 texts per item): asked for by `encoded_features`, served by an index built with
 # `kindred index --encoded-evidence`.
-FUSION_KINDS: Final = ("linear", "linear_rescored", "lambdarank", "lambdarank_on_linear", "xendcg")
+FUSION_KINDS: Final = (
+    "linear",
+    "linear_rescored",
+    "lambdarank",
+    "lambdarank_on_linear",
+    "xendcg",
+    "lambdarank_mono",
+)
 # What `auto` chooses between: the ranker's boosting rounds are chosen with the kind (inner CV), since
 # a few hundred training queries overfit 300 rounds. "lambdarank:N" = N rounds; "lambdarank:NxB" = the
 # mean of B such boosters (seeds, row and feature samples differ; one ONNX graph).
@@ -568,7 +577,7 @@ def fit_fusion(
         return FusionModel.fit(examples, retrievers=retrievers, rescore=True)
     rounds = RANKER_ROUNDS if ranker_rounds is None else ranker_rounds
     readers = [*retrievers, *(r for r in ranker_extra if r not in retrievers)]
-    if kind in ("lambdarank", "xendcg"):
+    if kind in ("lambdarank", "xendcg", "lambdarank_mono"):
         return fit_ranked_fusion(
             examples,
             retrievers=readers,
@@ -577,6 +586,7 @@ def fit_fusion(
             threads=threads,
             bags=bags,
             objective=RANKER_OBJECTIVES[kind],
+            monotone=kind == "lambdarank_mono",
         )
     if kind == "lambdarank_on_linear":
         base = FusionModel.fit(examples, retrievers=retrievers, rescore=True)
@@ -610,7 +620,27 @@ RANKER_OBJECTIVES: Final = {
     "lambdarank": "lambdarank",
     "lambdarank_on_linear": "lambdarank",
     "xendcg": "rank_xendcg",
+    "lambdarank_mono": "lambdarank",
 }
+# Readers whose value says nothing about relevance by itself rising (a longer item is not a better one).
+UNORDERED_READERS: Final = frozenset({DOC_LEN})
+
+
+def monotone_directions(retrievers: Sequence[str]) -> list[int]:
+    """LightGBM monotone constraints over the ranker's features (kindred.text.fusion.ranker_feature_names):
+    +1 for every per-document view of a retrieval score or score-like evidence (raw, normalised, gap to
+    the top, reciprocal rank), 0 for the per-query columns and for UNORDERED_READERS. A few hundred
+    training queries let free trees learn "more BM25, lower score" corners from noise; the constraint
+    rules those out while keeping every interaction that respects the order."""
+    from kindred.text.fusion import RANKER_DOC_FEATURES, ranker_feature_names
+
+    out = []
+    for name in ranker_feature_names(retrievers):
+        retriever, _, feature = name.rpartition(":")
+        out.append(1 if feature in RANKER_DOC_FEATURES and retriever not in UNORDERED_READERS else 0)
+    return out
+
+
 BASE_SCALE: Final = 20.0  # a 0.05 gap in the linear score (weights sum to 1) = 1 logit for the trees
 _BASE_FEATURE = {"minmax": "minmax", "zscore": "zscore", "rrf": "rrf_union"}
 
@@ -627,6 +657,7 @@ def fit_ranked_fusion(
     base_scale: float = BASE_SCALE,
     bags: int = 1,
     objective: str = "lambdarank",
+    monotone: bool = False,
 ) -> FusionModel:
     """A lambdarank fusion over the rescored union (`rescored` of each example; lists only without),
     exported to ONNX by trainer.lgbm_onnx and checked against LightGBM on the training features.
@@ -637,7 +668,8 @@ def fit_ranked_fusion(
     `bags` > 1: that many boosters, seeds seed, seed + 1, …, each on its own row and feature samples
     (RANKER_PARAMS' bagging), served as one ensemble scoring their mean (trainer.lgbm_onnx) — a few
     hundred training queries make one booster's choices noisy. `objective`: LightGBM's ranking
-    objective ("lambdarank" or "rank_xendcg"; RANKER_OBJECTIVES)."""
+    objective ("lambdarank" or "rank_xendcg"; RANKER_OBJECTIVES). `monotone`: the trees may only raise an
+    item's score when one of its scores rises (`monotone_directions`)."""
     import lightgbm as lgb
 
     from trainer.lgbm_onnx import boosters_to_onnx
@@ -663,6 +695,9 @@ def fit_ranked_fusion(
         params = {**RANKER_PARAMS, "seed": seed + bag, "num_threads": threads, "objective": objective}
         if objective != "lambdarank":
             del params["lambdarank_truncation_level"]
+        if monotone:
+            params["monotone_constraints"] = monotone_directions(retrievers)
+            params["monotone_constraints_method"] = "intermediate"
         data = lgb.Dataset(x.astype(np.float64), y, group=sizes, init_score=init)
         boosters.append(lgb.train(params, data, num_boost_round=rounds))
     ranker = Ranker.from_bytes(retrievers, boosters_to_onnx(boosters, x.shape[1], w))
@@ -680,6 +715,7 @@ def fit_ranked_fusion(
         + (", ndcg@10 truncation 20" if objective == "lambdarank" else ""),
         "rounds": rounds,
         "boosters": bags,
+        "monotone": monotone,
         "train_queries": len(sizes),
         "train_rows": len(x),
         "onnx_max_abs_diff": diff,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kindred.text.fusion import FitExample, FusionModel
+from kindred.text.fusion import FitExample, FusionModel, ranker_feature_names
 from kindred.text.tokenize import Bm25, bm25_scores
 from kindred.v1 import events_pb2
 from trainer.search_tuning import (
@@ -17,8 +17,10 @@ from trainer.search_tuning import (
     DOC_LEN,
     ExactRetrievers,
     TrainingQueries,
+    example_features,
     fit_fusion,
     fused_ndcg,
+    monotone_directions,
     search_log,
     select_fusion,
     shared_document_groups,
@@ -144,6 +146,61 @@ def test_the_xendcg_kind_trains_with_its_own_objective_and_learns_the_interactio
     for bad in ("xendcg:0", "xendcg:5xy"):
         with pytest.raises(ValueError):
             fit_fusion(train, bad)
+
+
+def spam_trap_examples(n: int, seed: int) -> list[FitExample]:
+    """Relevance falls as BM25 rises past a point: the items with the very highest BM25 are keyword
+    spam, never relevant; the relevant one has a fairly high BM25 and a high dense score."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for q in range(n):
+        docs = [f"q{q}d{i}" for i in range(40)]
+        bm = rng.normal(size=40)
+        dense = rng.normal(size=40)
+        bm[:6] += 4.0  # spam
+        bm[0] = 1.5 + 0.3 * rng.normal()
+        dense[0] += 1.5
+        scores = {"bm25": bm, "dense": dense, "dense_tuned": dense + 0.1 * rng.normal(size=40)}
+        hits = {r: [(docs[i], float(v[i])) for i in np.argsort(-v)[:20]] for r, v in scores.items()}
+        rescored = {r: {d: float(v[i]) for i, d in enumerate(docs)} for r, v in scores.items()}
+        out.append(FitExample(hits, {docs[0]: 1.0}, rescored))
+    return out
+
+
+def _order_violations(model: FusionModel, examples: list[FitExample]) -> int:
+    """Items whose score drops when one of the columns monotone_directions constrains is raised (the
+    others held): what a monotone ranker never does."""
+    assert model.ranker is not None
+    readers = model.ranker.retrievers
+    x = np.concatenate([example_features(ex, readers, model.rrf_k)[1] for ex in examples])
+    base = model.ranker.score(x)
+    violations = 0
+    for j, direction in enumerate(monotone_directions(readers)):
+        if direction:
+            raised = x.copy()
+            raised[:, j] += np.float32(0.5 * (x[:, j].std() + 1e-3))
+            violations += int((model.ranker.score(raised) < base - 1e-6).sum())
+    return violations
+
+
+def test_the_monotone_kind_never_scores_an_item_lower_for_a_higher_retrieval_score() -> None:
+    """lambdarank_mono: the same trees under monotone constraints. On data where the highest BM25 is spam,
+    free trees learn to punish BM25 (the check finds it), constrained ones cannot; length is left free."""
+    train = spam_trap_examples(150, seed=0)
+    held = spam_trap_examples(40, seed=1)
+    free = fit_fusion(train, "lambdarank:60")
+    mono = fit_fusion(train, "lambdarank_mono:60x2")
+    assert mono.info["monotone"] is True and free.info["monotone"] is False
+    assert mono.info["boosters"] == 2 and mono.info["objective"].startswith("lambdarank")
+    assert _order_violations(free, held) > 0
+    assert _order_violations(mono, held) == 0
+    readers = ("bm25", DOC_LEN)
+    directions = dict(zip(ranker_feature_names(readers), monotone_directions(readers), strict=True))
+    assert directions["bm25:raw"] == directions["bm25:rrf"] == 1
+    assert directions["bm25:top"] == directions["bm25:listed"] == 0
+    assert not any(v for k, v in directions.items() if k.startswith(f"{DOC_LEN}:"))
+    with pytest.raises(ValueError):
+        fit_fusion(train, "lambdarank_mono:0")
 
 
 def test_fused_ndcg_reads_memoised_features_the_second_time(monkeypatch: pytest.MonkeyPatch) -> None:
