@@ -79,13 +79,21 @@ def test_exact_bm25_matches_the_reference_and_dense_is_cosine_order() -> None:
     assert again["dense_tuned"]["0"] == pytest.approx(1.0, abs=1e-6)
 
 
+def first_item_relevant(q: int, scores: dict[str, np.ndarray]) -> FitExample:
+    """Query `q`'s example: each retriever's top 20 of its scores over the same items, every item
+    rescored, the first item the relevant one."""
+    docs = [f"q{q}d{i}" for i in range(len(next(iter(scores.values()))))]
+    hits = {r: [(docs[i], float(v[i])) for i in np.argsort(-v)[:20]] for r, v in scores.items()}
+    rescored = {r: {d: float(v[i]) for i, d in enumerate(docs)} for r, v in scores.items()}
+    return FitExample(hits, {docs[0]: 1.0}, rescored)
+
+
 def lexical_trap_examples(n: int, seed: int) -> list[FitExample]:
     """The relevant document wins on a product of two signals (BM25 high *and* tuned dense high): a tree
     ranker can learn the interaction, a weighted sum of the two only approximates it."""
     rng = np.random.default_rng(seed)
     out = []
     for q in range(n):
-        docs = [f"q{q}d{i}" for i in range(40)]
         bm = rng.normal(size=40)
         tu = rng.normal(size=40)
         base = rng.normal(size=40)
@@ -94,9 +102,7 @@ def lexical_trap_examples(n: int, seed: int) -> list[FitExample]:
         bm[0] += 0.5
         tu[0] += 3.0  # the relevant one: both
         scores = {"bm25": bm, "dense": base, "dense_tuned": tu}
-        hits = {r: [(docs[i], float(v[i])) for i in np.argsort(-v)[:20]] for r, v in scores.items()}
-        rescored = {r: {d: float(v[i]) for i, d in enumerate(docs)} for r, v in scores.items()}
-        out.append(FitExample(hits, {docs[0]: 1.0}, rescored))
+        out.append(first_item_relevant(q, scores))
     return out
 
 
@@ -154,16 +160,13 @@ def spam_trap_examples(n: int, seed: int) -> list[FitExample]:
     rng = np.random.default_rng(seed)
     out = []
     for q in range(n):
-        docs = [f"q{q}d{i}" for i in range(40)]
         bm = rng.normal(size=40)
         dense = rng.normal(size=40)
         bm[:6] += 4.0  # spam
         bm[0] = 1.5 + 0.3 * rng.normal()
         dense[0] += 1.5
         scores = {"bm25": bm, "dense": dense, "dense_tuned": dense + 0.1 * rng.normal(size=40)}
-        hits = {r: [(docs[i], float(v[i])) for i in np.argsort(-v)[:20]] for r, v in scores.items()}
-        rescored = {r: {d: float(v[i]) for i, d in enumerate(docs)} for r, v in scores.items()}
-        out.append(FitExample(hits, {docs[0]: 1.0}, rescored))
+        out.append(first_item_relevant(q, scores))
     return out
 
 
