@@ -113,7 +113,8 @@ FUSION_KINDS: Final = (
 )
 # What `auto` chooses between: the ranker's boosting rounds are chosen with the kind (inner CV), since
 # a few hundred training queries overfit 300 rounds. "lambdarank:N" = N rounds; "lambdarank:NxB" = the
-# mean of B such boosters (seeds, row and feature samples differ; one ONNX graph).
+# mean of B such boosters (seeds, row and feature samples differ; one ONNX graph). The monotone bags
+# scored above every free kind on SciFact (bench/RESULTS.md), so auto weighs them too.
 AUTO_FUSION_KINDS: Final = (
     "linear",
     "linear_rescored",
@@ -122,6 +123,8 @@ AUTO_FUSION_KINDS: Final = (
     "lambdarank:200",
     "lambdarank:100x5",
     "lambdarank:200x5",
+    "lambdarank_mono:100x5",
+    "lambdarank_mono:200x5",
 )
 FloatMatrix = npt.NDArray[np.float32]
 Log = Callable[[str], None]
