@@ -65,7 +65,7 @@ from bench.latency.load import run_closed_loop, time_calls
 from bench.latency.mesh import Mesh, start_mesh
 from bench.latency.stats import round_floats, summarize_ms
 from bench.results_md import write_section
-from kindred.config import Settings
+from kindred.config import COLOCATED_SERVER_THREADS, Settings
 from kindred.service import tune_gc_for_serving
 
 REPO = Path(__file__).resolve().parents[1]
@@ -840,12 +840,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="kindred-latency-"))
     configs = [Config("mesh", "two services, gRPC hop ranking → retrieval", REPO)]
     if not args.no_colocated:
-        configs.append(Config("colocated", "ranking with retrieval in its process", REPO, colocated=True))
+        configs.append(
+            Config(
+                "colocated",
+                f"ranking with retrieval in its process, {COLOCATED_SERVER_THREADS} server threads "
+                "(its default)",
+                REPO,
+                colocated=True,
+            )
+        )
     if args.colocated_replicas > 1:
         n = args.colocated_replicas
         label = (
             f"{n} co-located ranking processes (KINDRED_COLOCATED_REPLICA: each its own creator index "
-            "copy), one least-request client shared by the caller threads; CPU summed over the processes"
+            f"copy, {COLOCATED_SERVER_THREADS} server threads each: the co-located default), one "
+            "least-request client shared by the caller threads; CPU summed over the processes"
         )
         configs.append(Config(f"colocated_x{n}", label, REPO, colocated=True, replicas=n))
     baseline_sha = None

@@ -25,6 +25,11 @@ class SettingsError(ValueError):
 
 # The one place the default lives (kindred.vectorstore.edge opens shards with it when not told).
 DEFAULT_ENGINE_SEARCH_THREADS = 1
+# The KINDRED_RETRIEVAL_TARGET that puts retrieval's domain inside the ranking process (ranking_svc.server).
+IN_PROCESS = "inprocess"
+# gRPC worker threads per server when KINDRED_SERVER_THREADS is unset (Settings.resolved_server_threads).
+DEFAULT_SERVER_THREADS = 8
+COLOCATED_SERVER_THREADS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +80,8 @@ class Settings:
     # Deadline for calls that arrive without one, and for downstream calls (seconds).
     default_deadline_s: float = 2.0
     shutdown_grace_s: float = 5.0
-    # Worker threads per gRPC server; work is CPU-bound on 2 cores, so a few suffice.
-    server_threads: int = 8
+    # Worker threads per gRPC server; None: `resolved_server_threads` picks by the process's role.
+    server_threads: int | None = None
     # If set, every finished span is also appended to this file as one JSON object a line
     # (used by the end-to-end test to check one trace spans every hop, and handy for debugging).
     trace_file: Path | None = None
@@ -86,6 +91,25 @@ class Settings:
             raise SettingsError(
                 f"KINDRED_ENGINE_SEARCH_THREADS must be >= 1, got {self.engine_search_threads}"
             )
+        if self.server_threads is not None and self.server_threads < 1:
+            raise SettingsError(f"KINDRED_SERVER_THREADS must be >= 1, got {self.server_threads}")
+
+    @property
+    def colocated(self) -> bool:
+        """A ranking process that runs retrieval's domain itself (KINDRED_RETRIEVAL_TARGET=inprocess)."""
+        return self.resolved_retrieval_target == IN_PROCESS
+
+    @property
+    def resolved_server_threads(self) -> int:
+        """KINDRED_SERVER_THREADS, else 2 for a co-located ranking process, else 8.
+
+        Why two there: its calls never wait on a downstream hop, so more threads than cores only contend
+        for the GIL (bench.latency.replica_sweep, bench/results/recommend_replicas.json: one co-located
+        process at 4 callers p99 47.7 / 57.0 ms with 2 threads against 68.6 / 69.2 ms with 8). A ranking
+        process that calls retrieval over gRPC waits on that hop, so it keeps 8."""
+        if self.server_threads is not None:
+            return self.server_threads
+        return COLOCATED_SERVER_THREADS if self.colocated else DEFAULT_SERVER_THREADS
 
     @property
     def resolved_models_dir(self) -> Path:

@@ -174,7 +174,7 @@ def create_grpc_server(
 ) -> KindredServer:
     """Builds (but does not start) a server; `port=0` binds a free port, reported as `.port`."""
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.server_threads, thread_name_prefix=name),
+        futures.ThreadPoolExecutor(max_workers=settings.resolved_server_threads, thread_name_prefix=name),
         # Server spans only when something records them (kindred.telemetry.tracing_enabled): without a
         # tracer provider the OpenTelemetry interceptor still builds a span and its metadata on every call.
         interceptors=[*([otel_server_interceptor()] if tracing_enabled() else []), ErrorInterceptor()],

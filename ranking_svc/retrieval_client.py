@@ -39,8 +39,6 @@ _UNAVAILABLE_CODES = {
 
 tracer = get_tracer(__name__)
 
-IN_PROCESS = "inprocess"  # the KINDRED_RETRIEVAL_TARGET that puts retrieval in ranking's process
-
 
 def scope(request: Any, filters: Any, context: Any) -> None:
     """Copies the caller's filters and request context (either may be None) onto a retrieval request."""

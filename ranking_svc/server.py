@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from kindred.config import Settings, SettingsError
+from kindred.config import IN_PROCESS, Settings, SettingsError
 from kindred.features import RANKER_FEATURES
 from kindred.grpc_client import make_channel
 from kindred.grpc_server import KindredServer
@@ -34,7 +34,7 @@ from ranking_svc.objectives import CONFIG_KEY as OBJECTIVES_KEY
 from ranking_svc.objectives import load_weight_overrides, wrap_ranker
 from ranking_svc.recommender import Recommender
 from ranking_svc.rerank import RerankConfig, params_from_mapping
-from ranking_svc.retrieval_client import IN_PROCESS, GrpcRetriever, LocalRetriever
+from ranking_svc.retrieval_client import GrpcRetriever, LocalRetriever
 from ranking_svc.servicer import RankingServicer
 
 SERVICE_NAME = "kindred.v1.RankingService"
@@ -93,7 +93,7 @@ def build_deps(settings: Settings) -> RankingDeps:
     ranker = load_model(settings.resolved_models_dir, "ranker", expected_features=RANKER_FEATURES)
     # Multi-objective rankers: heads combined by the manifest's weights, overridden by ranking.json.
     ranker = wrap_ranker(ranker, load_weight_overrides(settings.data_dir / CONFIG_FILE))
-    if settings.resolved_retrieval_target == IN_PROCESS:
+    if settings.colocated:
         return _in_process_deps(settings, ranker, rerank, explain)
     if settings.colocated_replica:
         raise SettingsError(

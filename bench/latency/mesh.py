@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
+from kindred.config import IN_PROCESS  # retrieval's domain inside the ranking process
+
 SERVICES = ("retrieval", "ranking")  # ranking last: it calls retrieval
-# Co-located: retrieval's domain inside the ranking process (ranking_svc.server, KINDRED_RETRIEVAL_TARGET).
-IN_PROCESS_TARGET = "inprocess"
 
 
 def free_port() -> int:
@@ -44,7 +44,7 @@ def service_env(
     if trace_file is not None:
         env["KINDRED_TRACE_FILE"] = str(trace_file)
     if colocated:
-        env["KINDRED_RETRIEVAL_TARGET"] = IN_PROCESS_TARGET
+        env["KINDRED_RETRIEVAL_TARGET"] = IN_PROCESS
     return env
 
 

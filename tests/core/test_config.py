@@ -33,3 +33,18 @@ def test_settings_are_frozen() -> None:
     s = Settings.from_env({})
     with pytest.raises(AttributeError):
         s.host = "0.0.0.0"  # type: ignore[misc]
+
+
+def test_server_threads_default_by_role_and_an_explicit_value_wins() -> None:
+    # A co-located ranking process never waits on a retrieval hop: two threads; everything else eight.
+    assert Settings.from_env({}).resolved_server_threads == 8
+    colocated = Settings.from_env({"KINDRED_RETRIEVAL_TARGET": "inprocess"})
+    assert colocated.colocated and colocated.resolved_server_threads == 2
+    assert Settings.from_env({"KINDRED_RETRIEVAL_TARGET": "10.0.0.7:50051"}).resolved_server_threads == 8
+    explicit = Settings.from_env({"KINDRED_RETRIEVAL_TARGET": "inprocess", "KINDRED_SERVER_THREADS": "6"})
+    assert explicit.resolved_server_threads == 6
+
+
+def test_server_threads_below_one_are_refused() -> None:
+    with pytest.raises(SettingsError, match="KINDRED_SERVER_THREADS"):
+        Settings.from_env({"KINDRED_SERVER_THREADS": "0"})

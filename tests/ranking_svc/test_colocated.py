@@ -12,14 +12,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from kindred.config import Settings
+from kindred.config import IN_PROCESS, Settings
 from kindred.features import RANKER_FEATURES, USER_TOWER_FEATURES
 from kindred.models import promote, write_model
 from kindred.store.embedded import EmbeddedOnlineStore
 from kindred.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc
 from kindred.vectorstore import index_creators
 from ranking_svc import server as ranking_server
-from ranking_svc.retrieval_client import IN_PROCESS, LocalRetriever
+from ranking_svc.retrieval_client import LocalRetriever
 
 N, DIM = 60, 8
 CATEGORIES = ("Music", "Art", "Podcasts")
