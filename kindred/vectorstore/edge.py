@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import qdrant_edge as qe
@@ -209,7 +209,7 @@ class EdgeIndex:
         if not ids:
             return 0
         uuids = [point_uuid(i) for i in ids]
-        points: list[qe.PointId] = list(uuids)
+        points = cast("list[qe.PointId]", uuids)  # the same list (PointId exists only in the stub)
         existing = self._call(self._shard.retrieve, points, False, False)
         self._call(self._shard.update, qe.UpdateOperation.delete_points(points))
         if self._item_ids is not None:
