@@ -149,3 +149,54 @@ def test_unavailable_is_retried_from_service_config(
     servicer.behaviour = flaky
     stub.Recommend(ranking_pb2.RecommendRequest(), timeout=5)
     assert len(attempts) == 3
+
+
+@pytest.mark.parametrize(
+    ("env", "workers"),
+    [
+        ({"KINDRED_SERVER_THREADS": "3"}, 3),
+        # Unset in a co-located ranking process: the role's default (kindred.config), not the field.
+        ({"KINDRED_RETRIEVAL_TARGET": "inprocess"}, 2),
+    ],
+)
+def test_server_runs_as_many_calls_at_once_as_its_resolved_threads(env: dict[str, str], workers: int) -> None:
+    settings = Settings.from_env({**env, "KINDRED_MAX_CONCURRENT_RPCS": "16"})
+    servicer = _Ranking()
+    lock, release = threading.Lock(), threading.Event()
+    running, peak = [0], [0]
+
+    def hold(request: ranking_pb2.RecommendRequest) -> ranking_pb2.RecommendResponse:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        release.wait(10)
+        with lock:
+            running[0] -= 1
+        return ranking_pb2.RecommendResponse()
+
+    servicer.behaviour = hold
+    server = create_grpc_server(
+        settings,
+        name="threads",
+        port=0,
+        register=lambda s: ranking_pb2_grpc.add_RankingServiceServicer_to_server(servicer, s),
+        health_services=["kindred.v1.RankingService"],
+    ).start()
+    channel = make_channel(f"127.0.0.1:{server.port}")
+    try:
+        stub = ranking_pb2_grpc.RankingServiceStub(channel)
+        request = ranking_pb2.RecommendRequest()
+        calls = [stub.Recommend.future(request, timeout=20) for _ in range(workers + 3)]
+        deadline = time.monotonic() + 5
+        while peak[0] < workers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # room for any call beyond the pool to start, if the pool allowed it
+        seen = peak[0]
+        release.set()
+        for call in calls:
+            call.result()  # the queued calls run once workers free up: none is lost
+        assert seen == workers
+    finally:
+        release.set()
+        channel.close()
+        server.stop(0)
