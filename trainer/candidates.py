@@ -33,6 +33,7 @@ would retrieve for those fans (exact two-tower search instead of HNSW; no reques
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -312,7 +313,8 @@ def source_hits(
     seen = {str(c) for c in fan.get("following") or ()}
 
     def keep(hits: Iterable[SourceHit]) -> list[SourceHit]:
-        return [h for h in hits if h.item_id not in seen][:n]
+        # Lazily: the two-tower list is the whole catalogue, of which only the first n unseen are kept.
+        return list(itertools.islice((h for h in hits if h.item_id not in seen), n))
 
     wanted = set(sources)
     hits: dict[str, list[SourceHit]] = {}
