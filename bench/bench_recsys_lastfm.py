@@ -30,6 +30,16 @@ pipeline module's own, since Last.fm has no creators, categories or prices for k
 to compute. The sources reuse the hyper-parameters the standalone ALS/EASE/item-kNN peers and the
 blend chose on valid in the same seed.
 Not used: user_taggedartists.dat (unsplit; it would leak held-out listening).
+
+"kindred_services" is the product itself on the same split (bench/recsys/served.py): the train pairs
+become a platform data directory, the platform's trainer runs with a stock config (`--platform-config`,
+default `default`), and Recommend(k=10) goes through ranking_svc's servicer with retrieval in its
+process. Nothing of it is tuned on valid. It can be added to an existing results file without re-running
+the peers (same seeds):
+    .venv/bin/python bench/bench_recsys_lastfm.py --seeds 0 1 2 --systems kindred_services \
+        --add-to bench/results/recsys_lastfm.json
+(the user_taggedartists tags do reach it, as its creators' tags and category: they are catalogue data,
+not held-out listening.)
 """
 
 from __future__ import annotations
@@ -75,6 +85,7 @@ from bench.recsys.protocol import (
     repo_root,
     split_per_user,
 )
+from bench.recsys.served import PlatformConfig, services_row
 from bench.recsys.strong import StrongGrids, tune_blend, tune_ease
 from bench.results_md import write_section
 
@@ -129,7 +140,13 @@ PUBLISHED_SOURCE = "RecBole-GNN results/social/lastfm.md"
 # by taste, rank_xendcg, 8 folds, other LightGBM settings. The module default stays what the
 # MovieLens bench measured.
 LASTFM_PIPELINE = PipelineConfig(use_blend=True, label_folds=4)
-SystemRun = Callable[[Split, dict[str, Tuned]], Tuned]
+
+
+class FinishedRow(dict[str, Any]):
+    """A system that evaluates itself (it serves pages, not full-catalogue scores): its results row."""
+
+
+SystemRun = Callable[[Split, dict[str, Tuned]], Tuned | FinishedRow]
 # What a system needs from systems run before it (their chosen hyper-parameters or fitted models).
 DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "als_ease_social": ("implicit_als", "ease"),
@@ -162,7 +179,12 @@ def reused_systems(part: Path, seed: int, names: set[str]) -> dict[str, Tuned]:
 
 
 def systems(
-    grids: Grids, strong: StrongGrids, pipeline: PipelineConfig, friends: Any, threads: int
+    grids: Grids,
+    strong: StrongGrids,
+    pipeline: PipelineConfig,
+    friends: Any,
+    threads: int,
+    served: Callable[[Split], dict[str, Any]] | None = None,
 ) -> dict[str, SystemRun]:
     """Every system in run order. A later system may reuse earlier tuned ones (the blend and
     Kindred's sources take the hyper-parameters the peers chose on valid)."""
@@ -180,6 +202,8 @@ def systems(
             split, friends, SourceParams.from_tuned(done), replace(pipeline, seed=split.seed, threads=threads)
         ).tuned
     )
+    if served is not None:
+        runs["kindred_services"] = lambda split, done: FinishedRow(served(split))
     return runs
 
 
@@ -200,6 +224,14 @@ def run_systems(
     for name, run in runs.items():
         start = time.perf_counter()
         tuned = run(split, done)
+        ndcg = f"ndcg@{K}"
+        if isinstance(tuned, FinishedRow):
+            out[name] = dict(tuned)
+            print(
+                f"  seed {seed} {name:<16} test {ndcg} {tuned['test'][ndcg]:.4f}  {tuned['params']}",
+                flush=True,
+            )
+            continue
         test = mean_metrics(evaluate(tuned.model.score, split, "test", k=K))
         done[name] = tuned
         out[name] = {
@@ -209,7 +241,6 @@ def run_systems(
             "trials": len(tuned.trials),
             "seconds": round(time.perf_counter() - start, 1),
         }
-        ndcg = f"ndcg@{K}"
         print(
             f"  seed {seed} {name:<16} test {ndcg} {test[ndcg]:.4f}  valid {tuned.valid[ndcg]:.4f}"
             f"  {out[name]['seconds']:>6.1f}s  {tuned.params}",
@@ -250,6 +281,30 @@ def aggregate(per_seed: list[dict[str, dict[str, Any]]], seeds: list[int]) -> di
         ]
         result[name] = entry
     return result
+
+
+def add_systems(
+    report: dict[str, Any], added: dict[str, dict[str, Any]], seeds: list[int], command: str, runtime: float
+) -> dict[str, Any]:
+    """`report` with the aggregated rows of systems it does not hold yet, measured on the same seeds by
+    a later run (recorded in `added_rows` and in each row's `per_seed[].run`). A system it already holds
+    is refused: a measured row is never silently replaced (re-run the parts and --combine instead)."""
+    if seeds != report["seeds"]:
+        raise ValueError(f"seeds {seeds} differ from the results' {report['seeds']}")
+    clash = sorted(set(added) & set(report["systems"]))
+    if clash:
+        raise ValueError(f"{clash} already in the results; re-run the parts and --combine to replace them")
+    systems_ = dict(report["systems"])
+    for name, entry in added.items():
+        systems_[name] = {**entry, "per_seed": [{**row, "run": command} for row in entry["per_seed"]]}
+    record = {
+        "systems": sorted(added),
+        "command": command,
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "runtime_seconds": round(runtime, 1),
+    }
+    return {**report, "systems": systems_, "added_rows": [*report.get("added_rows", []), record]}
 
 
 def machine(
@@ -331,6 +386,20 @@ def results_section(report: dict[str, Any]) -> str:
             f"(`--systems`), replacing {len(replaced)} earlier per-seed rows; every other row is the one "
             "measured in its own part run. The run behind each row is `per_seed[].run` in the JSON."
         )
+    for added in report.get("added_rows") or []:
+        lines.append(
+            f"- Added later on the same seeds and splits: {', '.join(added['systems'])}, by "
+            f"`{added['command']}` ({added['date']}, {added['machine']['cpu']}, "
+            f"{added['runtime_seconds']:.0f} s)."
+        )
+    if "kindred_services" in report["systems"]:
+        lines.append(
+            "- kindred_services: the product itself (bench/recsys/served.py) — the split's train pairs as "
+            "FOLLOW events of a platform data directory, `python -m trainer train` with a stock config, "
+            "then Recommend(k=10) through ranking_svc's servicer with retrieval in its process (sources, "
+            "quotas, engine filters, ONNX ranker, re-ranking); valid artists excluded by the request. Not "
+            "tuned on valid."
+        )
     lines += [
         "",
         *render_table(report["systems"]),
@@ -356,6 +425,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--systems", nargs="+", default=None, help="run only these systems (default: all)")
     p.add_argument(
         "--reuse", type=Path, default=None, help="part of the same seed to take systems not run from"
+    )
+    p.add_argument(
+        "--platform-config",
+        default="default",
+        help="trainer config of the kindred_services system (tiny | default | a .toml path)",
+    )
+    p.add_argument(
+        "--add-to",
+        type=Path,
+        default=None,
+        help="add this run's systems (new ones only, same seeds) to an existing results file and its section",
     )
     return p.parse_args(argv)
 
@@ -431,7 +511,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         grids, strong = (Grids.quick(), StrongGrids.quick()) if args.quick else (Grids(), StrongGrids())
         pipeline = replace(PipelineConfig.quick(), use_blend=True) if args.quick else LASTFM_PIPELINE
-        runs = systems(grids, strong, pipeline, friends, args.threads)
+        platform_config = PlatformConfig(trainer_config="tiny" if args.quick else args.platform_config)
+        work_root = repo_root() / "var" / "bench" / "recsys_services"
+
+        def served(split: Split) -> dict[str, Any]:
+            return services_row(split, inter, data_dir, work_root / f"seed{split.seed}", platform_config)
+
+        runs = systems(grids, strong, pipeline, friends, args.threads, served)
         wanted = args.systems or list(runs)
         unknown = sorted(set(wanted) - set(runs))
         if unknown:
@@ -459,6 +545,14 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(render_table(result)))
     if args.quick:
         print("\nquick run: grids reduced, nothing written")
+        return 0
+    if args.add_to:
+        report = add_systems(
+            json.loads(args.add_to.read_text(encoding="utf-8")), result, seeds, command, runtime
+        )
+        args.add_to.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_section(SECTION, results_section(report), args.results_md)
+        print(f"\nadded {sorted(result)} to {args.add_to} and {args.results_md}")
         return 0
     if args.part:
         rows = [{name: {**row, "run": command} for name, row in res.items()} for res in per_seed]
