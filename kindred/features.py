@@ -165,7 +165,15 @@ _RANKER_CROSS: Final[tuple[str, ...]] = (
     "price_gap",
     "in_history",
     "history_weight",
+    # Facts retrieval knows about every candidate, whichever source proposed it (retrieval_svc's
+    # `ItemFacts`): the summed co-engagement similarity to the fan's creators, and how many of the fan's
+    # friends follow it. Both squashed to [0, 1) as x / (1 + x), like the sources' own scores.
+    "co_engagement",
+    "social_friends",
 )
+# The candidate's scores keys those two facts arrive under (retrieval's Candidate.scores).
+CO_ENGAGEMENT_KEY: Final = "co_engagement"
+SOCIAL_FRIENDS_KEY: Final = "social_friends"
 RANKER_FEATURES: Final[tuple[str, ...]] = (
     *(f"fan.{n}" for n in _RANKER_FAN),
     *(f"creator.{n}" for n in CREATOR_TOWER_FEATURES),
@@ -687,16 +695,21 @@ def ranker_features_batch(
     sources: Sequence[str],
     creator_vectors: Sequence[FloatArray] | FloatArray | None = None,
     creator_facts: Sequence[CreatorCrossFacts] | None = None,
+    co_engagement: Sequence[float] | None = None,
+    social_friends: Sequence[float] | None = None,
 ) -> FloatArray:
     """(N, len(RANKER_FEATURES)) for one fan and N candidate creators (see `ranker_features`).
 
     `creator_vectors` optionally passes precomputed `creator_tower_features` of the rows (the trainer
     caches them per creator), and `creator_facts` their `creator_cross_facts` (ranking caches both);
-    they must be exactly those of `creator_rows`.
+    they must be exactly those of `creator_rows`. `co_engagement` / `social_friends`: each candidate's
+    raw summed similarity and friend count (None: unknown, 0).
     """
     n = len(creator_rows)
     if not (len(two_tower_scores) == len(retrieval_scores) == len(sources) == n):
         raise ValueError("ranker_features_batch: creator_rows, scores and sources must have the same length")
+    if any(v is not None and len(v) != n for v in (co_engagement, social_friends)):
+        raise ValueError("ranker_features_batch: co_engagement and social_friends need one value per row")
     out = np.zeros((n, len(RANKER_FEATURES)), dtype=np.float32)
     if n == 0:
         return out
@@ -757,6 +770,10 @@ def ranker_features_batch(
         cross[:, 6] = np.where(c_price > 0, gap, 0.0)
     cross[:, 7] = np.fromiter(map(history.__contains__, cids), dtype=bool, count=n)
     cross[:, 8] = np.fromiter(map(history.get, cids, repeat(0.0, n)), dtype=np.float64, count=n)
+    for j, values in ((9, co_engagement), (10, social_friends)):
+        if values is not None:
+            raw = np.maximum(_finite_or(values, 0.0)[0], 0.0)
+            cross[:, j] = raw / (1.0 + raw)
     out[:, col : col + len(_RANKER_CROSS)] = cross
     col += len(_RANKER_CROSS)
 

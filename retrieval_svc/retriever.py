@@ -26,7 +26,14 @@ from kindred import telemetry_schema as schema
 from kindred.errors import InvalidArgument, Unavailable, validate_count
 from kindred.telemetry import get_tracer
 from kindred.vectorstore import PayloadFilter
-from retrieval_svc.sources import CandidateSource, FeatureReader, SourceHit, SourceRequest, SourceSkipped
+from retrieval_svc.sources import (
+    CandidateSource,
+    FeatureReader,
+    ItemFacts,
+    SourceHit,
+    SourceRequest,
+    SourceSkipped,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +145,14 @@ class Retriever:
             hits: dict[str, list[SourceHit]] = {}
             asked: dict[str, int] = {}
             degraded: dict[str, str] = {}
+            facts: ItemFacts = {}
             failed = 0
             for source in self._sources:
                 if quotas[source.name] == 0:
                     continue  # switched off by the request: not a degradation
                 # Ask for the quota plus slack for duplicates, not for k: ANN cost grows with the limit.
                 n = min(query.k, quotas[source.name] + max(MIN_SLACK, quotas[source.name] // 4))
-                request = SourceRequest(query.fan_id, fan, flt, n, query.now, fan_error)
+                request = SourceRequest(query.fan_id, fan, flt, n, query.now, fan_error, facts)
                 try:
                     hits[source.name] = self._run(source, request)
                     asked[source.name] = n
@@ -164,7 +172,7 @@ class Retriever:
                 for source in self._sources:
                     may_have_more = source.name in hits and len(hits[source.name]) >= asked[source.name]
                     if may_have_more and asked[source.name] < query.k:
-                        request = SourceRequest(query.fan_id, fan, flt, query.k, query.now, fan_error)
+                        request = SourceRequest(query.fan_id, fan, flt, query.k, query.now, fan_error, facts)
                         try:
                             hits[source.name] = self._run(source, request)
                             refilled = True
@@ -172,6 +180,7 @@ class Retriever:
                             log.warning("backfill from %s failed", source.name, exc_info=True)
                 if refilled:
                     candidates = merge(hits, quotas, query.k)
+            annotate(candidates, facts)
             span.set_attribute(schema.CANDIDATES, len(candidates))
             span.set_attribute(schema.DEGRADED, bool(degraded))
             return RetrieveResult(candidates, degraded, self._model)
@@ -191,6 +200,16 @@ class Retriever:
             out = source.retrieve(request)
             span.set_attribute(schema.CANDIDATES, len(out))
             return out
+
+
+def annotate(candidates: Sequence[Candidate], facts: ItemFacts) -> None:
+    """Writes each source's facts into every candidate's scores (0 where the source knows nothing of
+    it), so a candidate of any source carries them; a fact no source recorded (skipped, failed) is left
+    out, as unknown."""
+    for name, values in facts.items():
+        get = values.get
+        for c in candidates:
+            c.scores[name] = get(c.item_id, 0.0)
 
 
 def resolve_quotas(k: int, shares: Mapping[str, float], overrides: Mapping[str, int]) -> dict[str, int]:

@@ -478,6 +478,9 @@ class Candidate:
     two_tower_score: float | None  # None where serving would not know it
     retrieval_score: float  # the claiming source's own score (serving's scores["retrieval"])
     sources: tuple[str, ...] = ()  # every source that proposed it, claiming source first
+    # retrieval's per-candidate facts (retrieval_svc.sources.ItemFacts), whichever source proposed it
+    co_engagement: float = 0.0  # summed neighbour similarity to the fan's creators
+    social_friends: float = 0.0  # the fan's friends who follow it
 
 
 class ServingPool:
@@ -557,14 +560,36 @@ class ServingPool:
         if len(merged) < self.k:
             hits = {n: full[n] if len(hits[n]) >= self.asked[n] else hits[n] for n in present}
             merged = merge(hits, self.quotas, self.k)
+        co, friends = self._facts(fan_id, fan, wanted)
         out = []
         for c in merged:
             i = self.index.get(c.item_id)
             if i is None:
                 continue
             tt = c.scores.get("two_tower") if "two_tower" in c.sources else None
-            out.append(Candidate(i, c.source, tt, float(c.scores["retrieval"]), tuple(c.sources)))
+            retrieval = float(c.scores["retrieval"])
+            facts = (co.get(c.item_id, 0.0), friends.get(c.item_id, 0.0))
+            out.append(Candidate(i, c.source, tt, retrieval, tuple(c.sources), *facts))
         return out
+
+    def _facts(
+        self, fan_id: str, fan: Mapping[str, Any], wanted: Sequence[str]
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """What serving's item-to-item and social sources leave in the request's facts for this fan:
+        every neighbour's summed similarity, every creator the friends follow with their count."""
+        from retrieval_svc.sources import item_to_item as i2i
+        from retrieval_svc.sources import social as soc
+
+        co: dict[str, float] = {}
+        if "item_to_item" in wanted:
+            seeds = i2i.seeds_of(fan)
+            if seeds:
+                co = i2i.summed_neighbours(seeds, [self.tables.neighbors.get(s) for s in seeds])[1]
+        friends: dict[str, float] = {}
+        if "social" in wanted:
+            hits = soc.hits_from_row(self.tables.social.get(fan_id))
+            friends = {h.item_id: h.extra[soc.FRIENDS_KEY] for h in hits}
+        return co, friends
 
     def _two_tower_hits(
         self, fan: Mapping[str, Any], scores: npt.NDArray[np.floating], n: int

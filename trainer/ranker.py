@@ -173,6 +173,8 @@ def featurize(
         retrieval_scores=[c.retrieval_score for c in candidates],
         sources=[c.source for c in candidates],
         creator_vectors=[snap.creator_x[c.creator] for c in candidates],
+        co_engagement=[c.co_engagement for c in candidates],
+        social_friends=[c.social_friends for c in candidates],
     )
 
 

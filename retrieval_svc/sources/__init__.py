@@ -15,6 +15,12 @@ from typing import Any, NamedTuple, Protocol
 from kindred.vectorstore import PayloadFilter
 
 FanRow = Mapping[str, Any]
+# fact name → {item id: value}: what a source knows about items beyond the ones it returns (item-to-item:
+# the summed similarity of every neighbour of the fan's creators; social: every creator the fan's friends
+# follow, with how many). The retriever writes each fact into every merged candidate's scores, so the
+# ranker sees it whichever source proposed the candidate (kindred.features' `co_engagement`,
+# `social_friends`).
+ItemFacts = dict[str, dict[str, float]]
 
 
 class SourceSkipped(Exception):
@@ -35,6 +41,8 @@ class SourceRequest:
     n: int
     now: float | None = None  # request time (epoch s) for time-dependent features; None = the row's as_of
     fan_error: str | None = None  # set when reading the fan row failed (as opposed to: no row)
+    # Shared by the sources of one Retrieve: where a source leaves its `ItemFacts` (None: nobody asks).
+    facts: ItemFacts | None = None
 
     def require_fan(self) -> FanRow:
         """The fan row, for sources that only work from a fan's history.
@@ -83,6 +91,7 @@ __all__ = [
     "CandidateSource",
     "FanRow",
     "FeatureReader",
+    "ItemFacts",
     "SourceHit",
     "SourceRequest",
     "SourceSkipped",

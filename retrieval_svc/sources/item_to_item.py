@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kindred import telemetry_schema as schema
+from kindred.features import CO_ENGAGEMENT_KEY
 from kindred.telemetry import get_tracer
 from kindred.vectorstore import VectorIndex
 from retrieval_svc.sources import FanRow, FeatureReader, SourceHit, SourceRequest
@@ -110,6 +111,8 @@ class ItemToItemSource:
             span.set_attribute(schema.ONLINE_STORE_NAMESPACE, NAMESPACE)
             rows = self._store.get(NAMESPACE, seeds)
         ranked, total, count = summed_neighbours(seeds, rows)
+        if request.facts is not None:  # every neighbour's sum, for candidates other sources propose
+            request.facts[CO_ENGAGEMENT_KEY] = total
         # Hits (with their reason text) only for what is returned: the sum can run to thousands of ids.
         keep = self._verdicts.passing(self._index, ranked, request.filter, request.n, source=NAME)
         return [hit(ranked[p], total[ranked[p]], count[ranked[p]]) for p in keep]

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kindred import telemetry_schema as schema
+from kindred.features import SOCIAL_FRIENDS_KEY
 from kindred.telemetry import get_tracer
 from kindred.vectorstore import VectorIndex
 from retrieval_svc.sources import FeatureReader, SourceHit, SourceRequest
@@ -23,7 +24,7 @@ from retrieval_svc.sources.ranked_lists import VerdictCache, count_phrase, read_
 
 NAME = "social"
 NAMESPACE = "social"
-FRIENDS_KEY = "social_friends"
+FRIENDS_KEY = SOCIAL_FRIENDS_KEY
 
 
 def reason(n_friends: int) -> str:
@@ -71,6 +72,9 @@ class SocialSource:
         friends = list((row or {}).get("friends") or [])
         if len(friends) != len(ranked):
             friends = [1] * len(ranked)
+        if request.facts is not None:  # every creator the friends follow, for other sources' candidates
+            counts = zip(ranked, friends, strict=True)
+            request.facts[FRIENDS_KEY] = {item: float(n) for (item, _), n in counts}
         keep = self._verdicts.passing(
             self._index, [i for i, _ in ranked], request.filter, request.n, source=NAME
         )

@@ -67,3 +67,23 @@ def test_cross_and_source_columns_are_their_plain_definitions(fan: dict[str, Any
         assert one_hot.tolist() == [float(s == normalize_source(SOURCE_NAMES[i])) for s in SOURCES]
     assert out[:, _column("source:other")].tolist() == [0.0, 0.0, 0.0, 1.0]
     np.testing.assert_array_equal(out[:, _column("cross.two_tower_missing")], [0.0, 1.0, 1.0, 0.0])
+
+
+def test_co_engagement_and_social_friends_are_squashed_and_unknown_is_zero() -> None:
+    def columns(**facts: Any) -> np.ndarray:  # type: ignore[type-arg]
+        out = ranker_features_batch(
+            {},
+            CREATORS,
+            two_tower_scores=[None] * 4,
+            retrieval_scores=[0.0] * 4,
+            sources=SOURCE_NAMES,
+            **facts,
+        )
+        return out[:, [_column("cross.co_engagement"), _column("cross.social_friends")]]
+
+    got = columns(co_engagement=[0.0, 1.0, 3.0, float("nan")], social_friends=[2.0, 0.0, None, -1.0])
+    np.testing.assert_allclose(got[:, 0], [0.0, 0.5, 0.75, 0.0], rtol=1e-6)  # x / (1 + x); NaN unknown
+    np.testing.assert_allclose(got[:, 1], [2 / 3, 0.0, 0.0, 0.0], rtol=1e-6)  # negative counts clip to 0
+    np.testing.assert_array_equal(columns(), np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="one value per row"):
+        columns(co_engagement=[1.0])

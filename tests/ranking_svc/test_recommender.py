@@ -566,3 +566,29 @@ def test_in_process_retrieval_errors_map_like_the_grpc_hop() -> None:
         "f1", 2, filters=None, context=None, timeout_s=1
     )
     assert result.fallback == "retrieval_unavailable" and result.items
+
+
+def test_retrievals_facts_on_any_candidate_reach_the_ranker() -> None:
+    co, friends = RANKER_FEATURES.index("cross.co_engagement"), RANKER_FEATURES.index("cross.social_friends")
+
+    class FactsRanker:
+        name, version = "ranker", "r-facts"
+
+        def __init__(self) -> None:
+            self.seen: np.ndarray | None = None
+
+        def run(self, features: np.ndarray) -> np.ndarray:
+            self.seen = features[:, [co, friends]].copy()
+            return features[:, co].astype(np.float32)
+
+    candidates = _candidates()
+    # Two-tower and popular candidates carrying item-to-item's and social's facts (retriever.annotate).
+    candidates[0].scores |= {"co_engagement": 3.0, "social_friends": 1.0}
+    candidates[2].scores |= {"co_engagement": 1.0}
+    ranker = FactsRanker()
+    result = Recommender(FakeRetriever(candidates), STORE, ranker).recommend(
+        "f1", 2, filters=None, context=None, timeout_s=1
+    )
+    assert ranker.seen is not None
+    np.testing.assert_allclose(ranker.seen, [[0.75, 0.5], [0.0, 0.0], [0.5, 0.0], [0.0, 0.0]], rtol=1e-6)
+    assert [c.item_id for c in result.items] == ["c1", "c3"]

@@ -228,3 +228,30 @@ def test_every_source_with_a_share_gets_a_slot_when_k_has_room_for_all() -> None
     assert sum(resolve_quotas(3, shares, {}).values()) == 3  # no room for all: shares decide
     assert resolve_quotas(3, shares, {})["popular"] == 0
     assert resolve_quotas(10, {**shares, "social": 0.0}, {})["social"] == 0  # a zero share stays off
+
+
+def test_item_facts_reach_every_candidate_whichever_source_proposed_it() -> None:
+    class Knowing(FakeSource):
+        """Returns its canned hits and records a fact about items it did not return too."""
+
+        def __init__(self, name: str, ids: Sequence[str], fact: str, values: dict[str, float]) -> None:
+            super().__init__(name, ids)
+            self.fact, self.values = fact, values
+
+        def retrieve(self, request: SourceRequest) -> list[SourceHit]:
+            hits = super().retrieve(request)  # raises first when told to fail
+            assert request.facts is not None
+            request.facts[self.fact] = self.values
+            return hits
+
+    i2i = Knowing("item_to_item", ["b"], "co_engagement", {"a": 0.5, "b": 1.5, "z": 9.0})
+    tt = FakeSource("two_tower", ["a", "c"])
+    store = FakeStore({"fan": {"f1": fan_row("f1", [])}})
+    retriever = Retriever([tt, i2i], store, quota_shares={"two_tower": 0.5, "item_to_item": 0.5})
+    by_id = {c.item_id: c for c in retriever.retrieve(RetrieveQuery("f1", 3)).candidates}
+    assert {i: c.scores["co_engagement"] for i, c in by_id.items()} == {"a": 0.5, "b": 1.5, "c": 0.0}
+    # A fact no source recorded (the source failed) stays unknown: absent, not 0.
+    failing = Knowing("item_to_item", ["b"], "co_engagement", {})
+    failing.error = RuntimeError("store down")
+    retriever = Retriever([tt, failing], store, quota_shares={"two_tower": 0.5, "item_to_item": 0.5})
+    assert all("co_engagement" not in c.scores for c in retriever.retrieve(RetrieveQuery("f1", 2)).candidates)

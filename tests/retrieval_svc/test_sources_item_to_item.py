@@ -144,3 +144,22 @@ def test_filter_verdicts_are_shared_across_fans_and_dropped_on_writes_and_expiry
     flt = PayloadFilter.build(exclude_mature=True)
     source.retrieve(_request(fan_row("f1", ["c010"]), flt))
     assert asked and all(f == flt for _, f in asked)
+
+
+def test_every_neighbours_sum_is_left_as_a_fact_for_other_sources_candidates(
+    creators: IndexedCreators,
+) -> None:
+    store = FakeStore(
+        {
+            "creator_neighbors": {
+                "c010": {"ids": ["c020", "c030", "c011"], "scores": [0.5, 0.4, 0.3]},
+                "c011": {"ids": ["c030", "c010", "c021"], "scores": [0.35, 0.9, 0.2]},
+            }
+        }
+    )
+    fan = fan_row("f1", ["c010", "c011"])
+    facts: dict[str, dict[str, float]] = {}
+    request = SourceRequest("f1", fan, PayloadFilter().excluding(fan["following"]), 1, facts=facts)
+    hits = ItemToItemSource(store, creators.index).retrieve(request)
+    assert [h.item_id for h in hits] == ["c030"]  # one returned, every neighbour known
+    assert facts["co_engagement"] == pytest.approx({"c030": 0.75, "c020": 0.5, "c021": 0.2})

@@ -54,3 +54,14 @@ def test_no_row_means_nothing_and_a_new_fan_is_skipped(creators: IndexedCreators
 )
 def test_reasons_read_as_sentences(n: int, text: str) -> None:
     assert reason(n) == text
+
+
+def test_every_creator_the_friends_follow_is_left_as_a_fact(
+    creators: IndexedCreators, store: FakeStore
+) -> None:
+    facts: dict[str, dict[str, float]] = {}
+    request = SourceRequest("f1", fan_row("f1", []), PayloadFilter(), 2, facts=facts)
+    hits = SocialSource(store, creators.index).retrieve(request)
+    row = store.data["social"]["f1"]
+    assert len(hits) == 2 and len(facts["social_friends"]) == len(row["ids"]) > 2
+    assert facts["social_friends"] == dict(zip(row["ids"], map(float, row["friends"]), strict=True))

@@ -304,3 +304,39 @@ def test_the_serving_pool_draws_like_retrieval_and_tags_every_candidate(
                 assert c.retrieval_score == pytest.approx(float(tt[c.creator]))
         claimed |= {c.source for c in cands}
     assert claimed >= {"two_tower", "item_to_item", "social", "popular"}
+
+
+def test_the_serving_pool_gives_every_candidate_retrievals_facts(
+    platform: tuple[Catalogue, Interactions],
+) -> None:
+    """Co-engagement and friend counts for every candidate, whichever source claimed it — what serving's
+    retriever writes from the item-to-item and social sources' facts — recomputed here from the tables."""
+    from kindred.features import build_creator_rows, build_fan_rows
+    from retrieval_svc.sources.item_to_item import seeds_of
+    from trainer.candidates import ServingPool
+
+    catalogue, events = _with_friends(platform[0]), platform[1]
+    as_of = float(np.quantile(events.ts, 0.8))
+    creator_ids = [c.creator_id for c in catalogue.creators]
+    fan_rows = build_fan_rows(events, catalogue.fans, catalogue.creators, as_of=as_of)
+    creator_rows = build_creator_rows(events, catalogue.creators, catalogue.posts, as_of=as_of)
+    pool = ServingPool.as_of(events, catalogue, creator_rows, as_of=as_of, k=12)
+    rng = np.random.default_rng(1)
+    outside = {"co_engagement": 0, "social_friends": 0}
+    for fan in catalogue.fans:
+        row = fan_rows.get(fan.fan_id) or {}
+        seeds = seeds_of(row)
+        social = pool.tables.social.get(fan.fan_id) or {}
+        friends = dict(zip(social.get("ids", []), social.get("friends", []), strict=True))
+        for c in pool.draw(fan.fan_id, row, rng.normal(size=len(creator_ids)).astype(np.float32)):
+            item = creator_ids[c.creator]
+            expected = 0.0
+            for seed in seeds:
+                neighbours = pool.tables.neighbors.get(seed) or {"ids": [], "scores": []}
+                for other, score in zip(neighbours["ids"], neighbours["scores"], strict=True):
+                    expected += score if other == item and item not in seeds else 0.0
+            assert c.co_engagement == pytest.approx(expected)
+            assert c.social_friends == float(friends.get(item, 0))
+            outside["co_engagement"] += c.source != "item_to_item" and c.co_engagement > 0
+            outside["social_friends"] += c.source != "social" and c.social_friends > 0
+    assert min(outside.values()) > 0  # the point: candidates of other sources carry them too
