@@ -286,16 +286,16 @@ def aggregate(per_seed: list[dict[str, dict[str, Any]]], seeds: list[int]) -> di
 def add_systems(
     report: dict[str, Any], added: dict[str, dict[str, Any]], seeds: list[int], command: str, runtime: float
 ) -> dict[str, Any]:
-    """`report` with the aggregated rows of systems it does not hold yet, measured on the same seeds by
-    a later run (recorded in `added_rows` and in each row's `per_seed[].run`). A system it already holds
-    is refused: a measured row is never silently replaced (re-run the parts and --combine instead)."""
+    """`report` with the aggregated rows of `added`, measured on the same seeds by a later run (recorded
+    in `added_rows` and in each row's `per_seed[].run`). A system the report already holds is replaced,
+    as `--combine` replaces a part's row, and each replaced per-seed row is listed in `replaced_rows`."""
     if seeds != report["seeds"]:
         raise ValueError(f"seeds {seeds} differ from the results' {report['seeds']}")
-    clash = sorted(set(added) & set(report["systems"]))
-    if clash:
-        raise ValueError(f"{clash} already in the results; re-run the parts and --combine to replace them")
     systems_ = dict(report["systems"])
+    replaced = list(report.get("replaced_rows") or [])
     for name, entry in added.items():
+        for old in systems_.get(name, {}).get("per_seed", []):
+            replaced.append(f"seed {old['seed']} {name}: {old.get('run', '?')} -> {command}")
         systems_[name] = {**entry, "per_seed": [{**row, "run": command} for row in entry["per_seed"]]}
     record = {
         "systems": sorted(added),
@@ -304,7 +304,8 @@ def add_systems(
         "machine": machine(),
         "runtime_seconds": round(runtime, 1),
     }
-    return {**report, "systems": systems_, "added_rows": [*report.get("added_rows", []), record]}
+    added_rows = [r for r in report.get("added_rows", []) if not set(r["systems"]) <= set(added)]
+    return {**report, "systems": systems_, "added_rows": [*added_rows, record], "replaced_rows": replaced}
 
 
 def machine(
@@ -435,7 +436,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--add-to",
         type=Path,
         default=None,
-        help="add this run's systems (new ones only, same seeds) to an existing results file and its section",
+        help="add this run's systems (same seeds; a system already there is replaced, and listed) to an "
+        "existing results file and its section",
     )
     return p.parse_args(argv)
 

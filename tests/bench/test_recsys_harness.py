@@ -65,3 +65,26 @@ def test_reused_systems_carry_params_but_refuse_to_score(tmp_path: Path) -> None
         done["implicit_als"].model.score(np.arange(2))
     with pytest.raises(ValueError, match="no seed 4"):
         reused_systems(part, 4, {"implicit_als"})
+
+
+def test_rows_added_to_a_results_file_keep_the_others_and_replacements_are_listed() -> None:
+    from bench.bench_recsys_lastfm import add_systems
+
+    def entry(v: float, run: str | None = None) -> dict[str, Any]:
+        rows = [{"seed": s, "ndcg@10": v} | ({"run": run} if run else {}) for s in (0, 1)]
+        return {"ndcg@10": v, "per_seed": rows}
+
+    report = {"seeds": [0, 1], "systems": {"itemknn": entry(0.18, "peers")}, "replaced_rows": []}
+    first = add_systems(report, {"kindred_services": entry(0.10)}, [0, 1], "run A", 5.0)
+    assert first["systems"]["itemknn"] == report["systems"]["itemknn"]  # untouched
+    assert [r["run"] for r in first["systems"]["kindred_services"]["per_seed"]] == ["run A", "run A"]
+    assert first["replaced_rows"] == [] and [r["command"] for r in first["added_rows"]] == ["run A"]
+    second = add_systems(first, {"kindred_services": entry(0.15)}, [0, 1], "run B", 5.0)
+    assert second["systems"]["kindred_services"]["ndcg@10"] == 0.15
+    assert second["replaced_rows"] == [
+        "seed 0 kindred_services: run A -> run B",
+        "seed 1 kindred_services: run A -> run B",
+    ]
+    assert [r["command"] for r in second["added_rows"]] == ["run B"]
+    with pytest.raises(ValueError, match="seeds"):
+        add_systems(report, {"x": entry(0.1)}, [0], "run C", 1.0)
