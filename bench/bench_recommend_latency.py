@@ -127,9 +127,13 @@ def ensure_data(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         build["generate_command"] = shlex.join(cmd[1:])
         build.pop("train_s", None)
         _save(build_path, build)
-    from kindred.models import current_version
+    from kindred.features import SERVED_MODEL_FEATURES
+    from kindred.models import current_version, stale_promoted
 
-    if current_version(data_dir / "models", "ranker") is None:
+    stale = stale_promoted(data_dir / "models", SERVED_MODEL_FEATURES)
+    if stale:
+        log(f"promoted models trained on other features than this code computes: {stale}; retraining")
+    if stale or current_version(data_dir / "models", "ranker") is None:
         config = trainer_config_arg(args.config, data_dir)
         cmd = [sys.executable, "-m", "trainer", "train", "--data-dir", str(data_dir), "--config", config]
         build["train_s"] = _timed_step("train", cmd, env)

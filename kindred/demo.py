@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 from kindred.config import Settings
+from kindred.features import SERVED_MODEL_FEATURES
 from kindred.grpc_client import wait_until_serving
-from kindred.models import current_version
+from kindred.models import current_version, stale_promoted
 
 # The source checkout (kindred is installed editable from it); the benches live there, not in site-packages.
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +78,11 @@ def run_demo(args: argparse.Namespace) -> int:
         )
     else:
         print(f"[demo] data found in {data_dir}; skipping generation")
-    if args.retrain or current_version(settings.resolved_models_dir, "ranker") is None:
+    stale = stale_promoted(settings.resolved_models_dir, SERVED_MODEL_FEATURES)
+    for name, diff in stale.items():
+        print(f"[demo] the promoted {name} was trained on other features than this code computes ({diff})")
+    if args.retrain or stale or current_version(settings.resolved_models_dir, "ranker") is None:
+        # A stale promoted model cannot be scored at the gate: training promotes over it (trainer.promotion).
         _step(
             "train",
             [python, "-m", "trainer", "train", "--data-dir", str(data_dir), "--config", args.config],

@@ -180,6 +180,12 @@ RANKER_FEATURES: Final[tuple[str, ...]] = (
     *(f"cross.{n}" for n in _RANKER_CROSS),
     *(f"source:{s}" for s in SOURCES),
 )
+# The served models (kindred.models names) and the feature order each must have been trained on: what
+# ranking_svc and retrieval_svc load them with, and what `kindred.models.stale_promoted` checks.
+SERVED_MODEL_FEATURES: Final[Mapping[str, tuple[str, ...]]] = {
+    "ranker": RANKER_FEATURES,
+    "two_tower_user": USER_TOWER_FEATURES,
+}
 
 _CAT_INDEX: Final[dict[str, int]] = {c: i for i, c in enumerate(CATEGORIES)}
 _LANG_INDEX: Final[dict[str, int]] = {lang: i for i, lang in enumerate(LANGUAGES)}

@@ -183,6 +183,23 @@ def read_manifest(models_dir: Path, name: str, version: str | None = None) -> di
     return manifest
 
 
+def stale_promoted(models_dir: Path, expected: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Promoted models whose feature order is not what this code computes, name → the difference: a
+    model an older trainer promoted, which the services would refuse (ModelMismatch) until a retrain.
+    Models with nothing promoted are not stale, just absent; an unreadable manifest is stale."""
+    stale: dict[str, str] = {}
+    for name, features in expected.items():
+        if current_version(models_dir, name) is None:
+            continue
+        try:
+            diff = feature_diff(features, read_manifest(models_dir, name).get("features") or [])
+        except (ModelMismatch, FailedPrecondition) as exc:
+            diff = str(exc)
+        if diff:
+            stale[name] = diff
+    return stale
+
+
 def feature_diff(expected: Sequence[str], actual: Sequence[str]) -> str:
     """A short human-readable difference between two feature orders ("" if equal)."""
     expected, actual = list(expected), list(actual)

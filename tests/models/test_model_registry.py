@@ -26,6 +26,7 @@ from kindred.models import (  # noqa: E402
     load_model,
     promote,
     read_manifest,
+    stale_promoted,
     write_model,
 )
 
@@ -183,3 +184,24 @@ def _npy(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr)
     return buf.getvalue()
+
+
+def test_stale_promoted_names_promoted_models_trained_on_another_feature_order(tmp_path: Path) -> None:
+    write_model(tmp_path, "ranker", "v1", linear_onnx([1.0, 2.0]), manifest(["a", "b"]))
+    promote(tmp_path, "ranker", "v1")
+    write_model(tmp_path, "tower", "v1", linear_onnx([1.0, 2.0, 3.0]), manifest(FEATURES))
+    promote(tmp_path, "tower", "v1")
+    write_model(tmp_path, "unpromoted", "v1", linear_onnx([1.0]), manifest(["z"]))
+    expected = {"ranker": FEATURES, "tower": FEATURES, "unpromoted": FEATURES, "absent": FEATURES}
+    stale = stale_promoted(tmp_path, expected)
+    assert list(stale) == ["ranker"] and "missing from manifest: 'c'" in stale["ranker"]
+    write_model(tmp_path, "ranker", "v2", linear_onnx([1.0, 2.0, 3.0]), manifest(FEATURES))
+    promote(tmp_path, "ranker", "v2")  # retrained: no longer stale
+    assert stale_promoted(tmp_path, expected) == {}
+
+
+def test_served_model_features_are_what_the_services_load_with() -> None:
+    from kindred.features import RANKER_FEATURES, SERVED_MODEL_FEATURES, USER_TOWER_FEATURES
+    from retrieval_svc.server import USER_TOWER
+
+    assert SERVED_MODEL_FEATURES == {"ranker": RANKER_FEATURES, USER_TOWER: USER_TOWER_FEATURES}
