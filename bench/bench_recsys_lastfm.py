@@ -293,14 +293,18 @@ def add_systems(
         raise ValueError(f"seeds {seeds} differ from the results' {report['seeds']}")
     systems_ = dict(report["systems"])
     replaced = list(report.get("replaced_rows") or [])
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    # When each system was last added: the same command run twice is told apart by its date.
+    added_on = {n: r["date"] for r in report.get("added_rows", []) for n in r["systems"]}
     for name, entry in added.items():
         for old in systems_.get(name, {}).get("per_seed", []):
-            replaced.append(f"seed {old['seed']} {name}: {old.get('run', '?')} -> {command}")
+            was = f"{old.get('run', '?')} ({added_on.get(name, 'date unknown')})"
+            replaced.append(f"seed {old['seed']} {name}: {was} -> {command} ({date})")
         systems_[name] = {**entry, "per_seed": [{**row, "run": command} for row in entry["per_seed"]]}
     record = {
         "systems": sorted(added),
         "command": command,
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": date,
         "machine": machine(),
         "runtime_seconds": round(runtime, 1),
     }

@@ -81,9 +81,9 @@ def test_rows_added_to_a_results_file_keep_the_others_and_replacements_are_liste
     assert first["replaced_rows"] == [] and [r["command"] for r in first["added_rows"]] == ["run A"]
     second = add_systems(first, {"kindred_services": entry(0.15)}, [0, 1], "run B", 5.0)
     assert second["systems"]["kindred_services"]["ndcg@10"] == 0.15
+    date_a, date_b = first["added_rows"][0]["date"], second["added_rows"][0]["date"]
     assert second["replaced_rows"] == [
-        "seed 0 kindred_services: run A -> run B",
-        "seed 1 kindred_services: run A -> run B",
+        f"seed {s} kindred_services: run A ({date_a}) -> run B ({date_b})" for s in (0, 1)
     ]
     assert [r["command"] for r in second["added_rows"]] == ["run B"]
     with pytest.raises(ValueError, match="seeds"):
