@@ -30,10 +30,8 @@ class _Ranking(ranking_pb2_grpc.RankingServiceServicer):
         return self.behaviour(request)
 
 
-@pytest.fixture()
-def served() -> Iterator[tuple[KindredServer, _Ranking, grpc.Channel]]:
-    settings = Settings.from_env({"KINDRED_MAX_CONCURRENT_RPCS": "2", "KINDRED_SERVER_THREADS": "4"})
-    servicer = _Ranking()
+def _serve(settings: Settings, servicer: _Ranking) -> tuple[KindredServer, grpc.Channel]:
+    """A started server for `servicer` on a free port, and a channel to it."""
     server = create_grpc_server(
         settings,
         name="test",
@@ -41,7 +39,14 @@ def served() -> Iterator[tuple[KindredServer, _Ranking, grpc.Channel]]:
         register=lambda s: ranking_pb2_grpc.add_RankingServiceServicer_to_server(servicer, s),
         health_services=["kindred.v1.RankingService"],
     ).start()
-    channel = make_channel(f"127.0.0.1:{server.port}")
+    return server, make_channel(f"127.0.0.1:{server.port}")
+
+
+@pytest.fixture()
+def served() -> Iterator[tuple[KindredServer, _Ranking, grpc.Channel]]:
+    settings = Settings.from_env({"KINDRED_MAX_CONCURRENT_RPCS": "2", "KINDRED_SERVER_THREADS": "4"})
+    servicer = _Ranking()
+    server, channel = _serve(settings, servicer)
     yield server, servicer, channel
     channel.close()
     server.stop(0)
@@ -175,14 +180,7 @@ def test_server_runs_as_many_calls_at_once_as_its_resolved_threads(env: dict[str
         return ranking_pb2.RecommendResponse()
 
     servicer.behaviour = hold
-    server = create_grpc_server(
-        settings,
-        name="threads",
-        port=0,
-        register=lambda s: ranking_pb2_grpc.add_RankingServiceServicer_to_server(servicer, s),
-        health_services=["kindred.v1.RankingService"],
-    ).start()
-    channel = make_channel(f"127.0.0.1:{server.port}")
+    server, channel = _serve(settings, servicer)
     try:
         stub = ranking_pb2_grpc.RankingServiceStub(channel)
         request = ranking_pb2.RecommendRequest()

@@ -16,10 +16,9 @@ def _request(fan: dict, flt: PayloadFilter | None = None, n: int = 10) -> Source
     return SourceRequest(fan["fan_id"], fan, (flt or PayloadFilter()).excluding(fan["following"]), n)
 
 
-def test_neighbours_of_several_followed_creators_add_up_and_the_seeds_stay_out(
-    creators: IndexedCreators,
-) -> None:
-    store = FakeStore(
+def _two_seed_store() -> FakeStore:
+    """Neighbours of the seeds c010 and c011: c030 is a neighbour of both, c011 and c010 of each other."""
+    return FakeStore(
         {
             "creator_neighbors": {
                 "c010": {"ids": ["c020", "c030", "c011"], "scores": [0.5, 0.4, 0.3]},
@@ -27,6 +26,12 @@ def test_neighbours_of_several_followed_creators_add_up_and_the_seeds_stay_out(
             }
         }
     )
+
+
+def test_neighbours_of_several_followed_creators_add_up_and_the_seeds_stay_out(
+    creators: IndexedCreators,
+) -> None:
+    store = _two_seed_store()
     fan = fan_row("f1", ["c010", "c011"])
 
     hits = ItemToItemSource(store, creators.index).retrieve(_request(fan))
@@ -149,14 +154,7 @@ def test_filter_verdicts_are_shared_across_fans_and_dropped_on_writes_and_expiry
 def test_every_neighbours_sum_is_left_as_a_fact_for_other_sources_candidates(
     creators: IndexedCreators,
 ) -> None:
-    store = FakeStore(
-        {
-            "creator_neighbors": {
-                "c010": {"ids": ["c020", "c030", "c011"], "scores": [0.5, 0.4, 0.3]},
-                "c011": {"ids": ["c030", "c010", "c021"], "scores": [0.35, 0.9, 0.2]},
-            }
-        }
-    )
+    store = _two_seed_store()
     fan = fan_row("f1", ["c010", "c011"])
     facts: dict[str, dict[str, float]] = {}
     request = SourceRequest("f1", fan, PayloadFilter().excluding(fan["following"]), 1, facts=facts)

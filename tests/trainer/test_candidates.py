@@ -268,21 +268,29 @@ def test_publish_writes_the_three_namespaces_and_measures_the_pool(
     assert any("candidate pool recall@100" in line for line in lines)
 
 
+def _pool_at_80_percent(
+    platform: tuple[Catalogue, Interactions], k: int
+) -> tuple[Catalogue, list[str], dict[str, Any], Any]:
+    """(catalogue with friends, creator ids, fan rows, ServingPool of k) as of the 80% quantile of time."""
+    from kindred.features import build_creator_rows, build_fan_rows
+    from trainer.candidates import ServingPool
+
+    catalogue, events = _with_friends(platform[0]), platform[1]
+    as_of = float(np.quantile(events.ts, 0.8))
+    fan_rows = build_fan_rows(events, catalogue.fans, catalogue.creators, as_of=as_of)
+    creator_rows = build_creator_rows(events, catalogue.creators, catalogue.posts, as_of=as_of)
+    pool = ServingPool.as_of(events, catalogue, creator_rows, as_of=as_of, k=k)
+    return catalogue, [c.creator_id for c in catalogue.creators], fan_rows, pool
+
+
 def test_the_serving_pool_draws_like_retrieval_and_tags_every_candidate(
     platform: tuple[Catalogue, Interactions],
 ) -> None:
     """trainer.candidates.ServingPool: the ranker's training and evaluation candidates come from all five
     serving sources through retrieval_svc's merge, carrying what serving gives the ranker."""
-    from kindred.features import build_creator_rows, build_fan_rows
     from retrieval_svc.retriever import DEFAULT_QUOTA_SHARES, resolve_quotas
-    from trainer.candidates import ServingPool
 
-    catalogue, events = _with_friends(platform[0]), platform[1]
-    as_of = float(np.quantile(events.ts, 0.8))
-    creator_ids = [c.creator_id for c in catalogue.creators]
-    fan_rows = build_fan_rows(events, catalogue.fans, catalogue.creators, as_of=as_of)
-    creator_rows = build_creator_rows(events, catalogue.creators, catalogue.posts, as_of=as_of)
-    pool = ServingPool.as_of(events, catalogue, creator_rows, as_of=as_of, k=8)
+    catalogue, creator_ids, fan_rows, pool = _pool_at_80_percent(platform, k=8)
     assert pool.quotas == resolve_quotas(8, DEFAULT_QUOTA_SHARES, {})  # serving's own quota split
     rng = np.random.default_rng(0)
     claimed: set[str] = set()
@@ -311,16 +319,9 @@ def test_the_serving_pool_gives_every_candidate_retrievals_facts(
 ) -> None:
     """Co-engagement and friend counts for every candidate, whichever source claimed it — what serving's
     retriever writes from the item-to-item and social sources' facts — recomputed here from the tables."""
-    from kindred.features import build_creator_rows, build_fan_rows
     from retrieval_svc.sources.item_to_item import seeds_of
-    from trainer.candidates import ServingPool
 
-    catalogue, events = _with_friends(platform[0]), platform[1]
-    as_of = float(np.quantile(events.ts, 0.8))
-    creator_ids = [c.creator_id for c in catalogue.creators]
-    fan_rows = build_fan_rows(events, catalogue.fans, catalogue.creators, as_of=as_of)
-    creator_rows = build_creator_rows(events, catalogue.creators, catalogue.posts, as_of=as_of)
-    pool = ServingPool.as_of(events, catalogue, creator_rows, as_of=as_of, k=12)
+    catalogue, creator_ids, fan_rows, pool = _pool_at_80_percent(platform, k=12)
     rng = np.random.default_rng(1)
     outside = {"co_engagement": 0, "social_friends": 0}
     for fan in catalogue.fans:
