@@ -1,7 +1,8 @@
 """Effect of re-ranking on the trainer's time hold-out (NDCG/Recall@10, category coverage, exposure).
 
 Same protocol as trainer.evaluate.evaluate_holdout's "two_tower+ranker" row (features as of the train
-end, candidates = two-tower top-n ∪ popular top-n, ranker = the promoted ONNX ranker), then the page of
+end, candidates = the five-source serving pool as of then — or two-tower top-n ∪ popular top-n for a
+config with `ranker.pool = "two_source"` — ranker = the promoted ONNX ranker), then the page of
 10 re-ranked by ranking_svc.rerank with each configuration, with a bootstrap CI of each NDCG change.
 
     python bench/bench_rerank_effect.py [DATA_DIR]     (default var/demo, what `make demo` builds)
@@ -39,6 +40,7 @@ from ranking_svc.rerank import (
     Reranker,
     Slate,
 )
+from trainer.candidates import ServingPool
 from trainer.config import load_config
 from trainer.datasets import (
     build_snapshot,
@@ -102,17 +104,35 @@ age = np.array(
 )
 qualifies = (followers < ExposureParams().max_followers) | (age < ExposureParams().new_days)
 
+# The candidates evaluate_holdout ranks: the five-source serving pool as of the train end (with the
+# facts the ranker reads on every candidate), or the older two-tower + popular draw.
+pool = (
+    ServingPool.as_of(
+        events.before(split.train_end),
+        catalogue,
+        test.creator_rows,
+        as_of=split.train_end,
+        k=cfg.eval.pool_size,
+        popular_k=cfg.popular_k,
+    )
+    if cfg.ranker.pool == "serving"
+    else None
+)
+
 # Per fan: the ranker's ordered head (as evaluate_holdout builds it), then the rest in two-tower order.
 fans = []
 for i in rows:
-    cands = retrieve(
-        tt_scores[i],
-        test.popularity,
-        test.seen[i],
-        n_two_tower=cfg.eval.candidates_two_tower,
-        n_popular=cfg.eval.candidates_popular,
-        two_tower_score_for_popular=cfg.ranker.two_tower_score_for_popular,
-    )
+    if pool is not None:
+        cands = pool.draw(test.fan_ids[i], test.fan_rows.get(test.fan_ids[i]), tt_scores[i])
+    else:
+        cands = retrieve(
+            tt_scores[i],
+            test.popularity,
+            test.seen[i],
+            n_two_tower=cfg.eval.candidates_two_tower,
+            n_popular=cfg.eval.candidates_popular,
+            two_tower_score_for_popular=cfg.ranker.two_tower_score_for_popular,
+        )
     s = models.ranker_scores(featurize(test, i, cands, creator_ids))
     order = np.argsort(-s, kind="stable")
     head = [cands[j].creator for j in order]
@@ -122,8 +142,12 @@ for i in rows:
 
 out(
     f"hold-out: {len(fans)} fans, {sum(len(test.labels[i]) for i, *_ in fans)} discoveries, "
-    f"{len(creator_ids)} creators; ranker {version}; candidates per fan "
-    f"{cfg.eval.candidates_two_tower}+{cfg.eval.candidates_popular}"
+    f"{len(creator_ids)} creators; ranker {version}; candidates per fan: "
+    + (
+        f"the five-source serving pool of {cfg.eval.pool_size}"
+        if pool is not None
+        else f"{cfg.eval.candidates_two_tower} two-tower + {cfg.eval.candidates_popular} popular"
+    )
 )
 
 OFF = RerankConfig(freshness=None, diversity=None, exposure=None, cap=None)
