@@ -184,7 +184,7 @@ def systems(
     pipeline: PipelineConfig,
     friends: Any,
     threads: int,
-    served: Callable[[Split], dict[str, Any]] | None = None,
+    served: Callable[[Split, bool], dict[str, Any]] | None = None,
 ) -> dict[str, SystemRun]:
     """Every system in run order. A later system may reuse earlier tuned ones (the blend and
     Kindred's sources take the hyper-parameters the peers chose on valid)."""
@@ -203,7 +203,9 @@ def systems(
         ).tuned
     )
     if served is not None:
-        runs["kindred_services"] = lambda split, done: FinishedRow(served(split))
+        runs["kindred_services"] = lambda split, done: FinishedRow(served(split, True))
+        # The same, served with the re-ranking rules off: what they cost in accuracy here.
+        runs["kindred_services_no_rerank"] = lambda split, done: FinishedRow(served(split, False))
     return runs
 
 
@@ -405,6 +407,12 @@ def results_section(report: dict[str, Any]) -> str:
             "quotas, engine filters, ONNX ranker, re-ranking); valid artists excluded by the request. Not "
             "tuned on valid."
         )
+    if "kindred_services_no_rerank" in report["systems"]:
+        lines.append(
+            "- kindred_services_no_rerank: the same, served with `config/ranking.json` switching every "
+            "re-ranking rule off (the ranker's order): what freshness, diversity, exposure and the "
+            "per-category cap cost in accuracy on this data."
+        )
     lines += [
         "",
         *render_table(report["systems"]),
@@ -520,8 +528,9 @@ def main(argv: list[str] | None = None) -> int:
         platform_config = PlatformConfig(trainer_config="tiny" if args.quick else args.platform_config)
         work_root = repo_root() / "var" / "bench" / "recsys_services"
 
-        def served(split: Split) -> dict[str, Any]:
-            return services_row(split, inter, data_dir, work_root / f"seed{split.seed}", platform_config)
+        def served(split: Split, rerank: bool) -> dict[str, Any]:
+            config = replace(platform_config, rerank=rerank)
+            return services_row(split, inter, data_dir, work_root / f"seed{split.seed}", config)
 
         runs = systems(grids, strong, pipeline, friends, args.threads, served)
         wanted = args.systems or list(runs)

@@ -29,6 +29,7 @@ dropped.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -50,11 +51,30 @@ END_TIME: Final = 1_304_208_000.0  # 2011-05-01T00:00:00Z, HetRec 2011's release
 WINDOW_DAYS: Final = 30.0
 
 
+# ranking_svc's config file with every re-ranking step switched off: the page is the ranker's order.
+RERANK_OFF: Final = {"rerank": {"freshness": None, "diversity": None, "exposure": None, "cap": None}}
+
+
 @dataclasses.dataclass(frozen=True)
 class PlatformConfig:
     trainer_config: str = "default"  # tiny | default | a .toml path (trainer/configs)
     window_days: float = WINDOW_DAYS
     k: int = 10
+    # False: serve with the re-ranking rules off (`<data dir>/config/ranking.json`, as a deployment
+    # would), i.e. the ranker's order — what they cost in accuracy on this data.
+    rerank: bool = True
+
+
+def write_serving_config(data_dir: Path, config: PlatformConfig) -> None:
+    """The ranking config the services start with: none (the defaults), or re-ranking switched off."""
+    from ranking_svc.server import CONFIG_FILE
+
+    path = data_dir / CONFIG_FILE
+    if config.rerank:
+        path.unlink(missing_ok=True)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(RERANK_OFF), encoding="utf-8")
 
 
 def train_events(split: Split, inter: Interactions, seed: int, window_days: float) -> list[Any]:
@@ -187,6 +207,7 @@ def services_row(
     work_dir.mkdir(parents=True)
     n_events = write_platform(work_dir, hetrec_dir, split, inter, config.window_days)
     train_s = train_platform(work_dir, config.trainer_config, split.seed)
+    write_serving_config(work_dir, config)
     served = ServedRecommender(work_dir)
     try:
         valid = evaluate_pages(served, split, inter, "valid", config.k)
@@ -199,6 +220,7 @@ def services_row(
         "valid_ndcg@10": mean_metrics(valid.per_user)[f"ndcg@{config.k}"],
         "params": {
             "trainer_config": config.trainer_config,
+            "rerank": "default rules" if config.rerank else "off",
             "train_events": n_events,
             "window_days": config.window_days,
             "train_seconds": round(train_s, 1),

@@ -143,3 +143,16 @@ def test_the_services_recommend_unseen_artists_after_the_platform_trains(
         assert 0.0 <= float(result.per_user["ndcg@10"].mean()) <= 1.0
     finally:
         served.close()
+
+
+def test_serving_without_reranking_writes_a_config_ranking_reads_as_every_step_off(tmp_path: Path) -> None:
+    from kindred.config import Settings
+    from ranking_svc.rerank import RerankConfig
+    from ranking_svc.server import load_ranking_config
+
+    settings = Settings.from_env({"KINDRED_DATA_DIR": str(tmp_path)})
+    P.write_serving_config(tmp_path, P.PlatformConfig(rerank=False))
+    rerank, _ = load_ranking_config(settings)
+    assert rerank == RerankConfig(freshness=None, diversity=None, exposure=None, cap=None)
+    P.write_serving_config(tmp_path, P.PlatformConfig(rerank=True))  # back to the shipped defaults
+    assert load_ranking_config(settings)[0] == RerankConfig()
