@@ -40,7 +40,6 @@ from ranking_svc.rerank import (
     Reranker,
     Slate,
 )
-from trainer.candidates import ServingPool
 from trainer.config import load_config
 from trainer.datasets import (
     build_snapshot,
@@ -49,9 +48,9 @@ from trainer.datasets import (
     time_split,
     to_interactions,
 )
-from trainer.evaluate import ndcg_at_k, rank_by, recall_at_k
+from trainer.evaluate import holdout_pool, ndcg_at_k, rank_by, recall_at_k
 from trainer.promotion import RegistryModels
-from trainer.ranker import featurize, retrieve
+from trainer.ranker import draw_candidates, featurize
 
 K = 10
 data_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "var/demo")
@@ -104,35 +103,20 @@ age = np.array(
 )
 qualifies = (followers < ExposureParams().max_followers) | (age < ExposureParams().new_days)
 
-# The candidates evaluate_holdout ranks: the five-source serving pool as of the train end (with the
-# facts the ranker reads on every candidate), or the older two-tower + popular draw.
-pool = (
-    ServingPool.as_of(
-        events.before(split.train_end),
-        catalogue,
-        test.creator_rows,
-        as_of=split.train_end,
-        k=cfg.eval.pool_size,
-        popular_k=cfg.popular_k,
-    )
-    if cfg.ranker.pool == "serving"
-    else None
-)
+pool = holdout_pool(cfg, events, catalogue, test, split.train_end)  # what evaluate_holdout ranks
 
 # Per fan: the ranker's ordered head (as evaluate_holdout builds it), then the rest in two-tower order.
 fans = []
 for i in rows:
-    if pool is not None:
-        cands = pool.draw(test.fan_ids[i], test.fan_rows.get(test.fan_ids[i]), tt_scores[i])
-    else:
-        cands = retrieve(
-            tt_scores[i],
-            test.popularity,
-            test.seen[i],
-            n_two_tower=cfg.eval.candidates_two_tower,
-            n_popular=cfg.eval.candidates_popular,
-            two_tower_score_for_popular=cfg.ranker.two_tower_score_for_popular,
-        )
+    cands = draw_candidates(
+        test,
+        i,
+        tt_scores[i],
+        pool,
+        n_two_tower=cfg.eval.candidates_two_tower,
+        n_popular=cfg.eval.candidates_popular,
+        two_tower_score_for_popular=cfg.ranker.two_tower_score_for_popular,
+    )
     s = models.ranker_scores(featurize(test, i, cands, creator_ids))
     order = np.argsort(-s, kind="stable")
     head = [cands[j].creator for j in order]
@@ -186,11 +170,11 @@ for name, config in configs.items():
     reranker = Reranker.from_config(config)
     ndcg, recall, cats, maxcat, ild, small, expo = [], [], [], [], [], [], []
     for i, head, scores, tail in fans:
-        cands = [
+        slate_items = [
             ScoredCandidate(creator_ids[c], "two_tower", scores={"ranker": sc})
             for c, sc in zip(head, scores, strict=True)
         ]
-        slate = Slate.from_rows(cands, [test.creator_rows.get(creator_ids[c]) for c in head])
+        slate = Slate.from_rows(slate_items, [test.creator_rows.get(creator_ids[c]) for c in head])
         page_ids = [c.item_id for c in reranker.rerank(slate, K)]
         index = {c: j for j, c in enumerate(creator_ids)}
         page = [index[c] for c in page_ids]

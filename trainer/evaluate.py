@@ -25,9 +25,12 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from kindred.data.catalogue import Catalogue
+from kindred.features import Interactions
 from trainer.candidates import ServingPool
+from trainer.config import TrainConfig
 from trainer.datasets import Snapshot
-from trainer.ranker import featurize, retrieve
+from trainer.ranker import draw_candidates, featurize
 
 DEFAULT_CHUNK_FANS = 512
 
@@ -75,6 +78,23 @@ def summarize(
     return out
 
 
+def holdout_pool(
+    cfg: TrainConfig, events: Interactions, catalogue: Catalogue, test: Snapshot, train_end: float
+) -> ServingPool | None:
+    """The candidates `evaluate_holdout` ranks for a serving-pool ranker: the five sources as of the
+    train end (events before it only); None for a two-source ranker (`ranker.pool`)."""
+    if cfg.ranker.pool != "serving":
+        return None
+    return ServingPool.as_of(
+        events.before(train_end),
+        catalogue,
+        test.creator_rows,
+        as_of=train_end,
+        k=cfg.eval.pool_size,
+        popular_k=cfg.popular_k,
+    )
+
+
 def evaluate_holdout(
     test: Snapshot,
     user_vecs: npt.NDArray[np.float32],
@@ -106,18 +126,15 @@ def evaluate_holdout(
             if ranker_score is None:
                 tt_lists.append(top_by(tt_scores[r], seen, top_k))
                 continue
-            if pool is not None:
-                fan = test.fan_ids[i]
-                cands = pool.draw(fan, test.fan_rows.get(fan), tt_scores[r])
-            else:
-                cands = retrieve(
-                    tt_scores[r],
-                    test.popularity,
-                    seen,
-                    n_two_tower=n_two_tower,
-                    n_popular=n_popular,
-                    two_tower_score_for_popular=two_tower_score_for_popular,
-                )
+            cands = draw_candidates(
+                test,
+                i,
+                tt_scores[r],
+                pool,
+                n_two_tower=n_two_tower,
+                n_popular=n_popular,
+                two_tower_score_for_popular=two_tower_score_for_popular,
+            )
             tt = top_by(tt_scores[r], seen, top_k + len(cands))
             tt_lists.append(tt[:top_k])
             s = ranker_score(featurize(test, i, cands, creator_ids)) if cands else np.zeros(0, np.float32)

@@ -288,7 +288,7 @@ def _run(
 ) -> TrainReport:
     from trainer import ranker as rk
     from trainer import two_tower as tt
-    from trainer.evaluate import evaluate_holdout, format_table
+    from trainer.evaluate import evaluate_holdout, format_table, holdout_pool
     from trainer.export import build_manifest, check_parity, export_onnx, parity_inputs
 
     note = progress.note
@@ -422,18 +422,7 @@ def _run(
 
     # 5. evaluate ----------------------------------------------------------------------------------
     with progress.step("evaluate", "Recall@K / NDCG@K on the time hold-out"):
-        eval_pool = (
-            ServingPool.as_of(
-                events.before(split.train_end),
-                catalogue,
-                test.creator_rows,
-                as_of=split.train_end,
-                k=cfg.eval.pool_size,
-                popular_k=cfg.popular_k,
-            )
-            if cfg.ranker.pool == "serving"
-            else None
-        )
+        eval_pool = holdout_pool(cfg, events, catalogue, test, split.train_end)  # the gate ranks it too
         metrics = evaluate_holdout(
             test,
             tt.user_vectors(tower, test.user_x),

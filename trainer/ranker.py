@@ -200,11 +200,15 @@ class RankerData:
 def draw_candidates(
     snap: Snapshot,
     fan_index: int,
-    tt_row: npt.NDArray[np.float32],
-    cfg: RankerConfig,
+    tt_row: npt.NDArray[np.floating],
     pool: ServingPool | None,
+    *,
+    n_two_tower: int,
+    n_popular: int,
+    two_tower_score_for_popular: bool,
 ) -> list[Candidate]:
-    """One fan's list: from the serving pool when there is one, else the two-source draw."""
+    """One fan's list: from the serving pool when there is one, else the two-source draw of
+    `n_two_tower` + `n_popular` (training reads the counts from `ranker`, evaluation from `eval`)."""
     if pool is not None:
         fan = snap.fan_ids[fan_index]
         return pool.draw(fan, snap.fan_rows.get(fan), tt_row)
@@ -212,9 +216,9 @@ def draw_candidates(
         tt_row,
         snap.popularity,
         snap.seen[fan_index],
-        n_two_tower=cfg.candidates_two_tower,
-        n_popular=cfg.candidates_popular,
-        two_tower_score_for_popular=cfg.two_tower_score_for_popular,
+        n_two_tower=n_two_tower,
+        n_popular=n_popular,
+        two_tower_score_for_popular=two_tower_score_for_popular,
     )
 
 
@@ -255,7 +259,15 @@ def build_ranker_data(
             chunk = rows[start : start + max(1, chunk_fans)]
             scores = uv[chunk] @ cv.T  # (chunk, C)
             for r, i in enumerate(chunk):
-                cands = draw_candidates(snap, i, scores[r], cfg, pool)[:size]
+                cands = draw_candidates(
+                    snap,
+                    i,
+                    scores[r],
+                    pool,
+                    n_two_tower=cfg.candidates_two_tower,
+                    n_popular=cfg.candidates_popular,
+                    two_tower_score_for_popular=cfg.two_tower_score_for_popular,
+                )[:size]
                 labels = np.array(
                     [[c.creator in snap.objective_labels[n][i] for n in names] for c in cands],
                     dtype=np.float32,
