@@ -77,28 +77,25 @@ def write_serving_config(data_dir: Path, config: PlatformConfig) -> None:
         path.write_text(json.dumps(RERANK_OFF), encoding="utf-8")
 
 
-def train_events(split: Split, inter: Interactions, seed: int, window_days: float) -> list[Any]:
-    """One FOLLOW event per train pair (value = plays), at a random time in the window, in time order."""
+def train_events(
+    events: Sequence[Any], split: Split, inter: Interactions, seed: int, window_days: float
+) -> list[Any]:
+    """`events` (the loader's, one per pair) cut to the split's train pairs, each at a random time in
+    the window, in time order."""
     from kindred.data.schema import set_timestamp
-    from kindred.v1 import events_pb2
 
     train = split.train.tocoo()
     rng = np.random.default_rng([seed, 20110501])
     times = END_TIME - rng.random(len(train.data)) * window_days * DAY
-    order = np.argsort(times, kind="stable")
-    events = []
-    for j in order.tolist():
-        user, artist = int(inter.user_ids[train.row[j]]), int(inter.item_ids[train.col[j]])
-        event = events_pb2.Event(
-            event_id=f"lastfm-{user}-{artist}",
-            type=events_pb2.EventType.EVENT_TYPE_FOLLOW,
-            fan_id=f"u{user}",
-            creator_id=f"a{artist}",
-            value=float(train.data[j]),
-        )
-        set_timestamp(event.occurred_at, float(times[j]))
-        events.append(event)
-    return events
+    at = {
+        (f"u{int(inter.user_ids[u])}", f"a{int(inter.item_ids[i])}"): float(t)
+        for u, i, t in zip(train.row, train.col, times, strict=True)
+    }
+    kept = [e for e in events if (e.fan_id, e.creator_id) in at]
+    for e in kept:
+        set_timestamp(e.occurred_at, at[(e.fan_id, e.creator_id)])
+    kept.sort(key=lambda e: (e.occurred_at.seconds, e.occurred_at.nanos, e.event_id))
+    return kept
 
 
 def write_platform(
@@ -110,12 +107,16 @@ def write_platform(
 
     if (data_dir / "events").exists() or (data_dir / "catalogue").exists():
         raise FileExistsError(f"{data_dir} already holds a platform; give an empty directory")
-    catalogue, _ = load_hetrec_lastfm(hetrec_dir)  # its events are all pairs: only train pairs go in
+    catalogue, events = load_hetrec_lastfm(hetrec_dir)
     catalogue.write(data_dir)
-    events = train_events(split, inter, split.seed, window_days)
+    kept = train_events(events, split, inter, split.seed, window_days)
+    if len(kept) != split.train.nnz:
+        raise ValueError(
+            f"{len(kept)} of the split's {split.train.nnz} train pairs found among the loader's events"
+        )
     with EventLog(data_dir / "events") as log:
-        log.append(events)
-    return len(events)
+        log.append(kept)
+    return len(kept)
 
 
 def train_platform(data_dir: Path, trainer_config: str, seed: int) -> float:
