@@ -49,11 +49,22 @@ class TwoTowerConfig:
     # Share of fans whose snapshots the two-tower never trains on: the ranker learns on them, so it sees
     # honest (not memorised) two-tower scores, the same kind it gets at serving time.
     ranker_holdout_fans: float = 0.25
+    # > 1: cross-fitting instead of that held-out share. Fans are dealt into this many folds; for each
+    # fold a tower trained on the other folds scores that fold's ranker lists (every fan's scores honest,
+    # every fan a ranker list), and the tower that is served, evaluated and exported trains on all fans.
+    # Costs cross_fit_folds + 1 two-tower fits instead of one. 0 or 1: the held-out share above.
+    # Measured (2,000 fans × 300 creators × 30 days, trainer hold-out NDCG@10 of two-tower + ranker):
+    # seed 7 0.2623 → 0.2726, seed 11 0.2738 → 0.2901 with 2 folds; training 81 → 143 s on seed 7.
+    cross_fit_folds: int = 2
     # What the two-tower trains on. Follows/memberships (the evaluation target) by default: widening this
     # to first views, clicks and likes of not-yet-followed creators triples the pairs but scored lower on
     # the hold-out of two generated platforms (seeds 7 and 11, 6 epochs: NDCG@10 0.198 vs 0.206 and
     # 0.213 vs 0.232).
     positive_types: tuple[str, ...] = ("FOLLOW", "MEMBERSHIP_START")
+
+    def __post_init__(self) -> None:
+        if self.cross_fit_folds < 0:
+            raise ValueError(f"two_tower.cross_fit_folds must be ≥ 0, got {self.cross_fit_folds}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -227,6 +227,82 @@ def pack_two_tower(snaps: Sequence[Snapshot], keep: Callable[[str], bool]) -> An
     )
 
 
+def fan_fold(fan_id: str, folds: int, seed: int) -> int:
+    """Stable cross-fitting fold of a fan (crc32, not the salted `hash`)."""
+    return zlib.crc32(f"{seed}:fold:{fan_id}".encode()) % folds
+
+
+FanFilter = Callable[[str], bool]
+Fit = TypeVar("Fit")
+
+
+def fit_two_towers(
+    cfg: TrainConfig, fit: Callable[[FanFilter, FanFilter, str], Fit]
+) -> tuple[Fit, list[tuple[FanFilter, Fit]]]:
+    """The served two-tower's fit, and (fans, fit) pairs whose tower never trained on those fans.
+
+    The ranker must learn from two-tower scores as honest as serving's. Default: one tower trained on
+    all fans but a `ranker_holdout_fans` share, which alone gives the ranker its lists, and which is also
+    the tower served. With `cross_fit_folds` = K > 1: K towers, each trained on all folds but one, score
+    their own fold's lists (every fan a ranker list, every score out of fold), and the served tower is a
+    (K+1)-th trained on every fan. `fit(train_on, validate_on, name)` trains one tower.
+    """
+    folds = cfg.two_tower.cross_fit_folds
+    if folds <= 1:
+
+        def holdout(fan: str) -> bool:
+            return in_holdout(fan, cfg.two_tower.ranker_holdout_fans, cfg.seed)
+
+        def not_held_out(fan: str) -> bool:
+            return not holdout(fan)
+
+        tower = fit(not_held_out, holdout, "two_tower")
+        return tower, [(holdout, tower)]
+    ranker_towers: list[tuple[FanFilter, Fit]] = []
+    for k in range(folds):
+
+        def in_fold(fan: str, k: int = k) -> bool:
+            return fan_fold(fan, folds, cfg.seed) == k
+
+        def out_of_fold(fan: str, k: int = k) -> bool:
+            return fan_fold(fan, folds, cfg.seed) != k
+
+        ranker_towers.append((in_fold, fit(out_of_fold, in_fold, f"two_tower fold {k + 1}/{folds}")))
+    return fit(lambda fan: True, lambda fan: False, "two_tower (all fans, served)"), ranker_towers
+
+
+def fit_two_tower(
+    snaps: Sequence[Snapshot],
+    train_on: FanFilter,
+    validate_on: FanFilter,
+    cfg: TrainConfig,
+    name: str,
+    *,
+    version: str,
+    work: Path,
+    note: Callable[[str], None],
+) -> Any:
+    """One two-tower fit in a Ray Train worker on the snapshots of the fans `train_on` accepts (weights,
+    statistics and loss history); `validate_on`'s pairs give the held-out loss."""
+    from trainer import two_tower as tt
+
+    train, val = pack_two_tower(snaps, train_on), pack_two_tower(snaps, validate_on)
+    _require(len(train) > 1, "no two-tower training pairs in the train window")
+    held = f"{len(val):,} held-out pairs for validation" if len(val) else "no held-out pairs"
+    note(f"{name}: {len(train):,} training pairs ({held}); fitting in a Ray Train worker…")
+    result: tt.TwoTowerResult = fit_in_ray_train(
+        tt.ray_train_loop,
+        {"train": train, "val": val},
+        cfg=dataclasses.asdict(cfg.two_tower),
+        seed=cfg.seed,
+        threads=cfg.ray.torch_threads,
+        name=f"{name.split()[0]}-{version}",
+        storage=work / "ray",
+    )
+    _print_history(note, result.history)
+    return result
+
+
 def write_parquet(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -339,35 +415,20 @@ def _run(
         write_parquet(features_dir / "train" / "creators.parquet", list(test.creator_rows.values()))
         note(f"train-window features → {features_dir / 'train'}")
 
-    def holdout(fan: str) -> bool:
-        return in_holdout(fan, cfg.two_tower.ranker_holdout_fans, cfg.seed)
-
     # 3. two-tower ---------------------------------------------------------------------------------
     with progress.step("two-tower", "in-batch softmax with logQ correction, Ray Train (1 worker)"):
-        tt_train = pack_two_tower(snaps, lambda f: not holdout(f))
-        tt_val = pack_two_tower(snaps, holdout)
-        _require(len(tt_train) > 1, "no two-tower training pairs in the train window")
-        note(
-            f"{len(tt_train):,} training pairs ({len(tt_val):,} held-out pairs for validation and the ranker)"
+        tt_result, ranker_results = fit_two_towers(
+            cfg,
+            lambda train_on, validate_on, name: fit_two_tower(
+                snaps, train_on, validate_on, cfg, name, version=version, work=work, note=note
+            ),
         )
-        note("fitting in a Ray Train worker…")
-        tt_result: tt.TwoTowerResult = fit_in_ray_train(
-            tt.ray_train_loop,
-            {"train": tt_train, "val": tt_val},
-            cfg=dataclasses.asdict(cfg.two_tower),
-            seed=cfg.seed,
-            threads=cfg.ray.torch_threads,
-            name=f"two_tower-{version}",
-            storage=work / "ray",
-        )
-        _print_history(note, tt_result.history)
         tower = tt.build_model(tt_result, cfg.two_tower)
+        ranker_towers = [(fans, tt.build_model(r, cfg.two_tower)) for fans, r in ranker_results]
 
     # 4. ranker ------------------------------------------------------------------------------------
     heads = ", ".join(cfg.ranker.objectives)
     with progress.step("ranker", f"listwise multi-objective MLP ({heads}) over the {cfg.ranker.pool} pool"):
-        user_vecs = [tt.user_vectors(tower, s.user_x) for s in snaps]
-        creator_vecs = [tt.creator_vectors(tower, s.creator_x) for s in snaps]
         train_events = events.before(split.train_end)
         pools: list[ServingPool | None] = [
             ServingPool.as_of(
@@ -382,8 +443,21 @@ def _run(
             else None
             for s in snaps
         ]
-        rdata = rk.build_ranker_data(
-            snaps, user_vecs, creator_vecs, holdout, creator_ids, cfg.ranker, seed=cfg.seed, pools=pools
+        # Each fan's lists are scored by a tower that never trained on that fan (see fit_two_towers).
+        rdata = rk.RankerData.concat(
+            [
+                rk.build_ranker_data(
+                    snaps,
+                    [tt.user_vectors(ranker_tower, s.user_x) for s in snaps],
+                    [tt.creator_vectors(ranker_tower, s.creator_x) for s in snaps],
+                    fans,
+                    creator_ids,
+                    cfg.ranker,
+                    seed=cfg.seed + k,
+                    pools=pools,
+                )
+                for k, (fans, ranker_tower) in enumerate(ranker_towers)
+            ]
         )
         _require(len(rdata) > 1, "too few ranker lists (held-out fans with a retrieved discovery)")
         rng = np.random.default_rng(cfg.seed)
@@ -408,10 +482,16 @@ def _run(
             storage=work / "ray",
         )
         _print_history(note, rk_result.history)
+        trained = rk.trained_heads(r_train)
+        if not all(trained):
+            untrained = [n for n, t in zip(rk_result.objectives, trained, strict=True) if not t]
+            note(f"no training list has a positive for {untrained}: weight 0 (an untrained head is noise)")
+            weights = rk.without_untrained(rk_result.weights, trained)
+            rk_result = dataclasses.replace(rk_result, weights=weights)
         ranker = rk.build_model(rk_result, cfg.ranker)
         weight_table: list[dict[str, Any]] = []
         if cfg.ranker.select_weights and len(r_val):
-            chosen, weight_table = rk.select_weights(ranker, r_val, cfg.ranker.weight_grid)
+            chosen, weight_table = rk.select_weights(ranker, r_val, cfg.ranker.weight_grid, trained=trained)
             rk_result = dataclasses.replace(rk_result, weights=chosen)
             ranker = rk.build_model(rk_result, cfg.ranker)
             best = max(row["ndcg@10"] for row in weight_table)

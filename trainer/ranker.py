@@ -7,8 +7,9 @@ knows nothing about objectives reads, and what old single-score models also have
 "<objective>_logit" (B,) per head. ranking_svc.objectives recombines the heads with the deployment's
 weights and reports each head's share of the list ("p_follow", ...) among the stage scores.
 
-Training data mirrors serving. For each fan snapshot the ranker never saw through the two-tower (fans
-held out of two-tower training, so their two-tower scores are as honest as at serving time), candidates
+Training data mirrors serving. For each fan snapshot scored by a two-tower that never trained on that fan
+(held out of its training, or in the fold it skipped when cross-fitting — trainer.pipeline.fit_two_towers
+— so the two-tower scores are as honest as at serving time), candidates
 are drawn the way retrieval draws them: with `pool = "serving"` (default) from the five-source pool —
 two-tower, item-to-item, social, trending, popular — through trainer.candidates.ServingPool, i.e. the
 serving sources' own list logic and retrieval_svc's quota merge over candidate tables built as of the
@@ -34,11 +35,12 @@ hard negatives of exactly the retrieval it sits behind.
 Loss: per head, listwise softmax cross-entropy over the list (ListNet-style with multiple positives: the
 mean −log softmax of the positives), averaged over the lists that hold a positive *for that head* —
 a list without a membership teaches the support head nothing and does not dilute it; the heads' losses
-are summed. A list is kept when any head has a positive in it. Listwise losses optimise the order
-within a list, which is what NDCG measures, and need no negative-sampling ratio to tune. Each head's
-output is therefore a logit defined up to a per-list constant; the weighted sum of heads is the log of
-a weighted product of the heads' in-list softmax probabilities, so its order is meaningful within a
-list, which is all re-ranking needs.
+are summed. A list is kept when any head has a positive in it. A head with no positive in any training
+list (HetRec has follows only) never gets a gradient, so it is left at weight 0 (`trained_heads`).
+Listwise losses optimise the order within a list, which is what NDCG measures, and need no
+negative-sampling ratio to tune. Each head's output is therefore a logit defined up to a per-list
+constant; the weighted sum of heads is the log of a weighted product of the heads' in-list softmax
+probabilities, so its order is meaningful within a list, which is all re-ranking needs.
 
 Known approximation: the two-tower that scores these lists is trained on all training snapshots, the
 later ones included, so for an early snapshot its scores (and creator id embeddings) carry other fans'
@@ -195,6 +197,25 @@ class RankerData:
     def subset(self, keep: npt.NDArray[np.bool_]) -> RankerData:
         d = self.discovery[keep] if self.discovery is not None else None
         return RankerData(self.x[keep], self.mask[keep], self.y[keep], d)
+
+    @staticmethod
+    def concat(parts: Sequence[RankerData]) -> RankerData:
+        """The lists of every part, in order (all built with one list size and feature order)."""
+        if not parts:
+            raise ValueError("no ranker data to concatenate")
+        if len(parts) == 1:
+            return parts[0]
+        discovery = (
+            np.concatenate([p.discovery for p in parts if p.discovery is not None])
+            if all(p.discovery is not None for p in parts)
+            else None
+        )
+        return RankerData(
+            np.concatenate([p.x for p in parts]),
+            np.concatenate([p.mask for p in parts]),
+            np.concatenate([p.y for p in parts]),
+            discovery,
+        )
 
 
 def draw_candidates(
@@ -446,11 +467,29 @@ def list_ndcg(
     return float(np.mean(dcg / idcg))
 
 
+def trained_heads(data: RankerData) -> tuple[bool, ...]:
+    """Per objective head: did any of `data`'s lists hold a positive for it? The loss averages each head
+    over its own lists with a positive, so a head without one never got a gradient: its output is its
+    random initialisation, noise that no combination should weigh."""
+    return tuple(bool(b) for b in ((data.y * data.mask[..., None]).sum(axis=(0, 1)) > 0))
+
+
+def without_untrained(weights: Sequence[float], trained: Sequence[bool]) -> tuple[float, ...]:
+    """`weights` with every untrained head's weight set to 0."""
+    return tuple(float(w) if t else 0.0 for w, t in zip(weights, trained, strict=True))
+
+
 def select_weights(
-    model: Ranker, data: RankerData, grid: Sequence[float], *, k: int = 10
+    model: Ranker,
+    data: RankerData,
+    grid: Sequence[float],
+    *,
+    k: int = 10,
+    trained: Sequence[bool] | None = None,
 ) -> tuple[tuple[float, ...], list[dict[str, Any]]]:
     """The combination of heads that orders `data`'s lists best for discovery (NDCG@k), first head's
     weight fixed at 1 and every other head's from `grid`; ties keep the earlier (smaller) weights.
+    Heads marked untrained in `trained` (see `trained_heads`) stay at 0 instead of being tried.
 
     Run on the ranker's own validation lists (never the hold-out): a head trained on few positives
     (memberships of creators the fan did not follow yet are rare) is noise at weight 1, and how much the
@@ -459,7 +498,11 @@ def select_weights(
     if data.discovery is None or len(data) == 0:
         raise ValueError("select_weights needs validation lists with discovery labels")
     heads = score_objectives(model, data.x)  # (G, M, H)
-    combos = [(1.0, *rest) for rest in itertools.product(grid, repeat=heads.shape[-1] - 1)]
+    trained = tuple(trained) if trained is not None else (True,) * heads.shape[-1]
+    if len(trained) != heads.shape[-1]:
+        raise ValueError(f"trained names {len(trained)} heads, the model has {heads.shape[-1]}")
+    choices = [list(grid) if t else [0.0] for t in trained[1:]]
+    combos = [(1.0, *rest) for rest in itertools.product(*choices)]
     table = [
         {"weights": list(w), f"ndcg@{k}": list_ndcg(heads @ np.asarray(w), data.mask, data.discovery, k)}
         for w in combos

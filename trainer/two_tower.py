@@ -44,8 +44,10 @@ numbers that chose the defaults are also in the comments of trainer/config.py):
   - Longer training memorises: 0.21 at 8 epochs, 0.17 at 20; the held-out in-batch loss bottoms
     out after a few hundred steps, hence few epochs, dropout 0.3 and weight decay 1e-2.
 
-Ranker training needs honest two-tower scores: the fans in `ranker_holdout_fans` are never trained on
-here (their pairs only give the held-out loss), and the ranker learns on exactly those fans.
+Ranker training needs honest two-tower scores (trainer.pipeline.fit_two_towers): either the fans in
+`ranker_holdout_fans` are never trained on (their pairs only give the held-out loss) and the ranker
+learns on exactly those fans, or, with `cross_fit_folds` = K, K towers each skip one fold of fans and
+score that fold's ranker lists while a tower trained on every fan is the one served.
 
 Standardisation statistics are buffers inside the towers, so the exported graph takes raw
 `kindred.features` vectors and serving needs no preprocessing metadata beyond the feature order.

@@ -178,6 +178,21 @@ def test_the_default_combination_is_chosen_for_the_discovery_target_on_validatio
     assert chosen[1] == 1.0
 
 
+def test_a_head_without_positives_is_untrained_and_never_weighed() -> None:
+    data = ranker_data()
+    data.y[..., 1] = 0.0  # no list has a support positive: that head never gets a gradient
+    assert rk.trained_heads(data) == (True, False, True)
+    model = rk.build_model(rk.train_ranker(data, SMALL_RK, seed=0, log=lambda _: None), SMALL_RK)
+    val = ranker_data(seed=1)
+    val.discovery = val.y[..., 1].copy()  # validation rewards exactly what the untrained head "predicts"
+    chosen, table = rk.select_weights(model, val, (0.0, 1.0), trained=rk.trained_heads(data))
+    assert chosen[1] == 0.0 and len(table) == 2  # only the engage head's weight is searched
+    assert all(row["weights"][1] == 0.0 for row in table)
+    assert rk.without_untrained((1.0, 0.1, 0.5), (True, False, True)) == (1.0, 0.0, 0.5)
+    with pytest.raises(ValueError, match="heads"):
+        rk.select_weights(model, val, (0.0, 1.0), trained=(True, False))
+
+
 def test_list_ndcg_by_hand() -> None:
     scores = np.array([[3.0, 2.0, 1.0, 9.0]])
     mask = np.array([[True, True, True, False]])
