@@ -46,8 +46,8 @@ class TwoTowerConfig:
     weight_decay: float = 1e-2
     temperature: float = 0.07  # softmax temperature on cosine similarities
     logq: bool = True  # subtract log(sampling probability) from in-batch logits (see trainer.two_tower)
-    # Share of fans whose snapshots the two-tower never trains on: the ranker learns on them, so it sees
-    # honest (not memorised) two-tower scores, the same kind it gets at serving time.
+    # Without cross-fitting (cross_fit_folds ≤ 1): share of fans whose snapshots the two-tower never trains
+    # on; the ranker learns on them, so it sees honest (not memorised) two-tower scores, as at serving.
     ranker_holdout_fans: float = 0.25
     # > 1: cross-fitting instead of that held-out share. Fans are dealt into this many folds; for each
     # fold a tower trained on the other folds scores that fold's ranker lists (every fan's scores honest,

@@ -195,6 +195,31 @@ def fit_in_ray_train(
         return pickle.load(fh)
 
 
+def train_in_ray(
+    loop: Callable[[dict[str, Any]], None],
+    train: Any,
+    val: Any,
+    model_cfg: Any,
+    cfg: TrainConfig,
+    *,
+    name: str,
+    work: Path,
+    note: Callable[[str], None],
+) -> Any:
+    """One model fit by `loop` in Ray Train with the run's seed and threads; prints its loss history."""
+    result = fit_in_ray_train(
+        loop,
+        {"train": train, "val": val},
+        cfg=dataclasses.asdict(model_cfg),
+        seed=cfg.seed,
+        threads=cfg.ray.torch_threads,
+        name=name,
+        storage=work / "ray",
+    )
+    _print_history(note, result.history)
+    return result
+
+
 # ------------------------------------------------------------------------------------------------
 # Packing
 # ------------------------------------------------------------------------------------------------
@@ -290,16 +315,16 @@ def fit_two_tower(
     _require(len(train) > 1, "no two-tower training pairs in the train window")
     held = f"{len(val):,} held-out pairs for validation" if len(val) else "no held-out pairs"
     note(f"{name}: {len(train):,} training pairs ({held}); fitting in a Ray Train worker…")
-    result: tt.TwoTowerResult = fit_in_ray_train(
+    result: tt.TwoTowerResult = train_in_ray(
         tt.ray_train_loop,
-        {"train": train, "val": val},
-        cfg=dataclasses.asdict(cfg.two_tower),
-        seed=cfg.seed,
-        threads=cfg.ray.torch_threads,
+        train,
+        val,
+        cfg.two_tower,
+        cfg,
         name=f"{name.split()[0]}-{version}",
-        storage=work / "ray",
+        work=work,
+        note=note,
     )
-    _print_history(note, result.history)
     return result
 
 
@@ -472,16 +497,9 @@ def _run(
             f"({len(r_val)} for validation); lists with a positive: {positives}"
         )
         note("fitting in a Ray Train worker…")
-        rk_result: rk.RankerResult = fit_in_ray_train(
-            rk.ray_train_loop,
-            {"train": r_train, "val": r_val},
-            cfg=dataclasses.asdict(cfg.ranker),
-            seed=cfg.seed,
-            threads=cfg.ray.torch_threads,
-            name=f"ranker-{version}",
-            storage=work / "ray",
+        rk_result: rk.RankerResult = train_in_ray(
+            rk.ray_train_loop, r_train, r_val, cfg.ranker, cfg, name=f"ranker-{version}", work=work, note=note
         )
-        _print_history(note, rk_result.history)
         trained = rk.trained_heads(r_train)
         if not all(trained):
             untrained = [n for n, t in zip(rk_result.objectives, trained, strict=True) if not t]
