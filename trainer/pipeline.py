@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import secrets
 import shutil
 import tempfile
@@ -321,7 +322,8 @@ def fit_two_tower(
         val,
         cfg.two_tower,
         cfg,
-        name=f"{name.split()[0]}-{version}",
+        # One Ray run name per fit ("two_tower-fold-1-2-<version>"): Ray Train may resume a run by name.
+        name="-".join([*re.findall(r"[a-z0-9_]+", name.lower()), version]),
         work=work,
         note=note,
     )
