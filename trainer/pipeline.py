@@ -486,7 +486,7 @@ def _run(
                 for k, (fans, ranker_tower) in enumerate(ranker_towers)
             ]
         )
-        _require(len(rdata) > 1, "too few ranker lists (held-out fans with a retrieved discovery)")
+        _require(len(rdata) > 1, "too few ranker lists (fans scored out of fold with a retrieved discovery)")
         rng = np.random.default_rng(cfg.seed)
         is_val = rng.random(len(rdata)) < cfg.ranker.val_fraction
         r_train, r_val = rdata.subset(~is_val), rdata.subset(is_val)

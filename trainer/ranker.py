@@ -7,9 +7,9 @@ knows nothing about objectives reads, and what old single-score models also have
 "<objective>_logit" (B,) per head. ranking_svc.objectives recombines the heads with the deployment's
 weights and reports each head's share of the list ("p_follow", ...) among the stage scores.
 
-Training data mirrors serving. For each fan snapshot scored by a two-tower that never trained on that fan
-(held out of its training, or in the fold it skipped when cross-fitting — trainer.pipeline.fit_two_towers
-— so the two-tower scores are as honest as at serving time), candidates
+Training data mirrors serving. For each fan snapshot scored by a two-tower that never trained on that
+fan (held out of its training, or in the fold it skipped when cross-fitting: see
+trainer.pipeline.fit_two_towers; so the two-tower scores are as honest as at serving time), candidates
 are drawn the way retrieval draws them: with `pool = "serving"` (default) from the five-source pool —
 two-tower, item-to-item, social, trending, popular — through trainer.candidates.ServingPool, i.e. the
 serving sources' own list logic and retrieval_svc's quota merge over candidate tables built as of the
