@@ -54,6 +54,7 @@ SOURCES: Final[tuple[str, ...]] = (
     "two_tower",
     "popular",
     "item_to_item",
+    "mf",
     "social",
     "followed_fresh",
     "trending",
@@ -170,6 +171,9 @@ _RANKER_CROSS: Final[tuple[str, ...]] = (
     # friends follow it. Both squashed to [0, 1) as x / (1 + x), like the sources' own scores.
     "co_engagement",
     "social_friends",
+    # The fan-creator ALS score (kindred.mf: the fan folded in from its follows), raw: x · y is already
+    # small and centred near 0; 0 where unknown (no known follows, a creator newer than the model).
+    "mf_score",
 )
 # The candidate's scores keys those two facts arrive under (retrieval's Candidate.scores).
 CO_ENGAGEMENT_KEY: Final = "co_engagement"
@@ -703,19 +707,22 @@ def ranker_features_batch(
     creator_facts: Sequence[CreatorCrossFacts] | None = None,
     co_engagement: Sequence[float] | None = None,
     social_friends: Sequence[float] | None = None,
+    mf_scores: Sequence[float] | None = None,
 ) -> FloatArray:
     """(N, len(RANKER_FEATURES)) for one fan and N candidate creators (see `ranker_features`).
 
     `creator_vectors` optionally passes precomputed `creator_tower_features` of the rows (the trainer
     caches them per creator), and `creator_facts` their `creator_cross_facts` (ranking caches both);
     they must be exactly those of `creator_rows`. `co_engagement` / `social_friends`: each candidate's
-    raw summed similarity and friend count (None: unknown, 0).
+    raw summed similarity and friend count, `mf_scores` its ALS score (None: unknown, 0).
     """
     n = len(creator_rows)
     if not (len(two_tower_scores) == len(retrieval_scores) == len(sources) == n):
         raise ValueError("ranker_features_batch: creator_rows, scores and sources must have the same length")
-    if any(v is not None and len(v) != n for v in (co_engagement, social_friends)):
-        raise ValueError("ranker_features_batch: co_engagement and social_friends need one value per row")
+    if any(v is not None and len(v) != n for v in (co_engagement, social_friends, mf_scores)):
+        raise ValueError(
+            "ranker_features_batch: co_engagement, social_friends, mf_scores need one value per row"
+        )
     out = np.zeros((n, len(RANKER_FEATURES)), dtype=np.float32)
     if n == 0:
         return out
@@ -780,6 +787,8 @@ def ranker_features_batch(
         if values is not None:
             raw = np.maximum(_finite_or(values, 0.0)[0], 0.0)
             cross[:, j] = raw / (1.0 + raw)
+    if mf_scores is not None:
+        cross[:, 11] = _finite_or(mf_scores, 0.0)[0]
     out[:, col : col + len(_RANKER_CROSS)] = cross
     col += len(_RANKER_CROSS)
 

@@ -11,6 +11,7 @@ SPAN_SOURCE = "retrieval.source"  # + ".<source>", e.g. retrieval.source.two_tow
 SPAN_QDRANT_QUERY = "qdrant.query"
 SPAN_ONNX_RUN = "onnx.run"  # attribute MODEL_NAME names which model
 SPAN_ONLINE_STORE_GET = "online_store.get"
+SPAN_MF_SCORE = "mf.score"  # fold-in + scoring of every creator (retrieval_svc.sources.mf)
 SPAN_RANK = "ranking.rank"
 SPAN_RERANK = "ranking.rerank"
 SPAN_RETRIEVAL_CALL = "ranking.call_retrieval"

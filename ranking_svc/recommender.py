@@ -29,6 +29,7 @@ from opentelemetry import trace
 from kindred import telemetry_schema as schema
 from kindred.errors import InvalidArgument, Unavailable, validate_count
 from kindred.features import CO_ENGAGEMENT_KEY, SOCIAL_FRIENDS_KEY, ranker_features_batch
+from kindred.mf import MF_SCORE_KEY
 from kindred.telemetry import get_meter, get_tracer
 from ranking_svc.creator_features import CreatorBatch, CreatorFeatureCache
 from ranking_svc.domain import (
@@ -165,6 +166,7 @@ class Recommender:
             creator_facts=creators.cross,
             co_engagement=[c.scores.get(CO_ENGAGEMENT_KEY, 0.0) for c in candidates],
             social_friends=[c.scores.get(SOCIAL_FRIENDS_KEY, 0.0) for c in candidates],
+            mf_scores=[c.scores.get(MF_SCORE_KEY, 0.0) for c in candidates],
         )
         with tracer.start_as_current_span(schema.SPAN_ONNX_RUN) as span:
             span.set_attribute(schema.MODEL_NAME, self._ranker.name)

@@ -9,10 +9,11 @@ listens at once (NOT_SERVING) and waits for the trainer to publish an index and 
 Candidate sources, in priority order (the first fills its quota first and keeps the candidates several
 sources propose), with their default share of the k slots (`retriever.DEFAULT_QUOTA_SHARES`):
 
-    two_tower     0.55  personalised ANN over the creator index: the strongest single source
+    two_tower     0.30  personalised ANN over the creator index
+    mf            0.30  ALS: the fan folded in from its follows, every creator scored (kindred.mf)
     item_to_item  0.20  creators whose audiences overlap with those the fan follows
-    social        0.10  creators the fan's friends follow or support
-    trending      0.10  fastest-growing creators, 30 % of its slots for new creators (exploration)
+    social        0.08  creators the fan's friends follow or support
+    trending      0.07  fastest-growing creators, 30 % of its slots for new creators (exploration)
     popular       0.05  popular by the fan's interests and overall: always answers, so it backfills
 
 The shares are measured, not guessed: on two generated demo platforms (2,000 fans, 300 creators,
@@ -47,6 +48,8 @@ from kindred.config import Settings, SettingsError
 from kindred.errors import FailedPrecondition, ModelMismatch
 from kindred.features import USER_TOWER_FEATURES, user_tower_features
 from kindred.grpc_server import KindredServer
+from kindred.mf import MANIFEST_KEY as MF_MANIFEST_KEY
+from kindred.mf import MfModel
 from kindred.service import ServiceSpec, run_service
 from kindred.v1 import retrieval_pb2_grpc
 from kindred.vectorstore import VectorIndex, VectorIndexError, open_creator_index
@@ -66,6 +69,7 @@ from retrieval_svc.serving import (
 )
 from retrieval_svc.sources import CandidateSource, FeatureReader
 from retrieval_svc.sources.item_to_item import ItemToItemSource
+from retrieval_svc.sources.mf import MfSource
 from retrieval_svc.sources.popular import PopularSource
 from retrieval_svc.sources.ranked_lists import VerdictCache
 from retrieval_svc.sources.social import SocialSource
@@ -295,6 +299,17 @@ def check_compatible(index: VectorIndex, user_tower: UserTower, features: Featur
         )
 
 
+def load_mf(user_tower: UserTower) -> MfModel | None:
+    """The mf source's model shipped with this user tower's version (kindred.mf), or None when the
+    version has none (a trainer from before the source): the service then runs without it."""
+    manifest = getattr(user_tower, "manifest", None) or {}
+    path = getattr(user_tower, "path", None)
+    if path is None or MF_MANIFEST_KEY not in manifest:
+        log.warning("user tower %s carries no mf model: the mf source is off", user_tower.version)
+        return None
+    return MfModel.load(Path(path).parent, manifest)
+
+
 def paired_index_version(user_tower: UserTower) -> str:
     manifest = getattr(user_tower, "manifest", None) or {}
     return str(manifest.get("index_version", user_tower.version))
@@ -309,11 +324,13 @@ def build_bundle(
 ) -> ServingBundle:
     """The sources over `index` and `user_tower` (reading `deps.store`), ready to serve."""
     check_compatible(index, user_tower, deps.features)
+    mf = load_mf(user_tower)
     popular = PopularSource(deps.store, index, cache_ttl_s=deps.popular_cache_ttl_s)
     verdicts = VerdictCache(deps.popular_cache_ttl_s)
     sources: list[CandidateSource] = [  # priority order: see the module docstring
         TwoTowerSource(user_tower, index, deps.features, model_name=USER_TOWER, hnsw_ef=deps.hnsw_ef),
-        # One cache of the engine's filter verdicts for both per-fan list sources (same catalogue).
+        # One cache of the engine's filter verdicts for the per-fan ranked lists (same catalogue).
+        *([MfSource(mf, index, verdicts=verdicts)] if mf is not None else []),
         ItemToItemSource(deps.store, index, verdicts=verdicts),
         SocialSource(deps.store, index, verdicts=verdicts),
         TrendingSource(deps.store, index, new_share=deps.trending_new_share),

@@ -23,6 +23,10 @@
   `new_creator_max_followers` followers, by interaction weight per day since creation (those nobody has
   found yet at the end, newest first): the exploration share retrieval reserves for them. Scores are
   divided by the largest in their family, so they lie in [0, 1].
+- **mf** (not a store namespace): ALS creator factors fitted on the follow state at `t` (trainer.mf).
+  Serving loads them from the two-tower user model's version (kindred.mf); offline, the tables carry the
+  model fitted as of their own `t`, so a pool drawn at a training cut scores with factors that never saw
+  what came after it.
 
 The pipeline writes tables as of the end of the data (what serving needs, like the "fan" rows) and
 measures the candidate pool on the hold-out with tables as of the train end (`candidate_pool_recall`):
@@ -45,9 +49,11 @@ import numpy.typing as npt
 from kindred.data.catalogue import Catalogue
 from kindred.data.schema import Creator
 from kindred.features import DAY, Interactions, build_popular_lists, following_pairs, pair_weights
+from kindred.mf import MfModel, MfParams
 from retrieval_svc.sources import SourceHit
 
 if TYPE_CHECKING:
+    from trainer.config import TrainConfig
     from trainer.datasets import Snapshot
 
 NEIGHBORS = "creator_neighbors"
@@ -80,6 +86,14 @@ class CandidatesConfig:
     trending_prior: float = 5.0  # pseudo-count of interaction weight: damps the growth of tiny creators
     new_creator_days: float = 30.0  # "new": created at most this long ago ...
     new_creator_max_followers: int = 20  # ... and followed by at most this many fans
+    # The mf source's model (TrainConfig's `[mf]`); None: no mf source in the pools.
+    mf: MfParams | None = dataclasses.field(default_factory=MfParams)
+    seed: int = 0  # ALS's initialisation
+
+
+def candidates_config(cfg: TrainConfig) -> CandidatesConfig:
+    """The tables' config a training run uses: the defaults, with the run's `[mf]` and seed."""
+    return CandidatesConfig(mf=cfg.mf, seed=cfg.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,12 +101,14 @@ class CandidateTables:
     neighbors: Table
     social: Table
     trending: Table
+    mf: MfModel | None = None
 
     def summary(self) -> str:
         new = sum(1 for k in self.trending if k.startswith(NEW_PREFIX))
         return (
             f"{len(self.neighbors):,} creators with neighbours, {len(self.social):,} fans with a social row, "
             f"{len(self.trending) - new} trending + {new} new-creator lists"
+            + (f", mf factors for {len(self.mf.creator_ids):,} creators" if self.mf is not None else "")
         )
 
 
@@ -262,20 +278,32 @@ def trending_lists(
 
 
 def build_candidate_tables(
-    events: Interactions, catalogue: Catalogue, *, as_of: float, cfg: CandidatesConfig | None = None
+    events: Interactions,
+    catalogue: Catalogue,
+    *,
+    as_of: float,
+    cfg: CandidatesConfig | None = None,
+    with_mf: bool = True,
 ) -> CandidateTables:
-    """The three tables from events strictly before `as_of` and the catalogue's friendships."""
+    """The three tables from events strictly before `as_of` and the catalogue's friendships, and the mf
+    model fitted on the same follows (unless `with_mf` is False or the config has none)."""
+    from trainer.mf import fit_mf
+
     cfg = cfg or CandidatesConfig()
     past = events.before(as_of)
     following = following_pairs(past)
     pf, pc, pw, _ = pair_weights(past)
     strength = {(f, c): float(w) for f, c, w in zip(pf.tolist(), pc.tolist(), pw.tolist(), strict=True)}
+    mf = None
+    if with_mf and cfg.mf is not None:
+        mf = fit_mf(following, [c.creator_id for c in catalogue.creators], cfg.mf, seed=cfg.seed)
     return CandidateTables(
         neighbors=co_engagement_neighbors(
             following, k=cfg.neighbors_k, shrinkage=cfg.shrinkage, max_follows_per_fan=cfg.max_follows_per_fan
         ),
         social=social_lists(following, catalogue.friends_of(), k=cfg.social_k, strength=strength),
         trending=trending_lists(past, catalogue.creators, following, as_of=as_of, cfg=cfg),
+        mf=mf,
     )
 
 
@@ -302,10 +330,13 @@ def source_hits(
     *,
     sources: Iterable[str],
     n: int,
+    mf_scores: npt.NDArray[np.float32] | None = None,
 ) -> dict[str, list[SourceHit]]:
     """Each source's top `n` for one fan, by the serving sources' own list logic; the fan's `following`
-    is excluded as the serving filter would (there is no engine offline: a set does it)."""
+    is excluded as the serving filter would (there is no engine offline: a set does it). `mf_scores`:
+    the fan's mf scores when the caller already has them (else folded in here from `tables.mf`)."""
     from retrieval_svc.sources import item_to_item as i2i
+    from retrieval_svc.sources import mf as mfs
     from retrieval_svc.sources import popular as pop
     from retrieval_svc.sources import social as soc
     from retrieval_svc.sources import trending as tr
@@ -321,6 +352,10 @@ def source_hits(
     if "two_tower" in wanted and two_tower_scores is not None:
         order = np.argsort(-two_tower_scores, kind="stable")
         hits["two_tower"] = keep(SourceHit(creator_ids[j], float(two_tower_scores[j]), "") for j in order)
+    if "mf" in wanted and tables.mf is not None:
+        following = [str(c) for c in fan.get("following") or ()]
+        scores = mf_scores if mf_scores is not None else mfs.fan_scores(tables.mf, following)
+        hits["mf"] = [] if scores is None else mfs.ranked_hits(tables.mf, scores, n, following)
     if "item_to_item" in wanted:
         seeds = i2i.seeds_of(fan)
         hits["item_to_item"] = keep(i2i.aggregate(seeds, [tables.neighbors.get(s) for s in seeds]))
@@ -430,7 +465,8 @@ def publish_candidates(
     from retrieval_svc.retriever import DEFAULT_QUOTA_SHARES
 
     cfg = cfg or CandidatesConfig()
-    tables = build_candidate_tables(events, catalogue, as_of=as_of, cfg=cfg)
+    # The serving mf model goes out with the models (pipeline's export step), not into the store.
+    tables = build_candidate_tables(events, catalogue, as_of=as_of, cfg=cfg, with_mf=False)
     write_candidate_tables(store, tables)
     note(f"candidate tables: {tables.summary()}")
     if holdout is None:
@@ -481,6 +517,7 @@ class Candidate:
     # retrieval's per-candidate facts (retrieval_svc.sources.ItemFacts), whichever source proposed it
     co_engagement: float = 0.0  # summed neighbour similarity to the fan's creators
     social_friends: float = 0.0  # the fan's friends who follow it
+    mf_score: float = 0.0  # the fan's ALS score for it (0: no mf model, or no known follows)
 
 
 class ServingPool:
@@ -537,9 +574,13 @@ class ServingPool:
         two_tower_scores: npt.NDArray[np.floating] | None,
     ) -> list[Candidate]:
         from retrieval_svc.retriever import merge
+        from retrieval_svc.sources import mf as mfs
 
         fan = fan_row or {}
         wanted = [n for n, q in self.quotas.items() if q > 0]
+        mf_scores = None
+        if "mf" in wanted and self.tables.mf is not None:  # once: the hits and every candidate's fact
+            mf_scores = mfs.fan_scores(self.tables.mf, [str(c) for c in fan.get("following") or ()])
         # Each source's list up to k: serving first asks for quota + slack and, when the merge comes out
         # short, asks the sources that had more for up to k (its backfill). Both views come from these.
         full = source_hits(
@@ -551,6 +592,7 @@ class ServingPool:
             self.popular,
             sources=[n for n in wanted if n != "two_tower"],
             n=self.k,
+            mf_scores=mf_scores,
         )
         if "two_tower" in wanted and two_tower_scores is not None:
             full["two_tower"] = self._two_tower_hits(fan, two_tower_scores, self.k)
@@ -568,7 +610,12 @@ class ServingPool:
                 continue
             tt = c.scores.get("two_tower") if "two_tower" in c.sources else None
             retrieval = float(c.scores["retrieval"])
-            facts = (co.get(c.item_id, 0.0), friends.get(c.item_id, 0.0))
+            mf_row = self.tables.mf.row_of(c.item_id) if mf_scores is not None and self.tables.mf else None
+            facts = (
+                co.get(c.item_id, 0.0),
+                friends.get(c.item_id, 0.0),
+                0.0 if mf_row is None or mf_scores is None else float(mf_scores[mf_row]),
+            )
             out.append(Candidate(i, c.source, tt, retrieval, tuple(c.sources), *facts))
         return out
 
@@ -610,6 +657,7 @@ __all__ = [
     "ServingPool",
     "build_candidate_tables",
     "candidate_pool_recall",
+    "candidates_config",
     "co_engagement_neighbors",
     "publish_candidates",
     "social_lists",

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
+from kindred.mf import MfParams
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
@@ -204,6 +206,8 @@ class TrainConfig:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
     promotion: PromotionConfig = dataclasses.field(default_factory=PromotionConfig)
+    # The mf candidate source's ALS (kindred.mf, trainer.mf); its defaults are HetRec's tuned values.
+    mf: MfParams = dataclasses.field(default_factory=MfParams)
 
     def __post_init__(self) -> None:
         # Checked at load time, not after minutes of training: the gate reads metrics at eval.ks only.

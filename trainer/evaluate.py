@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from kindred.data.catalogue import Catalogue
 from kindred.features import Interactions
-from trainer.candidates import ServingPool
+from trainer.candidates import ServingPool, candidates_config
 from trainer.config import TrainConfig
 from trainer.datasets import Snapshot
 from trainer.ranker import draw_candidates, featurize
@@ -81,7 +81,7 @@ def summarize(
 def holdout_pool(
     cfg: TrainConfig, events: Interactions, catalogue: Catalogue, test: Snapshot, train_end: float
 ) -> ServingPool | None:
-    """The candidates `evaluate_holdout` ranks for a serving-pool ranker: the five sources as of the
+    """The candidates `evaluate_holdout` ranks for a serving-pool ranker: the serving sources as of the
     train end (events before it only); None for a two-source ranker (`ranker.pool`)."""
     if cfg.ranker.pool != "serving":
         return None
@@ -92,6 +92,7 @@ def holdout_pool(
         as_of=train_end,
         k=cfg.eval.pool_size,
         popular_k=cfg.popular_k,
+        cfg=candidates_config(cfg),
     )
 
 

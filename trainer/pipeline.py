@@ -46,9 +46,11 @@ from kindred.features import (
     build_fan_rows,
     build_popular_lists,
     creator_tower_features_batch,
+    following_pairs,
 )
+from kindred.mf import MANIFEST_KEY as MF_MANIFEST_KEY
 from kindred.models import write_model
-from trainer.candidates import ServingPool
+from trainer.candidates import ServingPool, candidates_config
 from trainer.config import TrainConfig
 from trainer.datasets import (
     Snapshot,
@@ -61,6 +63,7 @@ from trainer.datasets import (
     time_split,
     to_interactions,
 )
+from trainer.mf import fit_mf
 
 MODEL_NAMES = ("two_tower_user", "ranker")
 STEPS = ("ingest", "features", "two-tower", "ranker", "evaluate", "export", "index", "online+promote")
@@ -465,6 +468,7 @@ def _run(
                 as_of=s.cut,
                 k=cfg.ranker.pool_size,
                 popular_k=cfg.popular_k,
+                cfg=candidates_config(cfg),
             )
             if cfg.ranker.pool == "serving"
             else None
@@ -560,6 +564,11 @@ def _run(
         )
         serving_creator_x = creator_tower_features_batch([creator_rows.get(c) for c in creator_ids])
         serving_vectors = tt.creator_vectors(tower, serving_creator_x)
+        # The mf source's factors from every follow up to the end, like the serving tables; they ship
+        # in the user tower's version so the tower, the creator index and they switch together.
+        serving_mf = fit_mf(
+            following_pairs(events.before(as_of)), creator_ids, cfg.mf, seed=cfg.seed, version=version
+        )
 
         window = {"start": split.start, "train_end": split.train_end, "end": split.end}
         config = cfg.to_dict()
@@ -581,6 +590,7 @@ def _run(
                 "creator_ids_file": "creator_ids.json",
                 "creator_embeddings_file": "creator_embeddings.npy",
                 "training": tt_result.history,
+                MF_MANIFEST_KEY: serving_mf.manifest(),
             },
         )
         graph = rk.RankerGraph(ranker)
@@ -618,6 +628,7 @@ def _run(
                 extra_files={
                     "creator_embeddings.npy": _npy_bytes(serving_vectors),
                     "creator_ids.json": (json.dumps(creator_ids) + "\n").encode(),
+                    **serving_mf.files(),
                 },
             ),
             "ranker": write_model(models_dir, "ranker", version, ranker_onnx, ranker_manifest),
@@ -669,6 +680,7 @@ def _run(
                     creator_ids,
                 ),
                 popular_k=cfg.popular_k,
+                cfg=candidates_config(cfg),
                 report=features_dir / "candidates.json",
                 note=note,
             )

@@ -176,6 +176,7 @@ def featurize(
         sources=[c.source for c in candidates],
         creator_vectors=[snap.creator_x[c.creator] for c in candidates],
         co_engagement=[c.co_engagement for c in candidates],
+        mf_scores=[c.mf_score for c in candidates],
         social_friends=[c.social_friends for c in candidates],
     )
 

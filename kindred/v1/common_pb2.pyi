@@ -35,6 +35,7 @@ class CandidateSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CANDIDATE_SOURCE_SEARCH_DENSE: _ClassVar[CandidateSource]
     CANDIDATE_SOURCE_SEARCH_SPARSE: _ClassVar[CandidateSource]
     CANDIDATE_SOURCE_SEARCH_HYBRID: _ClassVar[CandidateSource]
+    CANDIDATE_SOURCE_MF: _ClassVar[CandidateSource]
 
 class Surface(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -61,6 +62,7 @@ CANDIDATE_SOURCE_TRENDING: CandidateSource
 CANDIDATE_SOURCE_SEARCH_DENSE: CandidateSource
 CANDIDATE_SOURCE_SEARCH_SPARSE: CandidateSource
 CANDIDATE_SOURCE_SEARCH_HYBRID: CandidateSource
+CANDIDATE_SOURCE_MF: CandidateSource
 SURFACE_UNSPECIFIED: Surface
 SURFACE_HOME: Surface
 SURFACE_EXPLORE: Surface

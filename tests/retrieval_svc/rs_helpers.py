@@ -17,6 +17,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from kindred.features import USER_TOWER_FEATURES, user_tower_features
+from kindred.mf import MANIFEST_KEY as MF_MANIFEST_KEY
+from kindred.mf import MfModel, MfParams
 from kindred.models import promote, write_model
 from kindred.vectorstore import PayloadFilter, StoredPoint, VectorIndex
 
@@ -79,9 +81,11 @@ def write_user_tower(
     *,
     index_version: str | None = None,
     promoted: bool = True,
+    mf: MfModel | None = None,
 ) -> None:
     """Writes (and by default promotes) a user tower; `index_version` goes into its manifest as the
-    trainer writes it (absent, the service pairs the tower with the index of the same version)."""
+    trainer writes it (absent, the service pairs the tower with the index of the same version); `mf`
+    rides along in its files, as the trainer ships it (absent: the mf source is off)."""
     manifest: dict[str, Any] = {
         "inputs": ["features"],
         "outputs": ["user_vec"],
@@ -90,9 +94,21 @@ def write_user_tower(
     }
     if index_version is not None:
         manifest["index_version"] = index_version
-    write_model(models_dir, "two_tower_user", version, user_tower_onnx(weights), manifest)
+    files: dict[str, bytes | Path] = {}
+    if mf is not None:
+        manifest[MF_MANIFEST_KEY] = mf.manifest()
+        files.update(mf.files())
+    write_model(models_dir, "two_tower_user", version, user_tower_onnx(weights), manifest, extra_files=files)
     if promoted:
         promote(models_dir, "two_tower_user", version)
+
+
+def tiny_mf(ids: Sequence[str], seed: int = 0, dim: int = 6) -> MfModel:
+    """An mf model with random factors over `ids` (the fold-in's algebra is tested on a fitted one)."""
+    rng = np.random.default_rng(seed)
+    factors = rng.normal(size=(len(ids), dim)).astype(np.float32)
+    idf = rng.uniform(0.5, 3.0, size=len(ids)).astype(np.float32)
+    return MfModel(tuple(ids), factors, idf, avg_length=5.0, params=MfParams(factors=dim, regularization=1.0))
 
 
 def embed(fan_row: Mapping[str, Any] | None, weights: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from rs_helpers import (
     fan_row,
     popular_lists,
     tiny_catalogue,
+    tiny_mf,
     user_tower_weights,
     write_user_tower,
 )
@@ -38,7 +39,8 @@ POP = common_pb2.CANDIDATE_SOURCE_POPULAR
 I2I = common_pb2.CANDIDATE_SOURCE_ITEM_TO_ITEM
 SOC = common_pb2.CANDIDATE_SOURCE_SOCIAL
 TR = common_pb2.CANDIDATE_SOURCE_TRENDING
-ENUM = {"two_tower": TT, "item_to_item": I2I, "social": SOC, "trending": TR, "popular": POP}
+MF = common_pb2.CANDIDATE_SOURCE_MF
+ENUM = {"two_tower": TT, "mf": MF, "item_to_item": I2I, "social": SOC, "trending": TR, "popular": POP}
 
 
 def default_split(k: int) -> Counter[int]:
@@ -60,7 +62,7 @@ def _serve(data_dir: Path, spans: InMemorySpanExporter) -> Iterator[Served]:
     settings = Settings(data_dir=data_dir)
     ids, vectors, payloads = tiny_catalogue(N)
     index_creators(settings, "v1", ids, vectors, payloads)
-    write_user_tower(settings.resolved_models_dir, "v1", user_tower_weights())
+    write_user_tower(settings.resolved_models_dir, "v1", user_tower_weights(), mf=tiny_mf(ids))
     store = FakeStore(
         {
             "fan": {"f1": fan_row("f1", ["c001", "c002", "c003"], interests=["Music"])},
@@ -129,12 +131,12 @@ def test_serving_with_every_source_tagged_and_no_duplicates(served: Served) -> N
     ids = [c.item_id for c in response.candidates]
     assert len(ids) == len(set(ids)) == 20
     assert Counter(c.source for c in response.candidates) == default_split(20)
-    assert set(default_split(20)) == {TT, I2I, SOC, TR, POP}
+    assert set(default_split(20)) == {TT, MF, I2I, SOC, TR, POP}
     assert not {"c001", "c002", "c003"} & set(ids)  # the fan's history is excluded
     for c in response.candidates:
         assert c.sources[0] == c.source and len(set(c.sources)) == len(c.sources)
         assert c.kind == common_pb2.ITEM_KIND_CREATOR and c.reasons
-        assert "retrieval" in c.scores
+        assert "retrieval" in c.scores and "mf_score" in c.scores  # the mf fact, whoever proposed it
         if TT in c.sources:
             assert -1.0 <= c.scores["two_tower"] <= 1.0
         if SOC in c.sources:
@@ -156,6 +158,8 @@ def test_serving_with_every_source_tagged_and_no_duplicates(served: Served) -> N
         "retrieval.source.item_to_item",
         "retrieval.source.social",
         "retrieval.source.trending",
+        "retrieval.source.mf",
+        "mf.score",
         "onnx.run",
         "qdrant.query",
         "online_store.get",
@@ -194,7 +198,7 @@ def test_a_new_fan_gets_trending_and_popular_candidates_and_the_personal_sources
     response = _retrieve(served, fan_id="someone-new", k=10)
     assert len(response.candidates) == 10
     assert {c.source for c in response.candidates} == {TR, POP}
-    assert set(response.degraded_sources) == {"two_tower", "item_to_item", "social"}
+    assert set(response.degraded_sources) == {"two_tower", "mf", "item_to_item", "social"}
     assert all("new fan" in reason for reason in response.degraded_sources.values())
 
 
@@ -322,7 +326,7 @@ def test_create_server_from_settings_alone_with_the_embedded_store(tmp_path: Pat
     settings = Settings(data_dir=tmp_path)
     ids, vectors, payloads = tiny_catalogue(40)
     index_creators(settings, "v7", ids, vectors, payloads)
-    write_user_tower(settings.resolved_models_dir, "v7", user_tower_weights())
+    write_user_tower(settings.resolved_models_dir, "v7", user_tower_weights(), mf=tiny_mf(ids))
     writer = open_online_store(settings)
     writer.put("fan", {"f1": fan_row("f1", ["c000"])})
     writer.put("popular", popular_lists(ids, payloads))

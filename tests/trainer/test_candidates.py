@@ -191,8 +191,9 @@ def test_tables_read_nothing_at_or_after_as_of(platform: tuple[Catalogue, Intera
     later = build_candidate_tables(events, catalogue, as_of=float(events.ts.max()) + 1)
 
     assert from_all == from_past
-    assert from_all.neighbors and from_all.social and from_all.trending
+    assert from_all.neighbors and from_all.social and from_all.trending and from_all.mf is not None
     assert later.neighbors != from_all.neighbors  # the test can fail: more follows, other neighbours
+    assert later.mf != from_all.mf
     following = following_pairs(events.before(cut))
     for fan, row in from_all.social.items():
         assert not set(row["ids"]) & following.get(fan, set())
@@ -311,19 +312,21 @@ def test_the_serving_pool_draws_like_retrieval_and_tags_every_candidate(
             if c.source == "two_tower":
                 assert c.retrieval_score == pytest.approx(float(tt[c.creator]))
         claimed |= {c.source for c in cands}
-    assert claimed >= {"two_tower", "item_to_item", "social", "popular"}
+    assert claimed >= {"two_tower", "mf", "item_to_item", "social", "popular"}
 
 
 def test_the_serving_pool_gives_every_candidate_retrievals_facts(
     platform: tuple[Catalogue, Interactions],
 ) -> None:
-    """Co-engagement and friend counts for every candidate, whichever source claimed it — what serving's
-    retriever writes from the item-to-item and social sources' facts — recomputed here from the tables."""
+    """Co-engagement, friend counts and the mf score for every candidate, whichever source claimed it —
+    what serving's retriever writes from the item-to-item, social and mf sources' facts — recomputed here
+    from the tables."""
     from retrieval_svc.sources.item_to_item import seeds_of
 
     catalogue, creator_ids, fan_rows, pool = _pool_at_80_percent(platform, k=12)
     rng = np.random.default_rng(1)
-    outside = {"co_engagement": 0, "social_friends": 0}
+    outside = {"co_engagement": 0, "social_friends": 0, "mf_score": 0}
+    assert pool.tables.mf is not None
     for fan in catalogue.fans:
         row = fan_rows.get(fan.fan_id) or {}
         seeds = seeds_of(row)
@@ -338,6 +341,10 @@ def test_the_serving_pool_gives_every_candidate_retrievals_facts(
                     expected += score if other == item and item not in seeds else 0.0
             assert c.co_engagement == pytest.approx(expected)
             assert c.social_friends == float(friends.get(item, 0))
+            vector = pool.tables.mf.fold_in(row.get("following") or ())
+            mf = 0.0 if vector is None else float(pool.tables.mf.item_factors[c.creator] @ vector)
+            assert c.mf_score == pytest.approx(mf, abs=1e-5)
+            outside["mf_score"] += c.source != "mf" and c.mf_score != 0
             outside["co_engagement"] += c.source != "item_to_item" and c.co_engagement > 0
             outside["social_friends"] += c.source != "social" and c.social_friends > 0
     assert min(outside.values()) > 0  # the point: candidates of other sources carry them too

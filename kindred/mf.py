@@ -1,0 +1,239 @@
+"""Matrix factorisation (implicit ALS) for the "mf" candidate source, with fan vectors folded in per request.
+
+The trainer (trainer.mf) fits creator factors Y on the binary fan × creator matrix of follows and
+memberships with implicit's ALS (Hu, Koren & Volinsky 2008), each fan's row BM25-weighted (popular
+creators count less, long follow lists are normalised). Serving keeps no fan vectors: for a fan who
+follows the set S, the fan vector is the exact ALS user step against Y,
+
+    x = (YᵀY + λI + Σ_{i∈S} (c_i − 1) y_i y_iᵀ)⁻¹ Σ_{i∈S} c_i y_i,    c_i = α · bm25_i(|S|)
+
+(implicit's own least-squares step, so serving scores what training optimised), and a creator's score
+is x · y. A follow made a second ago counts on the next request, and a fan who joined after training
+gets a vector from its first follow. Cost per request: one k × k solve plus a (creators × k) product.
+
+Why ALS next to the two-tower: on HetRec Last.fm a well-regularised ALS is the strongest single model
+of every peer measured (bench/RESULTS.md), and the two-tower's hashed-history user tower could not
+match it on the trainer's own time hold-out (0.10 vs 0.17 NDCG@10); the ranker gets both scores.
+
+The model travels as extra files of the two-tower user model version it was trained with
+(`FILES`, plus "mf" in that version's manifest), so the version switch that swaps the tower and the
+creator index swaps it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+
+FACTORS_FILE: Final = "mf_item_factors.npy"
+IDF_FILE: Final = "mf_idf.npy"
+CREATOR_IDS_FILE: Final = "mf_creator_ids.json"
+FILES: Final = (FACTORS_FILE, IDF_FILE, CREATOR_IDS_FILE)
+MANIFEST_KEY: Final = "mf"
+# The candidate's scores key the fan-creator dot product arrives under (for every candidate, whichever
+# source proposed it: retrieval_svc.sources.ItemFacts), and the ranker feature that reads it.
+MF_SCORE_KEY: Final = "mf_score"
+
+
+@dataclasses.dataclass(frozen=True)
+class MfParams:
+    """The `[mf]` table of a trainer config. Defaults: what HetRec Last.fm's validation split chose for
+    `implicit` ALS on two of three seeds (bench/results/recsys_lastfm.json, implicit_als per_seed)."""
+
+    factors: int = 64
+    regularization: float = 20.0
+    alpha: float = 1.0
+    iterations: int = 15
+    bm25_k1: float = 100.0
+    bm25_b: float = 0.8
+    # Fans following more creators than this contribute their first ones only (by creator id), as in
+    # the item-to-item table: such accounts say little and cost the most.
+    max_follows_per_fan: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.factors < 1 or self.iterations < 1:
+            raise ValueError(
+                f"mf.factors and mf.iterations must be ≥ 1, got {self.factors}, {self.iterations}"
+            )
+        if self.regularization <= 0 or self.alpha <= 0:
+            raise ValueError("mf.regularization and mf.alpha must be > 0 (the fold-in solve needs them)")
+
+
+def bm25_weights(idf: FloatArray, n_follows: int, avg_length: float, k1: float, b: float) -> FloatArray:
+    """BM25 of one binary fan row (implicit.nearest_neighbours.bm25_weight on a row of ones)."""
+    norm = (1.0 - b) + b * n_follows / max(avg_length, 1e-9)
+    weights: FloatArray = ((k1 + 1.0) / (k1 * norm + 1.0) * idf).astype(np.float32)
+    return weights
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MfModel:
+    creator_ids: tuple[str, ...]
+    item_factors: FloatArray  # (C, k), rows in creator_ids order
+    idf: FloatArray  # (C,): log(fans) − log1p(fans following the creator), at training time
+    avg_length: float  # mean follows per fan at training time (BM25's length norm)
+    params: MfParams
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        c = len(self.creator_ids)
+        if self.item_factors.ndim != 2 or self.item_factors.shape[0] != c or self.idf.shape != (c,):
+            raise ValueError(
+                f"mf model: {c} creator ids need ({c}, k) factors and ({c},) idf, "
+                f"got {self.item_factors.shape} and {self.idf.shape}"
+            )
+        k = self.item_factors.shape[1]
+        y = self.item_factors.astype(np.float64)
+        # YᵀY + λI once per model: every fold-in starts from it.
+        object.__setattr__(self, "_gram", y.T @ y + self.params.regularization * np.eye(k))
+        object.__setattr__(self, "_row", {cid: i for i, cid in enumerate(self.creator_ids)})
+
+    def __eq__(self, other: object) -> bool:
+        """Same creators, factors, weighting and parameters (the version is a label, not compared)."""
+        if not isinstance(other, MfModel):
+            return NotImplemented
+        return (
+            self.creator_ids == other.creator_ids
+            and np.array_equal(self.item_factors, other.item_factors)
+            and np.array_equal(self.idf, other.idf)
+            and self.avg_length == other.avg_length
+            and self.params == other.params
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def dim(self) -> int:
+        return int(self.item_factors.shape[1])
+
+    def row_of(self, creator_id: str) -> int | None:
+        row: int | None = self._row.get(creator_id)  # type: ignore[attr-defined]
+        return row
+
+    def rows(self, creator_ids: Iterable[str]) -> npt.NDArray[np.int64]:
+        """Distinct rows of the creators the model knows, in first-seen order (unknown ids dropped)."""
+        get = self._row.get  # type: ignore[attr-defined]
+        found = (get(str(c)) for c in creator_ids)
+        return np.fromiter(dict.fromkeys(r for r in found if r is not None), dtype=np.int64)
+
+    def fold_in(self, followed: Iterable[str]) -> FloatArray | None:
+        """The fan vector (k,) of a fan following `followed`; None when the model knows none of them."""
+        rows = self.rows(followed)[: self.params.max_follows_per_fan]
+        if len(rows) == 0:
+            return None
+        p = self.params
+        conf = p.alpha * bm25_weights(self.idf[rows], len(rows), self.avg_length, p.bm25_k1, p.bm25_b)
+        ys = self.item_factors[rows].astype(np.float64)  # (n, k)
+        a = self._gram + (ys * (conf - 1.0)[:, None]).T @ ys  # type: ignore[attr-defined]
+        b = ys.T @ conf
+        vector: FloatArray = np.linalg.solve(a, b).astype(np.float32)
+        return vector
+
+    def scores(self, vector: FloatArray) -> FloatArray:
+        """x · y for every creator (C,)."""
+        out: FloatArray = self.item_factors @ vector
+        return out
+
+    # --- files ---------------------------------------------------------------------------------------
+
+    def files(self) -> dict[str, bytes]:
+        """The extra files of a model version (kindred.models.write_model's `extra_files`)."""
+        return {
+            FACTORS_FILE: _npy(self.item_factors.astype(np.float32)),
+            IDF_FILE: _npy(self.idf.astype(np.float32)),
+            CREATOR_IDS_FILE: (json.dumps(list(self.creator_ids)) + "\n").encode(),
+        }
+
+    def manifest(self) -> dict[str, Any]:
+        """What goes under the "mf" key of that version's manifest."""
+        return {
+            "params": dataclasses.asdict(self.params),
+            "avg_length": self.avg_length,
+            "creators": len(self.creator_ids),
+            "files": list(FILES),
+        }
+
+    @classmethod
+    def load(cls, version_dir: Path, manifest: Mapping[str, Any]) -> MfModel | None:
+        """The model stored with a model version; None when that version carries none (older trainers)."""
+        entry = manifest.get(MANIFEST_KEY)
+        if not entry:
+            return None
+        creator_ids = json.loads((version_dir / CREATOR_IDS_FILE).read_text(encoding="utf-8"))
+        return cls(
+            creator_ids=tuple(str(c) for c in creator_ids),
+            item_factors=np.load(version_dir / FACTORS_FILE, allow_pickle=False).astype(np.float32),
+            idf=np.load(version_dir / IDF_FILE, allow_pickle=False).astype(np.float32),
+            avg_length=float(entry["avg_length"]),
+            params=MfParams(**entry["params"]),
+            version=str(manifest.get("version", "")),
+        )
+
+
+class ScoreLookup(Mapping[str, float]):
+    """creator id → score over one fan's score vector, read-only: the retriever reads a fact this way
+    for the ~100 merged candidates, and nobody builds a dict over the whole catalogue."""
+
+    __slots__ = ("_model", "_scores")
+
+    def __init__(self, model: MfModel, scores: FloatArray) -> None:
+        self._model = model
+        self._scores = scores
+
+    def __getitem__(self, creator_id: str) -> float:
+        row = self._model.row_of(creator_id)
+        if row is None:
+            raise KeyError(creator_id)
+        return float(self._scores[row])
+
+    def get(self, creator_id: str, default: Any = None) -> Any:  # no KeyError round trip per candidate
+        row = self._model.row_of(creator_id)
+        return default if row is None else float(self._scores[row])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._model.creator_ids)
+
+    def __len__(self) -> int:
+        return len(self._model.creator_ids)
+
+
+def top_rows(
+    scores: FloatArray, n: int, exclude: Sequence[int] | npt.NDArray[np.int64] = ()
+) -> npt.NDArray[np.int64]:
+    """Rows of the `n` best scores, best first (ties by row), never one of `exclude`."""
+    total = len(scores)
+    take = min(total, n + len(exclude))
+    if take <= 0:
+        return np.zeros(0, dtype=np.int64)
+    top = np.argpartition(-scores, take - 1)[:take] if take < total else np.arange(total)
+    top = top[np.lexsort((top, -scores[top]))]
+    if len(exclude):
+        top = top[~np.isin(top, np.asarray(exclude, dtype=np.int64))]
+    return top[:n].astype(np.int64)
+
+
+def _npy(arr: npt.NDArray[Any]) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+__all__ = [
+    "FILES",
+    "MANIFEST_KEY",
+    "MF_SCORE_KEY",
+    "MfModel",
+    "MfParams",
+    "ScoreLookup",
+    "bm25_weights",
+    "top_rows",
+]
