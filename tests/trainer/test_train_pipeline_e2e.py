@@ -75,6 +75,42 @@ def test_manifests_describe_the_models(trained: tuple[Settings, object, list[str
     assert ranker["objective_weight_selection"]  # the validation scores behind the chosen weights
 
 
+def test_the_mf_model_ships_with_the_user_tower(trained: tuple[Settings, object, list[str]]) -> None:
+    """The mf source's ALS factors travel in the user tower's version and load the way retrieval loads
+    them; a fan with follows folds in to a vector that ranks some creators above others."""
+    from retrieval_svc.server import load_mf
+
+    settings, report, _ = trained
+    tower = load_model(settings.resolved_models_dir, "two_tower_user", expected_features=USER_TOWER_FEATURES)
+    mf = load_mf(tower)
+    assert mf is not None and mf.version == report.version  # type: ignore[attr-defined]
+    version_dir = settings.resolved_models_dir / "two_tower_user" / report.version  # type: ignore[attr-defined]
+    assert list(mf.creator_ids) == json.loads((version_dir / "creator_ids.json").read_text())
+    assert mf.dim == load_config("tiny").mf.factors
+    assert tower.manifest["mf"]["params"]["factors"] == mf.dim
+    fans = served_follows(settings)
+    vectors = [mf.fold_in(following) for following in fans.values()]
+    known = [v for v in vectors if v is not None]
+    assert len(known) >= 0.8 * len(fans)
+    scores = mf.scores(known[0])
+    assert float(scores.max() - scores.min()) > 1e-3
+
+
+def served_follows(settings: Settings) -> dict[str, list[str]]:
+    """fan → following, from the serving rows the trainer wrote to the online store."""
+    from kindred.data.catalogue import Catalogue
+    from kindred.store.online import open_online_store
+
+    store = open_online_store(settings)
+    try:
+        rows = store.get("fan", [f.fan_id for f in Catalogue.load(settings.data_dir).fans])
+    finally:
+        store.close()
+    return {
+        str(r["fan_id"]): [str(c) for c in r.get("following") or ()] for r in rows if r and r.get("following")
+    }
+
+
 def created_at_is_iso(value: str) -> bool:
     import datetime as dt
 
