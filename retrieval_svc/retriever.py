@@ -41,11 +41,11 @@ MAX_K = 1000
 FAN_NAMESPACE = "fan"
 # Default share of k per source, in priority order (why these: retrieval_svc.server's docstring).
 DEFAULT_QUOTA_SHARES: Mapping[str, float] = {
-    "two_tower": 0.3,
-    "mf": 0.3,
-    "item_to_item": 0.2,
-    "social": 0.08,
-    "trending": 0.07,
+    "two_tower": 0.25,
+    "mf": 0.45,
+    "item_to_item": 0.15,
+    "social": 0.05,
+    "trending": 0.05,
     "popular": 0.05,
 }
 RRF_K = 60  # the usual reciprocal-rank-fusion constant: damps the difference between top ranks
