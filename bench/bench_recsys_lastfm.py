@@ -85,7 +85,7 @@ from bench.recsys.protocol import (
     repo_root,
     split_per_user,
 )
-from bench.recsys.served import PlatformConfig, services_row
+from bench.recsys.served import PlatformConfig, TrainedPlatform, services_row
 from bench.recsys.strong import StrongGrids, tune_blend, tune_ease
 from bench.results_md import write_section
 
@@ -411,7 +411,8 @@ def results_section(report: dict[str, Any]) -> str:
         lines.append(
             "- kindred_services_no_rerank: the same, served with `config/ranking.json` switching every "
             "re-ranking rule off (the ranker's order): what freshness, diversity, exposure and the "
-            "per-category cap cost in accuracy on this data."
+            "per-category cap cost in accuracy on this data. When both rows run together, the second "
+            "serves the platform the first trained (`platform_reused`: the same models, paired)."
         )
     lines += [
         "",
@@ -528,9 +529,15 @@ def main(argv: list[str] | None = None) -> int:
         platform_config = PlatformConfig(trainer_config="tiny" if args.quick else args.platform_config)
         work_root = repo_root() / "var" / "bench" / "recsys_services"
 
+        trained: dict[int, TrainedPlatform] = {}  # seed → the platform trained there by this run
+
         def served(split: Split, rerank: bool) -> dict[str, Any]:
             config = replace(platform_config, rerank=rerank)
-            return services_row(split, inter, data_dir, work_root / f"seed{split.seed}", config)
+            work_dir = work_root / f"seed{split.seed}"
+            row, trained[split.seed] = services_row(
+                split, inter, data_dir, work_dir, config, trained=trained.get(split.seed)
+            )
+            return row
 
         runs = systems(grids, strong, pipeline, friends, args.threads, served)
         wanted = args.systems or list(runs)

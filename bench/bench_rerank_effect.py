@@ -27,8 +27,6 @@ if __package__ in (None, ""):  # run as a script (make bench): make the repo roo
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results_md import write_section
-from kindred.data.catalogue import Catalogue
-from kindred.eventlog import EventLog
 from kindred.models import current_version
 from ranking_svc.domain import ScoredCandidate
 from ranking_svc.rerank import (
@@ -41,13 +39,7 @@ from ranking_svc.rerank import (
     Slate,
 )
 from trainer.config import load_config
-from trainer.datasets import (
-    build_snapshot,
-    label_type_codes,
-    read_segments_batch,
-    time_split,
-    to_interactions,
-)
+from trainer.datasets import load_platform_holdout
 from trainer.evaluate import holdout_pool, ndcg_at_k, rank_by, recall_at_k
 from trainer.promotion import RegistryModels
 from trainer.ranker import draw_candidates, featurize
@@ -66,21 +58,9 @@ def out(line: str) -> None:
 
 
 cfg = load_config("default")
-catalogue = Catalogue.load(data_dir)
-creator_ids = [c.creator_id for c in catalogue.creators]
-segments = EventLog(data_dir / "events").segment_paths()
-events = to_interactions(
-    read_segments_batch({"path": np.array([str(p) for p in segments], dtype=object)}), catalogue
-)
-split = time_split(events, cfg.split.test_fraction)
-test = build_snapshot(
-    events,
-    catalogue,
-    creator_ids,
-    cut=split.train_end,
-    window_end=split.end,
-    label_codes=label_type_codes(cfg.split.label_types),
-)
+platform_holdout = load_platform_holdout(data_dir, cfg.split.test_fraction, cfg.split.label_types)
+catalogue, creator_ids = platform_holdout.catalogue, platform_holdout.creator_ids
+events, split, test = platform_holdout.events, platform_holdout.split, platform_holdout.test
 models_dir = data_dir / "models"
 version = current_version(models_dir, "ranker")
 assert version is not None

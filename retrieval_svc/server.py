@@ -22,13 +22,14 @@ The shares are measured, not guessed: on two generated demo platforms (2,000 fan
 k = 50 from 0.738 / 0.726 to 0.778 / 0.787 (trainer.candidates measures it on every training run).
 Slots moved from popular to the other sources raised the pool's recall in every split tried, hence
 its small share; it keeps a slot because it answers for anyone. With mf, the shares were chosen on
-the trainer's own hold-out pool recall of three platforms (recall@100 demo seed 7 / demo seed 11 /
-HetRec Last.fm seed 0's train pairs, the services benchmark's platform; never its valid or test):
-five sources without mf 0.931 / 0.941 / 0.379; mf 0.30 beside two-tower 0.30 0.923 / 0.934 / 0.444;
-mf 0.45 (these shares) 0.923 / 0.931 / 0.467; mf 0.50 0.921 / 0.929 / 0.471. On the generated
-platforms, whose fans' tastes follow their categories and locales, the two-tower is the stronger
-source and mf costs nothing; on Last.fm's real follows mf alone recalls 0.50 at 100 against the
-two-tower's 0.36. Slots a source cannot fill (a new fan has no two-tower input,
+the trainer's own hold-out pool recall of three platforms (`bench/bench_quota_shares.py`, results in
+bench/RESULTS.md; recall@100 on demo seed 7 / demo seed 11 / the HetRec Last.fm services benchmark's
+seed-0 platform, whose hold-out lies inside the benchmark's train pairs): five sources without mf
+0.930 / 0.938 / 0.393; mf 0.30 beside two-tower 0.30 0.921 / 0.933 / 0.451; mf 0.45 (these shares)
+0.921 / 0.932 / 0.473; mf 0.50 0.922 / 0.928 / 0.475. On the generated platforms, whose fans' tastes
+follow their categories and locales, the two-tower is the stronger source (alone 0.925 / 0.931 at
+100 against mf's 0.844 / 0.884) and mf costs under a point of pool recall; on Last.fm's real follows
+mf alone recalls 0.503 against the two-tower's 0.358. Slots a source cannot fill (a new fan has no two-tower input,
 follows nobody, has no friends) go to the others' remaining candidates, so k come back whenever the
 catalogue has k that pass the filters.
 Posts from followed creators ("followed_fresh") are not a source yet.

@@ -92,7 +92,7 @@ class RankerConfig:
     # Share of the two-tower candidates whose score is hidden as well, so the ranker copes with a
     # caller that cannot supply it at all (two_tower_missing = 1).
     two_tower_dropout: float = 0.05
-    # Where training candidates come from: "serving" draws each list from the five-source pool exactly as
+    # Where training candidates come from: "serving" draws each list from the six-source pool exactly as
     # retrieval_svc merges it (trainer.candidates.ServingPool, `pool_size` candidates at the serving
     # quotas, tables as of each cut); "two_source" is the older two-tower top-n + popular top-n draw
     # (`candidates_two_tower` / `candidates_popular`), kept for comparison.

@@ -320,3 +320,39 @@ def _day(epoch_s: float) -> str:
     import time
 
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(epoch_s))
+
+
+@dataclasses.dataclass(frozen=True)
+class PlatformHoldout:
+    """A platform's events split as the trainer splits them, and its hold-out snapshot."""
+
+    catalogue: Catalogue
+    creator_ids: list[str]
+    events: Interactions
+    split: TimeSplit
+    test: Snapshot  # features as of the train end, labels (discoveries) after it
+
+
+def load_platform_holdout(
+    data_dir: Path, test_fraction: float, label_types: Sequence[str]
+) -> PlatformHoldout:
+    """What offline benchmarks re-score on a trained platform: its event log read in this process (no
+    Ray: one read is all they need), split by time like the trainer's run with the same `split` config."""
+    from kindred.eventlog import EventLog
+
+    catalogue = Catalogue.load(data_dir)
+    creator_ids = [c.creator_id for c in catalogue.creators]
+    segments = EventLog(data_dir / "events").segment_paths()
+    events = to_interactions(
+        read_segments_batch({"path": np.array([str(p) for p in segments], dtype=object)}), catalogue
+    )
+    split = time_split(events, test_fraction)
+    test = build_snapshot(
+        events,
+        catalogue,
+        creator_ids,
+        cut=split.train_end,
+        window_end=split.end,
+        label_codes=label_type_codes(label_types),
+    )
+    return PlatformHoldout(catalogue, creator_ids, events, split, test)

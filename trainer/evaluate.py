@@ -6,7 +6,7 @@ Relevance is binary (discovered or not).
 
     popularity         the "popular" list as of the train end (what a fan without a model would get)
     two_tower          cosine of user and creator vectors, full catalogue, exact (no ANN error)
-    two_tower+ranker   the ranker re-orders the candidates retrieval would give it — the five-source
+    two_tower+ranker   the ranker re-orders the candidates retrieval would give it — the six-source
                        serving pool (trainer.candidates.ServingPool, tables as of the train end) when a
                        pool is given, else two-tower top-n ∪ popular top-n; the rest of the catalogue
                        follows in two-tower order

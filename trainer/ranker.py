@@ -10,13 +10,14 @@ weights and reports each head's share of the list ("p_follow", ...) among the st
 Training data mirrors serving. For each fan snapshot scored by a two-tower that never trained on that
 fan (held out of its training, or in the fold it skipped when cross-fitting: see
 trainer.pipeline.fit_two_towers; so the two-tower scores are as honest as at serving time), candidates
-are drawn the way retrieval draws them: with `pool = "serving"` (default) from the five-source pool —
-two-tower, item-to-item, social, trending, popular — through trainer.candidates.ServingPool, i.e. the
+are drawn the way retrieval draws them: with `pool = "serving"` (default) from the six-source pool —
+two-tower, mf, item-to-item, social, trending, popular — through trainer.candidates.ServingPool, i.e. the
 serving sources' own list logic and retrieval_svc's quota merge over candidate tables built as of the
 snapshot's cut (events strictly before it, like the features), minus creators the fan already knows.
 Each candidate carries what serving gives the ranker: its claiming source, that source's score as
 `retrieval_score`, and the two-tower score only when the two-tower proposed it (`two_tower_dropout` also
-hides it on a few, so a caller that cannot supply it at all is in distribution). The ranker therefore
+hides it on a few, so a caller that cannot supply it at all is in distribution), and retrieval's facts
+about every candidate (co-engagement, friends who follow it, the mf score). The ranker therefore
 learns to re-order exactly what retrieval gives it, including when to trust a social or item-to-item
 proposal over the two-tower's score.
 

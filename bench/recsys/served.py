@@ -194,20 +194,50 @@ def evaluate_pages(
     return StageResult(ranking_metrics(hits, n_relevant), fallbacks, short, time.perf_counter() - started)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainedPlatform:
+    """A platform `services_row` trained in this process: which split and config, and what it cost."""
+
+    seed: int
+    trainer_config: str
+    window_days: float
+    events: int
+    train_seconds: float
+
+    def fits(self, split: Split, config: PlatformConfig) -> bool:
+        return (self.seed, self.trainer_config, self.window_days) == (
+            split.seed,
+            config.trainer_config,
+            config.window_days,
+        )
+
+
 def services_row(
-    split: Split, inter: Interactions, hetrec_dir: Path, work_dir: Path, config: PlatformConfig
-) -> dict[str, Any]:
+    split: Split,
+    inter: Interactions,
+    hetrec_dir: Path,
+    work_dir: Path,
+    config: PlatformConfig,
+    *,
+    trained: TrainedPlatform | None = None,
+) -> tuple[dict[str, Any], TrainedPlatform]:
     """The platform built, trained and served on `split`: a results row shaped like a tuned peer's
-    (`test`, `valid_ndcg@10`, `params`, `trials`, `seconds`). Nothing is tuned on valid: the trainer
-    runs its stock config, so valid is only reported. `work_dir` is emptied first."""
+    (`test`, `valid_ndcg@10`, `params`, `trials`, `seconds`), and the trained platform. Nothing is tuned
+    on valid: the trainer runs its stock config, so valid is only reported. `work_dir` is emptied and
+    trained first, unless `trained` — the platform this process trained there for the same split and
+    trainer config — is given: then only the serving config changes, and both rows serve the very same
+    models (a paired comparison, at half the cost)."""
     from bench.recsys.protocol import mean_metrics
 
     started = time.perf_counter()
-    if work_dir.exists():
-        shutil.rmtree(work_dir)
-    work_dir.mkdir(parents=True)
-    n_events = write_platform(work_dir, hetrec_dir, split, inter, config.window_days)
-    train_s = train_platform(work_dir, config.trainer_config, split.seed)
+    reused = trained is not None and trained.fits(split, config)
+    if trained is None or not reused:
+        if work_dir.exists():
+            shutil.rmtree(work_dir)
+        work_dir.mkdir(parents=True)
+        n_events = write_platform(work_dir, hetrec_dir, split, inter, config.window_days)
+        train_s = train_platform(work_dir, config.trainer_config, split.seed)
+        trained = TrainedPlatform(split.seed, config.trainer_config, config.window_days, n_events, train_s)
     write_serving_config(work_dir, config)
     served = ServedRecommender(work_dir)
     try:
@@ -222,9 +252,11 @@ def services_row(
         "params": {
             "trainer_config": config.trainer_config,
             "rerank": "default rules" if config.rerank else "off",
-            "train_events": n_events,
+            "train_events": trained.events,
             "window_days": config.window_days,
-            "train_seconds": round(train_s, 1),
+            "train_seconds": round(trained.train_seconds, 1),
+            # True: served the platform an earlier row of this run trained (the same models).
+            "platform_reused": reused,
             "recommend_ms_per_fan": round(1000 * test.seconds / max(n_users, 1), 2),
             "fallbacks": {"valid": valid.fallbacks, "test": test.fallbacks},
             "short_pages": {"valid": valid.short_pages, "test": test.short_pages},
@@ -232,4 +264,4 @@ def services_row(
         },
         "trials": 1,
         "seconds": round(time.perf_counter() - started, 1),
-    }
+    }, trained

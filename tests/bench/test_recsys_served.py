@@ -156,3 +156,43 @@ def test_serving_without_reranking_writes_a_config_ranking_reads_as_every_step_o
     assert rerank == RerankConfig(freshness=None, diversity=None, exposure=None, cap=None)
     P.write_serving_config(tmp_path, P.PlatformConfig(rerank=True))  # back to the shipped defaults
     assert load_ranking_config(settings)[0] == RerankConfig()
+
+
+def test_a_second_row_of_the_same_run_serves_the_platform_the_first_trained(
+    hetrec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training once per seed: the no-rerank row must serve the same models, and a platform trained for
+    another seed or trainer config must never be served in its place."""
+    inter = load_interactions(hetrec)
+    split = split_per_user(inter, seed=0)
+    trainings: list[str] = []
+    served_configs: list[bool] = []
+
+    def fake_train(data_dir: Path, trainer_config: str, seed: int) -> float:
+        trainings.append(f"{trainer_config}:{seed}")
+        return 1.0
+
+    class Pages:
+        def __init__(self, data_dir: Path) -> None:
+            served_configs.append((data_dir / "config" / "ranking.json").exists())
+
+        def page(self, fan_id: str, k: int, exclude: list[str]) -> tuple[list[str], str]:
+            return [], ""
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(P, "train_platform", fake_train)
+    monkeypatch.setattr(P, "ServedRecommender", Pages)
+    work = tmp_path / "seed0"
+    shipped, platform = P.services_row(split, inter, hetrec, work, P.PlatformConfig(trainer_config="tiny"))
+    off, again = P.services_row(
+        split, inter, hetrec, work, P.PlatformConfig(trainer_config="tiny", rerank=False), trained=platform
+    )
+    assert trainings == ["tiny:0"] and again == platform
+    assert not shipped["params"]["platform_reused"] and off["params"]["platform_reused"]
+    assert served_configs == [False, True]  # the second row served with every re-ranking rule off
+    other, _ = P.services_row(
+        split, inter, hetrec, work, P.PlatformConfig(trainer_config="default"), trained=platform
+    )
+    assert trainings == ["tiny:0", "default:0"] and not other["params"]["platform_reused"]

@@ -346,3 +346,16 @@ def test_create_server_from_settings_alone_with_the_embedded_store(tmp_path: Pat
     assert Counter(c.source for c in response.candidates) == default_split(10)
     assert "c000" not in {c.item_id for c in response.candidates}
     assert response.model.version == "v7"
+
+
+def test_the_mf_source_honours_a_delete_at_once(own_server: Served) -> None:
+    """The mf model knows every creator it was trained on; the engine's verdict, not the model, says
+    which still exist."""
+    only_mf = {name: 0 for name in DEFAULT_QUOTA_SHARES} | {"mf": 10}
+    first = _retrieve(own_server, fan_id="f1", k=10, source_quotas=only_mf)
+    ids = [c.item_id for c in first.candidates]
+    assert len(ids) == 10 and {c.source for c in first.candidates} == {MF}
+    deleted = own_server.stub.DeleteItems(retrieval_pb2.DeleteItemsRequest(item_ids=[ids[0]]), timeout=5)
+    assert deleted.deleted == 1
+    again = [c.item_id for c in _retrieve(own_server, fan_id="f1", k=10, source_quotas=only_mf).candidates]
+    assert ids[0] not in again and again[:9] == ids[1:]
