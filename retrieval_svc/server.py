@@ -29,9 +29,9 @@ seed-0 platform, whose hold-out lies inside the benchmark's train pairs): five s
 0.921 / 0.932 / 0.473; mf 0.50 0.922 / 0.928 / 0.475. On the generated platforms, whose fans' tastes
 follow their categories and locales, the two-tower is the stronger source (alone 0.925 / 0.931 at
 100 against mf's 0.844 / 0.884) and mf costs under a point of pool recall; on Last.fm's real follows
-mf alone recalls 0.503 against the two-tower's 0.358. Slots a source cannot fill (a new fan has no two-tower input,
-follows nobody, has no friends) go to the others' remaining candidates, so k come back whenever the
-catalogue has k that pass the filters.
+mf alone recalls 0.503 against the two-tower's 0.358. Slots a source cannot fill (a new fan has no
+two-tower or mf input, follows nobody, has no friends) go to the others' remaining candidates, so k come
+back whenever the catalogue has k that pass the filters.
 Posts from followed creators ("followed_fresh") are not a source yet.
 
 Text search (retrieval_svc.search) lives beside the bundle, not in it: its index is one mutable
