@@ -96,6 +96,13 @@ class MfModel:
         # YᵀY + λI once per model: every fold-in starts from it.
         object.__setattr__(self, "_gram", y.T @ y + self.params.regularization * np.eye(k))
         object.__setattr__(self, "_row", {cid: i for i, cid in enumerate(self.creator_ids)})
+        # A creator no fan followed when the model was fitted has an all-zero vector (ALS's item step
+        # solves to 0), so its score is exactly 0: only the others are multiplied. On the 100,000-creator
+        # latency platform that is 14,477 rows — the product, the largest part of a request's mf cost,
+        # shrinks ~7×.
+        active = np.flatnonzero(np.any(self.item_factors != 0, axis=1))
+        object.__setattr__(self, "_active", active)
+        object.__setattr__(self, "_active_factors", np.ascontiguousarray(self.item_factors[active]))
 
     def __eq__(self, other: object) -> bool:
         """Same creators, factors, weighting and parameters (the version is a label, not compared)."""
@@ -139,8 +146,9 @@ class MfModel:
         return vector
 
     def scores(self, vector: FloatArray) -> FloatArray:
-        """x · y for every creator (C,)."""
-        out: FloatArray = self.item_factors @ vector
+        """x · y for every creator (C,); exactly 0 for creators with a zero vector."""
+        out: FloatArray = np.zeros(len(self.creator_ids), dtype=np.float32)
+        out[self._active] = self._active_factors @ vector  # type: ignore[attr-defined]
         return out
 
     # --- files ---------------------------------------------------------------------------------------
@@ -221,9 +229,14 @@ def largest(scores: FloatArray, take: int) -> npt.NDArray[np.int64]:
         sample = scores[::SAMPLE_EVERY]
         keep = min(len(sample), 3 * (take // SAMPLE_EVERY + 1) + 8)
         threshold = np.partition(sample, len(sample) - keep)[len(sample) - keep]
-        found = np.flatnonzero(scores >= threshold)
-        if len(found) >= take:
-            return found[np.argpartition(-scores[found], take - 1)[:take]].astype(np.int64)
+        above = np.flatnonzero(scores > threshold)
+        if len(above) >= take:
+            return above[np.argpartition(-scores[above], take - 1)[:take]].astype(np.int64)
+        # Fewer above it: all of those, then ties at it (lowest rows first) — a large block of equal
+        # scores (the exact zeros of never-followed creators) must not send the whole block to the sort.
+        tied = np.flatnonzero(scores == threshold)
+        if len(above) + len(tied) >= take:
+            return np.concatenate([above, tied[: take - len(above)]]).astype(np.int64)
     return np.argpartition(-scores, take - 1)[:take].astype(np.int64)
 
 

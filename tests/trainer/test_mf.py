@@ -103,7 +103,7 @@ def test_the_fit_sees_only_the_follow_state_it_is_given() -> None:
 
 def test_the_sampled_top_selection_is_exact() -> None:
     """`largest` may only skip work, never change the answer: same values as a full sort, on random,
-    tied and adversarially ordered vectors of every size it treats differently."""
+    tied, mostly-zero and adversarially ordered vectors of every size it treats differently."""
     from kindred.mf import largest
 
     rng = np.random.default_rng(0)
@@ -114,7 +114,19 @@ def test_the_sampled_top_selection_is_exact() -> None:
             scores = np.round(scores, 1)  # many ties at the boundary
         if trial % 5 == 0:
             scores = np.sort(scores)  # the sample sees a sorted vector
+        if trial % 4 == 1:
+            scores[rng.random(size) < 0.9] = 0.0  # a block of exact zeros (never-followed creators)
         take = int(rng.integers(1, min(size, 400)))
         got = np.sort(scores[largest(scores, take)])[::-1]
         assert len(set(largest(scores, take).tolist())) == take
         np.testing.assert_array_equal(got, np.sort(scores)[::-1][:take])
+
+
+def test_scores_skip_creators_nobody_followed_without_changing_any_score() -> None:
+    following = {f: cs - {"c050", "c051"} for f, cs in _following(3).items()}
+    model = fit_mf(following, CREATORS, PARAMS, seed=0)
+    vector = model.fold_in(["c001", "c002", "c030"])
+    assert vector is not None
+    scores = model.scores(vector)
+    np.testing.assert_allclose(scores, model.item_factors @ vector, rtol=1e-5, atol=1e-6)
+    assert scores[50] == 0.0 and scores[51] == 0.0 and np.count_nonzero(scores) >= 50
