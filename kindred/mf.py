@@ -228,7 +228,9 @@ def largest(scores: FloatArray, take: int) -> npt.NDArray[np.int64]:
     if total >= 64 * SAMPLE_EVERY and take * 64 <= total:
         sample = scores[::SAMPLE_EVERY]
         keep = min(len(sample), 3 * (take // SAMPLE_EVERY + 1) + 8)
-        threshold = np.partition(sample, len(sample) - keep)[len(sample) - keep]
+        # A sort, not np.partition: introselect degrades ~10× on a sample that is mostly one value (the
+        # zeros of never-followed creators), and sorting 1/16 of the vector costs ~0.03 ms either way.
+        threshold = np.sort(sample)[len(sample) - keep]
         above = np.flatnonzero(scores > threshold)
         if len(above) >= take:
             return above[np.argpartition(-scores[above], take - 1)[:take]].astype(np.int64)
