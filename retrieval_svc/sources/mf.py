@@ -38,10 +38,6 @@ class MfSource:
     def name(self) -> str:
         return NAME
 
-    @property
-    def model(self) -> MfModel:
-        return self._model
-
     def invalidate(self) -> None:
         """Drops cached filter verdicts (after writes to the index)."""
         self._verdicts.invalidate()
