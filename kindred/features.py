@@ -175,7 +175,8 @@ _RANKER_CROSS: Final[tuple[str, ...]] = (
     # small and centred near 0; 0 where unknown (no known follows, a creator newer than the model).
     "mf_score",
 )
-# The candidate's scores keys those two facts arrive under (retrieval's Candidate.scores).
+# The candidate's scores keys those two facts arrive under (retrieval's Candidate.scores; the mf score's:
+# kindred.mf.MF_SCORE_KEY).
 CO_ENGAGEMENT_KEY: Final = "co_engagement"
 SOCIAL_FRIENDS_KEY: Final = "social_friends"
 RANKER_FEATURES: Final[tuple[str, ...]] = (

@@ -87,3 +87,24 @@ def test_co_engagement_and_social_friends_are_squashed_and_unknown_is_zero() -> 
     np.testing.assert_array_equal(columns(), np.zeros((4, 2)))
     with pytest.raises(ValueError, match="one value per row"):
         columns(co_engagement=[1.0])
+
+
+def test_the_mf_score_is_taken_raw_and_unknown_is_zero() -> None:
+    def column(**facts: Any) -> np.ndarray:  # type: ignore[type-arg]
+        out = ranker_features_batch(
+            {},
+            CREATORS,
+            two_tower_scores=[None] * 4,
+            retrieval_scores=[0.0] * 4,
+            sources=SOURCE_NAMES,
+            **facts,
+        )
+        return out[:, _column("cross.mf_score")]
+
+    # Raw dot products, negative ones too (unlike the counts above): the sign says "not for this fan".
+    np.testing.assert_allclose(
+        column(mf_scores=[0.4, -0.2, None, float("inf")]), [0.4, -0.2, 0.0, 0.0], rtol=1e-6
+    )
+    np.testing.assert_array_equal(column(), np.zeros(4))
+    with pytest.raises(ValueError, match="one value per row"):
+        column(mf_scores=[1.0, 2.0])
