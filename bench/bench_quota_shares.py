@@ -33,7 +33,7 @@ from bench.results_md import write_section
 from kindred.features import build_popular_lists
 from kindred.models import current_version
 from retrieval_svc.retriever import DEFAULT_QUOTA_SHARES
-from trainer.candidates import build_candidate_tables, candidate_pool_recall, candidates_config
+from trainer.candidates import Holdout, build_candidate_tables, candidate_pool_recall, candidates_config
 from trainer.config import load_config
 from trainer.datasets import load_platform_holdout
 from trainer.promotion import RegistryModels
@@ -75,30 +75,32 @@ def platform_recall(
 ) -> dict[str, Any]:
     cfg = load_config(trainer_config)
     platform = load_platform_holdout(data_dir, cfg.split.test_fraction, cfg.split.label_types)
-    catalogue, creator_ids, events, split, test = (
-        platform.catalogue,
-        platform.creator_ids,
-        platform.events,
-        platform.split,
-        platform.test,
-    )
     version = current_version(data_dir / "models", "two_tower_user")
     if version is None:
         raise SystemExit(f"{data_dir}: no promoted two-tower (train the platform first)")
     models = RegistryModels(data_dir / "models", version, version)
-    rows = [i for i, y in enumerate(test.labels) if y]
-    user_vecs = models.user_vectors(test.user_x[rows])
-    two_tower = user_vecs @ models.creator_vectors(creator_ids, test.creator_x).T
-    tables = build_candidate_tables(events, catalogue, as_of=split.train_end, cfg=candidates_config(cfg))
+    test, creator_ids = platform.test, platform.creator_ids
+    # The same hold-out view the trainer measures its pool on (trainer.candidates.publish_candidates).
+    holdout = Holdout.from_snapshot(
+        test,
+        models.user_vectors(test.user_x),
+        models.creator_vectors(creator_ids, test.creator_x),
+        creator_ids,
+    )
+    tables = build_candidate_tables(
+        platform.events, platform.catalogue, as_of=holdout.as_of, cfg=candidates_config(cfg)
+    )
     popular = build_popular_lists(test.creator_rows, k=cfg.popular_k)
-    fan_ids = [test.fan_ids[i] for i in rows]
-    labels = [{creator_ids[c] for c in test.labels[i]} for i in rows]
-    out: dict[str, Any] = {"fans": len(rows), "creators": len(creator_ids), "version": version, "shares": {}}
+    args = (holdout.fan_ids, holdout.labels, holdout.fan_rows, holdout.two_tower_scores, creator_ids)
+    out: dict[str, Any] = {
+        "fans": len(holdout.fan_ids),
+        "creators": len(creator_ids),
+        "version": version,
+        "shares": {},
+    }
     for name, shares in variants.items():
         started = time.perf_counter()
-        recall = candidate_pool_recall(
-            fan_ids, labels, test.fan_rows, two_tower, creator_ids, tables, popular, ks=KS, shares=shares
-        )
+        recall = candidate_pool_recall(*args, tables, popular, ks=KS, shares=shares)
         out["shares"][name] = {
             "shares": dict(shares),
             **{f"recall@{k}": round(recall[f"recall@{k}"], 4) for k in KS},

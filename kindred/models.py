@@ -345,6 +345,15 @@ def open_session(
     return session
 
 
+def npy_bytes(arr: npt.NDArray[Any]) -> bytes:
+    """An array as the bytes of a .npy file, for `write_model`'s `extra_files` (read by `load_array`)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
 def load_array(models_dir: Path, name: str, filename: str, version: str | None = None) -> npt.NDArray[Any]:
     """An extra .npy artefact of a model version (e.g. "creator_embeddings.npy")."""
     return np.load(

@@ -49,7 +49,7 @@ from kindred.features import (
     following_pairs,
 )
 from kindred.mf import MANIFEST_KEY as MF_MANIFEST_KEY
-from kindred.models import write_model
+from kindred.models import npy_bytes, write_model
 from trainer.candidates import ServingPool, candidates_config
 from trainer.config import TrainConfig
 from trainer.datasets import (
@@ -626,7 +626,7 @@ def _run(
                 user_onnx,
                 user_manifest,
                 extra_files={
-                    "creator_embeddings.npy": _npy_bytes(serving_vectors),
+                    "creator_embeddings.npy": npy_bytes(serving_vectors),
                     "creator_ids.json": (json.dumps(creator_ids) + "\n").encode(),
                     **serving_mf.files(),
                 },
@@ -730,14 +730,6 @@ def _run(
         history={"two_tower": tt_result.history, "ranker": rk_result.history},
         promotion=promotion,
     )
-
-
-def _npy_bytes(arr: npt.NDArray[Any]) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-    return buf.getvalue()
 
 
 def _day(epoch_s: float) -> str:

@@ -46,14 +46,14 @@ class MfSource:
         fan = request.require_fan()
         model = self._model
         with self._tracer.start_as_current_span(schema.SPAN_MF_SCORE) as span:
-            vector = model.fold_in(str(c) for c in fan.get("following") or ())
+            seen = model.rows(str(c) for c in fan.get("following") or ())  # fold-in input and exclusions
+            vector = model.fold_in_rows(seen)
             if vector is None:
                 span.set_attribute(schema.CANDIDATES, 0)
                 return []  # follows nobody the model knows: nothing to fold in, and nothing wrong
             scores = model.scores(vector)
             if request.facts is not None:
                 request.facts[MF_SCORE_KEY] = ScoreLookup(model, scores)
-            seen = model.rows(str(c) for c in fan.get("following") or ())
             window = top_rows(scores, WINDOW_FACTOR * request.n + 32, seen)
             span.set_attribute(schema.CANDIDATES, len(window))
         ids = [model.creator_ids[r] for r in window.tolist()]

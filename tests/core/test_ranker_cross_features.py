@@ -69,17 +69,16 @@ def test_cross_and_source_columns_are_their_plain_definitions(fan: dict[str, Any
     np.testing.assert_array_equal(out[:, _column("cross.two_tower_missing")], [0.0, 1.0, 1.0, 0.0])
 
 
+def _with_facts(**facts: Any) -> np.ndarray:  # type: ignore[type-arg]
+    """The four creators' features for a fan with no row, given only retrieval's facts."""
+    return ranker_features_batch(
+        {}, CREATORS, two_tower_scores=[None] * 4, retrieval_scores=[0.0] * 4, sources=SOURCE_NAMES, **facts
+    )
+
+
 def test_co_engagement_and_social_friends_are_squashed_and_unknown_is_zero() -> None:
     def columns(**facts: Any) -> np.ndarray:  # type: ignore[type-arg]
-        out = ranker_features_batch(
-            {},
-            CREATORS,
-            two_tower_scores=[None] * 4,
-            retrieval_scores=[0.0] * 4,
-            sources=SOURCE_NAMES,
-            **facts,
-        )
-        return out[:, [_column("cross.co_engagement"), _column("cross.social_friends")]]
+        return _with_facts(**facts)[:, [_column("cross.co_engagement"), _column("cross.social_friends")]]
 
     got = columns(co_engagement=[0.0, 1.0, 3.0, float("nan")], social_friends=[2.0, 0.0, None, -1.0])
     np.testing.assert_allclose(got[:, 0], [0.0, 0.5, 0.75, 0.0], rtol=1e-6)  # x / (1 + x); NaN unknown
@@ -91,15 +90,7 @@ def test_co_engagement_and_social_friends_are_squashed_and_unknown_is_zero() -> 
 
 def test_the_mf_score_is_taken_raw_and_unknown_is_zero() -> None:
     def column(**facts: Any) -> np.ndarray:  # type: ignore[type-arg]
-        out = ranker_features_batch(
-            {},
-            CREATORS,
-            two_tower_scores=[None] * 4,
-            retrieval_scores=[0.0] * 4,
-            sources=SOURCE_NAMES,
-            **facts,
-        )
-        return out[:, _column("cross.mf_score")]
+        return _with_facts(**facts)[:, _column("cross.mf_score")]
 
     # Raw dot products, negative ones too (unlike the counts above): the sign says "not for this fan".
     np.testing.assert_allclose(

@@ -361,12 +361,13 @@ def exported(
     """Trains tiny towers + ranker on the synthetic platform and writes them as registry version v1."""
     torch = pytest.importorskip("torch")
     from kindred.features import RANKER_FEATURES, USER_TOWER_FEATURES
+    from kindred.models import npy_bytes
     from trainer import ranker as rk
     from trainer import two_tower as tt
     from trainer.datasets import build_training_snapshots, objective_label_codes
     from trainer.evaluate import evaluate_holdout
     from trainer.export import build_manifest, export_onnx
-    from trainer.pipeline import _npy_bytes, pack_two_tower
+    from trainer.pipeline import pack_two_tower
     from trainer.promotion import export_creator_tower
 
     torch.manual_seed(0)
@@ -442,7 +443,7 @@ def exported(
         export_onnx(tower.user, len(USER_TOWER_FEATURES), "user_vector"),
         manifest("two_tower_user", "user_vector", USER_TOWER_FEATURES),
         extra_files={
-            "creator_embeddings.npy": _npy_bytes(serving),
+            "creator_embeddings.npy": npy_bytes(serving),
             "creator_ids.json": (json.dumps(ids) + "\n").encode(),
         },
     )
