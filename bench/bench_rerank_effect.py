@@ -7,12 +7,14 @@ config with `ranker.pool = "two_source"` — ranker = the promoted ONNX ranker),
 
     python bench/bench_rerank_effect.py [DATA_DIR]     (default var/demo, what `make demo` builds)
 
-Replaces the "## Re-ranking effect" section of bench/RESULTS.md with the printed tables. GRID=1 adds a
-λ × cap grid.
+Replaces the "## Re-ranking effect" section of bench/RESULTS.md with the printed tables. GRID=1 adds an
+MMR λ × cap grid, CAL=1 a calibration λ × explore grid. `miscal` is Steck's miscalibration C_KL of the page:
+KL(fan's category shares among the creators it follows at the cut || the page's, smoothed with α 0.01).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import platform
@@ -30,6 +32,7 @@ from bench.results_md import write_section
 from kindred.models import current_version
 from ranking_svc.domain import ScoredCandidate
 from ranking_svc.rerank import (
+    CalibrationParams,
     CapParams,
     DiversityParams,
     ExposureParams,
@@ -83,6 +86,21 @@ age = np.array(
 )
 qualifies = (followers < ExposureParams().max_followers) | (age < ExposureParams().new_days)
 
+# The fan's category weights as ranking gives them to calibration: its follows at the cut, by category.
+interests = {i: dict(Counter(category[c] for c in test.seen[i] if category[c])) for i in rows}
+
+
+def miscalibration(fan: dict[str, int], page: Counter[str], alpha: float = 0.01) -> float:
+    """Steck's C_KL: KL(p || (1 - alpha) q + alpha p) over the fan's categories (0 without follows)."""
+    total, size = sum(fan.values()), sum(page.values())
+    if not total or not size:
+        return 0.0
+    return sum(
+        w / total * np.log((w / total) / ((1 - alpha) * page.get(c, 0) / size + alpha * w / total))
+        for c, w in fan.items()
+    )
+
+
 pool = holdout_pool(cfg, events, catalogue, test, split.train_end)  # what evaluate_holdout ranks
 
 # Per fan: the ranker's ordered head (as evaluate_holdout builds it), then the rest in two-tower order.
@@ -114,47 +132,63 @@ out(
     )
 )
 
-OFF = RerankConfig(freshness=None, diversity=None, exposure=None, cap=None)
-DEFAULT = RerankConfig()
-grid = os.environ.get("GRID") == "1"
+GRIDS = ("CAL", "GRID", "EXPO")  # environment switches that add rows (recorded with the command)
+OFF = RerankConfig(freshness=None, diversity=None, exposure=None, cap=None, calibration=None)
+
+
+def only(**steps: object) -> RerankConfig:
+    """Every step off but those named (with their parameters)."""
+    return dataclasses.replace(OFF, **steps)
+
+
+MMR_AND_CAP = only(
+    freshness=FreshnessParams(), diversity=DiversityParams(), exposure=ExposureParams(), cap=CapParams()
+)
 configs = {
     "ranker only (no re-rank)": OFF,
-    "freshness only (w 0.05)": RerankConfig(FreshnessParams(), None, None, None),
-    "freshness only (w 0.1)": RerankConfig(FreshnessParams(weight=0.1), None, None, None),
-    "diversity only (lam 0.85)": RerankConfig(None, DiversityParams(0.85), None, None),
-    "exposure only": RerankConfig(None, None, ExposureParams(), None),
-    "cap only (3/category)": RerankConfig(None, None, None, CapParams()),
-    "default": DEFAULT,
+    "freshness only (w 0.05)": only(freshness=FreshnessParams()),
+    "freshness only (w 0.1)": only(freshness=FreshnessParams(weight=0.1)),
+    "calibration only (lam 0.2)": only(calibration=CalibrationParams()),
+    "MMR only (lam 0.93)": only(diversity=DiversityParams()),
+    "exposure only": only(exposure=ExposureParams()),
+    "cap only (3/category)": only(cap=CapParams()),
+    "MMR 0.93 + cap 3 (old default)": MMR_AND_CAP,
+    "default": RerankConfig(),
 }
 if os.environ.get("EXPO") == "1":
     configs = {"ranker only (no re-rank)": OFF}
     for mr in (0.3, 0.4, 0.5, 0.6):
-        configs[f"lam .93, min_rel {mr}"] = RerankConfig(
-            diversity=DiversityParams(0.93), exposure=ExposureParams(min_relevance=mr)
-        )
-    configs["lam .93, no exposure"] = RerankConfig(diversity=DiversityParams(0.93), exposure=None)
-if grid:
+        configs[f"default, min_rel {mr}"] = RerankConfig(exposure=ExposureParams(min_relevance=mr))
+    configs["default, no exposure"] = RerankConfig(exposure=None)
+if os.environ.get("CAL") == "1":
+    for lam in (0.02, 0.05, 0.1, 0.2, 0.3):
+        for explore in (0.1, 0.2, 0.3):
+            calibrated = CalibrationParams(lam=lam, explore=explore)
+            configs[f"calib only, lam {lam}, exp {explore}"] = only(calibration=calibrated)
+            configs[f"f+calib+exp, lam {lam}, exp {explore}"] = RerankConfig(calibration=calibrated)
+if os.environ.get("GRID") == "1":
     for lam in (0.85, 0.9, 0.93, 0.95, 0.97):
         for cap in (2, 3):
-            configs[f"all, lam {lam}, cap {cap}"] = RerankConfig(
-                diversity=DiversityParams(lam), cap=CapParams(cap)
+            configs[f"MMR+cap, lam {lam}, cap {cap}"] = dataclasses.replace(
+                MMR_AND_CAP, diversity=DiversityParams(lam), cap=CapParams(cap)
             )
-    configs["all but diversity, cap 3"] = RerankConfig(diversity=None)
 small_line = ExposureParams().max_followers
 per_fan: dict[str, np.ndarray] = {}
 out(
-    f"{'configuration':<28}{'ndcg@10':>9}{'recall@10':>11}{'cats@10':>9}{'max/cat':>9}{'ILD':>7}"
+    f"{'configuration':<32}{'ndcg@10':>9}{'recall@10':>11}{'cats@10':>9}{'max/cat':>9}{'ILD':>7}{'miscal':>8}"
     f"{'small@10':>10}{'pages w/ new|small':>19}"
 )
 for name, config in configs.items():
     reranker = Reranker.from_config(config)
-    ndcg, recall, cats, maxcat, ild, small, expo = [], [], [], [], [], [], []
+    ndcg, recall, cats, maxcat, ild, miscal, small, expo = [], [], [], [], [], [], [], []
     for i, head, scores, tail in fans:
         slate_items = [
             ScoredCandidate(creator_ids[c], "two_tower", scores={"ranker": sc})
             for c, sc in zip(head, scores, strict=True)
         ]
-        slate = Slate.from_rows(slate_items, [test.creator_rows.get(creator_ids[c]) for c in head])
+        slate = Slate.from_rows(
+            slate_items, [test.creator_rows.get(creator_ids[c]) for c in head], interests=interests[i]
+        )
         page_ids = [c.item_id for c in reranker.rerank(slate, K)]
         index = {c: j for j, c in enumerate(creator_ids)}
         page = [index[c] for c in page_ids]
@@ -166,12 +200,13 @@ for name, config in configs.items():
         maxcat.append(max(counts.values()))
         same = sum(n * (n - 1) for n in counts.values()) / (len(page) * (len(page) - 1))
         ild.append(1.0 - same)
+        miscal.append(miscalibration(interests[i], counts))
         small.append(sum(followers[c] < small_line for c in page))
         expo.append(any(qualifies[c] for c in page))
     per_fan[name] = np.array(ndcg)
     out(
-        f"{name:<28}{np.mean(ndcg):9.4f}{np.mean(recall):11.4f}{np.mean(cats):9.2f}{np.mean(maxcat):9.2f}"
-        f"{np.mean(ild):7.3f}{np.mean(small):10.2f}{np.mean(expo):19.2f}"
+        f"{name:<32}{np.mean(ndcg):9.4f}{np.mean(recall):11.4f}{np.mean(cats):9.2f}{np.mean(maxcat):9.2f}"
+        f"{np.mean(ild):7.3f}{np.mean(miscal):8.3f}{np.mean(small):10.2f}{np.mean(expo):19.2f}"
     )
 # Spread: bootstrap over fans of the NDCG@10 difference to ranker-only.
 rng = np.random.default_rng(0)
@@ -180,13 +215,14 @@ for name, v in per_fan.items():
     d = v - base
     boots = [d[rng.integers(0, len(d), len(d))].mean() for _ in range(1000)]
     lo, hi = np.percentile(boots, [2.5, 97.5])
-    out(f"  Δndcg@10 {name:<28} {d.mean():+.4f}  95% CI [{lo:+.4f}, {hi:+.4f}]")
+    out(f"  Δndcg@10 {name:<32} {d.mean():+.4f}  95% CI [{lo:+.4f}, {hi:+.4f}]")
 
+switches = [f"{name}=1" for name in GRIDS if os.environ.get(name) == "1"]
 section = "\n".join(
     [
         "## Re-ranking effect",
         "",
-        f"- Command: `{shlex.join(['python', *sys.argv])}`",
+        f"- Command: `{' '.join([*switches, shlex.join(['python', *sys.argv])])}`",
         f"- Machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
         f"date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         "",

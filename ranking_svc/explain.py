@@ -79,6 +79,13 @@ class FanProfile:
             log_price=math.log1p(price / 100.0) if price > 0 else 0.0,
         )
 
+    def category_weights(self) -> dict[str, float]:
+        """How much the fan cares for each category, for calibrated re-ranking: how many of the creators
+        it follows (of those read) are in it, else 1 per onboarding interest; empty when neither."""
+        if self.following_by_category:
+            return {c: float(n) for c, n in self.following_by_category.items()}
+        return {c: 1.0 for c in self.interests}
+
 
 def following_to_read(fan_row: Mapping[str, Any] | None) -> list[str]:
     """The followed creators whose rows the profile needs (bounded: this is the hot path)."""

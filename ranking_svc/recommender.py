@@ -213,7 +213,8 @@ class Recommender:
             row_of = {c.item_id: r for c, r in zip(ranked, creator_rows, strict=True)}
             facts = list(map(creators.slate.__getitem__, order))
             numbers = creators.numbers[order] if creators.numbers is not None else None
-            slate = Slate.from_rows(ranked, creator_rows, facts, numbers)
+            fan = FanProfile.build(fan_row, following_rows)
+            slate = Slate.from_rows(ranked, creator_rows, facts, numbers, interests=fan.category_weights())
             chosen = self._reranker.choose(slate, page)
             if complete is not None:
                 complete([order[j] for j in chosen])
@@ -222,7 +223,7 @@ class Recommender:
             explain(
                 out,
                 [row_of[c.item_id] for c in out],
-                FanProfile.build(fan_row, following_rows),
+                fan,
                 self._explain,
             )
             return out

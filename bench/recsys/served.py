@@ -52,7 +52,9 @@ WINDOW_DAYS: Final = 30.0
 
 
 # ranking_svc's config file with every re-ranking step switched off: the page is the ranker's order.
-RERANK_OFF: Final = {"rerank": {"freshness": None, "diversity": None, "exposure": None, "cap": None}}
+RERANK_OFF: Final = {
+    "rerank": {"freshness": None, "diversity": None, "calibration": None, "exposure": None, "cap": None}
+}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -147,13 +147,13 @@ def test_the_services_recommend_unseen_artists_after_the_platform_trains(
 
 def test_serving_without_reranking_writes_a_config_ranking_reads_as_every_step_off(tmp_path: Path) -> None:
     from kindred.config import Settings
-    from ranking_svc.rerank import RerankConfig
+    from ranking_svc.rerank import RerankConfig, Reranker
     from ranking_svc.server import load_ranking_config
 
     settings = Settings.from_env({"KINDRED_DATA_DIR": str(tmp_path)})
     P.write_serving_config(tmp_path, P.PlatformConfig(rerank=False))
     rerank, _ = load_ranking_config(settings)
-    assert rerank == RerankConfig(freshness=None, diversity=None, exposure=None, cap=None)
+    assert Reranker.from_config(rerank).steps == []  # every step, whatever the defaults switch on
     P.write_serving_config(tmp_path, P.PlatformConfig(rerank=True))  # back to the shipped defaults
     assert load_ranking_config(settings)[0] == RerankConfig()
 

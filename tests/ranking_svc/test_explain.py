@@ -101,3 +101,16 @@ def test_following_lookup_is_bounded() -> None:
     fan = {"following": [f"c{i}" for i in range(500)]}
     assert len(following_to_read(fan)) == MAX_FOLLOWING_LOOKUP
     assert following_to_read(None) == []
+
+
+def test_category_weights_count_follows_by_category_else_onboarding_interests() -> None:
+    rows = [{"category": "Music"}, {"category": "Music"}, {"category": "Art"}, None, {"category": ""}]
+    assert FanProfile.build({"following": ["a", "b", "c", "d", "e"]}, rows).category_weights() == {
+        "Music": 2.0,
+        "Art": 1.0,
+    }
+    assert FanProfile.build({"interests": ["Podcasts", "Art"]}).category_weights() == {
+        "Podcasts": 1.0,
+        "Art": 1.0,
+    }
+    assert FanProfile.build(None).category_weights() == {}

@@ -402,7 +402,9 @@ def test_ranking_config_file_overrides_the_defaults_and_rejects_typos(tmp_path: 
     )
     rerank, explain = load_ranking_config(settings)
     assert rerank.diversity == DiversityParams(lam=0.5) and rerank.exposure is None
-    assert rerank.cap == CapParams() and explain.max_reasons == 1
+    # Naming diversity switches off the default calibration (they are alternatives); the rest keep defaults.
+    assert rerank.calibration is None and rerank.freshness == RerankConfig().freshness
+    assert rerank.cap is None and explain.max_reasons == 1
     path.write_text(json.dumps({"rerank": {"diversity": {"lamda": 0.5}}}))
     with pytest.raises(ValueError, match="lamda"):
         load_ranking_config(settings)
@@ -592,3 +594,23 @@ def test_retrievals_facts_on_any_candidate_reach_the_ranker() -> None:
     assert ranker.seen is not None
     np.testing.assert_allclose(ranker.seen, [[0.75, 0.5], [0.0, 0.0], [0.5, 0.0], [0.0, 0.0]], rtol=1e-6)
     assert [c.item_id for c in result.items] == ["c1", "c3"]
+
+
+def test_the_default_calibration_follows_each_fans_own_mix_of_categories() -> None:
+    data = {namespace: dict(rows) for namespace, rows in CATALOGUE.data.items()}
+    data["fan"]["cooking-fan"] = {"fan_id": "cooking-fan", "following": ["k8", "k9"], "language": "en"}
+    data["creator"].update({c: {"creator_id": c, "category": "Cooking"} for c in ("k8", "k9")})
+    recommender = Recommender(FakeRetriever(_catalogue_candidates()), DictStore(data), TwoTowerScoreRanker())
+
+    def page(fan: str) -> list[ScoredCandidate]:
+        return recommender.recommend(fan, 4, filters=None, context=None, timeout_s=1).items
+
+    # Same candidates, same ranker order (every Music creator ahead of every Cooking one): the Music
+    # fan keeps it; for the fan who follows only Cooking creators, the best of them (k0, 7th by the
+    # ranker, relevance 0.45 against m0's 1.0) comes onto the page, the move explained from its follows.
+    assert [c.item_id for c in page("fan-with-row")] == ["m0", "m1", "m2", "m3"]
+    cooking = page("cooking-fan")
+    assert {c.item_id for c in cooking} == {"k0", "m0", "m1", "m2"}
+    k0 = next(c for c in cooking if c.item_id == "k0")
+    assert k0.scores["ranker_position"] == 7.0
+    assert "balance: 100% of the creators you follow are in Cooking" in k0.reasons

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from ranking_svc.domain import ScoredCandidate
 from ranking_svc.rerank import (
+    Calibration,
+    CalibrationParams,
     CapParams,
     Diversity,
     DiversityParams,
@@ -263,7 +265,7 @@ def test_exposure_does_not_break_the_cap() -> None:
     facts = [_facts("Art")] * 9 + [_facts("Music")] + facts[10:]  # the page already holds 9 Art creators
     config = RerankConfig(
         freshness=None,
-        diversity=None,
+        calibration=None,
         cap=CapParams(max_per_group=9),
         exposure=ExposureParams(min_relevance=0.4),
     )
@@ -272,20 +274,22 @@ def test_exposure_does_not_break_the_cap() -> None:
 
 
 def test_default_pipeline_order_and_a_page_that_honours_every_rule() -> None:
-    cands = _cands(30)
     small = ItemFacts("Art", "category:Art", n_followers=3, age_days=400.0)
     facts = [_facts("Music")] * 12 + [small] + [_facts("Music")] * 8 + [_facts(c) for c in "ABCDEFGHI"]
+    category = {f"c{i}": f.category for i, f in enumerate(facts)}
     reranker = Reranker.from_config(RerankConfig())
-    assert [s.name for s in reranker.steps] == ["freshness", "diversity", "exposure", "cap"]
-    out, _ = _page(reranker, cands, facts, page=10)
-    group_of = dict(zip(_ids(cands), [f.group for f in facts], strict=True))
-    assert max(Counter(group_of[c] for c in _ids(out)).values()) <= 3
+    assert [s.name for s in reranker.steps] == ["freshness", "calibration", "exposure"]
+    # A fan whose follows are 80% Music, 20% Art: calibration brings the best Art creator (the small
+    # one, 12th by the ranker) onto the page; the exposure budget then finds its small creator there.
+    slate = Slate.from_facts(_cands(30), facts, interests={"Music": 8.0, "Art": 2.0})
+    out = reranker.rerank(slate, 10)
     assert out[0].item_id == "c0"  # the ranker's favourite stays first
-    # Ten Music creators win MMR at lam 0.93; the small Art creator (relevance 0.59) takes the reserved
-    # slot; the cap then keeps 3 Music and fills with the other categories.
-    assert _ids(out) == ["c0", "c1", "c2", "c12", "c21", "c22", "c23", "c24", "c25", "c26"]
-    assert out[3].reasons == ["boosted: small creator (3 followers)"]
-    assert out[4].reasons == ["moved up: at most 3 per category on a page"]
+    assert [category[c] for c in _ids(out)].count("Music") == 9 and "c12" in _ids(out)
+    assert out[_ids(out).index("c12")].reasons == ["balance: 20% of the creators you follow are in Art"]
+    # The old default (MMR 0.93 + at most 3 per category) gives the same fan 3 Music creators.
+    old = RerankConfig(diversity=DiversityParams(0.93), cap=CapParams(3), calibration=None)
+    slate = Slate.from_facts(_cands(30), facts, interests={"Music": 8.0, "Art": 2.0})
+    assert [category[c] for c in _ids(Reranker.from_config(old).rerank(slate, 10))].count("Music") == 3
 
 
 def test_config_from_mapping_overrides_disables_and_rejects_typos() -> None:
@@ -353,3 +357,113 @@ def test_the_fast_category_mmr_picks_what_the_textbook_matrix_mmr_picks(
     assert _ids(fast) == _ids(matrix)
     assert [c.scores["mmr"] for c in fast] == pytest.approx([c.scores["mmr"] for c in matrix])
     assert [c.reasons for c in fast] == [c.reasons for c in matrix]
+
+
+def _calibrated(lam: float, explore: float = 0.0) -> Reranker:
+    return Reranker([Calibration(CalibrationParams(lam=lam, explore=explore))])
+
+
+def test_calibration_keeps_a_music_fans_page_mostly_music_where_mmr_spreads_it() -> None:
+    ranker = [1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.0]
+    facts = (
+        [_facts("Music")] * 5
+        + [_facts("Art"), _facts("Cooking"), _facts("Art"), _facts("Gaming")]
+        + [_facts("Music")]
+    )
+    music_fan = {"Music": 9.0, "Art": 1.0}
+    calibrated = Reranker([Calibration(CalibrationParams(lam=0.3, explore=0.0))])
+    slate = Slate.from_facts(_cands(10, ranker), facts, interests=music_fan)
+    out = calibrated.rerank(slate, 5)
+    category = {f"c{i}": f.category for i, f in enumerate(facts)}
+    assert [category[c] for c in _ids(out)].count("Music") == 4  # ~90% of 5, the best Art takes a slot
+    assert "c5" in _ids(out) and not {"c6", "c8"} & set(_ids(out))  # nothing the fan does not follow
+    mmr, _ = _page(Reranker([Diversity(DiversityParams(lam=0.7))]), _cands(10, ranker), facts, 5)
+    assert [category[c] for c in _ids(mmr)].count("Music") == 2  # MMR spreads the page whatever the fan
+
+
+def test_calibration_balances_a_two_category_fan_and_explains_the_move() -> None:
+    ranker = [1.0, 0.98, 0.96, 0.94, 0.9, 0.88, 0.86, 0.0]  # relevance is the same numbers
+    facts = [_facts("Music")] * 4 + [_facts("Art")] * 4  # the ranker prefers every Music creator
+    slate = Slate.from_facts(_cands(8, ranker), facts, interests={"Music": 1.0, "Art": 1.0})
+    out = _calibrated(0.5).rerank(slate, 4)
+    assert _ids(out) == ["c0", "c4", "c1", "c5"]
+    assert out[1].reasons == ["balance: 50% of the creators you follow are in Art"]
+    assert not out[0].reasons and "calibration" in out[1].scores
+    # lam = 0 is the ranker's order.
+    slate = Slate.from_facts(_cands(8, ranker), facts, interests={"Music": 1.0, "Art": 1.0})
+    assert _ids(_calibrated(0.0).rerank(slate, 4)) == ["c0", "c1", "c2", "c3"]
+
+
+def test_calibration_without_interests_spreads_over_the_candidates_categories() -> None:
+    ranker = [1.0 - 0.05 * i for i in range(8)]
+    facts = [_facts("Music")] * 4 + [_facts("Art")] * 2 + [_facts("Cooking")] * 2
+    slate = Slate.from_facts(_cands(8, ranker), facts)  # a fan we know nothing about
+    out = _calibrated(0.5).rerank(slate, 3)
+    category = {f"c{i}": f.category for i, f in enumerate(facts)}
+    assert sorted(category[c] for c in _ids(out)) == ["Art", "Cooking", "Music"]
+    assert out[1].reasons[0].startswith("diversity: adds ")
+
+
+def _kl_page_value(p: np.ndarray, counts: np.ndarray, alpha: float) -> float:
+    """-KL(p || (1 - alpha) q + alpha p) of a page with these category counts, summed the textbook way."""
+    q = counts / counts.sum()
+    smoothed = (1 - alpha) * q + alpha * p
+    mask = p > 0
+    return -float(np.sum(p[mask] * np.log(p[mask] / smoothed[mask])))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    groups=st.lists(st.sampled_from(["Music", "Art", "Gaming", "Cooking"]), min_size=1, max_size=25),
+    gaps=st.lists(st.floats(0.001, 1.0), min_size=25, max_size=25),
+    weights=st.lists(st.integers(0, 5), min_size=4, max_size=4),
+    lam=st.floats(0.0, 1.0),
+    explore=st.floats(0.0, 1.0),
+    page=st.integers(1, 25),
+)
+def test_the_fast_calibration_picks_what_summing_the_divergence_of_every_candidate_page_picks(
+    groups: list[str], gaps: list[float], weights: list[int], lam: float, explore: float, page: int
+) -> None:
+    names = ["Music", "Art", "Gaming", "Cooking"]
+    interests = {c: float(w) for c, w in zip(names, weights, strict=True) if w}
+    scores = list(np.cumsum(-np.asarray(gaps[: len(groups)])))  # strictly decreasing: no ties
+    params = CalibrationParams(lam=lam, explore=explore)
+    slate = Slate.from_facts(_cands(len(groups), scores), [_facts(g) for g in groups], interests=interests)
+    fast = _ids(Reranker([Calibration(params)]).rerank(slate, page))
+    # Textbook greedy: the marginal objective of each remaining item, with the whole KL summed.
+    reference = Slate.from_facts(
+        _cands(len(groups), scores), [_facts(g) for g in groups], interests=interests
+    )
+    Reranker([]).choose(reference, page)  # relevance as the steps see it
+    present = sorted(set(groups))
+    p = Calibration(params).target(reference, present)
+    column = {c: k for k, c in enumerate(present)}
+    counts, chosen = np.zeros(len(present)), []
+    for _ in range(min(page, len(groups))):
+        best, best_value = -1, -np.inf
+        for i in range(len(groups)):
+            if i in chosen:
+                continue
+            trial = counts.copy()
+            trial[column[groups[i]]] += 1
+            value = (1 - lam) * reference.relevance[i] + lam * _kl_page_value(p, trial, params.alpha)
+            if value > best_value + 1e-12:
+                best, best_value = i, value
+        chosen.append(best)
+        counts[column[groups[best]]] += 1
+    assert fast == [f"c{i}" for i in chosen]
+
+
+def test_calibration_config_replaces_diversity_and_rejects_bad_values() -> None:
+    config = RerankConfig.from_mapping({"calibration": {"lam": 0.2}})
+    assert config.calibration == CalibrationParams(lam=0.2) and config.diversity is None
+    assert [s.name for s in Reranker.from_config(config).steps] == ["freshness", "calibration", "exposure"]
+    with pytest.raises(ValueError, match="one of them"):
+        RerankConfig(calibration=CalibrationParams(), diversity=DiversityParams())
+    for bad in (
+        {"calibration": {"lam": 1.5}},
+        {"calibration": {"alpha": 0}},
+        {"calibration": {"explore": -1}},
+    ):
+        with pytest.raises(ValueError):
+            RerankConfig.from_mapping(bad)
