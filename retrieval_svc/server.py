@@ -31,7 +31,8 @@ follow their categories and locales, the two-tower is the stronger source (alone
 100 against mf's 0.844 / 0.884) and mf costs under a point of pool recall; on Last.fm's real follows
 mf alone recalls 0.503 against the two-tower's 0.358. Slots a source cannot fill (a new fan has no
 two-tower or mf input, follows nobody, has no friends) go to the others' remaining candidates, so k come
-back whenever the catalogue has k that pass the filters.
+back whenever the catalogue has k that pass the filters. A deployment sets its own shares (and trending's
+share for new creators) in `<data_dir>/config/retrieval.json` (`load_retrieval_config`).
 Posts from followed creators ("followed_fresh") are not a source yet.
 
 Text search (retrieval_svc.search) lives beside the bundle, not in it: its index is one mutable
@@ -43,12 +44,13 @@ Search answers FAILED_PRECONDITION saying how to export one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -62,7 +64,7 @@ from kindred.service import ServiceSpec, run_service
 from kindred.v1 import retrieval_pb2_grpc
 from kindred.vectorstore import VectorIndex, VectorIndexError, open_creator_index
 from retrieval_svc.creators import CreatorCatalogue
-from retrieval_svc.retriever import ModelRef, Retriever
+from retrieval_svc.retriever import DEFAULT_QUOTA_SHARES, ModelRef, Retriever, normalize_source_name
 from retrieval_svc.search.query import QuerySide
 from retrieval_svc.search.replication import WriteLog, replica_root, search_replicas_dir
 from retrieval_svc.search.service import SearchService
@@ -92,6 +94,9 @@ QUERY_ENCODER = "text_query_encoder"  # trainer.search_tuning.QUERY_ENCODER_NAME
 QUERY_FUSION_FILE = "fusion.json"  # trainer.search_tuning.FUSION_FILE
 USER_TOWER = "two_tower_user"
 log = logging.getLogger(__name__)
+
+
+RETRIEVAL_CONFIG_FILE = Path("config") / "retrieval.json"  # under Settings.data_dir
 
 
 @dataclasses.dataclass
@@ -134,6 +139,49 @@ def open_versioned(settings: Settings) -> tuple[VectorIndex, UserTower]:
     return index, model
 
 
+@dataclasses.dataclass(frozen=True)
+class RetrievalConfig:
+    """What a deployment may tune without code: each source's share of the k slots (every source named;
+    `DEFAULT_QUOTA_SHARES` for those the file leaves out) and trending's share for new creators."""
+
+    quota_shares: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_QUOTA_SHARES))
+    trending_new_share: float = DEFAULT_NEW_SHARE
+
+
+def load_retrieval_config(settings: Settings) -> RetrievalConfig:
+    """Defaults, overridden by `<data_dir>/config/retrieval.json`, e.g.
+    `{"quota_shares": {"mf": 0.3, "two_tower": 0.4}, "trending_new_share": 0.5}`; unknown keys or
+    sources, negative or non-numeric shares and an all-zero split fail the start, naming the file."""
+    path = settings.data_dir / RETRIEVAL_CONFIG_FILE
+    if not path.exists():
+        return RetrievalConfig()
+    try:
+        data: Any = json.loads(path.read_text())
+        if not isinstance(data, dict) or set(data) - {"quota_shares", "trending_new_share"}:
+            raise ValueError('expected an object with the keys "quota_shares" and/or "trending_new_share"')
+        shares = dict(DEFAULT_QUOTA_SHARES)
+        given = data.get("quota_shares") or {}
+        if not isinstance(given, dict):
+            raise ValueError("quota_shares: expected an object of source name → share")
+        for raw, value in given.items():
+            name = normalize_source_name(str(raw))
+            if name not in shares:
+                raise ValueError(f"quota_shares: unknown source {raw!r}; known: {', '.join(shares)}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ValueError(f"quota_shares.{raw}: expected a number >= 0, got {value!r}")
+            shares[name] = float(value)
+        if not any(v > 0 for v in shares.values()):
+            raise ValueError("quota_shares: at least one source needs a share > 0")
+        new_share = data.get("trending_new_share", DEFAULT_NEW_SHARE)
+        if isinstance(new_share, bool) or not isinstance(new_share, int | float) or not 0 <= new_share <= 1:
+            raise ValueError(f"trending_new_share: expected a number in [0, 1], got {new_share!r}")
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+        raise ValueError(f"{path}: {exc}") from exc
+    config = RetrievalConfig(shares, float(new_share))
+    log.info("retrieval config from %s: %s", path, config)
+    return config
+
+
 def build_deps(
     settings: Settings, *, reload_poll_s: float | None = DEFAULT_POLL_S, search: bool = True
 ) -> RetrievalDeps:
@@ -142,6 +190,7 @@ def build_deps(
     SearchRanked calls KINDRED_SEARCH_TARGET)."""
     from kindred.store.online import open_online_store
 
+    config = load_retrieval_config(settings)  # first: a bad file fails before anything opens
     index, model = open_versioned(settings)
     try:
         store = open_online_store(settings)
@@ -157,6 +206,8 @@ def build_deps(
         index=index,
         user_tower=model,
         store=store,
+        quota_shares=config.quota_shares,
+        trending_new_share=config.trending_new_share,
         reload_poll_s=reload_poll_s,
         close_index=close_index,
         closers=closers,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -318,10 +320,9 @@ def test_a_user_tower_that_does_not_fit_the_index_is_refused(tmp_path: Path) -> 
         index.close()
 
 
-def test_create_server_from_settings_alone_with_the_embedded_store(tmp_path: Path) -> None:
-    """The production wiring: build_deps opens the index, the promoted model and the online store."""
+def _platform(tmp_path: Path) -> Settings:
+    """A data dir with an index, a promoted user tower (with mf) and the online store's rows."""
     from kindred.store.online import open_online_store
-    from retrieval_svc.server import build_deps
 
     settings = Settings(data_dir=tmp_path)
     ids, vectors, payloads = tiny_catalogue(40)
@@ -333,19 +334,71 @@ def test_create_server_from_settings_alone_with_the_embedded_store(tmp_path: Pat
     for namespace, rows in candidate_tables(ids, payloads).items():
         writer.put(namespace, rows)
     writer.close()
+    return settings
+
+
+def _retrieve_from_settings(settings: Settings, k: int) -> retrieval_pb2.RetrieveResponse:
+    """One Retrieve for f1 through the production wiring: build_deps, create_server, gRPC."""
+    from retrieval_svc.server import build_deps
 
     deps = build_deps(settings)
     server = create_server(settings, deps, port=0).start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-            response = stub.Retrieve(retrieval_pb2.RetrieveRequest(fan_id="f1", k=10), timeout=5)
+            return stub.Retrieve(retrieval_pb2.RetrieveRequest(fan_id="f1", k=k), timeout=5)
     finally:
         server.stop(0)
         deps.close()
+
+
+def test_create_server_from_settings_alone_with_the_embedded_store(tmp_path: Path) -> None:
+    """The production wiring: build_deps opens the index, the promoted model and the online store."""
+    response = _retrieve_from_settings(_platform(tmp_path), 10)
     assert Counter(c.source for c in response.candidates) == default_split(10)
     assert "c000" not in {c.item_id for c in response.candidates}
     assert response.model.version == "v7"
+
+
+def test_a_deployments_retrieval_json_sets_the_source_shares(tmp_path: Path) -> None:
+    settings = _platform(tmp_path)
+    config = tmp_path / "config" / "retrieval.json"
+    config.parent.mkdir()
+    unnamed_off = dict.fromkeys(["item_to_item", "social", "trending", "popular"], 0)
+    config.write_text(
+        json.dumps({"quota_shares": {"CANDIDATE_SOURCE_TWO_TOWER": 0.5, "mf": 0.5} | unnamed_off})
+    )
+    response = _retrieve_from_settings(settings, 10)
+    assert Counter(c.source for c in response.candidates) == Counter({ENUM["two_tower"]: 5, ENUM["mf"]: 5})
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [
+        ('{"quota_share": {}}', "expected an object with the keys"),
+        ('{"quota_shares": {"mff": 0.5}}', "unknown source 'mff'"),
+        ('{"quota_shares": {"mf": -1}}', "quota_shares.mf: expected a number >= 0"),
+        ('{"quota_shares": {"mf": true}}', "quota_shares.mf: expected a number >= 0"),
+        ('{"quota_shares": [1]}', "expected an object of source name"),
+        ('{"trending_new_share": 2}', "trending_new_share: expected a number in [0, 1]"),
+        ("{not json", "retrieval.json"),
+    ],
+)
+def test_a_bad_retrieval_json_fails_the_start_naming_the_file_and_the_field(
+    tmp_path: Path, content: str, complaint: str
+) -> None:
+    from retrieval_svc.server import load_retrieval_config
+
+    config = tmp_path / "config" / "retrieval.json"
+    config.parent.mkdir()
+    config.write_text(content)
+    with pytest.raises(ValueError, match=re.escape(complaint)) as caught:
+        load_retrieval_config(Settings(data_dir=tmp_path))
+    assert str(config) in str(caught.value)
+    all_zero = dict.fromkeys(DEFAULT_QUOTA_SHARES, 0)
+    config.write_text(json.dumps({"quota_shares": all_zero}))
+    with pytest.raises(ValueError, match="at least one source"):
+        load_retrieval_config(Settings(data_dir=tmp_path))
 
 
 def test_the_mf_source_honours_a_delete_at_once(own_server: Served) -> None:
