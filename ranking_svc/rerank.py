@@ -10,12 +10,13 @@ the page, not the model. Pipeline (`Reranker.from_config`), each step optional:
                   `lam * relevance - (1 - lam) * max similarity to what is already on the page`;
                   similarity is 1 for the same category (and the cosine of creator vectors when
                   every item has one).
-   **calibration** (Steck 2018, "Calibrated Recommendations") instead picks the page greedily by
-                  `(1 - lam) * relevance - lam * KL(target || page's categories)`, the target being the
-                  fan's own spread over categories (from the creators it follows, else its onboarding
-                  interests) with an `explore` share spread evenly over the candidates' categories: a
-                  fan who follows mostly Music keeps mostly Music, with room for the rest, where MMR
-                  would push every fan toward one creator per category.
+   **calibration** (Steck 2018, "Calibrated Recommendations") instead picks the page (greedily, then
+                  shown by relevance) by `(1 - lam) * summed relevance - lam * KL(target || page's
+                  categories)`, the target being the fan's own spread over categories (from the
+                  creators it follows, else its onboarding interests) with an `explore` share spread
+                  evenly over the candidates' categories: a fan who follows mostly Music keeps mostly
+                  Music, with room for the rest, where MMR pulls every fan toward one creator per
+                  category.
 3. **exposure**   reserves `page // slot_every` slots for new or small creators, filled by the best
                   such candidate with relevance >= `min_relevance` if the page has too few already.
 4. **cap**        at most `max_per_group` items of one group on the page (group = category for
@@ -92,9 +93,9 @@ class DiversityParams:
 @dataclasses.dataclass(frozen=True)
 class CalibrationParams:
     # Steck's lambda: weight of the page's miscalibration (KL divergence) against its summed relevance.
-    # On the demo hold-out (seed 7, 1,087 fans) 0.2 cuts the ranker's miscalibration C_KL 0.91 -> 0.51
-    # and adds 0.7 categories to the top 10 for -0.009 NDCG@10; 0.1 cut it to 0.69 for -0.003, 0.3 to
-    # 0.37 for -0.014; MMR 0.93 + cap 3 cut it to 0.72 for -0.021 (numbers in the change that set it).
+    # On the demo hold-out (seed 7, 1,087 fans) 0.2 alone cuts the ranker's miscalibration C_KL
+    # 0.91 -> 0.50 and adds 0.7 categories to the top 10 for -0.002 NDCG@10; MMR 0.93 + a cap of 3 cut
+    # it to 0.72 for -0.021 (bench_rerank_effect; README "Why calibration").
     lam: float = 0.2
     # Share of the target spread evenly over the candidates' categories, so a fan who follows a single
     # category still sees others that the ranker rates well (and a fan with no history gets variety).
@@ -561,7 +562,8 @@ class Diversity:
 class Calibration:
     """Calibrated re-ranking (Steck, "Calibrated Recommendations", RecSys 2018) over categories.
 
-    Greedy: each pick maximises `(1 - lam) * relevance - lam * KL(p || q~)` of the page so far, where
+    The page is the set of items that maximises `(1 - lam) * summed relevance - lam * KL(p || q~)`,
+    found greedily (each pick maximises the objective of the page so far) and shown by relevance, where
     p is the target (the fan's category shares mixed with `explore` spread evenly over the candidates'
     categories) and q~ = (1 - alpha) * q + alpha * p, q being the categories' shares on the page. Only
     the best remaining item of each category can win a step (the KL term depends on the category
@@ -608,7 +610,7 @@ class Calibration:
         chosen: list[int] = []
         for t in range(depth):
             delta = (1.0 - alpha) / (t + 1)
-            best_key, best_value, best_pos, top_rel = 0, -math.inf, 0, -math.inf
+            best_key, best_value, best_pos = 0, -math.inf, 0
             for key, bucket in buckets.items():
                 head = bucket[-1]
                 gain = 0.0
@@ -616,7 +618,6 @@ class Calibration:
                     base = (1.0 - alpha) * on_page[key] / (t + 1) + alpha * p[key]
                     gain = p[key] * math.log1p(delta / base)
                 value = (1.0 - lam) * score[head] + lam * gain
-                top_rel = max(top_rel, score[head])
                 if value > best_value or (value == best_value and position[head] < best_pos):
                     best_key, best_value, best_pos = key, value, position[head]
             bucket = buckets[best_key]
@@ -626,9 +627,14 @@ class Calibration:
             if best_key >= 0:
                 on_page[best_key] += 1
             value_out[i] = best_value
-            if score[i] < top_rel:
-                jump[i] = 1.0  # picked over a more relevant item of another category
             chosen.append(i)
+        # The objective is one of the page as a set (summed relevance, the categories' shares), so the
+        # greedy's pick order means nothing: the page shows its items by relevance, and an item is
+        # calibration's doing when relevance alone would have left it off the page.
+        chosen.sort(key=position.__getitem__)
+        for i in chosen:
+            if position[i] >= depth:
+                jump[i] = 1.0
         taken = set(chosen)
         return chosen + [i for i in order if i not in taken]
 
