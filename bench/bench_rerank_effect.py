@@ -142,7 +142,10 @@ def only(**steps: object) -> RerankConfig:
 
 
 MMR_AND_CAP = only(
-    freshness=FreshnessParams(), diversity=DiversityParams(), exposure=ExposureParams(), cap=CapParams()
+    freshness=FreshnessParams(),
+    diversity=DiversityParams(),
+    exposure=ExposureParams(),
+    cap=CapParams(max_per_category=3),
 )
 configs = {
     "ranker only (no re-rank)": OFF,
@@ -151,7 +154,7 @@ configs = {
     "calibration only (lam 0.2)": only(calibration=CalibrationParams()),
     "MMR only (lam 0.93)": only(diversity=DiversityParams()),
     "exposure only": only(exposure=ExposureParams()),
-    "cap only (3/category)": only(cap=CapParams()),
+    "cap only (3/category)": only(cap=CapParams(max_per_category=3)),
     "MMR 0.93 + cap 3 (old default)": MMR_AND_CAP,
     "default": RerankConfig(),
 }
@@ -170,7 +173,7 @@ if os.environ.get("GRID") == "1":
     for lam in (0.85, 0.9, 0.93, 0.95, 0.97):
         for cap in (2, 3):
             configs[f"MMR+cap, lam {lam}, cap {cap}"] = dataclasses.replace(
-                MMR_AND_CAP, diversity=DiversityParams(lam), cap=CapParams(cap)
+                MMR_AND_CAP, diversity=DiversityParams(lam), cap=CapParams(max_per_category=cap)
             )
 small_line = ExposureParams().max_followers
 per_fan: dict[str, np.ndarray] = {}

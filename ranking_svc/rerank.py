@@ -19,9 +19,10 @@ the page, not the model. Pipeline (`Reranker.from_config`), each step optional:
                   category.
 3. **exposure**   reserves `page // slot_every` slots for new or small creators, filled by the best
                   such candidate with relevance >= `min_relevance` if the page has too few already.
-4. **cap**        at most `max_per_group` items of one group on the page (group = category for
-                  creators, creator for posts); overflow moves just below the page. A page is
-                  never shortened: when nothing else is left, the cap gives way.
+4. **cap**        at most `max_per_group` posts of one creator on the page, and (when
+                  `max_per_category` > 0) at most that many creators of one category; overflow moves
+                  just below the page. A page is never shortened: when nothing else is left, the cap
+                  gives way.
 
 Relevance is the ranker's score min-max scaled over the request's candidates, so the parameters
 mean the same whatever the ranker's output scale. The returned page records what happened to each
@@ -55,6 +56,9 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 POST = "post"
+# The cap's group keys: a post's creator, a creator's category (see `Slate.group`).
+CREATOR_GROUP = "creator:"
+CATEGORY_GROUP = "category:"
 TRENDING_NEW = "trending_new"  # set by retrieval's trending source on new creators
 P = TypeVar("P", bound="DataclassInstance")
 
@@ -118,8 +122,20 @@ class ExposureParams:
 
 @dataclasses.dataclass(frozen=True)
 class CapParams:
-    # At most this many items of one group on a page (category for creators, creator for posts).
+    # At most this many posts of one creator on a page.
     max_per_group: int = 3
+    # At most this many creators of one category on a page; 0 = no such cap (the default: calibration
+    # sets the category mix, and a fixed cap pulls every fan toward one creator per category).
+    max_per_category: int = 0
+
+    def limit(self, group: str) -> int | None:
+        """The cap of one of the slate's groups ("creator:…" for posts, "category:…" for creators);
+        None = uncapped (creators without a category, or no per-category cap)."""
+        if group.startswith(CREATOR_GROUP):
+            return self.max_per_group
+        if group.startswith(CATEGORY_GROUP) and self.max_per_category > 0:
+            return self.max_per_category
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,8 +147,8 @@ class RerankConfig:
     # fan toward one creator per category, calibration toward the fan's own mix (bench_rerank_effect).
     diversity: DiversityParams | None = None
     exposure: ExposureParams | None = ExposureParams()
-    # Off by default for creators (calibration sets the category mix); for posts it is the per-creator cap.
-    cap: CapParams | None = None
+    # Posts per creator; creators per category only when max_per_category is set (calibration sets the mix).
+    cap: CapParams | None = CapParams()
     calibration: CalibrationParams | None = CalibrationParams()
 
     def __post_init__(self) -> None:
@@ -154,8 +170,8 @@ class RerankConfig:
             raise ValueError(f"diversity: lam must be in [0, 1], got {self.diversity.lam}")
         if self.exposure and self.exposure.slot_every < 1:
             raise ValueError("exposure: slot_every must be >= 1")
-        if self.cap and self.cap.max_per_group < 1:
-            raise ValueError("cap: max_per_group must be >= 1")
+        if self.cap and (self.cap.max_per_group < 1 or self.cap.max_per_category < 0):
+            raise ValueError("cap: max_per_group must be >= 1 and max_per_category >= 0")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> RerankConfig:
@@ -335,9 +351,9 @@ class Slate:
         if numbers is not None and numbers.shape != (len(candidates), len(SLATE_NUMBERS)):
             raise ValueError(f"Slate.from_rows: numbers of shape {numbers.shape} for {len(candidates)} items")
         category = [f[0] for f in facts]
-        labels = {c: f"category:{c}" for c in set(category) if c}
+        labels = {c: f"{CATEGORY_GROUP}{c}" for c in set(category) if c}
         group = [
-            f"creator:{(r or {}).get('creator_id') or c.item_id}"
+            f"{CREATOR_GROUP}{(r or {}).get('creator_id') or c.item_id}"
             if c.kind == POST
             else labels.get(cat, c.item_id)
             for c, r, cat in zip(candidates, rows, category, strict=True)
@@ -655,7 +671,7 @@ class Calibration:
 @dataclasses.dataclass(frozen=True)
 class Exposure:
     params: ExposureParams
-    max_per_group: int | None = None  # the cap's limit, so a reserved slot never breaks it
+    cap: CapParams | None = None  # the cap's limits, so a reserved slot never breaks them
     name: str = "exposure"
 
     def qualifies(self, slate: Slate) -> npt.NDArray[np.bool_]:
@@ -685,7 +701,7 @@ class Exposure:
                     for k, i in enumerate(tail)
                     if ok[i]
                     and slate.relevance[i] >= p.min_relevance
-                    and (self.max_per_group is None or groups[slate.group[i]] < self.max_per_group)
+                    and not self._breaks_cap(groups, slate.group[i])
                 ),
                 None,
             )
@@ -697,6 +713,11 @@ class Exposure:
             head.insert(min(len(head), (slot + 1) * p.slot_every - 1), promoted)
             tail.insert(0, displaced)
         return head + tail
+
+    def _breaks_cap(self, groups: Counter[str], group: str) -> bool:
+        """Whether one more item of `group` on the page (holding `groups`) would exceed the cap."""
+        limit = self.cap.limit(group) if self.cap is not None else None
+        return limit is not None and groups[group] >= limit
 
     def reasons(self, slate: Slate, items: list[int]) -> dict[int, str]:
         mark, new_days = slate.stage_array("exposure"), self.params.new_days
@@ -715,7 +736,7 @@ class GroupCap:
     name: str = "cap"
 
     def apply(self, slate: Slate, order: list[int], page: int) -> list[int]:
-        limit = self.params.max_per_group
+        limits = {g: self.params.limit(g) for g in set(slate.group)}
         head: list[int] = []
         over: list[int] = []
         counts: Counter[str] = Counter()
@@ -724,7 +745,8 @@ class GroupCap:
                 over.extend(order[k:])
                 break
             g = slate.group[i]
-            if counts[g] < limit:
+            limit = limits[g]
+            if limit is None or counts[g] < limit:
                 counts[g] += 1
                 head.append(i)
             else:
@@ -748,8 +770,13 @@ class GroupCap:
         return head + over
 
     def reasons(self, slate: Slate, items: list[int]) -> dict[int, str]:
-        text = f"moved up: at most {self.params.max_per_group} per category on a page"
-        return {i: text for i in _marked(slate.stage_array("_cap_moved_up"), items)}
+        p = self.params
+        return {
+            i: f"moved up: at most {p.max_per_group} posts per creator on a page"
+            if slate.group[i].startswith(CREATOR_GROUP)
+            else f"moved up: at most {p.max_per_category} per category on a page"
+            for i in _marked(slate.stage_array("_cap_moved_up"), items)
+        }
 
 
 class Reranker:
@@ -768,8 +795,7 @@ class Reranker:
         if config.calibration is not None:
             steps.append(Calibration(config.calibration))
         if config.exposure is not None:
-            cap = config.cap.max_per_group if config.cap is not None else None
-            steps.append(Exposure(config.exposure, cap))
+            steps.append(Exposure(config.exposure, config.cap))
         if config.cap is not None:
             steps.append(GroupCap(config.cap))
         return cls(steps)

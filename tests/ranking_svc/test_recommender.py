@@ -217,7 +217,7 @@ def test_every_item_carries_source_stage_scores_rerank_trace_and_explanations() 
         FakeRetriever(_catalogue_candidates()),
         CATALOGUE,
         TwoTowerScoreRanker(),
-        rerank=RerankConfig(cap=CapParams(max_per_group=2)),
+        rerank=RerankConfig(cap=CapParams(max_per_category=2)),
     )
     result = recommender.recommend("fan-with-row", 4, filters=None, context=None, timeout_s=1)
     # Two-tower order is m0 m1 m2 ...; the cap of 2 per category lets the best Cooking creators in.
@@ -303,7 +303,7 @@ class _Watched:
 @pytest.mark.parametrize(
     ("ranker", "rerank", "fallback"),
     [
-        (TwoTowerScoreRanker(), RerankConfig(cap=CapParams(max_per_group=2)), ""),
+        (TwoTowerScoreRanker(), RerankConfig(cap=CapParams(max_per_category=2)), ""),
         (TwoTowerScoreRanker(fail=True), RerankConfig(), "ranker_failed"),
         (TwoTowerScoreRanker(), Reranker([BrokenStep()]), "rerank_failed"),
     ],
@@ -404,7 +404,7 @@ def test_ranking_config_file_overrides_the_defaults_and_rejects_typos(tmp_path: 
     assert rerank.diversity == DiversityParams(lam=0.5) and rerank.exposure is None
     # Naming diversity switches off the default calibration (they are alternatives); the rest keep defaults.
     assert rerank.calibration is None and rerank.freshness == RerankConfig().freshness
-    assert rerank.cap is None and explain.max_reasons == 1
+    assert rerank.cap == CapParams() and explain.max_reasons == 1
     path.write_text(json.dumps({"rerank": {"diversity": {"lamda": 0.5}}}))
     with pytest.raises(ValueError, match="lamda"):
         load_ranking_config(settings)

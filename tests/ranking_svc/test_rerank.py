@@ -116,7 +116,7 @@ def test_mmr_uses_creator_vectors_when_every_item_has_one() -> None:
 
 def test_cap_holds_on_the_page_and_marks_what_it_held_back() -> None:
     facts = [_facts("Music")] * 5 + [_facts("Art")] * 3
-    out, slate = _page(Reranker([GroupCap(CapParams(max_per_group=2))]), _cands(8), facts, page=4)
+    out, slate = _page(Reranker([GroupCap(CapParams(max_per_category=2))]), _cands(8), facts, page=4)
     assert _ids(out) == ["c0", "c1", "c5", "c6"]
     assert out[2].reasons == ["moved up: at most 2 per category on a page"]
     assert not out[0].reasons
@@ -126,18 +126,22 @@ def test_cap_holds_on_the_page_and_marks_what_it_held_back() -> None:
 
 def test_cap_gives_way_rather_than_shorten_the_page_and_then_moves_nothing() -> None:
     facts = [_facts("Music")] * 3 + [_facts("Art")] + [_facts("Music")] * 2
-    out, _ = _page(Reranker([GroupCap(CapParams(max_per_group=2))]), _cands(6), facts, page=5)
+    out, _ = _page(Reranker([GroupCap(CapParams(max_per_category=2))]), _cands(6), facts, page=5)
     assert _ids(out) == ["c0", "c1", "c2", "c3", "c4"]
     assert not any(c.reasons for c in out)
 
 
-def test_posts_are_capped_per_creator() -> None:
+def test_posts_are_capped_per_creator_by_default_and_creators_per_category_only_when_asked() -> None:
     cands = [ScoredCandidate(f"p{i}", "FOLLOWED_FRESH", scores={"ranker": -i}, kind="post") for i in range(4)]
     rows = [{"creator_id": cr, "category": "Music"} for cr in ("a", "a", "a", "b")]
     slate = Slate.from_rows(cands, rows)
     assert slate.group == ["creator:a", "creator:a", "creator:a", "creator:b"]
     out = Reranker([GroupCap(CapParams(max_per_group=2))]).rerank(slate, page=3)
     assert _ids(out) == ["p0", "p1", "p3"]
+    assert out[2].reasons == ["moved up: at most 2 posts per creator on a page"]
+    # Creators of one category: the default cap (no per-category limit) leaves them alone.
+    facts = [_facts("Music")] * 4 + [_facts("Art")]
+    assert _ids(_page(Reranker([GroupCap(CapParams())]), _cands(5), facts, page=3)[0]) == ["c0", "c1", "c2"]
 
 
 def test_creators_are_grouped_by_category_and_facts_come_from_rows() -> None:
@@ -266,7 +270,7 @@ def test_exposure_does_not_break_the_cap() -> None:
     config = RerankConfig(
         freshness=None,
         calibration=None,
-        cap=CapParams(max_per_group=9),
+        cap=CapParams(max_per_category=9),
         exposure=ExposureParams(min_relevance=0.4),
     )
     out, _ = _page(config, cands, facts, page=10)
@@ -278,7 +282,7 @@ def test_default_pipeline_order_and_a_page_that_honours_every_rule() -> None:
     facts = [_facts("Music")] * 12 + [small] + [_facts("Music")] * 8 + [_facts(c) for c in "ABCDEFGHI"]
     category = {f"c{i}": f.category for i, f in enumerate(facts)}
     reranker = Reranker.from_config(RerankConfig())
-    assert [s.name for s in reranker.steps] == ["freshness", "calibration", "exposure"]
+    assert [s.name for s in reranker.steps] == ["freshness", "calibration", "exposure", "cap"]
     # A fan whose follows are 80% Music, 20% Art: calibration brings the best Art creator (the small
     # one, 12th by the ranker) onto the page; the exposure budget then finds its small creator there.
     slate = Slate.from_facts(_cands(30), facts, interests={"Music": 8.0, "Art": 2.0})
@@ -287,7 +291,7 @@ def test_default_pipeline_order_and_a_page_that_honours_every_rule() -> None:
     assert [category[c] for c in _ids(out)].count("Music") == 9 and "c12" in _ids(out)
     assert out[_ids(out).index("c12")].reasons == ["balance: 20% of the creators you follow are in Art"]
     # The old default (MMR 0.93 + at most 3 per category) gives the same fan 3 Music creators.
-    old = RerankConfig(diversity=DiversityParams(0.93), cap=CapParams(3), calibration=None)
+    old = RerankConfig(diversity=DiversityParams(0.93), cap=CapParams(max_per_category=3), calibration=None)
     slate = Slate.from_facts(_cands(30), facts, interests={"Music": 8.0, "Art": 2.0})
     assert [category[c] for c in _ids(Reranker.from_config(old).rerank(slate, 10))].count("Music") == 3
 
@@ -303,6 +307,7 @@ def test_config_from_mapping_overrides_disables_and_rejects_typos() -> None:
         {"diversity": {"lamda": 0.5}},
         {"diversity": {"lam": 2.0}},
         {"cap": {"max_per_group": 1.5}},
+        {"cap": {"max_per_category": -1}},
         {"cap": 3},
     ]
     for bad in bad_configs:
@@ -327,7 +332,7 @@ def test_any_input_gives_a_full_page_that_keeps_the_cap_when_it_can(
     facts = [
         ItemFacts(g, f"category:{g}", followers[i], 400.0, posts_30d=i % 9) for i, g in enumerate(groups)
     ]
-    out, _ = _page(RerankConfig(cap=CapParams(max_per_group=cap)), cands, facts, page)
+    out, _ = _page(RerankConfig(cap=CapParams(max_per_category=cap)), cands, facts, page)
     assert len(out) == min(page, len(cands)) and len(set(_ids(out))) == len(out)
     group_of = {c.item_id: f.group for c, f in zip(cands, facts, strict=True)}
     on_page = Counter(group_of[c] for c in _ids(out))
@@ -459,7 +464,12 @@ def test_the_fast_calibration_picks_what_summing_the_divergence_of_every_candida
 def test_calibration_config_replaces_diversity_and_rejects_bad_values() -> None:
     config = RerankConfig.from_mapping({"calibration": {"lam": 0.2}})
     assert config.calibration == CalibrationParams(lam=0.2) and config.diversity is None
-    assert [s.name for s in Reranker.from_config(config).steps] == ["freshness", "calibration", "exposure"]
+    assert [s.name for s in Reranker.from_config(config).steps] == [
+        "freshness",
+        "calibration",
+        "exposure",
+        "cap",
+    ]
     with pytest.raises(ValueError, match="one of them"):
         RerankConfig(calibration=CalibrationParams(), diversity=DiversityParams())
     for bad in (
