@@ -86,6 +86,11 @@ class FanProfile:
             return {c: float(n) for c, n in self.following_by_category.items()}
         return {c: 1.0 for c in self.interests}
 
+    @property
+    def categories_from_follows(self) -> bool:
+        """Whether `category_weights` counts follows (else onboarding interests, or nothing)."""
+        return bool(self.following_by_category)
+
 
 def following_to_read(fan_row: Mapping[str, Any] | None) -> list[str]:
     """The followed creators whose rows the profile needs (bounded: this is the hot path)."""

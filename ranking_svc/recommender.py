@@ -214,7 +214,14 @@ class Recommender:
             facts = list(map(creators.slate.__getitem__, order))
             numbers = creators.numbers[order] if creators.numbers is not None else None
             fan = FanProfile.build(fan_row, following_rows)
-            slate = Slate.from_rows(ranked, creator_rows, facts, numbers, interests=fan.category_weights())
+            slate = Slate.from_rows(
+                ranked,
+                creator_rows,
+                facts,
+                numbers,
+                interests=fan.category_weights(),
+                interests_from_follows=fan.categories_from_follows,
+            )
             chosen = self._reranker.choose(slate, page)
             if complete is not None:
                 complete([order[j] for j in chosen])

@@ -315,6 +315,7 @@ class Slate:
     # The fan's weight per category (how many of the creators it follows are in each; onboarding
     # interests count 1 each when it follows none): the calibration step's target. Empty = unknown.
     interests: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    interests_from_follows: bool = True  # False: the weights are onboarding interests (reasons say so)
     relevance: FloatArray = dataclasses.field(default_factory=lambda: np.zeros(0))
     score: FloatArray = dataclasses.field(default_factory=lambda: np.zeros(0))  # relevance + boosts
     stage: dict[str, FloatArray] = dataclasses.field(default_factory=dict)
@@ -336,6 +337,7 @@ class Slate:
         numbers: FloatArray | None = None,
         *,
         interests: Mapping[str, float] | None = None,
+        interests_from_follows: bool = True,
     ) -> Slate:
         """From "creator" rows (for posts: post rows carrying creator_id and category), one per candidate.
 
@@ -373,6 +375,7 @@ class Slate:
             trend=trend,
             flagged_new=np.array([c.scores.get(TRENDING_NEW, 0.0) > 0 for c in candidates], dtype=bool),
             interests=dict(interests or {}),
+            interests_from_follows=interests_from_follows,
         )
 
     @classmethod
@@ -660,11 +663,12 @@ class Calibration:
         for i in _marked(slate.stage_array("_calibration_jump"), items):
             category = slate.category[i]
             share = slate.interests.get(category, 0.0) / total if total > 0 and category else 0.0
-            out[i] = (
-                f"balance: {round(100 * share)}% of the creators you follow are in {category}"
-                if share > 0
-                else f"diversity: adds {category or 'a new kind of creator'} to the page"
-            )
+            if share <= 0:
+                out[i] = f"diversity: adds {category or 'a new kind of creator'} to the page"
+            elif slate.interests_from_follows:
+                out[i] = f"balance: {round(100 * share)}% of the creators you follow are in {category}"
+            else:
+                out[i] = f"balance: {category} is one of your interests"
         return out
 
 

@@ -114,3 +114,5 @@ def test_category_weights_count_follows_by_category_else_onboarding_interests() 
         "Art": 1.0,
     }
     assert FanProfile.build(None).category_weights() == {}
+    assert FanProfile.build({"following": ["a"]}, rows[:1]).categories_from_follows
+    assert not FanProfile.build({"interests": ["Art"]}).categories_from_follows

@@ -614,3 +614,12 @@ def test_the_default_calibration_follows_each_fans_own_mix_of_categories() -> No
     k0 = next(c for c in cooking if c.item_id == "k0")
     assert k0.scores["ranker_position"] == 7.0
     assert "balance: 100% of the creators you follow are in Cooking" in k0.reasons
+
+
+def test_calibration_for_a_new_fan_follows_its_onboarding_interests_and_says_so() -> None:
+    recommender = Recommender(FakeRetriever(_catalogue_candidates()), CATALOGUE, TwoTowerScoreRanker())
+    filters = common_pb2.Filters(categories=["Music", "Cooking"])
+    page = recommender.recommend("new-fan", 4, filters=filters, context=None, timeout_s=1).items
+    # Half the target on each interest: the best Cooking creator (7th by the ranker) joins three Music ones.
+    assert [c.item_id for c in page] == ["m0", "m1", "m2", "k0"]
+    assert "balance: Cooking is one of your interests" in page[3].reasons
