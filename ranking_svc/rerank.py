@@ -741,6 +741,8 @@ class GroupCap:
 
     def apply(self, slate: Slate, order: list[int], page: int) -> list[int]:
         limits = {g: self.params.limit(g) for g in set(slate.group)}
+        if all(limit is None for limit in limits.values()):
+            return order  # creators without a per-category cap: nothing on this slate is capped
         head: list[int] = []
         over: list[int] = []
         counts: Counter[str] = Counter()

@@ -395,8 +395,14 @@ def test_a_bad_retrieval_json_fails_the_start_naming_the_file_and_the_field(
     with pytest.raises(ValueError, match=re.escape(complaint)) as caught:
         load_retrieval_config(Settings(data_dir=tmp_path))
     assert str(config) in str(caught.value)
-    all_zero = dict.fromkeys(DEFAULT_QUOTA_SHARES, 0)
-    config.write_text(json.dumps({"quota_shares": all_zero}))
+
+
+def test_a_retrieval_json_that_switches_every_source_off_fails_the_start(tmp_path: Path) -> None:
+    from retrieval_svc.server import load_retrieval_config
+
+    config = tmp_path / "config" / "retrieval.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"quota_shares": dict.fromkeys(DEFAULT_QUOTA_SHARES, 0)}))
     with pytest.raises(ValueError, match="at least one source"):
         load_retrieval_config(Settings(data_dir=tmp_path))
 
