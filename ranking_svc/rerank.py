@@ -635,7 +635,8 @@ class Calibration:
                 gain = 0.0
                 if key >= 0 and p[key] > 0:
                     base = (1.0 - alpha) * on_page[key] / (t + 1) + alpha * p[key]
-                    gain = p[key] * math.log1p(delta / base)
+                    # base is 0 only when alpha · p underflows (a subnormal share): p · log(1/p) → 0 there.
+                    gain = p[key] * math.log1p(delta / base) if base > 0 else 0.0
                 value = (1.0 - lam) * score[head] + lam * gain
                 if value > best_value or (value == best_value and position[head] < best_pos):
                     best_key, best_value, best_pos = key, value, position[head]
