@@ -99,11 +99,17 @@ class MfModel:
         object.__setattr__(self, "_row", {cid: i for i, cid in enumerate(self.creator_ids)})
         # A creator no fan followed when the model was fitted has an all-zero vector (ALS's item step
         # solves to 0), so its score is exactly 0: only the others are multiplied. On the 100,000-creator
-        # latency platform that is 14,477 rows (counted in-process, 2026-11-27) — the product, the
-        # largest part of a request's mf cost, shrinks ~7×.
-        active = np.flatnonzero(np.any(self.item_factors != 0, axis=1))
-        object.__setattr__(self, "_active", active)
-        object.__setattr__(self, "_active_factors", np.ascontiguousarray(self.item_factors[active]))
+        # latency platform that is 14,477 rows (counted in-process, 2026-11-27). The others are kept in
+        # descending order of their norm, for `top`'s bound.
+        norms = np.linalg.norm(self.item_factors.astype(np.float64), axis=1)
+        active = np.flatnonzero(norms > 0)
+        by_norm = active[np.argsort(-norms[active], kind="stable")]
+        position = np.full(c, -1, dtype=np.int64)
+        position[by_norm] = np.arange(len(by_norm))
+        object.__setattr__(self, "_by_norm", by_norm)
+        object.__setattr__(self, "_by_norm_factors", np.ascontiguousarray(self.item_factors[by_norm]))
+        object.__setattr__(self, "_sorted_norms", norms[by_norm])
+        object.__setattr__(self, "_position", position)
 
     def __eq__(self, other: object) -> bool:
         """Same creators, factors, weighting and parameters (the version is a label, not compared)."""
@@ -153,8 +159,66 @@ class MfModel:
     def scores(self, vector: FloatArray) -> FloatArray:
         """x · y for every creator (C,); exactly 0 for creators with a zero vector."""
         out: FloatArray = np.zeros(len(self.creator_ids), dtype=np.float32)
-        out[self._active] = self._active_factors @ vector  # type: ignore[attr-defined]
+        out[self._by_norm] = self._by_norm_factors @ vector  # type: ignore[attr-defined]
         return out
+
+    def scores_of(self, rows: npt.NDArray[np.int64], vector: FloatArray) -> FloatArray:
+        """x · y for these rows only."""
+        out: FloatArray = self.item_factors[rows] @ vector
+        return out
+
+    def top(
+        self, vector: FloatArray, n: int, exclude: npt.NDArray[np.int64] | Sequence[int] = ()
+    ) -> tuple[npt.NDArray[np.int64], FloatArray]:
+        """(rows, scores) of the `n` best scores, best first (ties by row), never one of `exclude`: what
+        `top_rows(self.scores(vector), n, exclude)` returns, without scoring every creator.
+
+        Why it can stop early (the length bound of exact maximum inner-product search: Ram & Gray 2012,
+        Teflioudi et al.'s LEMP 2015): x · y ≤ ‖x‖·‖y‖. The creators are scanned in blocks in
+        descending order of ‖y‖; once ‖x‖ times the largest norm left is below the n-th best score
+        found, no creator left can enter. When the n-th best is not positive the zero-vector creators
+        (score exactly 0) could enter too, and every creator is scored instead.
+        """
+        if n <= 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        factors: FloatArray = self._by_norm_factors  # type: ignore[attr-defined]
+        norms: npt.NDArray[np.float64] = self._sorted_norms  # type: ignore[attr-defined]
+        excluded = self._position[np.asarray(exclude, dtype=np.int64)]  # type: ignore[attr-defined]
+        excluded = np.sort(excluded[excluded >= 0])
+        # A relative margin on the bound: float32 products may exceed the float64 norms' product by
+        # rounding, and a creator must never be skipped because of it.
+        reach = float(np.linalg.norm(vector.astype(np.float64))) * (1.0 + 1e-5)
+        total = len(norms)
+        block = max(BOUND_BLOCK_ROWS, n)
+        best_pos = np.zeros(0, dtype=np.int64)
+        best_scores = np.zeros(0, dtype=np.float32)
+        threshold = -np.inf
+        start = 0
+        while start < total:
+            if len(best_scores) == n and reach * norms[start] + 1e-9 < threshold:
+                break
+            end = min(total, start + block)
+            block_scores = factors[start:end] @ vector
+            hit = excluded[(excluded >= start) & (excluded < end)]
+            block_scores[hit - start] = -np.inf
+            keep = np.flatnonzero(block_scores > threshold) if len(best_scores) == n else None
+            pos = np.arange(start, end, dtype=np.int64) if keep is None else keep + start
+            best_pos = np.concatenate([best_pos, pos])
+            best_scores = np.concatenate([best_scores, block_scores if keep is None else block_scores[keep]])
+            if len(best_scores) > n:
+                chosen = np.argpartition(-best_scores, n - 1)[:n]
+                best_pos, best_scores = best_pos[chosen], best_scores[chosen]
+            if len(best_scores) == n:
+                threshold = float(best_scores.min())
+            start = end
+        if len(best_scores) < n or not threshold > 0.0:
+            # Fewer than n positive scores: the zero-vector creators compete, so rank them all.
+            scores = self.scores(vector)
+            rows = top_rows(scores, n, exclude)
+            return rows, scores[rows]
+        rows = self._by_norm[best_pos]  # type: ignore[attr-defined]
+        order = np.lexsort((rows, -best_scores))
+        return rows[order].astype(np.int64), best_scores[order]
 
     # --- files ---------------------------------------------------------------------------------------
 
@@ -193,24 +257,31 @@ class MfModel:
 
 
 class ScoreLookup(Mapping[str, float]):
-    """creator id → score over one fan's score vector, read-only: the retriever reads a fact this way
-    for the ~100 merged candidates, and nobody builds a dict over the whole catalogue."""
+    """creator id → one fan's score, read-only and computed on demand: the retriever reads it for the
+    ~100 merged candidates (`get_many`: one small product), and nobody scores the whole catalogue for it."""
 
-    __slots__ = ("_model", "_scores")
+    __slots__ = ("_model", "_vector")
 
-    def __init__(self, model: MfModel, scores: FloatArray) -> None:
+    def __init__(self, model: MfModel, vector: FloatArray) -> None:
         self._model = model
-        self._scores = scores
+        self._vector = vector
 
     def __getitem__(self, creator_id: str) -> float:
         row = self._model.row_of(creator_id)
         if row is None:
             raise KeyError(creator_id)
-        return float(self._scores[row])
+        return float(self._model.item_factors[row] @ self._vector)
 
     def get(self, creator_id: str, default: Any = None) -> Any:  # no KeyError round trip per candidate
         row = self._model.row_of(creator_id)
-        return default if row is None else float(self._scores[row])
+        return default if row is None else float(self._model.item_factors[row] @ self._vector)
+
+    def get_many(self, creator_ids: Sequence[str], default: float = 0.0) -> list[float]:
+        """`get` of each id in one product (unknown ids: `default`)."""
+        rows = [self._model.row_of(c) for c in creator_ids]
+        known = [r for r in rows if r is not None]
+        scores = iter(self._model.scores_of(np.asarray(known, dtype=np.int64), self._vector).tolist())
+        return [default if r is None else next(scores) for r in rows]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._model.creator_ids)
@@ -218,6 +289,10 @@ class ScoreLookup(Mapping[str, float]):
     def __len__(self) -> int:
         return len(self._model.creator_ids)
 
+
+# Rows per block of `MfModel.top`'s bounded scan: large enough that numpy's per-call cost stays small
+# next to the product, small enough that the scan stops soon after the bound does.
+BOUND_BLOCK_ROWS: Final = 4096
 
 # Selecting the best few of a long score vector: a threshold from a 1-in-16 sample first keeps a few times
 # the needed count, and the exact selection runs over those only (~0.07 instead of ~0.7 ms at 100k).

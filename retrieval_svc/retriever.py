@@ -208,6 +208,11 @@ def annotate(candidates: Sequence[Candidate], facts: ItemFacts) -> None:
     it), so a candidate of any source carries them; a fact no source recorded (skipped, failed) is left
     out, as unknown."""
     for name, values in facts.items():
+        get_many = getattr(values, "get_many", None)  # a lookup that computes its values (mf) batches them
+        if get_many is not None:
+            for c, value in zip(candidates, get_many([c.item_id for c in candidates], 0.0), strict=True):
+                c.scores[name] = value
+            continue
         get = values.get
         for c in candidates:
             c.scores[name] = get(c.item_id, 0.0)

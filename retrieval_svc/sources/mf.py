@@ -1,12 +1,13 @@
 """Matrix factorisation: creators whose ALS factors best match the fan's follows (kindred.mf).
 
-Per request the fan's vector is folded in from its `following` (one k × k solve), every creator the
-model knows is scored (one creators × k product: ~1 ms at 100k creators, k = 64), and the best are
-checked against the request filter by the engine (ranked_lists.VerdictCache, like item-to-item's lists):
-the filter is the engine's verdict, never re-implemented here. The whole score vector is left in the
-request's facts under "mf_score", so the ranker sees every candidate's ALS score, whichever source
-proposed it. A fan the model knows none of the follows of (new fan, or only creators newer than the
-model) gets nothing from this source, without being degraded: the other sources cover it.
+Per request the fan's vector is folded in from its `following` (one k × k solve), the best-scoring
+creators are found by `MfModel.top` (exact; it scores the creators in descending order of their
+vector's norm and stops once no creator left can enter), and they are checked against the request
+filter by the engine (ranked_lists.VerdictCache, like item-to-item's lists): the filter is the engine's
+verdict, never re-implemented here. The fan's vector is left in the request's facts under "mf_score"
+(a `ScoreLookup`), so the ranker sees every candidate's ALS score, whichever source proposed it. A fan
+the model knows none of the follows of (new fan, or only creators newer than the model) gets nothing
+from this source, without being degraded: the other sources cover it.
 """
 
 from __future__ import annotations
@@ -51,18 +52,19 @@ class MfSource:
             if vector is None:
                 span.set_attribute(schema.CANDIDATES, 0)
                 return []  # follows nobody the model knows: nothing to fold in, and nothing wrong
-            scores = model.scores(vector)
             if request.facts is not None:
-                request.facts[MF_SCORE_KEY] = ScoreLookup(model, scores)
-            window = top_rows(scores, WINDOW_FACTOR * request.n + 32, seen)
+                request.facts[MF_SCORE_KEY] = ScoreLookup(model, vector)
+            window, window_scores = model.top(vector, WINDOW_FACTOR * request.n + 32, seen)
             span.set_attribute(schema.CANDIDATES, len(window))
         ids = [model.creator_ids[r] for r in window.tolist()]
         keep = self._verdicts.passing(self._index, ids, request.filter, request.n, source=NAME)
-        if len(keep) < request.n and len(window) < len(scores) - len(seen):
-            window = top_rows(scores, len(scores), seen)  # a restrictive filter: the whole ranking
+        if len(keep) < request.n and len(window) < len(model.creator_ids) - len(seen):
+            scores = model.scores(vector)  # a restrictive filter: the whole ranking
+            window = top_rows(scores, len(scores), seen)
+            window_scores = scores[window]
             ids = [model.creator_ids[r] for r in window.tolist()]
             keep = self._verdicts.passing(self._index, ids, request.filter, request.n, source=NAME)
-        return [SourceHit(ids[p], float(scores[window[p]]), REASON) for p in keep]
+        return [SourceHit(ids[p], float(window_scores[p]), REASON) for p in keep]
 
 
 def fan_scores(model: MfModel, following: Iterable[str]) -> FloatArray | None:

@@ -61,8 +61,10 @@ def test_fans_with_similar_follows_score_alike_and_unknown_follows_give_no_vecto
     first, second = scores[:10].mean(), scores[30:40].mean()
     assert first > second + 0.1
     assert model.fold_in(["not-a-creator"]) is None and model.fold_in([]) is None
-    lookup = ScoreLookup(model, scores)
+    lookup = ScoreLookup(model, vector)
     assert lookup.get("c003") == pytest.approx(float(scores[3])) and lookup.get("zzz", 0.0) == 0.0
+    assert lookup["c007"] == pytest.approx(float(scores[7]))
+    assert lookup.get_many(["c005", "zzz", "c001"], -1.0) == pytest.approx([scores[5], -1.0, scores[1]])
     with pytest.raises(KeyError):
         lookup["zzz"]
 
@@ -130,3 +132,40 @@ def test_scores_skip_creators_nobody_followed_without_changing_any_score() -> No
     scores = model.scores(vector)
     np.testing.assert_allclose(scores, model.item_factors @ vector, rtol=1e-5, atol=1e-6)
     assert scores[50] == 0.0 and scores[51] == 0.0 and np.count_nonzero(scores) >= 50
+
+
+def _skewed_model(creators: int, k: int, seed: int) -> MfModel:
+    """Random factors with ALS-like spread of norms (popular creators long, the tail short) and a tenth
+    of the creators never followed (all-zero rows)."""
+    rng = np.random.default_rng(seed)
+    factors = rng.normal(size=(creators, k)).astype(np.float32)
+    factors *= rng.lognormal(sigma=1.0, size=(creators, 1)).astype(np.float32)
+    factors[rng.random(creators) < 0.1] = 0.0
+    ids = tuple(f"c{i:05d}" for i in range(creators))
+    return MfModel(ids, factors, np.ones(creators, dtype=np.float32), 5.0, MfParams(factors=k))
+
+
+@pytest.mark.parametrize("n", [1, 10, 212])
+def test_bounded_top_is_exactly_the_full_rankings_top(n: int) -> None:
+    """`top` skips creators by a bound; it must still return what ranking every creator returns."""
+    model = _skewed_model(30_000, 16, seed=n)
+    rng = np.random.default_rng(100 + n)
+    for trial in range(20):
+        vector = rng.normal(size=16).astype(np.float32) * rng.lognormal()
+        exclude = rng.choice(30_000, size=trial * 3, replace=False)
+        full = model.scores(vector)
+        rows, scores = model.top(vector, n, exclude)
+        assert rows.tolist() == top_rows(full, n, exclude).tolist()
+        np.testing.assert_allclose(scores, full[rows], rtol=1e-5)
+
+
+def test_bounded_top_ranks_the_never_followed_when_few_scores_are_positive() -> None:
+    # Every active creator scores below 0 for this fan: the zero-vector creators (score 0) come first.
+    factors = np.zeros((500, 4), dtype=np.float32)
+    factors[:300, 0] = np.linspace(1.0, 2.0, 300)
+    model = MfModel(tuple(f"c{i}" for i in range(500)), factors, np.ones(500, np.float32), 1.0, MfParams(4))
+    vector = np.array([-1.0, 0.0, 0.0, 0.0], dtype=np.float32)
+    rows, scores = model.top(vector, 5, [300])
+    assert rows.tolist() == top_rows(model.scores(vector), 5, [300]).tolist()
+    assert all(r >= 300 for r in rows.tolist()) and scores.tolist() == [0.0] * 5
+    assert model.top(vector, 0)[0].size == 0
