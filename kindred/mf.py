@@ -9,7 +9,8 @@ follows the set S, the fan vector is the exact ALS user step against Y,
 
 (implicit's own least-squares step, so serving scores what training optimised), and a creator's score
 is x · y. A follow made a second ago counts on the next request, and a fan who joined after training
-gets a vector from its first follow. Cost per request: one k × k solve plus a (creators × k) product.
+gets a vector from its first follow. Cost per request: one k × k solve plus the product with the
+creators `MfModel.top` cannot rule out by the length of their vector.
 
 Why ALS next to the two-tower: on HetRec Last.fm a well-regularised ALS is the strongest single model
 of every peer measured (bench/RESULTS.md), and the two-tower's hashed-history user tower could not
@@ -98,9 +99,9 @@ class MfModel:
         object.__setattr__(self, "_gram", y.T @ y + self.params.regularization * np.eye(k))
         object.__setattr__(self, "_row", {cid: i for i, cid in enumerate(self.creator_ids)})
         # A creator no fan followed when the model was fitted has an all-zero vector (ALS's item step
-        # solves to 0), so its score is exactly 0: only the others are multiplied. On the 100,000-creator
-        # latency platform that is 14,477 rows (counted in-process, 2026-11-27). The others are kept in
-        # descending order of their norm, for `top`'s bound.
+        # solves to 0), so its score is exactly 0: only the others are multiplied — 14,477 of the 100,000
+        # creators of the latency platform (counted in-process, 2026-11-27). They are kept in descending
+        # order of their norm, for `top`'s bound.
         norms = np.linalg.norm(self.item_factors.astype(np.float64), axis=1)
         active = np.flatnonzero(norms > 0)
         by_norm = active[np.argsort(-norms[active], kind="stable")]
