@@ -24,6 +24,8 @@ SPAN_SEARCH_RANKED = "ranking.search_ranked"  # attributes FAN_ID, CANDIDATES
 # --- attributes ---
 FAN_ID = "kindred.fan_id"  # str
 SOURCE = "kindred.retrieval.source"  # str, CandidateSource name
+# bool, on a source's span: the request switched its candidates off, only its facts were recorded
+FACTS_ONLY = "kindred.retrieval.facts_only"
 CANDIDATES = "kindred.candidates"  # int, number of candidates in/out of a step
 MODEL_NAME = "kindred.model.name"  # str
 MODEL_VERSION = "kindred.model.version"  # str

@@ -28,6 +28,7 @@ from kindred.telemetry import get_tracer
 from kindred.vectorstore import PayloadFilter
 from retrieval_svc.sources import (
     CandidateSource,
+    FactRecorder,
     FeatureReader,
     ItemFacts,
     SourceHit,
@@ -149,8 +150,11 @@ class Retriever:
             facts: ItemFacts = {}
             failed = 0
             for source in self._sources:
-                if quotas[source.name] == 0:
-                    continue  # switched off by the request: not a degradation
+                if quotas[source.name] == 0:  # switched off by the request: not a degradation
+                    if isinstance(source, FactRecorder):  # but the ranker still reads its facts
+                        request = SourceRequest(query.fan_id, fan, flt, 0, query.now, fan_error, facts)
+                        self._record_facts(source, request, degraded)
+                    continue
                 # Ask for the quota plus slack for duplicates, not for k: ANN cost grows with the limit.
                 n = min(query.k, quotas[source.name] + max(MIN_SLACK, quotas[source.name] // 4))
                 request = SourceRequest(query.fan_id, fan, flt, n, query.now, fan_error, facts)
@@ -194,6 +198,20 @@ class Retriever:
             except Exception as exc:
                 log.warning("reading fan %s from the online store failed", fan_id, exc_info=True)
                 return None, f"{type(exc).__name__}: {exc}"
+
+    def _record_facts(self, source: FactRecorder, request: SourceRequest, degraded: dict[str, str]) -> None:
+        """A switched-off source's facts alone; a failure leaves them out (reported, the page unharmed)."""
+        name = getattr(source, "name", type(source).__name__)
+        with self._tracer.start_as_current_span(f"{schema.SPAN_SOURCE}.{name}") as span:
+            span.set_attribute(schema.SOURCE, name)
+            span.set_attribute(schema.FACTS_ONLY, True)
+            try:
+                source.record_facts(request)
+            except SourceSkipped:
+                pass  # a new fan: no facts, as when the source runs
+            except Exception as exc:
+                log.warning("facts of candidate source %s failed", name, exc_info=True)
+                degraded[name] = f"facts failed: {type(exc).__name__}: {exc}"
 
     def _run(self, source: CandidateSource, request: SourceRequest) -> list[SourceHit]:
         with self._tracer.start_as_current_span(f"{schema.SPAN_SOURCE}.{source.name}") as span:

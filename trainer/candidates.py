@@ -579,7 +579,8 @@ class ServingPool:
         fan = fan_row or {}
         wanted = [n for n, q in self.quotas.items() if q > 0]
         mf_scores = None
-        if "mf" in wanted and self.tables.mf is not None:  # once: the hits and every candidate's fact
+        # Facts whatever the quotas, as serving records them (retrieval_svc.sources.FactRecorder).
+        if self.tables.mf is not None:  # once: the hits and every candidate's fact
             mf_scores = mfs.fan_scores(self.tables.mf, [str(c) for c in fan.get("following") or ()])
         # Each source's list up to k: serving first asks for quota + slack and, when the merge comes out
         # short, asks the sources that had more for up to k (its backfill). Both views come from these.
@@ -602,7 +603,7 @@ class ServingPool:
         if len(merged) < self.k:
             hits = {n: full[n] if len(hits[n]) >= self.asked[n] else hits[n] for n in present}
             merged = merge(hits, self.quotas, self.k)
-        co, friends = self._facts(fan_id, fan, wanted)
+        co, friends = self._facts(fan_id, fan)
         out = []
         for c in merged:
             i = self.index.get(c.item_id)
@@ -619,23 +620,19 @@ class ServingPool:
             out.append(Candidate(i, c.source, tt, retrieval, tuple(c.sources), *facts))
         return out
 
-    def _facts(
-        self, fan_id: str, fan: Mapping[str, Any], wanted: Sequence[str]
-    ) -> tuple[dict[str, float], dict[str, float]]:
-        """What serving's item-to-item and social sources leave in the request's facts for this fan:
-        every neighbour's summed similarity, every creator the friends follow with their count."""
+    def _facts(self, fan_id: str, fan: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+        """What serving's item-to-item and social sources leave in the request's facts for this fan,
+        whether or not their quotas are 0 (retrieval_svc.sources.FactRecorder): every neighbour's summed
+        similarity, every creator the friends follow with their count."""
         from retrieval_svc.sources import item_to_item as i2i
         from retrieval_svc.sources import social as soc
 
         co: dict[str, float] = {}
-        if "item_to_item" in wanted:
-            seeds = i2i.seeds_of(fan)
-            if seeds:
-                co = i2i.summed_neighbours(seeds, [self.tables.neighbors.get(s) for s in seeds])[1]
-        friends: dict[str, float] = {}
-        if "social" in wanted:
-            hits = soc.hits_from_row(self.tables.social.get(fan_id))
-            friends = {h.item_id: h.extra[soc.FRIENDS_KEY] for h in hits}
+        seeds = i2i.seeds_of(fan)
+        if seeds:
+            co = i2i.summed_neighbours(seeds, [self.tables.neighbors.get(s) for s in seeds])[1]
+        hits = soc.hits_from_row(self.tables.social.get(fan_id))
+        friends = {h.item_id: h.extra[soc.FRIENDS_KEY] for h in hits}
         return co, friends
 
     def _two_tower_hits(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from kindred.vectorstore import PayloadFilter
 
@@ -86,9 +86,22 @@ class CandidateSource(Protocol):
         ...
 
 
+@runtime_checkable
+class FactRecorder(Protocol):
+    """A source whose `ItemFacts` the ranker reads for every candidate (mf, item-to-item, social). When a
+    request switches its candidates off (quota 0, by the request or the deployment's shares), the
+    retriever still asks it for its facts alone: the ranker was trained with them present, and a fact
+    left out reads as 0 ("unknown") for every candidate — a silently different input."""
+
+    def record_facts(self, request: SourceRequest) -> None:
+        """Leaves this source's facts in `request.facts`, proposing nothing."""
+        ...
+
+
 __all__ = [
     "NO_FACTS",
     "CandidateSource",
+    "FactRecorder",
     "FanRow",
     "FeatureReader",
     "ItemFacts",

@@ -102,17 +102,28 @@ class ItemToItemSource:
     def name(self) -> str:
         return NAME
 
-    def retrieve(self, request: SourceRequest) -> list[SourceHit]:
+    def record_facts(self, request: SourceRequest) -> None:
+        """Only the co-engagement fact, for a request that switched the source's candidates off."""
+        self._neighbours(request)
+
+    def _neighbours(self, request: SourceRequest) -> tuple[list[str], dict[str, float], dict[str, int]]:
+        """`summed_neighbours` of the fan's seeds, the fact left in the request."""
         fan = request.require_fan()
         seeds = seeds_of(fan, self._max_seeds)
         if not seeds:
-            return []  # follows nobody yet: nothing to be similar to, and nothing wrong
+            return [], {}, {}  # follows nobody yet: nothing to be similar to, and nothing wrong
         with self._tracer.start_as_current_span(schema.SPAN_ONLINE_STORE_GET) as span:
             span.set_attribute(schema.ONLINE_STORE_NAMESPACE, NAMESPACE)
             rows = self._store.get(NAMESPACE, seeds)
         ranked, total, count = summed_neighbours(seeds, rows)
         if request.facts is not None:  # every neighbour's sum, for candidates other sources propose
             request.facts[CO_ENGAGEMENT_KEY] = total
+        return ranked, total, count
+
+    def retrieve(self, request: SourceRequest) -> list[SourceHit]:
+        ranked, total, count = self._neighbours(request)
+        if not ranked:
+            return []
         # Hits (with their reason text) only for what is returned: the sum can run to thousands of ids.
         keep = self._verdicts.passing(self._index, ranked, request.filter, request.n, source=NAME)
         return [hit(ranked[p], total[ranked[p]], count[ranked[p]]) for p in keep]

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+import numpy.typing as npt
+
 from kindred import telemetry_schema as schema
 from kindred.mf import MF_SCORE_KEY, FloatArray, MfModel, ScoreLookup, top_rows
 from kindred.telemetry import get_tracer
@@ -43,17 +46,28 @@ class MfSource:
         """Drops cached filter verdicts (after writes to the index)."""
         self._verdicts.invalidate()
 
-    def retrieve(self, request: SourceRequest) -> list[SourceHit]:
+    def record_facts(self, request: SourceRequest) -> None:
+        """Only the `mf_score` fact (the fan folded in), for a request that switched the source's
+        candidates off: the ranker still reads every candidate's score."""
+        self._fold_in(request)
+
+    def _fold_in(self, request: SourceRequest) -> tuple[npt.NDArray[np.int64], FloatArray | None]:
+        """(the followed creators' rows, the fan's vector or None), the fact left in the request."""
         fan = request.require_fan()
         model = self._model
+        seen = model.rows(str(c) for c in fan.get("following") or ())  # fold-in input and exclusions
+        vector = model.fold_in_rows(seen)
+        if vector is not None and request.facts is not None:
+            request.facts[MF_SCORE_KEY] = ScoreLookup(model, vector)
+        return seen, vector
+
+    def retrieve(self, request: SourceRequest) -> list[SourceHit]:
+        model = self._model
         with self._tracer.start_as_current_span(schema.SPAN_MF_SCORE) as span:
-            seen = model.rows(str(c) for c in fan.get("following") or ())  # fold-in input and exclusions
-            vector = model.fold_in_rows(seen)
+            seen, vector = self._fold_in(request)
             if vector is None:
                 span.set_attribute(schema.CANDIDATES, 0)
                 return []  # follows nobody the model knows: nothing to fold in, and nothing wrong
-            if request.facts is not None:
-                request.facts[MF_SCORE_KEY] = ScoreLookup(model, vector)
             window, window_scores = model.top(vector, WINDOW_FACTOR * request.n + 32, seen)
             span.set_attribute(schema.CANDIDATES, len(window))
         ids = [model.creator_ids[r] for r in window.tolist()]

@@ -62,7 +62,12 @@ class SocialSource:
     def name(self) -> str:
         return NAME
 
-    def retrieve(self, request: SourceRequest) -> list[SourceHit]:
+    def record_facts(self, request: SourceRequest) -> None:
+        """Only the friend-count fact, for a request that switched the source's candidates off."""
+        self._friends_list(request)
+
+    def _friends_list(self, request: SourceRequest) -> tuple[list[tuple[str, float]], list[Any]]:
+        """(the fan's stored list, each entry's friend count), the fact left in the request."""
         request.require_fan()  # social lists are per known fan: a new fan has none
         with self._tracer.start_as_current_span(schema.SPAN_ONLINE_STORE_GET) as span:
             span.set_attribute(schema.ONLINE_STORE_NAMESPACE, NAMESPACE)
@@ -75,6 +80,10 @@ class SocialSource:
         if request.facts is not None:  # every creator the friends follow, for other sources' candidates
             counts = zip(ranked, friends, strict=True)
             request.facts[FRIENDS_KEY] = {item: float(n) for (item, _), n in counts}
+        return ranked, friends
+
+    def retrieve(self, request: SourceRequest) -> list[SourceHit]:
+        ranked, friends = self._friends_list(request)
         keep = self._verdicts.passing(
             self._index, [i for i, _ in ranked], request.filter, request.n, source=NAME
         )

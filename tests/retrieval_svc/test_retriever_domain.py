@@ -255,3 +255,50 @@ def test_item_facts_reach_every_candidate_whichever_source_proposed_it() -> None
     failing.error = RuntimeError("store down")
     retriever = Retriever([tt, failing], store, quota_shares={"two_tower": 0.5, "item_to_item": 0.5})
     assert all("co_engagement" not in c.scores for c in retriever.retrieve(RetrieveQuery("f1", 2)).candidates)
+
+
+class FactsOnly(FakeSource):
+    """A source with facts (like mf): `record_facts` leaves {"fact": 2.0} for every id it knows."""
+
+    def __init__(self, name: str, ids: Sequence[str], error: Exception | None = None) -> None:
+        super().__init__(name, ids)
+        self.fact_error = error
+        self.fact_requests: list[SourceRequest] = []
+
+    def record_facts(self, request: SourceRequest) -> None:
+        self.fact_requests.append(request)
+        if self.fact_error is not None:
+            raise self.fact_error
+        assert request.facts is not None
+        request.facts["fact"] = {i: 2.0 for i in self.ids}
+
+    def retrieve(self, request: SourceRequest) -> list[SourceHit]:
+        self.record_facts(request)
+        return super().retrieve(request)
+
+
+def test_a_source_switched_off_still_leaves_its_facts_for_the_ranker() -> None:
+    """The ranker was trained with every source's facts; a quota of 0 (the request's or the deployment's)
+    must not silently turn them into 0 for every candidate."""
+    pop = FakeSource("popular", ["a", "b", "c"])
+    facts = FactsOnly("mf", ["b", "z"])
+    store = FakeStore({"fan": {"f1": fan_row("f1", [])}})
+    retriever = Retriever([facts, pop], store, quota_shares={"mf": 0.5, "popular": 0.5})
+    result = retriever.retrieve(RetrieveQuery("f1", 3, source_quotas={"mf": 0}))
+    assert facts.requests == [] and len(facts.fact_requests) == 1  # asked for facts, not candidates
+    assert [c.item_id for c in result.candidates] == ["a", "b", "c"] and result.degraded == {}
+    assert [c.scores["fact"] for c in result.candidates] == [0.0, 2.0, 0.0]
+    # Without record_facts (a plain source switched off), nothing is asked, as before.
+    off = Retriever([FakeSource("mf", ["b"]), pop], store, quota_shares={"mf": 0.0, "popular": 1.0})
+    assert "fact" not in off.retrieve(RetrieveQuery("f1", 3)).candidates[0].scores
+
+
+def test_a_failing_fact_recorder_is_reported_and_leaves_the_page_whole() -> None:
+    pop = FakeSource("popular", ["a", "b", "c"])
+    facts = FactsOnly("mf", ["b"], error=RuntimeError("redis down"))
+    store = FakeStore({"fan": {"f1": fan_row("f1", [])}})
+    retriever = Retriever([facts, pop], store, quota_shares={"mf": 0.0, "popular": 1.0})
+    result = retriever.retrieve(RetrieveQuery("f1", 3))
+    assert [c.item_id for c in result.candidates] == ["a", "b", "c"]
+    assert result.degraded == {"mf": "facts failed: RuntimeError: redis down"}
+    assert all("fact" not in c.scores for c in result.candidates)

@@ -161,3 +161,8 @@ def test_every_neighbours_sum_is_left_as_a_fact_for_other_sources_candidates(
     hits = ItemToItemSource(store, creators.index).retrieve(request)
     assert [h.item_id for h in hits] == ["c030"]  # one returned, every neighbour known
     assert facts["co_engagement"] == pytest.approx({"c030": 0.75, "c020": 0.5, "c021": 0.2})
+    # Switched off by the request, the source leaves the same fact and proposes nothing.
+    only: dict[str, dict[str, float]] = {}
+    source = ItemToItemSource(store, creators.index)
+    source.record_facts(SourceRequest("f1", fan, PayloadFilter().excluding(fan["following"]), 0, facts=only))
+    assert only == facts

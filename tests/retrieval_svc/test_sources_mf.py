@@ -44,6 +44,10 @@ def test_hits_are_the_best_fold_in_scores_that_pass_the_engines_filter(creators:
     # Every creator's score is left as a fact, not only the hits'; unknown creators read as absent.
     assert facts[MF_SCORE_KEY].get("c099", 0.0) == pytest.approx(float(scores[99]))
     assert facts[MF_SCORE_KEY].get("c110", 0.0) == 0.0
+    # Switched off by the request, the source leaves the same fact and proposes nothing.
+    only: ItemFacts = {}
+    MfSource(model, creators.index).record_facts(_request(fan, flt, n=0, facts=only))
+    assert only[MF_SCORE_KEY].get("c099", 0.0) == pytest.approx(float(scores[99]))
     # The filter was the engine's (followed ids are dropped in Python, never asked).
     assert creators.index.fetches and all(
         f == PayloadFilter.build(languages=["en", "fr"], categories=["Art", "Music"], exclude_mature=True)

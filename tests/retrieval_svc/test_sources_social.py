@@ -65,3 +65,8 @@ def test_every_creator_the_friends_follow_is_left_as_a_fact(
     row = store.data["social"]["f1"]
     assert len(hits) == 2 and len(facts["social_friends"]) == len(row["ids"]) > 2
     assert facts["social_friends"] == dict(zip(row["ids"], map(float, row["friends"]), strict=True))
+    only: dict[str, dict[str, float]] = {}  # switched off: the same fact, nothing proposed
+    SocialSource(store, creators.index).record_facts(
+        SourceRequest("f1", fan_row("f1", []), PayloadFilter(), 0, facts=only)
+    )
+    assert only == facts
