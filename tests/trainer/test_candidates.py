@@ -315,15 +315,21 @@ def test_the_serving_pool_draws_like_retrieval_and_tags_every_candidate(
     assert claimed >= {"two_tower", "mf", "item_to_item", "social", "popular"}
 
 
+@pytest.mark.parametrize("fact_sources_off", [False, True])
 def test_the_serving_pool_gives_every_candidate_retrievals_facts(
-    platform: tuple[Catalogue, Interactions],
+    platform: tuple[Catalogue, Interactions], fact_sources_off: bool
 ) -> None:
     """Co-engagement, friend counts and the mf score for every candidate, whichever source claimed it —
     what serving's retriever writes from the item-to-item, social and mf sources' facts — recomputed here
-    from the tables."""
+    from the tables; also when those three sources' quotas are 0 (serving still records their facts)."""
     from retrieval_svc.sources.item_to_item import seeds_of
+    from trainer.candidates import ServingPool
 
     catalogue, creator_ids, fan_rows, pool = _pool_at_80_percent(platform, k=12)
+    if fact_sources_off:
+        shares = {"two_tower": 0.5, "trending": 0.25, "popular": 0.25, "mf": 0.0, "item_to_item": 0.0}
+        pool = ServingPool(pool.tables, pool.popular, creator_ids, k=12, shares={**shares, "social": 0.0})
+        assert {n for n, q in pool.quotas.items() if q == 0} == {"mf", "item_to_item", "social"}
     rng = np.random.default_rng(1)
     outside = {"co_engagement": 0, "social_friends": 0, "mf_score": 0}
     assert pool.tables.mf is not None
