@@ -285,7 +285,7 @@ class ScoreLookup(Mapping[str, float]):
 
     def get_many(self, creator_ids: Sequence[str], default: float = 0.0) -> list[float]:
         """`get` of each id in one product (unknown ids: `default`)."""
-        rows = [self._model.row_of(c) for c in creator_ids]
+        rows = list(map(self._model._row.get, creator_ids))  # type: ignore[attr-defined]  # C-level: ~100 ids
         known = [r for r in rows if r is not None]
         scores = iter(self._model.scores_of(np.asarray(known, dtype=np.int64), self._vector).tolist())
         return [default if r is None else next(scores) for r in rows]
