@@ -10,7 +10,7 @@ Candidate sources, in priority order (the first fills its quota first and keeps 
 sources propose), with their default share of the k slots (`retriever.DEFAULT_QUOTA_SHARES`):
 
     two_tower     0.25  personalised ANN over the creator index
-    mf            0.45  ALS: the fan folded in from its follows, every creator scored (kindred.mf)
+    mf            0.45  ALS: the fan folded in from its follows, its exact top-n (kindred.mf)
     item_to_item  0.15  creators whose audiences overlap with those the fan follows
     social        0.05  creators the fan's friends follow or support
     trending      0.05  fastest-growing creators, 30 % of its slots for new creators (exploration)
