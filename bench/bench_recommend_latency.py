@@ -2,7 +2,7 @@
 
     python bench/bench_recommend_latency.py [--quick] [--data-dir D] [--creators N] [--fans N]
                                             [--days N] [--config bench|tiny|default] [--requests N]
-                                            [--baseline REV] [--no-colocated]
+                                            [--baseline REV [--ab-rounds N]] [--no-colocated]
 
 Default scale: 100,000 creators (the design's target; what retrieval indexes), 5,000 fans, 14 days — a
 fresh build (generate 5.5 min + train 4.8 min) takes ~10 minutes on the shared 2-core machine. 20,000 fans
@@ -31,6 +31,10 @@ with a small hold-out (see BENCH_TRAINER_CONFIG for why).
    Beside the floor, not in it: Recommend through both servicers in one process without the gRPC
    transport, the steps of the retrieval hop's messages, ranker feature building, span export.
    The floor has one gRPC round trip per hop of the configuration: two for the mesh, one co-located.
+5. With `--ab-rounds N` (and a baseline): N more rounds of baseline then mesh at 4 callers, the order
+   swapped every round, each side started afresh — the configurations of phase A run once each, minutes
+   apart, and two runs of this bench on the shared machine have disagreed on the sign of a 10%
+   difference; back-to-back pairs compare. Reported per round and as the median per-round ratio.
 
 Writes bench/results/recommend_latency.json and the "## Recommend latency" section of bench/RESULTS.md
 (only that section; other benchmarks own the others). Everything printed is measured in this run.
@@ -253,9 +257,16 @@ def recommend_caller(
     return make
 
 
-def measure_levels(mesh: Mesh, fans: Sequence[str], requests: int, warmup: int, name: str) -> dict[str, Any]:
+def measure_levels(
+    mesh: Mesh,
+    fans: Sequence[str],
+    requests: int,
+    warmup: int,
+    name: str,
+    levels: Sequence[int] = LEVELS,
+) -> dict[str, Any]:
     make = recommend_caller(mesh.target("ranking"), K, timeout_s=5.0)
-    return measure_load(make, {n: [mesh.pid(n)] for n in mesh.procs}, fans, requests, warmup, name)
+    return measure_load(make, {n: [mesh.pid(n)] for n in mesh.procs}, fans, requests, warmup, name, levels)
 
 
 def measure_load(
@@ -265,8 +276,9 @@ def measure_load(
     requests: int,
     warmup: int,
     name: str,
+    levels: Sequence[int] = LEVELS,
 ) -> dict[str, Any]:
-    """Every level of closed-loop load through `make`; CPU per request of each service (summed over
+    """Each of `levels` of closed-loop load through `make`; CPU per request of each service (summed over
     its processes: `services` maps a name to its pids) and of this client process."""
     out: dict[str, Any] = {}
 
@@ -274,7 +286,7 @@ def measure_load(
         cpu = {n: sum(procinfo.cpu_seconds(pid) for pid in pids) for n, pids in services.items()}
         return {**cpu, "client": procinfo.cpu_seconds(os.getpid())}
 
-    for level in LEVELS:
+    for level in levels:
         cpu0 = cpu_now()
         result = run_closed_loop(
             make, fans, concurrency=level, requests=requests, warmup=max(warmup, 4 * level)
@@ -418,6 +430,58 @@ def measure_replicas(
         "startup_s": startup,
         "stages": None,
     }
+
+
+def alternated_rounds(
+    before: Config, after: Config, data_dir: Path, work: Path, fans: Sequence[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """`args.ab_rounds` rounds of the goal level (4 callers) through `before` then `after`, the order
+    swapped every round, each side started afresh: on a shared machine whose speed drifts over minutes,
+    only closely alternated measurements compare (the configurations above run once each, minutes
+    apart). Per round each side's p50, p99 and service CPU per request; the headline is the median of
+    the per-round after/before ratios."""
+    rounds: list[dict[str, Any]] = []
+    requests = max(200, args.requests // 2)
+    for r in range(args.ab_rounds):
+        order = (before, after) if r % 2 == 0 else (after, before)
+        entry: dict[str, Any] = {"order": [c.name for c in order]}
+        for config in order:
+            mesh = start_mesh(data_dir, work / f"logs-ab-{config.name}", cwd=config.cwd)
+            try:
+                name = f"ab {r + 1}/{args.ab_rounds} {config.name}"
+                level = measure_levels(mesh, fans, requests, args.warmup, name, (GOAL_P99_LEVEL,))
+            finally:
+                mesh.stop()
+            summary = level[str(GOAL_P99_LEVEL)]
+            cpu = summary["cpu_ms_per_request"]
+            entry[config.name] = {
+                "p50_ms": summary.get("p50_ms"),
+                "p99_ms": summary.get("p99_ms"),
+                "errors": summary.get("errors"),
+                "service_cpu_ms_per_request": sum(v for n, v in cpu.items() if n != "client"),
+            }
+        rounds.append(entry)
+    keys = ("p50_ms", "p99_ms", "service_cpu_ms_per_request")
+    return {
+        "before": before.name,
+        "after": after.name,
+        "callers": GOAL_P99_LEVEL,
+        "requests_per_side": requests,
+        "rounds": rounds,
+        "median_ratio": {k: median_of_ratios(rounds, before.name, after.name, k) for k in keys},
+    }
+
+
+def median_of_ratios(rounds: Sequence[Mapping[str, Any]], before: str, after: str, key: str) -> float | None:
+    """Median over rounds of after[key] / before[key] (rounds where either value is 0 or missing are
+    left out; None when none is left)."""
+    ratios = sorted(
+        r[after][key] / r[before][key] for r in rounds if r[before].get(key) and r[after].get(key)
+    )
+    if not ratios:
+        return None
+    mid = len(ratios) // 2
+    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
 
 
 def config_goals(measured: Mapping[str, Any], floor_p50_ms: float) -> dict[str, Any]:
@@ -779,6 +843,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also measure the mesh of this commit (git archive, same data and run): the 'before'",
     )
     p.add_argument(
+        "--ab-rounds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --baseline: N more rounds of baseline vs mesh at 4 callers, alternated (default 0)",
+    )
+    p.add_argument(
         "--no-colocated", action="store_true", help="skip the co-located configuration (retrieval in ranking)"
     )
     p.add_argument(
@@ -874,6 +945,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with sampler:
         for config in configs:
             measured[config.name] = measure_config(config, data_dir, work, fans, args)
+        ab = None
+        if args.ab_rounds > 0 and baseline_sha is not None:
+            log(f"{args.ab_rounds} alternated rounds: baseline vs mesh at {GOAL_P99_LEVEL} callers")
+            ab = alternated_rounds(configs[0], configs[1], data_dir, work, fans, args)
+            log(f"alternated rounds, median mesh/baseline: {ab['median_ratio']}")
         log("floor, in-process")
         mesh_rtt = measured["mesh"]["rtt_s"]
         floor = measure_floor(
@@ -934,6 +1010,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "requests": args.requests,
         },
         "configs": measured,
+        "alternated_rounds": ab,
         "floor": floor,
         "runtime_s": time.monotonic() - started,
     }

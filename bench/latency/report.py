@@ -148,6 +148,7 @@ def render(result: Mapping[str, Any]) -> str:
             )
         lines.append("")
     lines += _stage_sections({n: c for n, c in configs.items() if c.get("stages")})
+    lines += _alternated_section(result.get("alternated_rounds"))
     lines += [
         "### Resident memory after the levels",
         "",
@@ -164,6 +165,40 @@ def render(result: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _alternated_section(ab: Mapping[str, Any] | None) -> list[str]:
+    """The alternated baseline-vs-mesh rounds (`--ab-rounds`), when they ran."""
+    if not ab:
+        return []
+    before, after = ab["before"], ab["after"]
+    lines = [
+        f"### {before} vs {after}, alternated rounds ({ab['callers']} callers)",
+        "",
+        f"{len(ab['rounds'])} rounds after the levels above, each side started afresh and serving "
+        f"{ab['requests_per_side']} requests, the order swapped every round: the configurations above "
+        "ran once each, minutes apart, on a machine whose speed drifts; these pairs ran back to back. "
+        "Service CPU = every service process of the side, per request.",
+        "",
+        f"| round | first | {before} p50 ms | {after} p50 ms | {before} p99 ms | {after} p99 ms "
+        f"| {before} CPU ms/req | {after} CPU ms/req |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, r in enumerate(ab["rounds"], start=1):
+        b, a = r[before], r[after]
+        lines.append(
+            f"| {i} | {r['order'][0]} | {b['p50_ms']:.2f} | {a['p50_ms']:.2f} | {b['p99_ms']:.2f} "
+            f"| {a['p99_ms']:.2f} | {b['service_cpu_ms_per_request']:.2f} "
+            f"| {a['service_cpu_ms_per_request']:.2f} |"
+        )
+    ratio = {k: "–" if v is None else f"{v:.3f}" for k, v in ab["median_ratio"].items()}
+    lines += [
+        "",
+        f"Median of the per-round ratios {after}/{before}: p50 {ratio['p50_ms']}, p99 "
+        f"{ratio['p99_ms']}, service CPU per request {ratio['service_cpu_ms_per_request']}.",
+        "",
+    ]
+    return lines
 
 
 def _stage_sections(configs: Mapping[str, Any]) -> list[str]:

@@ -467,6 +467,37 @@ def test_render_keeps_a_configuration_without_a_traced_sample_out_of_the_stage_t
     assert "| stage | baseline | colocated |" in text  # the stage table names only the traced ones
 
 
+def test_alternated_rounds_report_the_median_of_per_round_ratios() -> None:
+    from bench.bench_recommend_latency import median_of_ratios
+
+    def side(p50: float, p99: float, cpu: float) -> dict[str, float]:
+        return {"p50_ms": p50, "p99_ms": p99, "service_cpu_ms_per_request": cpu}
+
+    rounds = [
+        {"order": ["baseline", "mesh"], "baseline": side(10, 40, 6.0), "mesh": side(9, 30, 5.4)},
+        {"order": ["mesh", "baseline"], "baseline": side(20, 50, 8.0), "mesh": side(20, 60, 8.0)},
+        {"order": ["baseline", "mesh"], "baseline": side(10, 20, 5.0), "mesh": side(8, 19, 4.0)},
+    ]
+    assert median_of_ratios(rounds, "baseline", "mesh", "p99_ms") == pytest.approx(0.95)  # 0.75, 1.2, 0.95
+    assert median_of_ratios(rounds[:2], "baseline", "mesh", "p50_ms") == pytest.approx((0.9 + 1.0) / 2)
+    assert median_of_ratios([], "baseline", "mesh", "p50_ms") is None
+    result = _fake_result()
+    ratios = {k: median_of_ratios(rounds, "baseline", "mesh", k) for k in rounds[0]["mesh"]}
+    result["alternated_rounds"] = {
+        "before": "baseline",
+        "after": "mesh",
+        "callers": 4,
+        "requests_per_side": 1000,
+        "rounds": rounds,
+        "median_ratio": ratios,
+    }
+    text = report.render(result)
+    assert "### baseline vs mesh, alternated rounds (4 callers)" in text
+    assert "| 2 | mesh | 20.00 | 20.00 | 50.00 | 60.00 | 8.00 | 8.00 |" in text
+    assert "p99 0.950, service CPU per request 0.900." in text
+    assert "alternated rounds" not in report.render(_fake_result())  # only when they ran
+
+
 # ------------------------------------------------------------------------------------ replica sweep
 
 
