@@ -176,6 +176,7 @@ if os.environ.get("GRID") == "1":
                 MMR_AND_CAP, diversity=DiversityParams(lam), cap=CapParams(max_per_category=cap)
             )
 small_line = ExposureParams().max_followers
+index = {c: j for j, c in enumerate(creator_ids)}  # creator id → column, once
 per_fan: dict[str, np.ndarray] = {}
 out(
     f"{'configuration':<32}{'ndcg@10':>9}{'recall@10':>11}{'cats@10':>9}{'max/cat':>9}{'ILD':>7}{'miscal':>8}"
@@ -193,7 +194,6 @@ for name, config in configs.items():
             slate_items, [test.creator_rows.get(creator_ids[c]) for c in head], interests=interests[i]
         )
         page_ids = [c.item_id for c in reranker.rerank(slate, K)]
-        index = {c: j for j, c in enumerate(creator_ids)}
         page = [index[c] for c in page_ids]
         ranked = page + [c for c in head if c not in set(page)] + tail
         ndcg.append(ndcg_at_k(ranked, test.labels[i], K))

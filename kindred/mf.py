@@ -191,7 +191,7 @@ class MfModel:
         factors: FloatArray = self._by_norm_factors  # type: ignore[attr-defined]
         norms: npt.NDArray[np.float64] = self._sorted_norms  # type: ignore[attr-defined]
         excluded = self._position[np.asarray(exclude, dtype=np.int64)]  # type: ignore[attr-defined]
-        excluded = np.sort(excluded[excluded >= 0])
+        excluded = excluded[excluded >= 0]
         # A relative margin on the bound: float32 products and norms (each off by ~k · 6e-8 relative)
         # may exceed the exact bound by rounding, and a creator must never be skipped because of it.
         reach = float(np.linalg.norm(vector.astype(np.float64))) * (1.0 + 1e-4)

@@ -19,7 +19,8 @@ FanRow = Mapping[str, Any]
 # the summed similarity of every neighbour of the fan's creators; social: every creator the fan's friends
 # follow, with how many). The retriever writes each fact into every merged candidate's scores, so the
 # ranker sees it whichever source proposed the candidate (kindred.features' `co_engagement`,
-# `social_friends`, `mf_score`). A read-only mapping: mf's covers the catalogue without a dict of it.
+# `social_friends`, `mf_score`). A read-only mapping: mf's covers the catalogue without a dict of it, and
+# its `get_many` scores the merged candidates in one product (`retriever.annotate` uses it when present).
 ItemFacts = dict[str, Mapping[str, float]]
 
 
