@@ -82,6 +82,9 @@ class Settings:
     shutdown_grace_s: float = 5.0
     # Worker threads per gRPC server; None: `resolved_server_threads` picks by the process's role.
     server_threads: int | None = None
+    # How many calls of the methods a service marks as pure computation may run at once in one process
+    # (kindred.compute_gate: the others wait their turn instead of taking turns on the GIL); 0: no gate.
+    compute_concurrency: int = 1
     # If set, every finished span is also appended to this file as one JSON object a line
     # (used by the end-to-end test to check one trace spans every hop, and handy for debugging).
     trace_file: Path | None = None
@@ -93,23 +96,43 @@ class Settings:
             )
         if self.server_threads is not None and self.server_threads < 1:
             raise SettingsError(f"KINDRED_SERVER_THREADS must be >= 1, got {self.server_threads}")
+        if self.compute_concurrency < 0:
+            raise SettingsError(
+                f"KINDRED_COMPUTE_CONCURRENCY must be >= 0 (0: no gate), got {self.compute_concurrency}"
+            )
+
+    @property
+    def local_reads_only(self) -> bool:
+        """Every read a request makes is of this process's own memory and disk: the embedded online store
+        and the in-process engine. Then a call that reads never waits on another server, which is what
+        the compute gate and the 2-thread default assume (kindred.compute_gate); with Redis or a Qdrant
+        server a call waits on the network, and one waiting in the gate would hold up the rest."""
+        return self.online_store == "embedded" and self.vector_backend == "edge"
 
     @property
     def colocated(self) -> bool:
         """A ranking process that runs retrieval's domain itself (KINDRED_RETRIEVAL_TARGET=inprocess)."""
         return self.resolved_retrieval_target == IN_PROCESS
 
-    @property
-    def resolved_server_threads(self) -> int:
-        """KINDRED_SERVER_THREADS, else 2 for a co-located ranking process, else 8.
+    def server_threads_for(self, *, computes_only: bool) -> int:
+        """KINDRED_SERVER_THREADS, else 2 for a process whose calls only compute (never wait on another
+        service: retrieval, a co-located ranking process), else 8.
 
-        Why two there: its calls never wait on a downstream hop, so more threads than cores only contend
-        for the GIL (bench.latency.replica_sweep, bench/results/recommend_replicas.json: one co-located
-        process at 4 callers p99 47.7 / 57.0 ms with 2 threads against 68.6 / 69.2 ms with 8). A ranking
-        process that calls retrieval over gRPC waits on that hop, so it keeps 8."""
+        Why two there: more threads than cores only contend for the GIL (bench.latency.replica_sweep,
+        bench/results/recommend_replicas.json: one co-located process at 4 callers p99 47.7 / 57.0 ms
+        with 2 threads against 68.6 / 69.2 ms with 8; retrieval in the mesh, kindred.compute_gate's
+        docstring). Two rather than one, so a call that does wait (a write on the search replicas' log, a
+        health watch or reflection stream) never holds the only thread; the compute gate keeps the two
+        from computing at once. A ranking process that calls retrieval over gRPC waits on that hop, so
+        it keeps 8."""
         if self.server_threads is not None:
             return self.server_threads
-        return COLOCATED_SERVER_THREADS if self.colocated else DEFAULT_SERVER_THREADS
+        return COLOCATED_SERVER_THREADS if computes_only else DEFAULT_SERVER_THREADS
+
+    @property
+    def resolved_server_threads(self) -> int:
+        """The worker threads of a ranking process with these settings (see `server_threads_for`)."""
+        return self.server_threads_for(computes_only=self.colocated)
 
     @property
     def resolved_models_dir(self) -> Path:

@@ -4,7 +4,8 @@
 service says its models and indexes are loaded, and again during shutdown), reflection, OpenTelemetry
 server spans, one error interceptor that maps domain errors to status codes, a receive-size limit, and
 a concurrency limit that sheds excess calls with RESOURCE_EXHAUSTED (grpc's own
-`maximum_concurrent_rpcs`). Services only register their servicers.
+`maximum_concurrent_rpcs`), and the compute gate for the methods a service marks as pure computation
+(kindred.compute_gate). Services only register their servicers.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -23,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import server_interceptor as otel_server_interceptor
 
 from kindred import telemetry_schema as schema
+from kindred.compute_gate import ComputeGate, make_gate
 from kindred.config import Settings
 from kindred.errors import KindredError
 from kindred.telemetry import get_meter, tracing_enabled
@@ -33,12 +35,16 @@ log = logging.getLogger(__name__)
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Translates KindredError into its declared status code; anything else becomes INTERNAL.
 
-    Also records the per-RPC latency histogram, so every method gets it without servicer code.
+    Also records the per-RPC latency histogram, so every method gets it without servicer code, and puts
+    the unary methods named in `gated` (full paths, "/package.Service/Method") behind `gate`
+    (kindred.compute_gate); the time spent waiting there counts in the latency.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, gate: ComputeGate | None = None, gated: Collection[str] = ()) -> None:
         meter = get_meter("kindred.grpc_server")
         self._duration = meter.create_histogram(schema.METRIC_RPC_DURATION, unit="ms")
+        self._gate = gate
+        self._gated = frozenset(gated)
 
     def intercept_service(
         self,
@@ -50,7 +56,10 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             return None
         method: str = handler_call_details.method  # type: ignore[attr-defined]
         if handler.unary_unary:
-            return handler._replace(unary_unary=self._wrap_unary(handler.unary_unary, method))
+            behavior = handler.unary_unary
+            if self._gate is not None and method in self._gated:
+                behavior = self._gate.wrap(behavior, method)
+            return handler._replace(unary_unary=self._wrap_unary(behavior, method))
         if handler.unary_stream:
             return handler._replace(unary_stream=self._wrap_stream(handler.unary_stream, method))
         if handler.stream_unary:
@@ -171,13 +180,24 @@ def create_grpc_server(
     port: int,
     register: Callable[[grpc.Server], None],
     health_services: Sequence[str],
+    gated_methods: Collection[str] = (),
+    server_threads: int | None = None,
 ) -> KindredServer:
-    """Builds (but does not start) a server; `port=0` binds a free port, reported as `.port`."""
+    """Builds (but does not start) a server; `port=0` binds a free port, reported as `.port`.
+
+    `gated_methods`: full paths of unary methods that only compute; at most
+    `settings.compute_concurrency` of them run at once (kindred.compute_gate). `server_threads`: the
+    worker threads (default: `settings.resolved_server_threads`)."""
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.resolved_server_threads, thread_name_prefix=name),
+        futures.ThreadPoolExecutor(
+            max_workers=server_threads or settings.resolved_server_threads, thread_name_prefix=name
+        ),
         # Server spans only when something records them (kindred.telemetry.tracing_enabled): without a
         # tracer provider the OpenTelemetry interceptor still builds a span and its metadata on every call.
-        interceptors=[*([otel_server_interceptor()] if tracing_enabled() else []), ErrorInterceptor()],
+        interceptors=[
+            *([otel_server_interceptor()] if tracing_enabled() else []),
+            ErrorInterceptor(make_gate(settings.compute_concurrency), gated_methods),
+        ],
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_bytes),
             ("grpc.so_reuseport", 0),

@@ -13,10 +13,11 @@ import dataclasses
 import gc
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Generic, TypeVar
 
 import grpc
+from google.protobuf import descriptor_pool
 
 from kindred.config import Settings
 from kindred.errors import Unavailable
@@ -62,6 +63,24 @@ class ServiceSpec(Generic[Deps]):
     build_deps: Callable[[Settings], Deps]  # opens models, indexes, stores (may wait for them)
     make_servicer: Callable[[Settings, Deps], Any]
     close_deps: Callable[[Deps], None]
+    # Methods (short names) that only compute — never wait on another service — so they pass the compute
+    # gate (kindred.compute_gate), given the settings (e.g. ranking's Recommend only when co-located).
+    gated_methods: Callable[[Settings], Collection[str]] = lambda _settings: ()
+    # True when none of its calls wait on another service (retrieval; ranking when co-located): it then
+    # runs 2 worker threads unless KINDRED_SERVER_THREADS says otherwise (Settings.server_threads_for).
+    computes_only: Callable[[Settings], bool] = lambda _settings: False
+
+    def server_threads(self, settings: Settings) -> int:
+        return settings.server_threads_for(computes_only=self.computes_only(settings))
+
+    def gated_paths(self, settings: Settings) -> list[str]:
+        """The gated methods as full paths; a name the service does not have is a programming error."""
+        names = sorted(self.gated_methods(settings))
+        known = descriptor_pool.Default().FindServiceByName(self.grpc_service).methods_by_name
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"{self.grpc_service} has no method {', '.join(unknown)} to gate")
+        return [f"/{self.grpc_service}/{n}" for n in names]
 
     def create_server(
         self, settings: Settings, deps: Deps | None = None, *, port: int | None = None
@@ -78,6 +97,8 @@ class ServiceSpec(Generic[Deps]):
             port=self.port(settings) if port is None else port,
             register=lambda s: self.add_servicer(servicer, s),
             health_services=[self.grpc_service],
+            gated_methods=self.gated_paths(settings),
+            server_threads=self.server_threads(settings),
         )
         server.set_serving(True)
         return server
@@ -113,6 +134,8 @@ def run_service(spec: ServiceSpec[Any], settings: Settings | None = None) -> Non
         port=spec.port(settings),
         register=lambda s: spec.add_servicer(pending, s),
         health_services=[spec.grpc_service],
+        gated_methods=spec.gated_paths(settings),
+        server_threads=spec.server_threads(settings),
     ).start()
 
     def exit_while_loading(signum: int, _frame: object) -> None:

@@ -37,10 +37,13 @@ ONLINE_STORE_NAMESPACE = "kindred.online_store.namespace"  # str, e.g. "fan", "p
 NOTIFY_POLICY = "kindred.notify.policy"  # str, the serving policy: "rules" or "learned:<model version>"
 REPLICATION_EVENT = "kindred.search.replication.event"  # str: apply_failed, ack_lagging, log_unreachable
 BACKEND = "kindred.grpc.backend"  # str, the target of one backend of a least-request client
+GATE_WAIT_MS = "kindred.compute_gate.wait_ms"  # float, ms a call waited to compute
 
 # --- metrics ---
 METRIC_RPC_DURATION = "kindred.rpc.server.duration"  # histogram, ms; attrs rpc.method, rpc.grpc.status_code
 METRIC_RPC_SHED = "kindred.rpc.server.shed"  # counter; requests refused with RESOURCE_EXHAUSTED
+METRIC_GATE_WAIT = "kindred.compute_gate.wait"  # histogram, ms; attr rpc.method
+METRIC_GATE_DROPPED = "kindred.compute_gate.dropped"  # counter; deadline passed or cancelled while waiting
 METRIC_DEGRADED = "kindred.degraded_responses"  # counter; attrs kindred.fallback
 METRIC_SEARCH_REPLICATION = "kindred.search.replication.faults"  # counter; attrs REPLICATION_EVENT
 METRIC_RETRIED_ELSEWHERE = "kindred.grpc.client.retried_elsewhere"  # counter; attrs BACKEND (refusing)

@@ -156,6 +156,15 @@ def make_servicer(settings: Settings, deps: RankingDeps) -> RankingServicer:
     return RankingServicer(recommender, settings.default_deadline_s, search)
 
 
+def compute_methods(settings: Settings) -> tuple[str, ...]:
+    """The methods that only compute in this process (kindred.compute_gate): Rank; Recommend when
+    retrieval runs in this process, not when it waits on the retrieval hop; never SearchRanked, which
+    waits on search; none when reads go to a Redis store or a Qdrant server (Settings.local_reads_only)."""
+    if not settings.local_reads_only:
+        return ()
+    return ("Rank", "Recommend") if settings.colocated else ("Rank",)
+
+
 SPEC: ServiceSpec[RankingDeps] = ServiceSpec(
     name="ranking",
     grpc_service=SERVICE_NAME,
@@ -164,6 +173,8 @@ SPEC: ServiceSpec[RankingDeps] = ServiceSpec(
     build_deps=build_deps,
     make_servicer=make_servicer,
     close_deps=lambda deps: deps.close(),
+    gated_methods=compute_methods,
+    computes_only=lambda settings: settings.colocated and settings.local_reads_only,
 )
 
 

@@ -50,7 +50,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -497,6 +497,9 @@ def wait_for_deps(settings: Settings, retry_s: float = 5.0, *, search: bool = Tr
             time.sleep(retry_s)
 
 
+# The methods that only compute in this process, one at a time by default (kindred.compute_gate).
+COMPUTE_METHODS: Final = ("Retrieve", "Search", "SimilarCreators")
+
 SPEC: ServiceSpec[RetrievalDeps] = ServiceSpec(
     name="retrieval",
     grpc_service=SERVICE_NAME,
@@ -505,6 +508,11 @@ SPEC: ServiceSpec[RetrievalDeps] = ServiceSpec(
     build_deps=wait_for_deps,
     make_servicer=make_servicer,
     close_deps=lambda deps: deps.close(),
+    # Reads of the in-process index, models and store: computation only (kindred.compute_gate), unless
+    # the store or the engine is a server. The writes are left out: with search replicas they wait on
+    # the write log.
+    gated_methods=lambda settings: COMPUTE_METHODS if settings.local_reads_only else (),
+    computes_only=lambda settings: settings.local_reads_only,
 )
 
 
@@ -517,6 +525,8 @@ SEARCH_REPLICA_SPEC: ServiceSpec[SearchService] = ServiceSpec(
     build_deps=open_search_replica,
     make_servicer=lambda _settings, search: RetrievalServicer(None, search),
     close_deps=lambda search: search.close(),
+    gated_methods=lambda settings: ("Search",) if settings.local_reads_only else (),
+    computes_only=lambda settings: settings.local_reads_only,
 )
 
 

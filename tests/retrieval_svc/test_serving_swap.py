@@ -184,7 +184,9 @@ def _publish_index(settings: Settings, version: str, prefix: str, *, promote: bo
 
 
 def test_new_versions_swap_in_while_a_request_in_flight_finishes_on_the_old_one(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
+    # The held read stands for a store over the network (Redis), where other requests must not wait
+    # behind it: such a deployment runs without the compute gate (Settings.local_reads_only).
+    settings = Settings(data_dir=tmp_path, online_store="redis")
     v1_ids = _publish_index(settings, "v1", "a", promote=True)
     write_user_tower(settings.resolved_models_dir, "v1", user_tower_weights(1), index_version="v1")
     store = HoldingStore({"fan": {"f1": fan_row("f1", []), "slow": fan_row("slow", [])}})
