@@ -80,7 +80,7 @@ class Settings:
     # Deadline for calls that arrive without one, and for downstream calls (seconds).
     default_deadline_s: float = 2.0
     shutdown_grace_s: float = 5.0
-    # Worker threads per gRPC server; None: `resolved_server_threads` picks by the process's role.
+    # Worker threads per gRPC server; None: the service picks by its role (ServiceSpec.server_threads).
     server_threads: int | None = None
     # How many calls of the methods a service marks as pure computation may run at once in one process
     # (kindred.compute_gate: the others wait their turn instead of taking turns on the GIL); 0: no gate.
@@ -131,8 +131,9 @@ class Settings:
 
     @property
     def resolved_server_threads(self) -> int:
-        """The worker threads of a ranking process with these settings (see `server_threads_for`)."""
-        return self.server_threads_for(computes_only=self.colocated)
+        """The worker threads of a ranking process with these settings (`server_threads_for`; what
+        ranking_svc's ServiceSpec.server_threads gives), and of a server built without a spec."""
+        return self.server_threads_for(computes_only=self.colocated and self.local_reads_only)
 
     @property
     def resolved_models_dir(self) -> Path:
