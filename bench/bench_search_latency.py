@@ -88,6 +88,7 @@ def serve(index_root: Path, models_dir: Path, query_models: Path | None) -> None
     from kindred.v1 import retrieval_pb2_grpc
     from retrieval_svc.search.index import SearchIndex
     from retrieval_svc.search.service import SearchService
+    from retrieval_svc.server import SEARCH_REPLICA_SPEC
     from retrieval_svc.servicer import RetrievalServicer
 
     def build(_settings: Any) -> SearchService:
@@ -108,6 +109,9 @@ def serve(index_root: Path, models_dir: Path, query_models: Path | None) -> None
         build_deps=build,
         make_servicer=lambda _settings, deps: RetrievalServicer(_NoBundle(), deps),  # type: ignore[arg-type]
         close_deps=lambda deps: deps.close(),
+        # Served as a search replica serves Search: its compute gate and worker threads.
+        gated_methods=SEARCH_REPLICA_SPEC.gated_methods,
+        computes_only=SEARCH_REPLICA_SPEC.computes_only,
     )
     run_service(spec)
 
@@ -379,6 +383,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"int8 query encoder alone, one caller: {int8['encoder_alone_one_caller']}")
         int8["model"] = quantized.version
         _, _, int8["search_grpc"], _ = serve_and_load(work, root, args, queries, args.int8_query_models)
+        # The same server as Search was served before kindred.compute_gate: no gate, 8 worker threads.
+        ungated = {"KINDRED_COMPUTE_CONCURRENCY": "0", "KINDRED_SERVER_THREADS": "8"}
+        _, _, int8["search_grpc_ungated"], _ = serve_and_load(
+            work, root, args, queries, args.int8_query_models, ungated
+        )
         # The same server with the search pool qdrant-edge starts here unasked (what it had before
         # KINDRED_ENGINE_SEARCH_THREADS), right after the served configuration's levels.
         int8["engine_default_pool"] = engine_default_search_pool()
@@ -727,6 +736,15 @@ Same index, same invocation, queries encoded by the int8 export of the same weig
 {_rows(int8["search_grpc"])}
 
 int8 encoder alone: p50 {e8["p50_ms"]:.1f} ms, p99 {e8["p99_ms"]:.1f} ms.{quality}
+"""
+        if int8.get("search_grpc_ungated"):
+            out += f"""
+The same int8 server as Search was served before the compute gate (`KINDRED_COMPUTE_CONCURRENCY=0`,
+`KINDRED_SERVER_THREADS=8`; served now: one Search computing at a time, 2 worker threads —
+kindred.compute_gate), run right after the rows above:
+
+{header}
+{_rows(int8["search_grpc_ungated"])}
 """
         if int8.get("search_grpc_engine_default_pool"):
             out += f"""
