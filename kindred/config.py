@@ -27,7 +27,7 @@ class SettingsError(ValueError):
 DEFAULT_ENGINE_SEARCH_THREADS = 1
 # The KINDRED_RETRIEVAL_TARGET that puts retrieval's domain inside the ranking process (ranking_svc.server).
 IN_PROCESS = "inprocess"
-# gRPC worker threads per server when KINDRED_SERVER_THREADS is unset (Settings.resolved_server_threads).
+# gRPC worker threads per server when KINDRED_SERVER_THREADS is unset (Settings.server_threads_for).
 DEFAULT_SERVER_THREADS = 8
 COLOCATED_SERVER_THREADS = 2
 
@@ -128,12 +128,6 @@ class Settings:
         if self.server_threads is not None:
             return self.server_threads
         return COLOCATED_SERVER_THREADS if computes_only else DEFAULT_SERVER_THREADS
-
-    @property
-    def resolved_server_threads(self) -> int:
-        """The worker threads of a ranking process with these settings (`server_threads_for`; what
-        ranking_svc's ServiceSpec.server_threads gives), and of a server built without a spec."""
-        return self.server_threads_for(computes_only=self.colocated and self.local_reads_only)
 
     @property
     def resolved_models_dir(self) -> Path:

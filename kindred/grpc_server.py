@@ -187,11 +187,11 @@ def create_grpc_server(
 
     `gated_methods`: full paths of unary methods that only compute; at most
     `settings.compute_concurrency` of them run at once (kindred.compute_gate). `server_threads`: the
-    worker threads (default: `settings.resolved_server_threads`)."""
+    worker threads: a service passes its role's (ServiceSpec.server_threads); without, the default of a
+    process whose calls may wait (Settings.server_threads_for)."""
+    threads = server_threads or settings.server_threads_for(computes_only=False)
     server = grpc.server(
-        futures.ThreadPoolExecutor(
-            max_workers=server_threads or settings.resolved_server_threads, thread_name_prefix=name
-        ),
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name),
         # Server spans only when something records them (kindred.telemetry.tracing_enabled): without a
         # tracer provider the OpenTelemetry interceptor still builds a span and its metadata on every call.
         interceptors=[

@@ -36,13 +36,16 @@ def test_settings_are_frozen() -> None:
 
 
 def test_server_threads_default_by_role_and_an_explicit_value_wins() -> None:
-    # A co-located ranking process never waits on a retrieval hop: two threads; everything else eight.
-    assert Settings.from_env({}).resolved_server_threads == 8
+    # A co-located ranking process never waits on a retrieval hop: two threads; a mesh ranking eight.
+    from ranking_svc.server import SPEC as RANKING
+
+    assert RANKING.server_threads(Settings.from_env({})) == 8
     colocated = Settings.from_env({"KINDRED_RETRIEVAL_TARGET": "inprocess"})
-    assert colocated.colocated and colocated.resolved_server_threads == 2
-    assert Settings.from_env({"KINDRED_RETRIEVAL_TARGET": "10.0.0.7:50051"}).resolved_server_threads == 8
+    assert colocated.colocated and RANKING.server_threads(colocated) == 2
+    assert RANKING.server_threads(Settings.from_env({"KINDRED_RETRIEVAL_TARGET": "10.0.0.7:50051"})) == 8
     explicit = Settings.from_env({"KINDRED_RETRIEVAL_TARGET": "inprocess", "KINDRED_SERVER_THREADS": "6"})
-    assert explicit.resolved_server_threads == 6
+    assert RANKING.server_threads(explicit) == 6
+    assert explicit.server_threads_for(computes_only=False) == 6
 
 
 def test_server_threads_below_one_are_refused() -> None:

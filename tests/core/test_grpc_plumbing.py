@@ -16,6 +16,7 @@ from kindred.errors import InvalidArgument, NotFound
 from kindred.grpc_client import deadline_from, make_channel
 from kindred.grpc_server import KindredServer, create_grpc_server
 from kindred.v1 import ranking_pb2, ranking_pb2_grpc
+from ranking_svc.server import SPEC as RANKING
 
 
 class _Ranking(ranking_pb2_grpc.RankingServiceServicer):
@@ -30,7 +31,9 @@ class _Ranking(ranking_pb2_grpc.RankingServiceServicer):
         return self.behaviour(request)
 
 
-def _serve(settings: Settings, servicer: _Ranking) -> tuple[KindredServer, grpc.Channel]:
+def _serve(
+    settings: Settings, servicer: _Ranking, server_threads: int | None = None
+) -> tuple[KindredServer, grpc.Channel]:
     """A started server for `servicer` on a free port, and a channel to it."""
     server = create_grpc_server(
         settings,
@@ -38,6 +41,7 @@ def _serve(settings: Settings, servicer: _Ranking) -> tuple[KindredServer, grpc.
         port=0,
         register=lambda s: ranking_pb2_grpc.add_RankingServiceServicer_to_server(servicer, s),
         health_services=["kindred.v1.RankingService"],
+        server_threads=server_threads,
     ).start()
     return server, make_channel(f"127.0.0.1:{server.port}")
 
@@ -160,7 +164,7 @@ def test_unavailable_is_retried_from_service_config(
     ("env", "workers"),
     [
         ({"KINDRED_SERVER_THREADS": "3"}, 3),
-        # Unset in a co-located ranking process: the role's default (kindred.config), not the field.
+        # Unset in a co-located ranking process: its role's default (ranking_svc SPEC.server_threads).
         ({"KINDRED_RETRIEVAL_TARGET": "inprocess"}, 2),
     ],
 )
@@ -180,7 +184,7 @@ def test_server_runs_as_many_calls_at_once_as_its_resolved_threads(env: dict[str
         return ranking_pb2.RecommendResponse()
 
     servicer.behaviour = hold
-    server, channel = _serve(settings, servicer)
+    server, channel = _serve(settings, servicer, RANKING.server_threads(settings))
     try:
         stub = ranking_pb2_grpc.RankingServiceStub(channel)
         request = ranking_pb2.RecommendRequest()
