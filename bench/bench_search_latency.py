@@ -36,7 +36,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,11 @@ def int8_model_name(models_dir: Path) -> str:
     return INT8_QUERY_MODEL_NAME if beside_fp32 else MODEL_NAME
 
 
-def serve(index_root: Path, models_dir: Path, query_models: Path | None) -> None:
+def serve(
+    index_root: Path, models_dir: Path, query_models: Path | None, *, gate_search: bool = False
+) -> None:
+    """Serves Search as a search replica does; `gate_search`: Search behind the compute gate, as served
+    from 2026-11-27 17:00 to 20:00 UTC (bench.latency.search_gate_ab compares the two)."""
     from kindred.service import ServiceSpec, run_service
     from kindred.text.encoder import TextEncoder, load_quantized_query_encoder
     from kindred.v1 import retrieval_pb2_grpc
@@ -109,8 +113,12 @@ def serve(index_root: Path, models_dir: Path, query_models: Path | None) -> None
         build_deps=build,
         make_servicer=lambda _settings, deps: RetrievalServicer(_NoBundle(), deps),  # type: ignore[arg-type]
         close_deps=lambda deps: deps.close(),
-        # Served as a search replica serves Search: its compute gate and worker threads.
-        gated_methods=SEARCH_REPLICA_SPEC.gated_methods,
+        # Served as a search replica serves Search: its gated methods and worker threads.
+        gated_methods=(
+            (lambda settings: ("Search",) if settings.local_reads_only else ())
+            if gate_search
+            else SEARCH_REPLICA_SPEC.gated_methods
+        ),
         computes_only=SEARCH_REPLICA_SPEC.computes_only,
     )
     run_service(spec)
@@ -329,9 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "write log in the local Redis, least-request client), int8 queries if --int8-query-models; 0: skip",
     )
     parser.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)  # child mode: index root
+    parser.add_argument("--gate-search", action="store_true", help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args(argv)
     if args.serve is not None:
-        serve(args.serve, args.models_dir, args.int8_query_models)
+        serve(args.serve, args.models_dir, args.int8_query_models, gate_search=args.gate_search)
         return 0
     if args.quick:
         args.creators, args.posts, args.unique_texts, args.requests = 5000, 20_000, 2000, 400
@@ -456,9 +465,12 @@ def serve_and_load(
     queries: Sequence[str],
     query_models: Path | None,
     extra_env: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+    after: Callable[[int, int], None] | None = None,
 ) -> tuple[float, dict[str, float], dict[str, Any], dict[str, float]]:
-    """Starts the search server on the index (`extra_env`: more KINDRED_* settings for it), runs every
-    load level; (startup s, memory, levels, memory)."""
+    """Starts the search server on the index (`extra_env`: more KINDRED_* settings for it, `extra_args`:
+    more child-mode flags), runs every load level, then `after(port, server pid)` if given; (startup s,
+    memory, levels, memory)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KINDRED_")}
     env.update(
@@ -475,7 +487,8 @@ def serve_and_load(
     with open(server_log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, __file__, "--serve", str(root), "--models-dir", str(args.models_dir)]
-            + (["--int8-query-models", str(query_models)] if query_models else []),
+            + (["--int8-query-models", str(query_models)] if query_models else [])
+            + list(extra_args),
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -487,6 +500,8 @@ def serve_and_load(
         memory_loaded = memory_mb(proc.pid)
         levels = {str(c): load_level(port, queries, c, args.requests, proc.pid) for c in args.callers}
         memory_after = memory_mb(proc.pid)
+        if after is not None:
+            after(port, proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -16,6 +16,10 @@ stream must not hold the only thread. So each service names the methods that onl
 (`ServiceSpec.gated_methods`), and only those pass the gate. KINDRED_COMPUTE_CONCURRENCY sets how many
 may compute at once (default 1; 0 switches the gate off).
 
+Only methods that hold the GIL from start to end belong behind it. A call with a long stretch of native
+work that releases the GIL (retrieval's Search encodes its query in onnxruntime) overlaps usefully with
+another call's Python: gating it gave up that overlap (bench.latency.search_gate_ab), so it is not gated.
+
 A call whose deadline passed, or whose client went away, while it waited is not computed: it ends with
 DEADLINE_EXCEEDED / CANCELLED at once, so a backlog drains instead of doing work nobody reads. The wait
 is recorded (histogram kindred.compute_gate.wait, ms) and, when tracing, on the server span.

@@ -498,7 +498,11 @@ def wait_for_deps(settings: Settings, retry_s: float = 5.0, *, search: bool = Tr
 
 
 # The methods that only compute in this process, one at a time by default (kindred.compute_gate).
-COMPUTE_METHODS: Final = ("Retrieve", "Search", "SimilarCreators")
+# Not Search: about a fifth of a Search is the query encoder's onnxruntime run, which releases the GIL,
+# so two Searches overlapping (one encoding while the other is in the engine) finish sooner than one at
+# a time — with the 2 worker threads, 4 alternated rounds at 4 callers (bench.latency.search_gate_ab,
+# 2026-11-27 20:03): p50 24.6 against 27.3 ms gated, p99 35.2 against 34.9, 160 against 145 calls/s.
+COMPUTE_METHODS: Final = ("Retrieve", "SimilarCreators")
 
 SPEC: ServiceSpec[RetrievalDeps] = ServiceSpec(
     name="retrieval",
@@ -525,7 +529,7 @@ SEARCH_REPLICA_SPEC: ServiceSpec[SearchService] = ServiceSpec(
     build_deps=open_search_replica,
     make_servicer=lambda _settings, search: RetrievalServicer(None, search),
     close_deps=lambda search: search.close(),
-    gated_methods=lambda settings: ("Search",) if settings.local_reads_only else (),
+    # Search is not gated (see COMPUTE_METHODS); 2 worker threads still bound how many compute at once.
     computes_only=lambda settings: settings.local_reads_only,
 )
 

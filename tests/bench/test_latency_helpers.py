@@ -544,3 +544,41 @@ def test_replica_sweep_section_lists_each_round_of_each_combination() -> None:
     assert text.startswith("## Recommend — replicas per node")
     row = next(line for line in text.splitlines() if line.startswith("| 2 | 8 |"))
     assert "36.8 / 40.1" in row and "200.0 / 200.0" in row
+
+
+# ------------------------------------------------------------------------------ search gate A/B
+
+
+def test_search_gate_ab_alternates_and_reports_medians_and_every_round() -> None:
+    from bench.latency.search_gate_ab import CONFIGS, medians, render, rounds_order
+
+    names = list(CONFIGS)
+    assert rounds_order(names, 3) == [names, names[::-1], names]
+    # The gated configuration is the bench server's own flag; the served one changes nothing.
+    assert CONFIGS["served"] == ({}, ()) and CONFIGS["gated"][1] == ("--gate-search",)
+
+    def run(p50: float, p99: float) -> dict[str, float]:
+        return {"p50_ms": p50, "p99_ms": p99, "throughput_rps": 150.0, "server_cpu_ms_per_call": 7.0}
+
+    runs = {"served": [run(25.0, 35.0), run(27.0, 36.0), run(26.0, 40.0)], "gated": [run(28.0, 34.0)]}
+    med = medians(runs)
+    assert med["served"]["p50_ms"] == 26.0 and med["served"]["p99_ms"] == 36.0
+    assert med["gated"]["p99_ms"] == 34.0
+    text = render(
+        {
+            "command": "python -m bench.latency.search_gate_ab --rounds 3",
+            "date": "2026-11-27T20:10:00Z",
+            "machine": {"cpu_model": "Intel Xeon", "nproc": 2},
+            "load_average": [2.0, 2.0, 2.0],
+            "work": "c100000-p1000000-u10000",
+            "query_encoder": "int8",
+            "callers": 4,
+            "requests": 1500,
+            "rounds": 3,
+            "runs": runs,
+            "median": med,
+        }
+    )
+    assert text.startswith("## Search — compute gate, alternated")
+    served = next(line for line in text.splitlines() if line.startswith("| served |"))
+    assert "**26.0** (25.0 / 27.0 / 26.0)" in served and "**36.0** (35.0 / 36.0 / 40.0)" in served

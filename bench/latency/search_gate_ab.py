@@ -1,0 +1,160 @@
+"""Search through gRPC with and without the compute gate, and with 8 worker threads, rounds alternated.
+
+    .venv/bin/python -m bench.latency.search_gate_ab [--work var/bench/search_latency/c100000-p1000000-u10000]
+                                                     [--rounds 4] [--requests 1500] [--callers 4]
+
+On the index bench/bench_search_latency.py built (run it first), int8 query encoding if the models dir
+promotes it, the benchmark's own server (its child mode) started afresh for every measurement, in three
+configurations:
+
+- served: Search not gated, the search replica's 2 worker threads (what retrieval serves since 20:00 UTC
+  on 2026-11-27);
+- gated: Search behind kindred.compute_gate, one computing at a time, 2 worker threads (served from
+  17:00 to 20:00 that day);
+- 8 threads: no gate, 8 worker threads (served before the gate).
+
+Each round measures every configuration (`--requests` closed-loop Search calls at `--callers` callers
+after a warm-up of 400), the order reversed every other round: the machine's speed drifts within
+minutes, so only alternated runs compare. Writes bench/results/search_gate_ab.json and the
+"Search — compute gate, alternated" section of bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_WORK = ROOT / "var" / "bench" / "search_latency" / "c100000-p1000000-u10000"
+WARMUP_CALLS = 400
+
+# name → (extra env for the server, extra child-mode flags)
+CONFIGS: Mapping[str, tuple[Mapping[str, str], Sequence[str]]] = {
+    "served": ({}, ()),
+    "gated": ({}, ("--gate-search",)),
+    "8 threads": ({"KINDRED_COMPUTE_CONCURRENCY": "0", "KINDRED_SERVER_THREADS": "8"}, ()),
+}
+KEYS = ("p50_ms", "p99_ms", "throughput_rps", "server_cpu_ms_per_call")
+
+
+def rounds_order(names: Sequence[str], rounds: int) -> list[list[str]]:
+    """Each round's order: as given, reversed every other round."""
+    return [list(names) if r % 2 == 0 else list(reversed(names)) for r in range(rounds)]
+
+
+def medians(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, float]]:
+    return {
+        name: {k: round(statistics.median(float(run[k]) for run in levels), 2) for k in KEYS}
+        for name, levels in runs.items()
+    }
+
+
+def render(result: Mapping[str, Any]) -> str:
+    runs, med = result["runs"], result["median"]
+    lines = [
+        "## Search — compute gate, alternated",
+        "",
+        f"`{result['command']}` — {result['date']}, {result['machine'].get('cpu_model', '')} × "
+        f"{result['machine'].get('nproc', '')}, load average {result['load_average']} at the end.",
+        "",
+        f"The `{result['work']}` index, {result['query_encoder']} query encoding, "
+        f"{result['callers']} callers (closed loop, each its own channel), {result['requests']} calls "
+        f"per measurement after {WARMUP_CALLS} warm-up calls, a fresh server each time; "
+        f"{result['rounds']} rounds, the order reversed every other round.",
+        "Each cell: the median, then every round in order.",
+        "",
+        "| configuration | p50 ms | p99 ms | calls/s | server CPU ms/call |",
+        "|---|---|---|---|---|",
+    ]
+    for name in runs:
+        cells = " | ".join(
+            f"**{med[name][k]:.1f}** ({' / '.join(f'{float(r[k]):.1f}' for r in runs[name])})" for k in KEYS
+        )
+        lines.append(f"| {name} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "var" / "search" / "models")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=1500)
+    parser.add_argument("--callers", type=int, default=4)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.requests < 1 or args.callers < 1:
+        parser.error("--rounds, --requests and --callers must be at least 1")
+    if not (args.work / "index").is_dir() or not (args.work / "queries.json").is_file():
+        print(
+            f"no index under {args.work}: run bench/bench_search_latency.py at that scale first",
+            file=sys.stderr,
+        )
+        return 2
+
+    from bench.bench_search_latency import load_level, serve_and_load
+    from bench.latency.machine import describe, load_average
+    from bench.results_md import write_section
+    from kindred.models import CURRENT_FILE
+    from kindred.text.encoder import INT8_QUERY_MODEL_NAME
+
+    queries = json.loads((args.work / "queries.json").read_text())
+    int8 = (args.models_dir / INT8_QUERY_MODEL_NAME / CURRENT_FILE).is_file()
+    query_models = args.models_dir if int8 else None
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS}
+    for r, order in enumerate(rounds_order(list(CONFIGS), args.rounds)):
+        for name in order:
+            env, flags = CONFIGS[name]
+            # serve_and_load runs `callers` levels of `requests`: a warm-up level, then the measured one.
+            plan = SimpleNamespace(models_dir=args.models_dir, callers=[args.callers], requests=WARMUP_CALLS)
+            measured: dict[str, Any] = {}
+
+            def measure(port: int, pid: int, into: dict[str, Any] = measured) -> None:
+                into.update(load_level(port, queries, args.callers, args.requests, pid))
+
+            serve_and_load(
+                args.work, args.work / "index", plan, queries, query_models, env, flags, after=measure
+            )
+            runs[name].append(measured)
+            print(f"[search-gate-ab] round {r + 1}/{args.rounds} {name}: {measured}", flush=True)
+    med = medians(runs)
+    command = "python -m bench.latency.search_gate_ab " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = {
+        "benchmark": "search_gate_ab",
+        "command": command.strip(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": describe(),
+        "load_average": load_average(),
+        "work": args.work.name,
+        "query_encoder": "int8" if int8 else "fp32",
+        "callers": args.callers,
+        "requests": args.requests,
+        "rounds": args.rounds,
+        "configs": {name: {"env": dict(env), "flags": list(flags)} for name, (env, flags) in CONFIGS.items()},
+        "runs": runs,
+        "median": med,
+    }
+    for name, values in med.items():
+        print(f"[search-gate-ab] median {name}: {values}")
+    if not args.no_write:
+        out = ROOT / "bench" / "results" / "search_gate_ab.json"
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        write_section("search_gate_ab", render(result))
+        print(f"wrote {out} and the RESULTS.md section")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
