@@ -500,8 +500,8 @@ def wait_for_deps(settings: Settings, retry_s: float = 5.0, *, search: bool = Tr
 # The methods that only compute in this process, one at a time by default (kindred.compute_gate).
 # Not Search: about a fifth of a Search is the query encoder's onnxruntime run, which releases the GIL,
 # so two Searches overlapping (one encoding while the other is in the engine) finish sooner than one at
-# a time — with the 2 worker threads, 4 alternated rounds at 4 callers (bench.latency.search_gate_ab,
-# 2026-11-27 20:03): p50 24.6 against 27.3 ms gated, p99 35.2 against 34.9, 160 against 145 calls/s.
+# a time — with the 2 worker threads, 6 alternated rounds at 4 callers (bench.latency.search_gate_ab,
+# 2026-11-27 20:30): p50 26.2 against 28.7 ms gated, p99 37.4 against 37.6, 151 against 138 calls/s.
 COMPUTE_METHODS: Final = ("Retrieve", "SimilarCreators")
 
 SPEC: ServiceSpec[RetrievalDeps] = ServiceSpec(

@@ -1,4 +1,4 @@
-"""Search through gRPC with and without the compute gate, and with 8 worker threads, rounds alternated.
+"""Search through gRPC with and without the compute gate, and with 8 or 1 worker threads, rounds alternated.
 
     .venv/bin/python -m bench.latency.search_gate_ab [--work var/bench/search_latency/c100000-p1000000-u10000]
                                                      [--rounds 4] [--requests 1500] [--callers 4]
@@ -11,7 +11,8 @@ configurations:
   on 2026-11-27);
 - gated: Search behind kindred.compute_gate, one computing at a time, 2 worker threads (served from
   17:00 to 20:00 that day);
-- 8 threads: no gate, 8 worker threads (served before the gate).
+- 8 threads: no gate, 8 worker threads (served before the gate);
+- 1 thread: one worker thread, so one Search at a time without the gate (and nothing else meanwhile).
 
 Each round measures every configuration (`--requests` closed-loop Search calls at `--callers` callers
 after a warm-up of 400), the order reversed every other round: the machine's speed drifts within
@@ -43,6 +44,7 @@ CONFIGS: Mapping[str, tuple[Mapping[str, str], Sequence[str]]] = {
     "served": ({}, ()),
     "gated": ({}, ("--gate-search",)),
     "8 threads": ({"KINDRED_COMPUTE_CONCURRENCY": "0", "KINDRED_SERVER_THREADS": "8"}, ()),
+    "1 thread": ({"KINDRED_SERVER_THREADS": "1"}, ()),
 }
 KEYS = ("p50_ms", "p99_ms", "throughput_rps", "server_cpu_ms_per_call")
 
