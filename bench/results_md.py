@@ -9,12 +9,15 @@ atomically (tmp + rename), so a benchmark interrupted mid-write never leaves hal
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from kindred.fileio import write_text_atomic
 
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FILE_HEADER = "# Benchmark results\n"
 
 
@@ -59,3 +62,20 @@ def write_section(key: str, section: str, md_path: Path = RESULTS_MD) -> None:
     text = md_path.read_text(encoding="utf-8") if md_path.is_file() else ""
     new = replace_section_text(text, key, section)
     write_text_atomic(md_path, new)
+
+
+def write_results(
+    key: str,
+    result: Mapping[str, Any],
+    section: str,
+    *,
+    results_dir: Path = RESULTS_DIR,
+    md_path: Path = RESULTS_MD,
+) -> Path:
+    """A benchmark's two outputs: `result` as `results_dir/<key>.json` and `section` as its RESULTS.md
+    section (both atomically); returns the JSON's path."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out = results_dir / f"{key}.json"
+    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+    write_section(key, section, md_path)
+    return out

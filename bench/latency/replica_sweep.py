@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import tempfile
 import time
@@ -125,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.bench_recommend_latency import Config, measure_replicas
     from bench.latency.ab_inprocess import sample_fans
     from bench.latency.machine import describe, load_average
-    from bench.results_md import write_section
+    from bench.results_md import write_results
 
     fans = sample_fans(args.data_dir, args.sample_fans, args.seed)
     runs: dict[tuple[int, int], list[dict[str, Any]]] = {}
@@ -162,9 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for r, t in itertools.product(args.replicas, args.server_threads)
         ],
     }
-    out = ROOT / "bench" / "results" / "recommend_replicas.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    write_section("recommend_replicas", render(result))
+    out = write_results("recommend_replicas", result, render(result))
     print(f"wrote {out} and the RESULTS.md section")
     return 0
 

@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from bench.bench_search_latency import load_level, serve_and_load
     from bench.latency.machine import describe, load_average
-    from bench.results_md import write_section
+    from bench.results_md import write_results
     from kindred.models import CURRENT_FILE
     from kindred.text.encoder import INT8_QUERY_MODEL_NAME
 
@@ -151,9 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, values in med.items():
         print(f"[search-gate-ab] median {name}: {values}")
     if not args.no_write:
-        out = ROOT / "bench" / "results" / "search_gate_ab.json"
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        write_section("search_gate_ab", render(result))
+        out = write_results("search_gate_ab", result, render(result))
         print(f"wrote {out} and the RESULTS.md section")
     return 0
 

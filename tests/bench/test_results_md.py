@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,17 @@ def test_an_unmarked_legacy_section_is_replaced_once_and_gains_markers() -> None
 def test_a_section_without_a_title_is_refused() -> None:
     with pytest.raises(ValueError, match="title"):
         replace_section_text("", "x", "no title\n")
+
+
+def test_write_results_writes_the_json_and_only_its_own_section(tmp_path: Path) -> None:
+    from bench.results_md import write_results
+
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Benchmark results\n\n<!-- other:begin -->\n## Other\n\nkept\n<!-- other:end -->\n")
+    out = write_results(
+        "mine", {"p99_ms": 28.4}, "## Mine\n\n28.4 ms\n", results_dir=tmp_path / "r", md_path=md
+    )
+    assert out == tmp_path / "r" / "mine.json"
+    assert json.loads(out.read_text()) == {"p99_ms": 28.4}
+    text = md.read_text()
+    assert "kept" in text and "<!-- mine:begin -->\n## Mine\n\n28.4 ms\n<!-- mine:end -->" in text
