@@ -86,7 +86,7 @@ def serve(
     index_root: Path, models_dir: Path, query_models: Path | None, *, gate_search: bool = False
 ) -> None:
     """Serves Search as a search replica does; `gate_search`: Search behind the compute gate, as served
-    from 2026-11-27 17:00 to 20:00 UTC (bench.latency.search_gate_ab compares both with 8 threads)."""
+    from 2026-11-27 17:00 to 20:00 UTC (bench.latency.search_gate_ab compares both, and 8 or 1 threads)."""
     from kindred.service import ServiceSpec, run_service
     from kindred.text.encoder import TextEncoder, load_quantized_query_encoder
     from kindred.v1 import retrieval_pb2_grpc
@@ -756,7 +756,7 @@ int8 encoder alone: p50 {e8["p50_ms"]:.1f} ms, p99 {e8["p99_ms"]:.1f} ms.{qualit
             out += f"""
 The same int8 server as Search was served before the compute gate (`KINDRED_COMPUTE_CONCURRENCY=0`,
 `KINDRED_SERVER_THREADS=8`; served now: 2 worker threads, Search not gated — see
-`bench.latency.search_gate_ab` for the three alternated), run right after the rows above:
+`bench.latency.search_gate_ab` for them alternated), run right after the rows above:
 
 {header}
 {_rows(int8["search_grpc_ungated"])}

@@ -4,7 +4,7 @@
                                                      [--rounds 4] [--requests 1500] [--callers 4]
 
 On the index bench/bench_search_latency.py built (run it first), int8 query encoding if the models dir
-promotes it, the benchmark's own server (its child mode) started afresh for every measurement, in three
+promotes it, the benchmark's own server (its child mode) started afresh for every measurement, in four
 configurations:
 
 - served: Search not gated, the search replica's 2 worker threads (what retrieval serves since 20:00 UTC
