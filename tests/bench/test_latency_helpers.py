@@ -582,3 +582,37 @@ def test_search_gate_ab_alternates_and_reports_medians_and_every_round() -> None
     assert text.startswith("## Search — compute gate, alternated")
     served = next(line for line in text.splitlines() if line.startswith("| served |"))
     assert "**26.0** (25.0 / 27.0 / 26.0)" in served and "**36.0** (35.0 / 36.0 / 40.0)" in served
+
+
+# ------------------------------------------------------------------------------ search corpus
+
+
+def test_search_corpus_counts_document_frequencies_and_postings_per_query() -> None:
+    from bench.latency.search_corpus import document_frequencies, postings, render, timing_summary
+
+    df = document_frequencies([["a", "b", "a"], ["b"], ["c", "b"]])
+    assert df == {"a": 1, "b": 3, "c": 1}  # a repeat inside one document counts once
+    assert postings(df, ["b", "b", "a", "zzz"]) == 4  # distinct query tokens; an unknown one reads none
+    t = timing_summary([1.0, 2.0, 3.0], [100, 200, 300])
+    assert t["correlation_with_postings"] == 1.0 and t["ns_per_posting"] == 10_000.0
+    text = render(
+        {
+            "command": "python -m bench.latency.search_corpus",
+            "date": "2026-11-27T20:50:00Z",
+            "machine": {"cpu_model": "Intel Xeon", "nproc": 2},
+            "queries": 3,
+            "vocabulary": {
+                "documents": 1_100_000,
+                "creators": 100_000,
+                "bm25_terms": 666,
+                "name_trigrams": 547,
+            },
+            "postings_per_query": {
+                "bm25": {"mean": 90_000.0, "median": 80_000.0, "max": 260_000.0},
+                "name": {"mean": 98_000.0, "median": 60_000.0, "max": 290_000.0},
+                "word_initial_trigram_share": 0.44,
+            },
+            "engine": {"bm25": t},
+        }
+    )
+    assert "**666 distinct BM25 terms**" in text and "44%" in text and "| bm25 | 2.00 | 1.00 |" in text
