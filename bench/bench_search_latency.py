@@ -127,14 +127,30 @@ def serve(
 # -- build -------------------------------------------------------------------------------------------
 
 
-def build_catalogue(creators: int, posts: int, seed: int, back_days: float) -> Any:
+TEXTS = ("generated", "real")
+
+
+def build_catalogue(creators: int, posts: int, seed: int, back_days: float, text: str = "generated") -> Any:
+    """The generated world's catalogue; `text="real"`: the same with real-language words
+    (bench.latency.real_text: SciFact titles and sentences, HetRec artist names)."""
     from kindred.data.generate import GeneratorConfig, build_world
 
+    if text not in TEXTS:
+        raise ValueError(f"text must be one of {TEXTS}, not {text!r}")
     config = GeneratorConfig(fans=10, creators=creators, days=1, seed=seed, back_catalogue_days=back_days)
     world = build_world(config)
     catalogue = world.catalogue
     catalogue.posts = catalogue.posts[:posts]
+    if text == "real":
+        from bench.latency.real_text import TextPool, with_real_text
+
+        catalogue = with_real_text(catalogue, TextPool.load())
     return catalogue
+
+
+def work_dir(creators: int, posts: int, unique_texts: int, text: str = "generated") -> Path:
+    """Each scale (and text) has its own directory: index, build.json, queries.json."""
+    return WORK / (f"c{creators}-p{posts}-u{unique_texts}" + ("" if text == "generated" else f"-{text}"))
 
 
 def dense_vectors(texts: Sequence[str], unique: int, encoder: Any) -> tuple[np.ndarray, dict[str, float]]:
@@ -336,6 +352,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also serve through this many search replicas (KINDRED_SEARCH_REPLICA, own index copies, "
         "write log in the local Redis, least-request client), int8 queries if --int8-query-models; 0: skip",
     )
+    parser.add_argument(
+        "--text",
+        choices=TEXTS,
+        default="generated",
+        help="the catalogue's words: the generator's (default) or real ones (SciFact titles and sentences, "
+        "HetRec artist names; needs ../shared/data) in the same catalogue; a directory of its own",
+    )
+    parser.add_argument(
+        "--build-only", action="store_true", help="build (or keep, with --reuse-index) the index and stop"
+    )
     parser.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)  # child mode: index root
     parser.add_argument("--gate-search", action="store_true", help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args(argv)
@@ -344,13 +370,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.quick:
         args.creators, args.posts, args.unique_texts, args.requests = 5000, 20_000, 2000, 400
+    if args.text != "generated" and not (args.build_only or args.no_write):
+        # bench/results/search_latency.json is the generated catalogue's; the two catalogues are
+        # compared by bench.latency.search_text_ab, in one invocation.
+        parser.error("--text real builds an index for bench.latency.search_text_ab: add --build-only")
 
     from kindred.text.encoder import TextEncoder, measure_latency
 
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     started = time.time()
     encoder = TextEncoder.from_registry(args.models_dir, intra_op_num_threads=1)
-    work = WORK / f"c{args.creators}-p{args.posts}-u{args.unique_texts}"
+    work = work_dir(args.creators, args.posts, args.unique_texts, args.text)
     work.mkdir(parents=True, exist_ok=True)
     root = work / "index"
     build_path = work / "build.json"
@@ -364,7 +394,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         scale = build["scale"]
     else:
         t0 = time.perf_counter()
-        catalogue = build_catalogue(args.creators, args.posts, seed=7, back_days=args.back_days)
+        catalogue = build_catalogue(
+            args.creators, args.posts, seed=7, back_days=args.back_days, text=args.text
+        )
         log(
             f"catalogue: {len(catalogue.creators)} creators, {len(catalogue.posts)} posts "
             f"({time.perf_counter() - t0:.0f} s)"
@@ -373,10 +405,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         build = build_index(root, catalogue, encoder, args.unique_texts)
         scale = {"creators": len(catalogue.creators), "posts": len(catalogue.posts)}
         build["scale"] = scale
+        build["text"] = args.text
         del catalogue
         queries_path.write_text(json.dumps(queries))
         build_path.write_text(json.dumps(build, indent=2))
     log(f"index: {json.dumps(build)}")
+    if args.build_only:
+        log(f"--build-only: the index is in {root}")
+        return 0
     encoder_latency = measure_latency(encoder, queries)
     log(f"encoder alone, one caller: {encoder_latency}")
 

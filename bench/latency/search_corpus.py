@@ -1,16 +1,19 @@
-"""How long the sparse retrievers' posting lists are on the search latency bench's generated catalogue.
+"""How long the sparse retrievers' posting lists are on the search latency bench's catalogues.
 
-    .venv/bin/python -m bench.latency.search_corpus [--work var/bench/search_latency/c100000-p1000000-u10000]
-                                                    [--creators 100000 --posts 1000000] [--queries 200]
+    .venv/bin/python -m bench.latency.search_corpus [--texts generated real] [--creators 100000
+                                                    --posts 1000000 --unique-texts 10000] [--queries 200]
 
-Regenerates the catalogue bench/bench_search_latency.py indexes (same generator, seed and scale) and
-counts, with the index's own tokenizer and trigrams, each BM25 term's and each name trigram's document
-frequency; then, for the bench's queries, the postings a query's distinct terms (trigrams) touch. With
-the index of that scale present under `--work`, it also times each query's BM25 and name retriever run
-alone in the engine (CPU, best of 3, limit = the service's depth) and relates the time to the postings.
+Regenerates each catalogue bench/bench_search_latency.py indexes (same generator, seed and scale;
+`real`: the same with real words, `--text real` there) and counts, with the index's own tokenizer and
+trigrams, each BM25 term's and each name trigram's document frequency; then, for the bench's queries,
+the postings a query's distinct terms (trigrams) touch. With the index of that scale and text built
+(its directory under var/bench/search_latency/), it also times each query's BM25 and name retriever
+run alone in the engine (CPU, best of 3, limit = the service's depth) and relates the time to the
+postings.
 Why: a generated catalogue with a small vocabulary makes every posting list long, so the sparse
-retrievers cost more per query than on real text (README, "Search latency"). Writes
-bench/results/search_corpus.json and the "Search — posting lists of the generated catalogue" section.
+retrievers cost more per query than on real text (README, "Search latency"); the real-word catalogue
+measures by how much. Writes bench/results/search_corpus.json and the "Search — posting lists,
+generated and real words" section.
 """
 
 from __future__ import annotations
@@ -29,9 +32,6 @@ import numpy as np
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_WORK = ROOT / "var" / "bench" / "search_latency" / "c100000-p1000000-u10000"
 
 
 def document_frequencies(token_sets: Iterable[Iterable[str]]) -> collections.Counter[str]:
@@ -100,72 +100,69 @@ def timing_summary(ms: Sequence[float], reads: Sequence[int]) -> dict[str, float
 
 
 def render(r: Mapping[str, Any]) -> str:
-    v, q = r["vocabulary"], r["postings_per_query"]
     lines = [
-        "## Search — posting lists of the generated catalogue",
+        "## Search — posting lists, generated and real words",
         "",
         f"`{r['command']}` — {r['date']}, {r['machine'].get('cpu_model', '')} × "
         f"{r['machine'].get('nproc', '')}.",
         "",
-        f"{v['documents']:,} documents ({v['creators']:,} creators): **{v['bm25_terms']:,} distinct BM25 "
-        f"terms** and **{v['name_trigrams']:,} distinct trigrams over the creator names**. Postings a query "
-        f"reads, over {r['queries']} of the latency bench's queries (mean / median / max): BM25 "
-        f"{q['bm25']['mean']:,.0f} / {q['bm25']['median']:,.0f} / {q['bm25']['max']:,.0f}, names "
-        f"{q['name']['mean']:,.0f} / {q['name']['median']:,.0f} / {q['name']['max']:,.0f}; word-initial "
-        f"trigrams (`'  c'`) are {q['word_initial_trigram_share']:.0%} of the name postings.",
+        f"Postings a query reads, over {r['queries']} of each catalogue's latency bench queries (mean / "
+        "median / max); `real` is the same catalogue with real words (bench/latency/real_text.py: SciFact "
+        "titles and abstract sentences, HetRec artist names); word-initial trigrams are `'  c'`.",
+        "",
+        "| catalogue | documents (creators) | distinct BM25 terms | distinct name trigrams | BM25 postings "
+        "| name postings | word-initial share of name postings |",
+        "|---|---|---|---|---|---|---|",
     ]
-    if r.get("engine"):
-        e = r["engine"]
+    for text, c in r["catalogues"].items():
+        v, q = c["vocabulary"], c["postings_per_query"]
+        spread = " | ".join(
+            f"{q[k]['mean']:,.0f} / {q[k]['median']:,.0f} / {q[k]['max']:,.0f}" for k in ("bm25", "name")
+        )
+        lines.append(
+            f"| {text} | {v['documents']:,} ({v['creators']:,}) | **{v['bm25_terms']:,}** "
+            f"| **{v['name_trigrams']:,}** | {spread} | {q['word_initial_trigram_share']:.0%} |"
+        )
+    timed = {text: c["engine"] for text, c in r["catalogues"].items() if c.get("engine")}
+    if timed:
         lines += [
             "",
-            "Each retriever run alone in the engine on the served index (CPU, best of 3):",
+            "Each retriever run alone in the engine on the catalogue's served index (CPU, best of 3):",
             "",
-            "| retriever | CPU ms per query | correlation with postings read | ns per posting |",
-            "|---|---|---|---|",
+            "| catalogue | retriever | CPU ms per query | correlation with postings read | ns per posting |",
+            "|---|---|---|---|---|",
         ]
-        for name, t in e.items():
-            lines.append(
-                f"| {name} | {t['cpu_ms_mean']:.2f} | {t['correlation_with_postings']:.2f} "
-                f"| {t['ns_per_posting']:.1f} |"
-            )
+        for text, engine in timed.items():
+            for name, t in engine.items():
+                lines.append(
+                    f"| {text} | {name} | {t['cpu_ms_mean']:.2f} | {t['correlation_with_postings']:.2f} "
+                    f"| {t['ns_per_posting']:.1f} |"
+                )
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
-    parser.add_argument("--creators", type=int, default=100_000)
-    parser.add_argument("--posts", type=int, default=1_000_000)
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args(argv)
-
-    from bench.bench_search_latency import build_catalogue, make_queries
-    from bench.latency.machine import describe
-    from bench.results_md import write_results
+def measure_catalogue(
+    text: str, creators: int, posts: int, unique_texts: int, n_queries: int
+) -> dict[str, Any]:
+    """Vocabulary and postings per query of one catalogue; engine times if its index is built."""
+    from bench.bench_search_latency import build_catalogue, make_queries, work_dir
     from kindred.text.names import trigrams
     from kindred.text.tokenize import Bm25, tokenize
     from retrieval_svc.search.bulk import catalogue_docs
 
-    catalogue = build_catalogue(args.creators, args.posts, seed=7, back_days=120.0)
-    queries_path = args.work / "queries.json"
+    work = work_dir(creators, posts, unique_texts, text)
+    catalogue = build_catalogue(creators, posts, seed=7, back_days=120.0, text=text)
+    queries_path = work / "queries.json"
     queries = json.loads(queries_path.read_text()) if queries_path.is_file() else make_queries(catalogue)
-    queries = queries[: args.queries]
+    queries = queries[:n_queries]
     tokenizer = Bm25().tokenizer  # what the bench's index is built with (Bm25.fit's default)
     df = document_frequencies(tokenize(d.text, tokenizer) for d in catalogue_docs(catalogue))
     tdf = document_frequencies(trigrams(c.name) for c in catalogue.creators)
     bm25_reads = [postings(df, tokenize(q, tokenizer)) for q in queries]
     name_reads = [postings(tdf, trigrams(q)) for q in queries]
     initial = sum(postings(tdf, [g for g in trigrams(q) if g.startswith("  ")]) for q in queries)
-    result: dict[str, Any] = {
-        "benchmark": "search_corpus",
-        "command": " ".join(
-            ["python -m bench.latency.search_corpus", *(argv if argv is not None else sys.argv[1:])]
-        ),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": describe(),
+    out: dict[str, Any] = {
+        "work": work.name,
         "queries": len(queries),
         "vocabulary": {
             "documents": len(catalogue.creators) + len(catalogue.posts),
@@ -179,12 +176,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             "word_initial_trigram_share": round(initial / max(1, sum(name_reads)), 3),
         },
     }
-    if (args.work / "index").is_dir():
-        times = engine_times(args.work, queries)
-        result["engine"] = {
+    if (work / "index").is_dir():
+        times = engine_times(work, queries)
+        out["engine"] = {
             name: timing_summary(ms, reads)
             for name, ms, reads in (("bm25", times["bm25"], bm25_reads), ("name", times["name"], name_reads))
         }
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--texts", nargs="+", choices=("generated", "real"), default=["generated", "real"])
+    parser.add_argument("--creators", type=int, default=100_000)
+    parser.add_argument("--posts", type=int, default=1_000_000)
+    parser.add_argument("--unique-texts", type=int, default=10_000, help="names the index directory")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+
+    from bench.latency.machine import describe
+    from bench.results_md import write_results
+
+    catalogues = {
+        text: measure_catalogue(text, args.creators, args.posts, args.unique_texts, args.queries)
+        for text in args.texts
+    }
+    result: dict[str, Any] = {
+        "benchmark": "search_corpus",
+        "command": " ".join(
+            ["python -m bench.latency.search_corpus", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": describe(),
+        "queries": args.queries,
+        "catalogues": catalogues,
+    }
     print(render(result))
     if not args.no_write:
         out = write_results("search_corpus", result, render(result))

@@ -49,6 +49,39 @@ CONFIGS: Mapping[str, tuple[Mapping[str, str], Sequence[str]]] = {
 KEYS = ("p50_ms", "p99_ms", "throughput_rps", "server_cpu_ms_per_call")
 
 
+def query_models_dir(models_dir: Path) -> Path | None:
+    """`models_dir` when it promotes an int8 query encoder (the server then encodes queries with it)."""
+    from kindred.models import CURRENT_FILE
+    from kindred.text.encoder import INT8_QUERY_MODEL_NAME
+
+    return models_dir if (models_dir / INT8_QUERY_MODEL_NAME / CURRENT_FILE).is_file() else None
+
+
+def measure_served(
+    work: Path,
+    models_dir: Path,
+    queries: Sequence[str],
+    query_models: Path | None,
+    callers: int,
+    requests: int,
+    env: Mapping[str, str] | None = None,
+    flags: Sequence[str] = (),
+) -> dict[str, Any]:
+    """One fresh benchmark server on `work`'s index: WARMUP_CALLS calls, then `requests` measured calls
+    at `callers` callers; the measured level's numbers."""
+    from bench.bench_search_latency import load_level, serve_and_load
+
+    # serve_and_load runs the plan's levels (the warm-up), then `after` (the measured level).
+    plan = SimpleNamespace(models_dir=models_dir, callers=[callers], requests=WARMUP_CALLS)
+    measured: dict[str, Any] = {}
+
+    def measure(port: int, pid: int) -> None:
+        measured.update(load_level(port, queries, callers, requests, pid))
+
+    serve_and_load(work, work / "index", plan, queries, query_models, env or {}, flags, after=measure)
+    return measured
+
+
 def rounds_order(names: Sequence[str], rounds: int) -> list[list[str]]:
     """Each round's order: as given, reversed every other round."""
     return [list(names) if r % 2 == 0 else list(reversed(names)) for r in range(rounds)]
@@ -106,28 +139,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
-    from bench.bench_search_latency import load_level, serve_and_load
     from bench.latency.machine import describe, load_average
     from bench.results_md import write_results
-    from kindred.models import CURRENT_FILE
-    from kindred.text.encoder import INT8_QUERY_MODEL_NAME
 
     queries = json.loads((args.work / "queries.json").read_text())
-    int8 = (args.models_dir / INT8_QUERY_MODEL_NAME / CURRENT_FILE).is_file()
-    query_models = args.models_dir if int8 else None
+    query_models = query_models_dir(args.models_dir)
+    int8 = query_models is not None
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS}
     for r, order in enumerate(rounds_order(list(CONFIGS), args.rounds)):
         for name in order:
             env, flags = CONFIGS[name]
-            # serve_and_load runs `callers` levels of `requests`: a warm-up level, then the measured one.
-            plan = SimpleNamespace(models_dir=args.models_dir, callers=[args.callers], requests=WARMUP_CALLS)
-            measured: dict[str, Any] = {}
-
-            def measure(port: int, pid: int, into: dict[str, Any] = measured) -> None:
-                into.update(load_level(port, queries, args.callers, args.requests, pid))
-
-            serve_and_load(
-                args.work, args.work / "index", plan, queries, query_models, env, flags, after=measure
+            measured = measure_served(
+                args.work, args.models_dir, queries, query_models, args.callers, args.requests, env, flags
             )
             runs[name].append(measured)
             print(f"[search-gate-ab] round {r + 1}/{args.rounds} {name}: {measured}", flush=True)

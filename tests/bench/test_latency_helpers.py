@@ -595,24 +595,126 @@ def test_search_corpus_counts_document_frequencies_and_postings_per_query() -> N
     assert postings(df, ["b", "b", "a", "zzz"]) == 4  # distinct query tokens; an unknown one reads none
     t = timing_summary([1.0, 2.0, 3.0], [100, 200, 300])
     assert t["correlation_with_postings"] == 1.0 and t["ns_per_posting"] == 10_000.0
+    catalogue = {
+        "work": "c100000-p1000000-u10000",
+        "queries": 3,
+        "vocabulary": {"documents": 1_100_000, "creators": 100_000, "bm25_terms": 666, "name_trigrams": 547},
+        "postings_per_query": {
+            "bm25": {"mean": 90_000.0, "median": 80_000.0, "max": 260_000.0},
+            "name": {"mean": 98_000.0, "median": 60_000.0, "max": 290_000.0},
+            "word_initial_trigram_share": 0.44,
+        },
+        "engine": {"bm25": t},
+    }
+    real = {**catalogue, "vocabulary": {**catalogue["vocabulary"], "bm25_terms": 40_831}}
+    del real["engine"]  # no index built for it: no engine rows, the postings row all the same
     text = render(
         {
             "command": "python -m bench.latency.search_corpus",
             "date": "2026-11-27T20:50:00Z",
             "machine": {"cpu_model": "Intel Xeon", "nproc": 2},
             "queries": 3,
-            "vocabulary": {
-                "documents": 1_100_000,
-                "creators": 100_000,
-                "bm25_terms": 666,
-                "name_trigrams": 547,
-            },
-            "postings_per_query": {
-                "bm25": {"mean": 90_000.0, "median": 80_000.0, "max": 260_000.0},
-                "name": {"mean": 98_000.0, "median": 60_000.0, "max": 290_000.0},
-                "word_initial_trigram_share": 0.44,
-            },
-            "engine": {"bm25": t},
+            "catalogues": {"generated": catalogue, "real": real},
         }
     )
-    assert "**666 distinct BM25 terms**" in text and "44%" in text and "| bm25 | 2.00 | 1.00 |" in text
+    rows = text.splitlines()
+    generated_row = next(line for line in rows if line.startswith("| generated | 1,100,000"))
+    assert "**666**" in generated_row and "**547**" in generated_row and "44%" in generated_row
+    assert "90,000 / 80,000 / 260,000" in generated_row
+    assert any(line.startswith("| real |") and "**40,831**" in line for line in rows)
+    assert "| generated | bm25 | 2.00 | 1.00 |" in text and "| real | bm25 |" not in text
+
+
+# ------------------------------------------------------------------------------ real words, text A/B
+
+
+def test_real_text_splits_sentences_and_mixes_real_names() -> None:
+    from bench.latency.real_text import mixed_names, sentences
+
+    assert sentences("Cells grow. T cells die! Is p53 2.5 fold? 3 mice.") == [
+        "Cells grow.",
+        "T cells die!",
+        "Is p53 2.5 fold?",
+        "3 mice.",
+    ]
+    real = ["The Cure", "Björk", "Sonic Youth", "Daft Punk"]
+    names = mixed_names(real, 50, np.random.default_rng(0))
+    assert names[:4] == real and len(names) == 50
+    heads, lasts = {"The", "Björk", "Sonic", "Daft"}, {"Cure", "Björk", "Youth", "Punk"}
+    for name in names[4:]:  # the leading word(s) of one real name, the last word of another
+        *head, last = name.split()
+        assert " ".join(head) in heads and last in lasts
+    assert mixed_names(real, 2, np.random.default_rng(0)) == real[:2]
+
+
+def test_with_real_text_replaces_only_the_words() -> None:
+    from bench.latency.real_text import TextPool, with_real_text
+    from kindred.data.generate import GeneratorConfig, build_world
+
+    catalogue = build_world(GeneratorConfig(fans=5, creators=30, days=1, seed=3)).catalogue
+    before_creators, before_posts = list(catalogue.creators), list(catalogue.posts)
+    pool = TextPool(
+        titles=["Title one", "Title two"],
+        sentences=["Alpha beta.", "Gamma delta.", "Epsilon zeta."],
+        names=["Real Name", "Other Band"],
+    )
+    with_real_text(catalogue, pool)
+    assert len(catalogue.creators) == len(before_creators) and len(catalogue.posts) == len(before_posts)
+    for old, new in zip(before_creators, catalogue.creators, strict=True):
+        assert new.description in pool.sentences
+        assert (new.creator_id, new.category, new.tags, new.tiers) == (
+            old.creator_id,
+            old.category,
+            old.tags,
+            old.tiers,
+        )
+    assert {"Real Name", "Other Band"} <= {c.name for c in catalogue.creators}
+    for old, new in zip(before_posts, catalogue.posts, strict=True):
+        assert new.title in pool.titles
+        used = new.text.split(". ")
+        assert 2 <= len(used) <= 4 and all(s.rstrip(".") + "." in pool.sentences for s in used)
+        assert (new.post_id, new.creator_id, new.access_level, new.published_at) == (
+            old.post_id,
+            old.creator_id,
+            old.access_level,
+            old.published_at,
+        )
+
+
+def test_search_bench_names_a_directory_per_text_and_refuses_an_unknown_text() -> None:
+    from bench.bench_search_latency import build_catalogue, work_dir
+
+    assert work_dir(10, 20, 5).name == "c10-p20-u5"
+    assert work_dir(10, 20, 5, "real").name == "c10-p20-u5-real"
+    with pytest.raises(ValueError, match="text must be one of"):
+        build_catalogue(10, 20, seed=1, back_days=1.0, text="lorem")
+
+
+def test_search_text_ab_reports_each_catalogue_and_the_goal() -> None:
+    from bench.latency.search_gate_ab import medians
+    from bench.latency.search_text_ab import render
+
+    def run(p99: float) -> dict[str, float]:
+        return {"p50_ms": 20.0, "p99_ms": p99, "throughput_rps": 150.0, "server_cpu_ms_per_call": 6.0}
+
+    runs = {"generated": [run(36.0), run(38.0)], "real": [run(28.0), run(31.0)]}
+    text = render(
+        {
+            "command": "python -m bench.latency.search_text_ab --rounds 2",
+            "date": "2026-11-27T23:00:00Z",
+            "machine": {"cpu_model": "AMD EPYC", "nproc": 2},
+            "load_average": [2.0, 2.0, 2.0],
+            "scale": "100,000 creators, 1,000,000 posts, 10,000 real encodings",
+            "works": {"generated": "c100000-p1000000-u10000", "real": "c100000-p1000000-u10000-real"},
+            "query_encoder": "int8",
+            "callers": 4,
+            "requests": 1500,
+            "rounds": 2,
+            "goal_p99_ms": 30.0,
+            "runs": runs,
+            "median": medians(runs),
+        }
+    )
+    assert text.startswith("## Search — generated and real words, alternated")
+    assert "| real | **20.0** (20.0 / 20.0) | **29.5** (28.0 / 31.0) |" in text
+    assert "generated not met (37.0 ms), real met (29.5 ms)" in text
