@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
-SCIFACT_DIR = DATA / "beir-scifact"
-HETREC_DIR = DATA / "hetrec2011-lastfm-2k"
+from bench.recsys.protocol import default_data_dir as hetrec_dir
+from bench.search.scifact import DEFAULT_DIR as SCIFACT_DIR
+
+HETREC_DIR = hetrec_dir()
 
 # Sentence ends: a full stop, question or exclamation mark followed by space and a capital or digit.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
@@ -80,6 +80,10 @@ class TextPool:
     def load(cls) -> TextPool:
         from bench.search.scifact import load
 
+        if not available():
+            raise FileNotFoundError(
+                f"real words need BEIR SciFact in {SCIFACT_DIR} and HetRec Last.fm in {HETREC_DIR}"
+            )
         corpus = load(SCIFACT_DIR).corpus.values()
         return cls(
             titles=[d.title for d in corpus if d.title],
