@@ -30,13 +30,14 @@ Each scale has its own directory under var/bench/search_latency/ (index, build.j
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -547,14 +548,14 @@ def serve_and_load(
     return load_s, memory_loaded, levels, memory_after
 
 
-def serve_replicas_and_load(
-    work: Path, root: Path, args: Any, queries: Sequence[str], replicas: int
-) -> dict[str, Any]:
+@contextlib.contextmanager
+def replicas_serving(
+    work: Path, root: Path, models_dir: Path, replicas: int
+) -> Iterator[tuple[str, list[int], float]]:
     """The production search replicas (`python -m retrieval_svc` with KINDRED_SEARCH_REPLICA, see
     retrieval_svc.search.replication) over copies of the index at `root`, a fresh write log in the local
-    Redis, every load level through one target naming them all (least-request; and gRPC's round_robin
-    for a shared client, the balancing before); then the cost of a write
-    (UpsertPosts answers once every replica applied it)."""
+    Redis; yields one target naming them all, their pids and the seconds they took to start (copies
+    included), and stops them and drops the write log on the way out."""
     import shutil
     import uuid
 
@@ -572,7 +573,7 @@ def serve_replicas_and_load(
             env = service_env(data, {"retrieval": port})
             env.update(
                 {
-                    "KINDRED_MODELS_DIR": str(args.models_dir),
+                    "KINDRED_MODELS_DIR": str(models_dir),
                     "KINDRED_SEARCH_REPLICA": f"r{i}",
                     "KINDRED_SEARCH_WRITE_LOG": write_log,
                     "OMP_NUM_THREADS": "1",
@@ -585,9 +586,26 @@ def serve_replicas_and_load(
             ports.append(port)
         for port, proc, i in zip(ports, procs, range(replicas), strict=True):
             wait_serving(f"127.0.0.1:{port}", proc, 1800.0, work / f"replica-{i}.log")
-        startup_s = time.perf_counter() - t0
-        pids = [proc.pid for proc in procs]
         target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
+        yield target, [proc.pid for proc in procs], time.perf_counter() - t0
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        _delete_write_log(write_log)
+
+
+def serve_replicas_and_load(
+    work: Path, root: Path, args: Any, queries: Sequence[str], replicas: int
+) -> dict[str, Any]:
+    """`replicas_serving`, every load level through its one target (least-request; and gRPC's
+    round_robin for a shared client, the balancing before); then the cost of a write (UpsertPosts
+    answers once every replica applied it)."""
+    with replicas_serving(work, root, args.models_dir, replicas) as (target, pids, startup_s):
         memory_loaded = [memory_mb(pid) for pid in pids]
         levels = {str(c): load_level(target, queries, c, args.requests, pids) for c in args.callers}
         shared: dict[str, Any] = {}
@@ -600,15 +618,6 @@ def serve_replicas_and_load(
         writes = write_latency(target, 40)
         log(f"{replicas} replicas, UpsertPosts of one post: {writes}")
         memory_after = [memory_mb(pid) for pid in pids]
-    finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        _delete_write_log(write_log)
     return {
         "replicas": replicas,
         "startup_s_with_index_copies": round(startup_s, 1),

@@ -30,7 +30,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -46,6 +46,7 @@ CONFIGS: Mapping[str, tuple[Mapping[str, str], Sequence[str]]] = {
     "8 threads": ({"KINDRED_COMPUTE_CONCURRENCY": "0", "KINDRED_SERVER_THREADS": "8"}, ()),
     "1 thread": ({"KINDRED_SERVER_THREADS": "1"}, ()),
 }
+T = TypeVar("T")
 KEYS = ("p50_ms", "p99_ms", "throughput_rps", "server_cpu_ms_per_call")
 
 
@@ -82,7 +83,7 @@ def measure_served(
     return measured
 
 
-def rounds_order(names: Sequence[str], rounds: int) -> list[list[str]]:
+def rounds_order(names: Sequence[T], rounds: int) -> list[list[T]]:
     """Each round's order: as given, reversed every other round."""
     return [list(names) if r % 2 == 0 else list(reversed(names)) for r in range(rounds)]
 

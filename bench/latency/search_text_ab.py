@@ -7,9 +7,15 @@
 The search latency bench's catalogue (100k creators, 1M posts) is generated: its words come from a few
 hundred topic words and a small syllable set, so every posting list is long. `--text real` builds the
 same catalogue with real-language words (bench.latency.real_text: SciFact titles and sentences, HetRec
-artist names). This serves each index in the configuration retrieval serves (one process, Search not
-gated, 2 worker threads, int8 query encoding if the models dir promotes it), a fresh server per
-measurement, and alternates the two catalogues round by round (order reversed every other round):
+artist names). This serves each index as retrieval serves it (int8 query encoding if the models dir
+promotes it), fresh servers per measurement, in two deployments:
+
+- one process (Search not gated, 2 worker threads), each caller its own channel;
+- `--replicas` search replicas (default 2; 0 skips them) over copies of the index, a write log in the
+  local Redis, the callers sharing one least-request client (how a platform service holds its channel;
+  bench_search_latency's replicated rows), after a warm-up of the same size through that client;
+
+and alternates every (catalogue, deployment) pair round by round (order reversed every other round):
 only alternated runs compare on a machine whose speed drifts. Each catalogue is queried with its own
 queries, made the same way (creator names, a third with a typo; word pairs from post titles).
 Writes bench/results/search_text_ab.json and the "Search — generated and real words, alternated"
@@ -32,6 +38,27 @@ if __package__ in (None, ""):
 from bench.latency.search_gate_ab import KEYS, WARMUP_CALLS, medians, rounds_order
 
 ROOT = Path(__file__).resolve().parents[2]
+ONE_PROCESS = "one process"
+
+
+def replicas_name(n: int) -> str:
+    return f"{n} replicas"
+
+
+def run_key(text: str, deployment: str) -> str:
+    return f"{text}, {deployment}"
+
+
+def measure_replicated(
+    work: Path, models_dir: Path, queries: Sequence[str], replicas: int, args: Any
+) -> dict[str, Any]:
+    """Fresh search replicas on `work`'s index; WARMUP_CALLS calls, then `args.requests` measured calls
+    at `args.callers` callers through one shared least-request client."""
+    from bench.bench_search_latency import load_level, replicas_serving
+
+    with replicas_serving(work, work / "index", models_dir, replicas) as (target, pids, _startup_s):
+        load_level(target, queries, args.callers, WARMUP_CALLS, pids, shared_channel=True)
+        return load_level(target, queries, args.callers, args.requests, pids, shared_channel=True)
 
 
 def render(result: Mapping[str, Any]) -> str:
@@ -45,12 +72,13 @@ def render(result: Mapping[str, Any]) -> str:
         f"{result['scale']}; generated words (`{result['works']['generated']}`) against the same catalogue "
         f"with real ones (`{result['works']['real']}`: SciFact titles and abstract sentences, HetRec "
         "artist names; bench/latency/real_text.py). One process as retrieval serves it (Search not gated, "
-        f"2 worker threads), {result['query_encoder']} query encoding, {result['callers']} callers "
-        f"(closed loop, each its own channel), {result['requests']} calls per measurement after "
-        f"{WARMUP_CALLS} warm-up calls, a fresh server each time; {result['rounds']} rounds, the order "
+        f"2 worker threads; each caller its own channel) and {result['replicas']} search replicas (one "
+        f"least-request client shared by the callers; 0: not measured), {result['query_encoder']} query "
+        f"encoding, {result['callers']} callers (closed loop), {result['requests']} calls per measurement "
+        f"after {WARMUP_CALLS} warm-up calls, fresh servers each time; {result['rounds']} rounds, the order "
         "reversed every other round. Each cell: the median, then every round in order.",
         "",
-        "| catalogue | p50 ms | p99 ms | calls/s | server CPU ms/call |",
+        "| catalogue, deployment | p50 ms | p99 ms | calls/s | server CPU ms/call |",
         "|---|---|---|---|---|",
     ]
     for name in runs:
@@ -81,10 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--requests", type=int, default=1500)
     parser.add_argument("--callers", type=int, default=4)
+    parser.add_argument("--replicas", type=int, default=2, help="search replicas measured too (0: skip)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.requests < 1 or args.callers < 1:
         parser.error("--rounds, --requests and --callers must be at least 1")
+    if args.replicas < 0 or args.replicas == 1:
+        parser.error("--replicas must be 0 (skip) or at least 2")
 
     from bench.bench_search_latency import GOAL_P99_MS_AT_4, TEXTS, work_dir
     from bench.latency.machine import describe, load_average
@@ -103,14 +134,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     queries = {text: json.loads((work / "queries.json").read_text()) for text, work in works.items()}
     query_models = query_models_dir(args.models_dir)
-    runs: dict[str, list[dict[str, Any]]] = {text: [] for text in TEXTS}
-    for r, order in enumerate(rounds_order(list(TEXTS), args.rounds)):
-        for text in order:
-            measured = measure_served(
+
+    def measure(text: str, deployment: str) -> dict[str, Any]:
+        if deployment == ONE_PROCESS:
+            return measure_served(
                 works[text], args.models_dir, queries[text], query_models, args.callers, args.requests
             )
-            runs[text].append(measured)
-            print(f"[search-text-ab] round {r + 1}/{args.rounds} {text}: {measured}", flush=True)
+        return measure_replicated(works[text], args.models_dir, queries[text], args.replicas, args)
+
+    deployments = [ONE_PROCESS] + ([replicas_name(args.replicas)] if args.replicas > 0 else [])
+    pairs = [(text, deployment) for deployment in deployments for text in TEXTS]
+    runs: dict[str, list[dict[str, Any]]] = {run_key(*pair): [] for pair in pairs}
+    for r, order in enumerate(rounds_order(pairs, args.rounds)):
+        for text, deployment in order:
+            measured = measure(text, deployment)
+            runs[run_key(text, deployment)].append(measured)
+            print(
+                f"[search-text-ab] round {r + 1}/{args.rounds} {text}, {deployment}: {measured}", flush=True
+            )
     med = medians(runs)
     command = "python -m bench.latency.search_text_ab " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {
@@ -125,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "callers": args.callers,
         "requests": args.requests,
         "rounds": args.rounds,
+        "replicas": args.replicas,
         "goal_p99_ms": GOAL_P99_MS_AT_4,
         "runs": runs,
         "median": med,

@@ -690,14 +690,21 @@ def test_search_bench_names_a_directory_per_text_and_refuses_an_unknown_text() -
         build_catalogue(10, 20, seed=1, back_days=1.0, text="lorem")
 
 
-def test_search_text_ab_reports_each_catalogue_and_the_goal() -> None:
-    from bench.latency.search_gate_ab import medians
-    from bench.latency.search_text_ab import render
+def test_search_text_ab_reports_each_catalogue_and_deployment_and_the_goal() -> None:
+    from bench.latency.search_gate_ab import medians, rounds_order
+    from bench.latency.search_text_ab import ONE_PROCESS, render, replicas_name, run_key
+
+    pairs = [("generated", ONE_PROCESS), ("real", ONE_PROCESS), ("generated", replicas_name(2))]
+    assert rounds_order(pairs, 2) == [pairs, pairs[::-1]]
 
     def run(p99: float) -> dict[str, float]:
         return {"p50_ms": 20.0, "p99_ms": p99, "throughput_rps": 150.0, "server_cpu_ms_per_call": 6.0}
 
-    runs = {"generated": [run(36.0), run(38.0)], "real": [run(28.0), run(31.0)]}
+    runs = {
+        run_key("generated", ONE_PROCESS): [run(36.0), run(38.0)],
+        run_key("real", ONE_PROCESS): [run(28.0), run(31.0)],
+        run_key("real", replicas_name(2)): [run(25.0), run(26.0)],
+    }
     text = render(
         {
             "command": "python -m bench.latency.search_text_ab --rounds 2",
@@ -710,11 +717,13 @@ def test_search_text_ab_reports_each_catalogue_and_the_goal() -> None:
             "callers": 4,
             "requests": 1500,
             "rounds": 2,
+            "replicas": 2,
             "goal_p99_ms": 30.0,
             "runs": runs,
             "median": medians(runs),
         }
     )
     assert text.startswith("## Search — generated and real words, alternated")
-    assert "| real | **20.0** (20.0 / 20.0) | **29.5** (28.0 / 31.0) |" in text
-    assert "generated not met (37.0 ms), real met (29.5 ms)" in text
+    assert "| real, one process | **20.0** (20.0 / 20.0) | **29.5** (28.0 / 31.0) |" in text
+    assert "generated, one process not met (37.0 ms), real, one process met (29.5 ms)" in text
+    assert "real, 2 replicas met (25.5 ms)" in text
