@@ -95,6 +95,19 @@ def medians(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[s
     }
 
 
+def median_rows(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]], med: Mapping[str, Mapping[str, float]]
+) -> list[str]:
+    """A table row per configuration: each of KEYS as its median in bold, then every round in order."""
+    rows = []
+    for name in runs:
+        cells = " | ".join(
+            f"**{med[name][k]:.1f}** ({' / '.join(f'{float(r[k]):.1f}' for r in runs[name])})" for k in KEYS
+        )
+        rows.append(f"| {name} | {cells} |")
+    return rows
+
+
 def render(result: Mapping[str, Any]) -> str:
     runs, med = result["runs"], result["median"]
     lines = [
@@ -112,11 +125,7 @@ def render(result: Mapping[str, Any]) -> str:
         "| configuration | p50 ms | p99 ms | calls/s | server CPU ms/call |",
         "|---|---|---|---|---|",
     ]
-    for name in runs:
-        cells = " | ".join(
-            f"**{med[name][k]:.1f}** ({' / '.join(f'{float(r[k]):.1f}' for r in runs[name])})" for k in KEYS
-        )
-        lines.append(f"| {name} | {cells} |")
+    lines += median_rows(runs, med)
     return "\n".join(lines) + "\n"
 
 

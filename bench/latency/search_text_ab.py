@@ -35,7 +35,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.latency.search_gate_ab import KEYS, WARMUP_CALLS, medians, rounds_order
+from bench.latency.search_gate_ab import WARMUP_CALLS, median_rows, medians, rounds_order
 
 ROOT = Path(__file__).resolve().parents[2]
 ONE_PROCESS = "one process"
@@ -81,11 +81,7 @@ def render(result: Mapping[str, Any]) -> str:
         "| catalogue, deployment | p50 ms | p99 ms | calls/s | server CPU ms/call |",
         "|---|---|---|---|---|",
     ]
-    for name in runs:
-        cells = " | ".join(
-            f"**{med[name][k]:.1f}** ({' / '.join(f'{float(r[k]):.1f}' for r in runs[name])})" for k in KEYS
-        )
-        lines.append(f"| {name} | {cells} |")
+    lines += median_rows(runs, med)
     goal = result["goal_p99_ms"]
     verdicts = ", ".join(
         f"{name} {'met' if med[name]['p99_ms'] <= goal else 'not met'} ({med[name]['p99_ms']:.1f} ms)"
