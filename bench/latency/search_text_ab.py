@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/bench_search_latency.py --creators 100000 --posts 1000000 --unique-texts 10000 \\
         --build-only [--text real]                        # once per catalogue
-    .venv/bin/python -m bench.latency.search_text_ab [--rounds 4] [--requests 1500] [--callers 4] [--replicas 2]
+    .venv/bin/python -m bench.latency.search_text_ab [--rounds 4] [--requests 1500] [--callers 4] \\
+        [--replicas 2]
 
 The search latency bench's catalogue (100k creators, 1M posts) is generated: its words come from a few
 hundred topic words and a small syllable set, so every posting list is long. `--text real` builds the
