@@ -164,3 +164,44 @@ def test_agrees_with_pytrec_eval() -> None:
     for q, row in ref.items():
         assert ours[q]["ndcg@10"] == pytest.approx(row["ndcg_cut_10"], abs=1e-9)
         assert ours[q]["recall@10"] == pytest.approx(row["recall_10"], abs=1e-9)
+
+
+# ------------------------------------------------------------------------------ common terms
+
+
+def test_common_terms_cutoff_keeps_rare_terms_or_everything() -> None:
+    from bench.search.common_terms import kept_terms
+
+    df = {"cell": 60, "death": 5, "t": 30}
+    assert kept_terms(["t", "cell", "death"], df, 100, 0.2) == ["death"]
+    assert kept_terms(["t", "cell"], df, 100, 0.2) == ["t", "cell"]  # nothing rarer: all kept
+    assert kept_terms(["t", "cell", "death"], df, 100, None) == ["t", "cell", "death"]
+    assert kept_terms(["t", "unknown"], df, 100, 0.2) == ["unknown"]  # unseen: df 0, kept
+
+
+def test_exact_bm25_matches_the_reference_scorer_and_rescoring_restores_the_full_order() -> None:
+    from bench.search.common_terms import ExactBm25, evaluate_cutoff
+    from kindred.text.tokenize import Bm25, bm25_scores
+
+    docs = [
+        "cell death in tumour cells",
+        "cell growth",
+        "apoptosis and cell death",
+        "cell cell cell",
+        "death of stars",
+        "tumour cell apoptosis",
+    ]
+    model = Bm25.fit(docs)
+    index = ExactBm25([model.document_weights(d) for d in docs])
+    for query in ("cell death", "tumour apoptosis", "stars"):
+        assert index.scores(model.query_terms(query)) == pytest.approx(bm25_scores(query, docs, model))
+    ids = [f"d{i}" for i in range(len(docs))]
+    queries = {"q": model.query_terms("cell apoptosis")}
+    qrels = {"q": {"d2": 1}}
+    full = evaluate_cutoff(index, queries, qrels, ids, None)
+    cut = evaluate_cutoff(index, queries, qrels, ids, 0.5)  # "cell" (5 of 6 documents) is dropped
+    assert full["queries_changed"] == 0 and cut["queries_changed"] == 1
+    assert cut["postings_per_query"] < full["postings_per_query"]
+    # Every candidate the full query ranks first still holds the rare term here, so re-scoring the cut
+    # query's candidates with every term gives the full query's NDCG.
+    assert cut["ndcg@10_rescored_with_every_term"] == full["ndcg@10"]
