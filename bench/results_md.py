@@ -64,6 +64,23 @@ def write_section(key: str, section: str, md_path: Path = RESULTS_MD) -> None:
     write_text_atomic(md_path, new)
 
 
+def run_header(benchmark: str, invocation: str, argv: Sequence[str] | None) -> dict[str, Any]:
+    """The fields every result file starts with: its name, the command that produced it (`invocation`
+    and the arguments, `argv` or the process's own), the UTC time and the machine."""
+    import sys
+    import time
+
+    from bench.latency.machine import describe
+
+    args = list(argv) if argv is not None else sys.argv[1:]
+    return {
+        "benchmark": benchmark,
+        "command": " ".join([invocation, *args]),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": describe(),
+    }
+
+
 def write_results(
     key: str,
     result: Mapping[str, Any],

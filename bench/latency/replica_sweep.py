@@ -21,7 +21,6 @@ import argparse
 import itertools
 import sys
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -123,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from bench.bench_recommend_latency import Config, measure_replicas
     from bench.latency.ab_inprocess import sample_fans
-    from bench.latency.machine import describe, load_average
-    from bench.results_md import write_results
+    from bench.latency.machine import load_average
+    from bench.results_md import run_header, write_results
 
     fans = sample_fans(args.data_dir, args.sample_fans, args.seed)
     runs: dict[tuple[int, int], list[dict[str, Any]]] = {}
@@ -147,12 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             flush=True,
         )
-    command = "python -m bench.latency.replica_sweep " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {
-        "benchmark": "recommend_replicas",
-        "command": command.strip(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": describe(),
+        **run_header("recommend_replicas", "python -m bench.latency.replica_sweep", argv),
         "load_average": load_average(),
         "data_dir": args.data_dir.name,
         "requests": args.requests,

@@ -197,20 +197,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
 
-    from bench.latency.machine import describe
-    from bench.results_md import write_results
+    from bench.results_md import run_header, write_results
 
     catalogues = {
         text: measure_catalogue(text, args.creators, args.posts, args.unique_texts, args.queries)
         for text in args.texts
     }
     result: dict[str, Any] = {
-        "benchmark": "search_corpus",
-        "command": " ".join(
-            ["python -m bench.latency.search_corpus", *(argv if argv is not None else sys.argv[1:])]
-        ),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": describe(),
+        **run_header("search_corpus", "python -m bench.latency.search_corpus", argv),
         "queries": args.queries,
         "catalogues": catalogues,
     }

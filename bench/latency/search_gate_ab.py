@@ -26,7 +26,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -149,8 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
-    from bench.latency.machine import describe, load_average
-    from bench.results_md import write_results
+    from bench.latency.machine import load_average
+    from bench.results_md import run_header, write_results
 
     queries = json.loads((args.work / "queries.json").read_text())
     query_models = query_models_dir(args.models_dir)
@@ -165,12 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs[name].append(measured)
             print(f"[search-gate-ab] round {r + 1}/{args.rounds} {name}: {measured}", flush=True)
     med = medians(runs)
-    command = "python -m bench.latency.search_gate_ab " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {
-        "benchmark": "search_gate_ab",
-        "command": command.strip(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": describe(),
+        **run_header("search_gate_ab", "python -m bench.latency.search_gate_ab", argv),
         "load_average": load_average(),
         "work": args.work.name,
         "query_encoder": "int8" if int8 else "fp32",

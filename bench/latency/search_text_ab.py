@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,15 +50,15 @@ def run_key(text: str, deployment: str) -> str:
 
 
 def measure_replicated(
-    work: Path, models_dir: Path, queries: Sequence[str], replicas: int, args: Any
+    work: Path, models_dir: Path, queries: Sequence[str], replicas: int, callers: int, requests: int
 ) -> dict[str, Any]:
-    """Fresh search replicas on `work`'s index; WARMUP_CALLS calls, then `args.requests` measured calls
-    at `args.callers` callers through one shared least-request client."""
+    """Fresh search replicas on `work`'s index; WARMUP_CALLS calls, then `requests` measured calls at
+    `callers` callers through one shared least-request client."""
     from bench.bench_search_latency import load_level, replicas_serving
 
     with replicas_serving(work, work / "index", models_dir, replicas) as (target, pids, _startup_s):
-        load_level(target, queries, args.callers, WARMUP_CALLS, pids, shared_channel=True)
-        return load_level(target, queries, args.callers, args.requests, pids, shared_channel=True)
+        load_level(target, queries, callers, WARMUP_CALLS, pids, shared_channel=True)
+        return load_level(target, queries, callers, requests, pids, shared_channel=True)
 
 
 def render(result: Mapping[str, Any]) -> str:
@@ -115,9 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--replicas must be 0 (skip) or at least 2")
 
     from bench.bench_search_latency import GOAL_P99_MS_AT_4, TEXTS, work_dir
-    from bench.latency.machine import describe, load_average
+    from bench.latency.machine import load_average
     from bench.latency.search_gate_ab import measure_served, query_models_dir
-    from bench.results_md import write_results
+    from bench.results_md import run_header, write_results
 
     works = {text: work_dir(args.creators, args.posts, args.unique_texts, text) for text in TEXTS}
     for text, work in works.items():
@@ -137,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return measure_served(
                 works[text], args.models_dir, queries[text], query_models, args.callers, args.requests
             )
-        return measure_replicated(works[text], args.models_dir, queries[text], args.replicas, args)
+        return measure_replicated(
+            works[text], args.models_dir, queries[text], args.replicas, args.callers, args.requests
+        )
 
     deployments = [ONE_PROCESS] + ([replicas_name(args.replicas)] if args.replicas > 0 else [])
     pairs = [(text, deployment) for deployment in deployments for text in TEXTS]
@@ -150,12 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"[search-text-ab] round {r + 1}/{args.rounds} {text}, {deployment}: {measured}", flush=True
             )
     med = medians(runs)
-    command = "python -m bench.latency.search_text_ab " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {
-        "benchmark": "search_text_ab",
-        "command": command.strip(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": describe(),
+        **run_header("search_text_ab", "python -m bench.latency.search_text_ab", argv),
         "load_average": load_average(),
         "scale": f"{args.creators:,} creators, {args.posts:,} posts, {args.unique_texts:,} real encodings",
         "works": {text: work.name for text, work in works.items()},

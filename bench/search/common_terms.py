@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -140,8 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(not 0.0 < c < 1.0 for c in args.cutoffs):
         parser.error("--cutoffs are shares of the documents, between 0 and 1")
 
-    from bench.latency.machine import describe
-    from bench.results_md import write_results
+    from bench.results_md import run_header, write_results
     from bench.search.scifact import load, load_qrels
     from kindred.text.tokenize import Bm25
 
@@ -163,12 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(row, flush=True)
         rows.append(row)
     result = {
-        "benchmark": "search_common_terms",
-        "command": " ".join(
-            ["python -m bench.search.common_terms", *(argv if argv is not None else sys.argv[1:])]
-        ),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": describe(),
+        **run_header("search_common_terms", "python -m bench.search.common_terms", argv),
         "queries": len(qrels),
         "documents": index.n_docs,
         "depth": DEPTH,

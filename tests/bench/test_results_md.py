@@ -48,3 +48,13 @@ def test_write_results_writes_the_json_and_only_its_own_section(tmp_path: Path) 
     assert json.loads(out.read_text()) == {"p99_ms": 28.4}
     text = md.read_text()
     assert "kept" in text and "<!-- mine:begin -->\n## Mine\n\n28.4 ms\n<!-- mine:end -->" in text
+
+
+def test_run_header_names_the_command_time_and_machine() -> None:
+    from bench.results_md import run_header
+
+    header = run_header("search_corpus", "python -m bench.latency.search_corpus", ["--queries", "5"])
+    assert header["benchmark"] == "search_corpus"
+    assert header["command"] == "python -m bench.latency.search_corpus --queries 5"
+    assert header["date"].endswith("Z") and header["machine"]["nproc"] >= 1
+    assert run_header("x", "python -m x", [])["command"] == "python -m x"

@@ -180,28 +180,30 @@ def test_common_terms_cutoff_keeps_rare_terms_or_everything() -> None:
 
 
 def test_exact_bm25_matches_the_reference_scorer_and_rescoring_restores_the_full_order() -> None:
-    from bench.search.common_terms import ExactBm25, evaluate_cutoff
+    from bench.search.common_terms import ExactBm25, evaluate_cutoff, top
     from kindred.text.tokenize import Bm25, bm25_scores
 
     docs = [
-        "cell death in tumour cells",
+        "apoptosis apoptosis apoptosis",  # the rare term alone, often
+        "cell apoptosis",  # both terms: the full query's best
         "cell growth",
-        "apoptosis and cell death",
-        "cell cell cell",
-        "death of stars",
-        "tumour cell apoptosis",
+        "cell death",
+        "cell division",
+        "stars",
     ]
     model = Bm25.fit(docs)
     index = ExactBm25([model.document_weights(d) for d in docs])
-    for query in ("cell death", "tumour apoptosis", "stars"):
+    for query in ("cell apoptosis", "cell death", "stars"):
         assert index.scores(model.query_terms(query)) == pytest.approx(bm25_scores(query, docs, model))
+    terms = model.query_terms("cell apoptosis")
+    # Preconditions: "cell" (4 of 6 documents) is above a 0.5 cutoff, and without it the cut query
+    # ranks another document first, so only re-scoring with every term can put d1 back on top.
+    assert top(index.scores(terms), 1) == [1] and top(index.scores(["apoptosis"]), 1) == [0]
     ids = [f"d{i}" for i in range(len(docs))]
-    queries = {"q": model.query_terms("cell apoptosis")}
-    qrels = {"q": {"d2": 1}}
+    queries, qrels = {"q": terms}, {"q": {"d1": 1}}
     full = evaluate_cutoff(index, queries, qrels, ids, None)
-    cut = evaluate_cutoff(index, queries, qrels, ids, 0.5)  # "cell" (5 of 6 documents) is dropped
+    cut = evaluate_cutoff(index, queries, qrels, ids, 0.5)
     assert full["queries_changed"] == 0 and cut["queries_changed"] == 1
-    assert cut["postings_per_query"] < full["postings_per_query"]
-    # Every candidate the full query ranks first still holds the rare term here, so re-scoring the cut
-    # query's candidates with every term gives the full query's NDCG.
-    assert cut["ndcg@10_rescored_with_every_term"] == full["ndcg@10"]
+    assert cut["postings_per_query"] == 2 < full["postings_per_query"] == 6
+    assert full["ndcg@10"] == 1.0 and cut["ndcg@10"] < 1.0
+    assert cut["ndcg@10_rescored_with_every_term"] == 1.0
