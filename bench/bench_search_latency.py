@@ -84,16 +84,25 @@ def int8_model_name(models_dir: Path) -> str:
 
 
 def serve(
-    index_root: Path, models_dir: Path, query_models: Path | None, *, gate_search: bool = False
+    index_root: Path,
+    models_dir: Path,
+    query_models: Path | None,
+    *,
+    gate_search: bool = False,
+    search_params: Mapping[str, Any] | None = None,
 ) -> None:
     """Serves Search as a search replica does; `gate_search`: Search behind the compute gate, as served
-    from 2026-11-27 17:00 to 20:00 UTC (bench.latency.search_gate_ab compares both, and 8 or 1 threads)."""
+    from 2026-11-27 17:00 to 20:00 UTC (bench.latency.search_gate_ab compares both, and 8 or 1 threads);
+    `search_params`: retrieval_svc.search.params.SearchParams fields (what `config/search.json` holds)."""
     from kindred.service import ServiceSpec, run_service
     from kindred.text.encoder import TextEncoder, load_quantized_query_encoder
     from kindred.v1 import retrieval_pb2_grpc
     from retrieval_svc.search.index import SearchIndex
+    from retrieval_svc.search.params import SearchParams
     from retrieval_svc.search.service import SearchService
     from retrieval_svc.server import SEARCH_REPLICA_SPEC
+
+    params = SearchParams.from_mapping(search_params or {}, source="--search-params")
     from retrieval_svc.servicer import RetrievalServicer
 
     def build(_settings: Any) -> SearchService:
@@ -104,7 +113,7 @@ def serve(
             else None
         )
         index = SearchIndex.open(index_root, search_threads=_settings.engine_search_threads)
-        return SearchService(index, encoder, query_encoder=query)
+        return SearchService(index, encoder, params, query_encoder=query)
 
     spec: ServiceSpec[SearchService] = ServiceSpec(
         name="retrieval",
@@ -192,9 +201,11 @@ def build_index(root: Path, catalogue: Any, encoder: Any, unique: int) -> dict[s
     docs = [docs[i] for i in order]
     vectors, enc = dense_vectors([d.text for d in docs], unique, encoder)
     t0 = time.perf_counter()
-    bm25 = Bm25.fit(d.text for d in docs)
+    bm25, term_stats = Bm25.fit_with_stats(d.text for d in docs)
     fit_s = time.perf_counter() - t0
-    index = SearchIndex.create(root, dim=encoder.dim, bm25=bm25, encoder_version=encoder.version)
+    index = SearchIndex.create(
+        root, dim=encoder.dim, bm25=bm25, encoder_version=encoder.version, term_stats=term_stats
+    )
     t0 = time.perf_counter()
     batch = 4096
     for start in tqdm(range(0, len(docs), batch), desc="upsert", unit="batch", mininterval=10):
@@ -365,9 +376,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)  # child mode: index root
     parser.add_argument("--gate-search", action="store_true", help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--search-params", type=json.loads, default=None, help=argparse.SUPPRESS)  # child
     args = parser.parse_args(argv)
     if args.serve is not None:
-        serve(args.serve, args.models_dir, args.int8_query_models, gate_search=args.gate_search)
+        serve(
+            args.serve,
+            args.models_dir,
+            args.int8_query_models,
+            gate_search=args.gate_search,
+            search_params=args.search_params,
+        )
         return 0
     if args.quick:
         args.creators, args.posts, args.unique_texts, args.requests = 5000, 20_000, 2000, 400
@@ -550,18 +568,28 @@ def serve_and_load(
 
 @contextlib.contextmanager
 def replicas_serving(
-    work: Path, root: Path, models_dir: Path, replicas: int
+    work: Path,
+    root: Path,
+    models_dir: Path,
+    replicas: int,
+    search_params: Mapping[str, Any] | None = None,
 ) -> Iterator[tuple[str, list[int], float]]:
     """The production search replicas (`python -m retrieval_svc` with KINDRED_SEARCH_REPLICA, see
     retrieval_svc.search.replication) over copies of the index at `root`, a fresh write log in the local
     Redis; yields one target naming them all, their pids and the seconds they took to start (copies
-    included), and stops them and drops the write log on the way out."""
+    included), and stops them and drops the write log on the way out. `search_params`: written to their
+    data dir's `config/search.json`, which they read as any retrieval_svc does."""
     import shutil
     import uuid
+
+    from retrieval_svc.search.params import CONFIG_FILE
 
     data = work / "replicas-data"
     shutil.rmtree(data, ignore_errors=True)  # fresh copies of the (possibly rebuilt) bulk index
     (data / "index").mkdir(parents=True)
+    if search_params:
+        (data / CONFIG_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (data / CONFIG_FILE).write_text(json.dumps(search_params))
     (data / "index" / "search").symlink_to(root.resolve(), target_is_directory=True)
     write_log = f"kindred:bench:search:{uuid.uuid4().hex}"
     procs: list[subprocess.Popen[bytes]] = []

@@ -18,7 +18,8 @@ SPAN_RETRIEVAL_CALL = "ranking.call_retrieval"
 SPAN_NOTIFY_DECIDE = "notify.decide"
 SPAN_NOTIFY_COLLECT_DUE = "notify.collect_due"  # attribute BATCH_SIZE: notifications claimed
 SPAN_EVENTS_APPEND = "events.append"
-SPAN_SEARCH = "retrieval.search"  # attributes CANDIDATES, MODEL_VERSION (the text encoder)
+SPAN_SEARCH = "retrieval.search"  # attributes CANDIDATES, MODEL_VERSION (the text encoder),
+# SEARCH_COMMON_TERMS_DROPPED
 SPAN_SEARCH_RANKED = "ranking.search_ranked"  # attributes FAN_ID, CANDIDATES
 
 # --- attributes ---
@@ -37,6 +38,8 @@ ONLINE_STORE_NAMESPACE = "kindred.online_store.namespace"  # str, e.g. "fan", "p
 NOTIFY_POLICY = "kindred.notify.policy"  # str, the serving policy: "rules" or "learned:<model version>"
 REPLICATION_EVENT = "kindred.search.replication.event"  # str: apply_failed, ack_lagging, log_unreachable
 BACKEND = "kindred.grpc.backend"  # str, the target of one backend of a least-request client
+# int, on SPAN_SEARCH: query terms left out of the BM25 candidate lookup (kindred.text.common_terms)
+SEARCH_COMMON_TERMS_DROPPED = "kindred.search.common_terms_dropped"
 GATE_WAIT_MS = "kindred.compute_gate.wait_ms"  # float, ms a call waited to compute
 
 # --- metrics ---

@@ -10,12 +10,13 @@ corpus, the service's tokenizer and BM25: title + abstract, k1 0.9, b 0.4, Qdran
 
 - the query with every term whose document frequency exceeds `cutoff × N` dropped (unless no term
   would remain), ranked as it is: NDCG@10, Recall@100;
-- its top 100 re-scored with the full query (what the service's union rescoring would give): NDCG@10;
+- its top 100 re-scored with the full query (what the service's nested prefetch gives): NDCG@10;
 - the postings a query reads, on average.
 
 Writes bench/results/search_common_terms.json and the "Search — common terms in the BM25 candidate
-query (SciFact)" section of bench/RESULTS.md. Nothing here is served: it is the relevance half of a
-change not built (README, "Search latency").
+query (SciFact)" section of bench/RESULTS.md. The service has served the cut since
+(SearchParams.bm25_common_share, kindred.text.common_terms): bench.search.common_terms_served measures
+it there, and its BM25 rows equal these.
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ DEPTH = 100
 
 def kept_terms(terms: Sequence[str], df: Mapping[str, int], n_docs: int, cutoff: float | None) -> list[str]:
     """`terms` without those in more than `cutoff` of the documents; all of them if none would remain."""
+    from kindred.text.common_terms import candidate_terms
+
     if cutoff is None:
         return list(terms)
-    return [t for t in terms if df.get(t, 0) <= cutoff * n_docs] or list(terms)
+    return candidate_terms(terms, frozenset(t for t, c in df.items() if c > cutoff * n_docs))
 
 
 class ExactBm25:

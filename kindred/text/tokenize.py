@@ -37,8 +37,10 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
+
+from kindred.text.common_terms import TermStats
 
 TOKENIZER_VERSION: Final = "kindred-lex-1"
 INDEX_BITS: Final = 31
@@ -436,11 +438,30 @@ class Bm25:
         tokenizer: TokenizerConfig = DEFAULT_CONFIG,
     ) -> Bm25:
         """Parameters with `avg_len` measured on `texts` (1.0 if the corpus has no terms at all)."""
-        total = n = 0
-        for text in texts:
-            total += len(tokenize(text, tokenizer))
-            n += 1
-        return cls(k1=k1, b=b, avg_len=max(1.0, total / n) if n else 1.0, tokenizer=tokenizer)
+        return cls.fit_with_stats(texts, k1=k1, b=b, tokenizer=tokenizer)[0]
+
+    @classmethod
+    def fit_with_stats(
+        cls,
+        texts: Iterable[str],
+        *,
+        k1: float = 0.9,
+        b: float = 0.4,
+        tokenizer: TokenizerConfig = DEFAULT_CONFIG,
+    ) -> tuple[Bm25, TermStats]:
+        """`fit`, plus the corpus's common terms (kindred.text.common_terms), in the same tokenizing pass."""
+        lengths: list[int] = []
+
+        def terms_of_each() -> Iterator[list[str]]:
+            for text in texts:
+                terms = tokenize(text, tokenizer)
+                lengths.append(len(terms))
+                yield terms
+
+        stats = TermStats.count(terms_of_each())
+        n, total = len(lengths), sum(lengths)
+        model = cls(k1=k1, b=b, avg_len=max(1.0, total / n) if n else 1.0, tokenizer=tokenizer)
+        return model, stats
 
     def document_weights(self, text: str) -> dict[str, float]:
         """Term → saturated, length-normalised term frequency of one document."""

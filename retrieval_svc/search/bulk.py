@@ -13,7 +13,8 @@ instead of one. A resumed run follows what the existing index stores; asking for
 an index created without it fails (rebuild it).
 
 The BM25 average document length is fitted on the whole document list when the index is created and
-kept in the index's meta.json, so a resumed run weights documents exactly like the first one.
+kept in the index's meta.json, so a resumed run weights documents exactly like the first one; the same
+pass counts the corpus's common terms (kindred.text.common_terms), kept there too.
 
 The shard is locked by the process that has it open: bulk-index while retrieval_svc is stopped (or
 stream items through UpsertPosts / UpsertCreators while it runs).
@@ -109,7 +110,7 @@ def bulk_index(
             )
     else:
         log(f"fitting BM25 document length on {len(docs)} documents")
-        bm25 = Bm25.fit(d.text for d in docs)
+        bm25, term_stats = Bm25.fit_with_stats(d.text for d in docs)
         titles = Bm25.fit(str(d.payload.get(TITLE_KEY) or "") for d in docs)  # title BM25's length
         index = SearchIndex.create(
             root,
@@ -118,6 +119,7 @@ def bulk_index(
             encoder_version=encoder.version,
             title_avg_len=titles.avg_len,
             encoded_evidence=encoded_evidence,
+            term_stats=term_stats,
         )
         checkpoint = {}
     done = int(checkpoint.get("done", 0)) if checkpoint.get("fingerprint") == fp else 0

@@ -18,7 +18,8 @@ scored exactly over a query's candidates.
 
 Layout: `<data_dir>/index/search/shard/` (the shard, locked by its write-ahead log: one process opens
 it) and `meta.json` next to it: vector size, the encoder version the dense vectors came from, and the
-BM25 parameters (k1, b, average length, tokenizer) documents must keep being weighted with.
+BM25 parameters (k1, b, average length, tokenizer) documents must keep being weighted with, and, after
+a bulk load, the corpus's common terms (kindred.text.common_terms) queries look candidates up without.
 
 A write is visible to the next query (the engine's appendable segment is searched exactly); `optimize`
 builds HNSW over sealed segments after a bulk load.
@@ -41,6 +42,7 @@ import qdrant_edge as qe
 from kindred.config import Settings
 from kindred.errors import FailedPrecondition
 from kindred.fileio import write_text_atomic
+from kindred.text.common_terms import TermStats
 from kindred.text.fusion import TITLE_BM25  # the stored vector is named after the feature it gives
 from kindred.text.names import name_vector
 from kindred.text.tokenize import Bm25, SparseTerms, TokenizerConfig, tokenize
@@ -65,6 +67,7 @@ from retrieval_svc.search.documents import (
 
 DENSE: Final = "dense"
 BM25: Final = "bm25"
+TERM_STATS_KEY: Final = "bm25_term_stats"  # meta.json: kindred.text.common_terms.TermStats
 NAME: Final = "name"
 RETRIEVERS: Final = (DENSE, BM25, NAME)
 # Document evidence for a learned fusion (trainer.search_tuning.DOC_FEATURES), from the text alone:
@@ -221,6 +224,10 @@ class SearchIndex:
         self.title_bm25 = Bm25(
             k1=self.bm25.k1, b=self.bm25.b, avg_len=float(meta.get("title_avg_len", TITLE_AVG_LEN))
         )
+        # None for an index created without a bulk load (or before they were kept): every query term
+        # then finds candidates.
+        stats = meta.get(TERM_STATS_KEY)
+        self.term_stats = TermStats.from_dict(stats) if stats else None
         if bm.get("tokenizer") != TokenizerConfig().to_dict():
             raise FailedPrecondition(
                 f"search index at {root} was built with tokenizer {bm.get('tokenizer')}; this code "
@@ -241,10 +248,12 @@ class SearchIndex:
         encoder_version: str,
         title_avg_len: float = TITLE_AVG_LEN,
         encoded_evidence: bool = False,
+        term_stats: TermStats | None = None,
         search_threads: int = SEARCH_THREADS,
     ) -> SearchIndex:
         """An empty index at `root` (which must not hold one yet). `encoded_evidence`: it also stores the
-        `title` and `sentences` vectors (every write then brings them: `encode_documents`)."""
+        `title` and `sentences` vectors (every write then brings them: `encode_documents`). `term_stats`:
+        the common terms of the corpus about to be loaded (`Bm25.fit_with_stats`), kept in meta.json."""
         root = Path(root)
         if (root / META_FILE).exists():
             raise FileExistsError(f"a search index already exists at {root}")
@@ -274,6 +283,7 @@ class SearchIndex:
             "doc_evidence": True,
             "encoded_evidence": encoded_evidence,
             "title_avg_len": title_avg_len,
+            **({TERM_STATS_KEY: term_stats.to_dict()} if term_stats is not None else {}),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         write_text_atomic(root / META_FILE, json.dumps(meta, indent=2) + "\n")

@@ -37,6 +37,9 @@ class SearchParams:
     # Learned fusion only: weight of the name term added to a fusion model that has none (its terms
     # are min-max normalised per list, and the SciFact-tuned dense + bm25 weights sum to 1).
     learned_name_weight: float = 0.5
+    # BM25 candidates are looked up without the terms in more than this share of the documents (the
+    # index's kindred.text.common_terms.TermStats), then scored with every term; None: by every term.
+    bm25_common_share: float | None = None
     source: str = "defaults"  # where the weights came from, for logs and responses
 
     def __post_init__(self) -> None:
@@ -45,6 +48,10 @@ class SearchParams:
             raise ValueError(f"weights for unknown retrievers {sorted(unknown)} (know {RETRIEVER_NAMES})")
         if any(w < 0 for w in self.weights.values()) or self.rrf_k < 1 or self.depth < 1:
             raise ValueError(f"invalid search params {self}")
+        if self.bm25_common_share is not None and not 0.0 < self.bm25_common_share < 1.0:
+            raise ValueError(
+                f"bm25_common_share is a share of the documents, in (0, 1): {self.bm25_common_share}"
+            )
 
     def weight(self, retriever: str) -> float:
         return float(self.weights.get(retriever, 1.0))

@@ -40,6 +40,7 @@ import qdrant_edge as qe
 from kindred import telemetry_schema as schema
 from kindred.errors import InvalidArgument, validate_count
 from kindred.telemetry import get_tracer
+from kindred.text.common_terms import candidate_terms
 from kindred.text.encoder import l2_normalize
 from kindred.text.fusion import (
     COVERAGE,
@@ -55,7 +56,7 @@ from kindred.text.fusion import (
     sentence_evidence,
 )
 from kindred.text.names import name_vector
-from kindred.text.tokenize import SparseTerms
+from kindred.text.tokenize import SparseTerms, sparse_from_weights
 from kindred.vectorstore.base import ITEM_ID_KEY, point_uuid
 from retrieval_svc.search.index import (
     BM25,
@@ -158,6 +159,10 @@ class HybridSearcher:
         self.encoder = encoder
         self.params = params or SearchParams()
         self.query_side = query_side
+        share, stats = self.params.bm25_common_share, index.term_stats
+        # Terms too common to look BM25 candidates up by (kindred.text.common_terms); fixed for the
+        # searcher's life, as its params and the index's stats are.
+        self.common_terms = stats.common(share) if share is not None and stats is not None else frozenset()
         self.fusion: FusionModel | None = None
         if query_side is not None:
             self.fusion = query_side.fusion
@@ -191,13 +196,16 @@ class HybridSearcher:
             )
             t1 = time.perf_counter()
             queries = self._queries(text, dense, flt)
+            narrowed, dropped = self._candidate_queries(text, queries)
+            if dropped:
+                span.set_attribute(schema.SEARCH_COMMON_TERMS_DROPPED, dropped)
             with tracer.start_as_current_span(schema.SPAN_QDRANT_QUERY):
                 if tuned is None:
-                    fused = self._fused(queries, flt, k)
+                    fused = self._fused(queries, narrowed, flt, k)
                     stage = self._stage_scores(queries, [h.item_id for h in fused])
                 else:
                     queries[DENSE_TUNED] = (qe.Query.Nearest(tuned, using=DENSE), *queries[DENSE][1:])
-                    fused, stage = self._learned(text, dense, queries, k, acorn=flt.needs_acorn)
+                    fused, stage = self._learned(text, dense, queries, narrowed, k, acorn=flt.needs_acorn)
             t2 = time.perf_counter()
             span.set_attribute(schema.CANDIDATES, len(fused))
         hits = [self._hit(h, stage) for h in fused]
@@ -238,11 +246,13 @@ class HybridSearcher:
         text: str,
         dense: list[float],
         queries: dict[str, tuple[Any, Any, float | None]],
+        narrowed: dict[str, Any],
         k: int,
         *,
         acorn: bool = False,
     ) -> tuple[list[Hit], dict[str, dict[str, float]]]:
-        """Every retriever's list in one engine batch, fused by the learned model."""
+        """Every retriever's list in one engine batch, fused by the learned model. A retriever in
+        `narrowed` finds its candidates by that query and scores them with its own (`_candidate_queries`)."""
         assert self.fusion is not None
         p = self.params
         depth = max(p.depth, k)
@@ -251,7 +261,8 @@ class HybridSearcher:
             qe.QueryRequest(
                 limit=depth,
                 query=q,
-                filter=f,
+                prefetches=[qe.Prefetch(limit=depth, query=narrowed[r], filter=f)] if r in narrowed else None,
+                filter=None if r in narrowed else f,  # the prefetch applied it
                 score_threshold=th,
                 params=dense_search_params(max(p.hnsw_ef, depth), acorn=acorn)
                 if r in (DENSE, DENSE_TUNED)
@@ -308,15 +319,41 @@ class HybridSearcher:
             out[NAME] = (qe.Query.Nearest(sparse_query(grams), using=NAME), base, p.name_min_score)
         return {r: q for r, q in out.items() if self.params.weight(r) > 0 or r == DENSE}
 
+    def _candidate_queries(
+        self, text: str, queries: dict[str, tuple[Any, Any, float | None]]
+    ) -> tuple[dict[str, Any], int]:
+        """(retriever → the query that finds its candidates where it is not the retriever's own, how many
+        terms that left out). So far one: BM25 without the common terms (`SearchParams.
+        bm25_common_share`), when the query holds one and a rarer term. The engine scores those
+        candidates with every term (a nested prefetch), so BM25 scores stay exact and only the candidate
+        set can differ (kindred.text.common_terms)."""
+        if BM25 not in queries or not self.common_terms:
+            return {}, 0
+        terms = self.index.bm25.query_terms(text)
+        kept = candidate_terms(terms, self.common_terms)
+        if len(kept) == len(terms):
+            return {}, 0
+        cut = sparse_query(sparse_from_weights(dict.fromkeys(kept, 1.0)))
+        return {BM25: qe.Query.Nearest(cut, using=BM25)}, len(terms) - len(kept)
+
     def _fused(
-        self, queries: dict[str, tuple[Any, Any, float | None]], flt: SearchFilter, k: int
+        self,
+        queries: dict[str, tuple[Any, Any, float | None]],
+        narrowed: dict[str, Any],
+        flt: SearchFilter,
+        k: int,
     ) -> list[Hit]:
         p = self.params
         depth = max(p.depth, k)
         search = dense_search_params(max(p.hnsw_ef, depth), acorn=flt.needs_acorn)
         prefetches = [
             qe.Prefetch(
-                limit=depth, query=q, filter=f, score_threshold=th, params=search if r == DENSE else None
+                limit=depth,
+                query=q,
+                prefetches=[qe.Prefetch(limit=depth, query=narrowed[r], filter=f)] if r in narrowed else None,
+                filter=None if r in narrowed else f,  # the inner prefetch applied it
+                score_threshold=th,
+                params=search if r == DENSE else None,
             )
             for r, (q, f, th) in queries.items()
         ]

@@ -207,3 +207,37 @@ def test_exact_bm25_matches_the_reference_scorer_and_rescoring_restores_the_full
     assert cut["postings_per_query"] == 2 < full["postings_per_query"] == 6
     assert full["ndcg@10"] == 1.0 and cut["ndcg@10"] < 1.0
     assert cut["ndcg@10_rescored_with_every_term"] == 1.0
+
+
+def test_served_common_terms_rows_are_the_mean_and_range_of_the_passes() -> None:
+    from types import SimpleNamespace
+
+    from bench.search.common_terms_served import repeated
+
+    class Searcher:
+        """Ranks d1 first on even calls and d2 first on odd ones (an RRF tie broken either way)."""
+
+        calls = 0
+
+        def search(self, _query: str, _k: int) -> SimpleNamespace:
+            self.calls += 1
+            order = ["d1", "d2"] if self.calls % 2 else ["d2", "d1"]
+            return SimpleNamespace(hits=[SimpleNamespace(item_id=i) for i in order])
+
+    row = repeated(Searcher(), {"q": "text"}, {"q": {"d1": 1}}, repeats=2)
+    # NDCG@10 of one relevant document at rank 1, then at rank 2 (1 / log2(3)).
+    assert row["ndcg@10_range"] == [pytest.approx(0.6309, abs=1e-4), 1.0]
+    assert row["ndcg@10"] == pytest.approx((1.0 + 0.6309) / 2, abs=1e-4)
+    assert row["recall@100"] == 1.0
+
+
+def test_scifact_abstracts_are_indexed_as_posts_with_their_title() -> None:
+    from types import SimpleNamespace
+
+    from bench.search.common_terms_served import scifact_docs
+    from bench.search.scifact import Doc
+
+    data = SimpleNamespace(corpus={"7": Doc("7", "Cell death", "Apoptosis is programmed.")})
+    (doc,) = scifact_docs(data)
+    assert (doc.item_id, doc.kind, doc.payload["title"]) == ("7", "post", "Cell death")
+    assert doc.text == "Cell death. Apoptosis is programmed."
