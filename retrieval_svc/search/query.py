@@ -21,6 +21,11 @@ Two fusions, one per what the deployment has:
   the base query vector.
 
 Either way an item a retriever did not find gets no score for it, and every hit has reasons in words.
+
+With `SearchParams.bm25_common_share` and an index that kept its term stats, BM25 finds its candidates
+without the query's common terms and scores them with every term (a nested prefetch; kindred.text.
+common_terms), in both paths. Equal fused scores of the engine's RRF come back in item-id order
+(`settle_ties`): the engine alone orders them differently from call to call.
 """
 
 from __future__ import annotations
@@ -261,8 +266,8 @@ class HybridSearcher:
             qe.QueryRequest(
                 limit=depth,
                 query=q,
-                prefetches=[qe.Prefetch(limit=depth, query=narrowed[r], filter=f)] if r in narrowed else None,
-                filter=None if r in narrowed else f,  # the prefetch applied it
+                prefetches=candidate_prefetch(narrowed, r, f, depth),
+                filter=None if r in narrowed else f,  # the candidate prefetch applied it
                 score_threshold=th,
                 params=dense_search_params(max(p.hnsw_ef, depth), acorn=acorn)
                 if r in (DENSE, DENSE_TUNED)
@@ -350,8 +355,8 @@ class HybridSearcher:
             qe.Prefetch(
                 limit=depth,
                 query=q,
-                prefetches=[qe.Prefetch(limit=depth, query=narrowed[r], filter=f)] if r in narrowed else None,
-                filter=None if r in narrowed else f,  # the inner prefetch applied it
+                prefetches=candidate_prefetch(narrowed, r, f, depth),
+                filter=None if r in narrowed else f,  # the candidate prefetch applied it
                 score_threshold=th,
                 params=search if r == DENSE else None,
             )
@@ -413,6 +418,14 @@ class HybridSearcher:
             scores[DENSE] = max(scores.get(DENSE, -1.0), scores[DENSE_TUNED])
         kind = str(fused.payload.get("kind", ""))
         return SearchHit(fused.item_id, kind, scores, fused.payload, search_reasons(kind, scores))
+
+
+def candidate_prefetch(narrowed: dict[str, Any], retriever: str, flt: Any, depth: int) -> list[Any] | None:
+    """The prefetch that finds `retriever`'s candidates by its narrowed query (`HybridSearcher.
+    _candidate_queries`), under the request's filter; None if it finds them by its own query."""
+    if retriever not in narrowed:
+        return None
+    return [qe.Prefetch(limit=depth, query=narrowed[retriever], filter=flt)]
 
 
 # The engine's RRF orders items of equal fused score (one retriever's rank r against another's, often)
