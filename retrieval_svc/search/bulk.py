@@ -111,6 +111,12 @@ def bulk_index(
     else:
         log(f"fitting BM25 document length on {len(docs)} documents")
         bm25, term_stats = Bm25.fit_with_stats(d.text for d in docs)
+        common = sorted(term_stats.common(0.1), key=lambda t: -term_stats.df[t])
+        log(
+            f"{len(common)} terms in more than 10% of the documents"
+            + (f" ({', '.join(common[:5])}{', …' if len(common) > 5 else ''})" if common else "")
+            + ": SearchParams.bm25_common_share can leave them out of the BM25 candidate lookup"
+        )
         titles = Bm25.fit(str(d.payload.get(TITLE_KEY) or "") for d in docs)  # title BM25's length
         index = SearchIndex.create(
             root,

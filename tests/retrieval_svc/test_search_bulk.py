@@ -148,8 +148,11 @@ def test_the_index_command_indexes_a_catalogue_and_reports(tmp_path: Path, catal
         cwd=Path(__file__).resolve().parents[2],
     )
     assert f"done: {len(catalogue_docs(catalogue))} items searchable" in out.stdout
+    assert "terms in more than 10% of the documents" in out.stdout
     index = SearchIndex.open(tmp_path / "index" / "search")
     try:
         assert index.count() == len(catalogue_docs(catalogue))
+        # The common terms' counts are kept with the index (kindred.text.common_terms).
+        assert index.term_stats is not None and index.term_stats.n_docs == index.count()
     finally:
         index.close()
