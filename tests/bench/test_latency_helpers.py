@@ -727,3 +727,43 @@ def test_search_text_ab_reports_each_catalogue_and_deployment_and_the_goal() -> 
     assert "| real, one process | **20.0** (20.0 / 20.0) | **29.5** (28.0 / 31.0) |" in text
     assert "generated, one process not met (37.0 ms), real, one process met (29.5 ms)" in text
     assert "real, 2 replicas met (25.5 ms)" in text
+
+
+def test_search_text_ab_names_the_common_terms_share_of_each_cell() -> None:
+    import argparse
+
+    from bench.latency.search_text_ab import ONE_PROCESS, parse_share, render, run_key, search_params
+
+    assert run_key("real", ONE_PROCESS) == "real, one process"
+    assert run_key("real", ONE_PROCESS, 0.1) == "real, one process, common terms over 10% cut"
+    assert parse_share("none") is None and parse_share("0.2") == 0.2
+    for bad in ("0", "1", "-0.5"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_share(bad)
+    # What the server is given: SearchParams fields, none for the uncut cell.
+    assert search_params(None) is None and search_params(0.1) == {"bm25_common_share": 0.1}
+    run = {"p50_ms": 20.0, "p99_ms": 28.0, "throughput_rps": 150.0, "server_cpu_ms_per_call": 6.0}
+    result = {
+        "command": "c",
+        "date": "d",
+        "machine": {},
+        "load_average": [],
+        "scale": "s",
+        "works": {"generated": "g", "real": "r"},
+        "query_encoder": "int8",
+        "callers": 4,
+        "requests": 10,
+        "rounds": 1,
+        "replicas": 0,
+        "goal_p99_ms": 30.0,
+    }
+    cut = {run_key("real", ONE_PROCESS, 0.1): [run]}
+    with_cut = render(
+        {**result, "bm25_common_shares": [None, 0.1], "runs": cut, "median": {k: run for k in cut}}
+    )
+    assert "served with SearchParams.bm25_common_share" in with_cut
+    plain = {run_key("real", ONE_PROCESS): [run]}
+    without = render(
+        {**result, "bm25_common_shares": [None], "runs": plain, "median": {k: run for k in plain}}
+    )
+    assert "bm25_common_share" not in without
