@@ -146,6 +146,20 @@ def posts(per_creator: int = 3) -> list[Post]:
     return out
 
 
+def text_post(post_id: str, text: str, category: str = "Music") -> Post:
+    """A public English post with no title, of creator c0: for tests that only care about its text."""
+    return Post(
+        post_id=post_id,
+        creator_id="c0",
+        title="",
+        text=text,
+        access_level="public",
+        published_at=1_760_000_000.0,
+        category=category,
+        language="en",
+    )
+
+
 def build_index(root: Path, encoder: TextEncoder) -> SearchIndex:
     """A search index at `root` holding creators() and posts(), encoded by `encoder` (left open)."""
     from kindred.text.tokenize import Bm25

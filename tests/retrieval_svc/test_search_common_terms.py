@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from search_testkit import write_tiny_encoder
+from search_testkit import text_post, write_tiny_encoder
 
 from kindred import telemetry_schema as schema
-from kindred.data.schema import Post
 from kindred.text.common_terms import TermStats, candidate_terms
 from kindred.text.encoder import TextEncoder
 from kindred.text.fusion import FusionModel, FusionTerm
@@ -44,20 +43,7 @@ QUERY = "jazz piano"
 BM25_ONLY = SearchParams(weights={"dense": 0.0, "bm25": 1.0, "name": 0.0}, dense_min_score=0.99)
 
 
-def post(i: int, text: str) -> Post:
-    return Post(
-        post_id=f"p{i}",
-        creator_id="c0",
-        title="",
-        text=text,
-        access_level="public",
-        published_at=1_760_000_000.0,
-        category="Music",
-        language="en",
-    )
-
-
-DOCS = [post_doc(post(i, t), mature=False) for i, t in enumerate(TEXTS)]
+DOCS = [post_doc(text_post(f"p{i}", t)) for i, t in enumerate(TEXTS)]
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from search_testkit import write_tiny_encoder
+from search_testkit import text_post, write_tiny_encoder
 
-from kindred.data.schema import Post
 from kindred.text.tokenize import Bm25
 from retrieval_svc.search.documents import post_doc
 from retrieval_svc.search.index import BM25, DENSE, Hit, SearchIndex
@@ -25,25 +24,15 @@ ON_WORD = "pasta " + "zebra " * 12  # "pasta" for BM25; mostly off-topic for den
 EQUAL = SearchParams(weights={"dense": 1.0, "bm25": 1.0, "name": 0.0})
 
 
-def post(post_id: str, text: str) -> Post:
-    return Post(
-        post_id=post_id,
-        creator_id="c0",
-        title="",
-        text=text,
-        access_level="public",
-        published_at=1_760_000_000.0,
-        category="Cooking",
-        language="en",
-    )
-
-
 @pytest.mark.parametrize(("on_topic_id", "on_word_id"), [("a", "b"), ("b", "a")])
 def test_equal_fused_scores_come_back_in_item_id_order(
     tmp_path: Path, on_topic_id: str, on_word_id: str
 ) -> None:
     encoder = write_tiny_encoder(tmp_path / "models")
-    docs = [post_doc(post(on_topic_id, ON_TOPIC)), post_doc(post(on_word_id, ON_WORD))]
+    docs = [
+        post_doc(text_post(on_topic_id, ON_TOPIC, "Cooking")),
+        post_doc(text_post(on_word_id, ON_WORD, "Cooking")),
+    ]
     index = SearchIndex.create(
         tmp_path / "index", dim=encoder.dim, bm25=Bm25.fit(d.text for d in docs), encoder_version="x"
     )
