@@ -37,15 +37,6 @@ if __package__ in (None, ""):
 DEPTH = 100
 
 
-def kept_terms(terms: Sequence[str], df: Mapping[str, int], n_docs: int, cutoff: float | None) -> list[str]:
-    """`terms` without those in more than `cutoff` of the documents; all of them if none would remain."""
-    from kindred.text.common_terms import candidate_terms
-
-    if cutoff is None:
-        return list(terms)
-    return candidate_terms(terms, frozenset(t for t, c in df.items() if c > cutoff * n_docs))
-
-
 class ExactBm25:
     """Every document's BM25 score for a set of query terms, from an in-memory inverted index."""
 
@@ -67,6 +58,14 @@ class ExactBm25:
                 out[j] += w * x
         return out
 
+    def common(self, cutoff: float | None) -> frozenset[str]:
+        """The terms in more than `cutoff` of the documents (the service's rule, on exact counts)."""
+        from kindred.text.common_terms import TermStats
+
+        if cutoff is None:
+            return frozenset()
+        return TermStats(n_docs=self.n_docs, df=self.df, floor=0.0).common(cutoff)
+
     def reads(self, terms: Sequence[str]) -> int:
         return sum(self.df.get(t, 0) for t in dict.fromkeys(terms))
 
@@ -84,11 +83,13 @@ def evaluate_cutoff(
     cutoff: float | None,
 ) -> dict[str, float]:
     from bench.search.metrics import ndcg_at_k, recall_at_k
+    from kindred.text.common_terms import candidate_terms
 
+    common = index.common(cutoff)
     ndcg, recall, ndcg_rescored, reads, changed = [], [], [], [], 0
     for qid, rels in qrels.items():
         terms = queries[qid]
-        kept = kept_terms(terms, index.df, index.n_docs, cutoff)
+        kept = candidate_terms(terms, common)
         changed += len(kept) != len(terms)
         reads.append(index.reads(kept))
         candidates = top(index.scores(kept), DEPTH)
@@ -155,10 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     queries = {qid: model.query_terms(data.queries[qid]) for qid in qrels}
     rows = []
     for cutoff in [None, *args.cutoffs]:
-        above = 0 if cutoff is None else sum(1 for c in index.df.values() if c > cutoff * index.n_docs)
         row = {
             "cutoff": cutoff,
-            "terms_above": above,
+            "terms_above": len(index.common(cutoff)),
             **evaluate_cutoff(index, queries, qrels, doc_ids, cutoff),
         }
         print(row, flush=True)

@@ -169,14 +169,14 @@ def test_agrees_with_pytrec_eval() -> None:
 # ------------------------------------------------------------------------------ common terms
 
 
-def test_common_terms_cutoff_keeps_rare_terms_or_everything() -> None:
-    from bench.search.common_terms import kept_terms
+def test_exact_bm25_common_terms_are_those_above_the_cutoff() -> None:
+    from bench.search.common_terms import ExactBm25
 
-    df = {"cell": 60, "death": 5, "t": 30}
-    assert kept_terms(["t", "cell", "death"], df, 100, 0.2) == ["death"]
-    assert kept_terms(["t", "cell"], df, 100, 0.2) == ["t", "cell"]  # nothing rarer: all kept
-    assert kept_terms(["t", "cell", "death"], df, 100, None) == ["t", "cell", "death"]
-    assert kept_terms(["t", "unknown"], df, 100, 0.2) == ["unknown"]  # unseen: df 0, kept
+    # "cell" in 3 of 4 documents, "t" in 2, "death" in 1.
+    index = ExactBm25([{"cell": 1.0, "t": 1.0}, {"cell": 1.0, "t": 1.0}, {"cell": 1.0}, {"death": 1.0}])
+    assert index.common(0.5) == {"cell"}
+    assert index.common(0.25) == {"cell", "t"}
+    assert index.common(None) == frozenset()
 
 
 def test_exact_bm25_matches_the_reference_scorer_and_rescoring_restores_the_full_order() -> None:
