@@ -938,6 +938,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "inner CV on its training queries, and every kind gets a row",
     )
     p.add_argument(
+        "--fusion-folds",
+        type=int,
+        default=3,
+        help="inner folds each outer fold's training queries are split into to choose the fusion kind",
+    )
+    p.add_argument(
         "--doc-features",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -1235,6 +1241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg=tune_cfg,
             cache_dir=CACHE,
             fusion_kinds=kinds,
+            fusion_folds=args.fusion_folds,
             doc_features=doc_features if args.doc_features else None,
             encoded_features=encoded,
             available_encoded=available_encoded,
@@ -1385,6 +1392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "fusion": "kindred.text.fusion over the rescored union, kind chosen per fold by inner CV on "
             "cross-fitted training examples",
             "fusion_kinds": list(kinds),
+            "fusion_selection_folds": args.fusion_folds,
             "doc_features": list(inp.ranker_extra),
             "encoded_features": list(inp.encoded_features),
             "chosen_per_fold": [f.get("chosen_fusion") for f in fold_infos],

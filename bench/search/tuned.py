@@ -81,6 +81,8 @@ class FoldInputs:
     cfg: TuneConfig
     cache_dir: Path
     fusion_kinds: Sequence[str]
+    # Inner folds select_fusion splits a fold's training queries into to choose the kind.
+    fusion_folds: int = 3
     # (qid, union doc ids) → document feature → {doc id: value}: rescored-only retrievers
     # (kindred.text.fusion.DOC_FEATURES, and ENCODED_DOC_FEATURES when the index holds them) the ranker
     # kinds read; None: none.
@@ -235,6 +237,7 @@ def fit_fold(
     choice = select_fusion(
         examples,
         inp.fusion_kinds,
+        folds=inp.fusion_folds,
         groups=relevance_groups(examples),  # claims citing the same abstract stay in one inner split
         seed=inp.cfg.seed,
         threads=inp.cfg.threads,
@@ -256,6 +259,7 @@ def fit_fold(
         alt = select_fusion(
             examples,
             inp.fusion_kinds,
+            folds=inp.fusion_folds,
             groups=relevance_groups(examples),
             seed=inp.cfg.seed,
             threads=inp.cfg.threads,

@@ -86,3 +86,41 @@ def test_tuned_evidence_gets_its_own_refit_when_the_bench_rescores_it() -> None:
     assert extras[WITH_ENCODED] == (*DOC_FEATURES, *reads, SENT_TOP2, *TUNED_DOC_FEATURES)
     assert extras[TEXT_DOC_FEATURES] == DOC_FEATURES
     assert WITH_TUNED_EVIDENCE not in inputs(available_encoded=ENCODED_DOC_FEATURES).diagnostic_extras()
+
+
+def test_the_fusion_kind_is_chosen_over_the_configured_number_of_inner_folds(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """`--fusion-folds` reaches select_fusion (fit_fold stops there: the cross-fitted examples are cached)."""
+    import json
+    from types import SimpleNamespace
+
+    import pytest
+
+    import bench.search.tuned as tuned
+
+    inp = inputs(
+        doc_encoder=SimpleNamespace(manifest={"sha256": "test"}),
+        cache_dir=tmp_path,
+        qrels={"q1": {"d1": 1}},
+        doc_features=None,
+        fusion_folds=5,
+    )
+    version = f"scifact-{tuned.fold_tag(['q1'], inp)}-f1"
+    example = {"hits": {"bm25": [["d1", 1.0]]}, "relevance": {"d1": 1.0}, "rescored": {}}
+    (tmp_path / "crossfit").mkdir()
+    (tmp_path / "crossfit" / f"{version}.json").write_text(json.dumps({"examples": [example], "inner": []}))
+    seen: dict[str, int] = {}
+
+    class Chosen(Exception):
+        pass
+
+    def choose(examples: Any, kinds: Any, *, folds: int, **kw: Any) -> Any:
+        seen["folds"] = folds
+        raise Chosen
+
+    monkeypatch.setattr(tuned, "select_fusion", choose)
+    with pytest.raises(Chosen):
+        tuned.fit_fold("f1", ["q1"], inp, log=lambda _: None)
+    assert seen == {"folds": 5}
+    assert inputs().fusion_folds == 3  # the committed runs' choice
