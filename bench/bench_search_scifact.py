@@ -958,7 +958,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--json-out", type=Path, default=RESULTS_JSON)
     p.add_argument("--md-out", type=Path, default=RESULTS_MD)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.fusion_folds < 2:
+        p.error(f"--fusion-folds must be at least 2 (one to fit on, one to score), got {args.fusion_folds}")
+    return args
 
 
 def ensure_encoder_dir(

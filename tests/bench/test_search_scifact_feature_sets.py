@@ -124,3 +124,14 @@ def test_the_fusion_kind_is_chosen_over_the_configured_number_of_inner_folds(
         tuned.fit_fold("f1", ["q1"], inp, log=lambda _: None)
     assert seen == {"folds": 5}
     assert inputs().fusion_folds == 3  # the committed runs' choice
+
+
+def test_fewer_than_two_fusion_folds_is_refused(capsys: Any) -> None:
+    import pytest
+
+    from bench.bench_search_scifact import parse_args
+
+    assert parse_args(["--fusion-folds", "5"]).fusion_folds == 5
+    with pytest.raises(SystemExit):
+        parse_args(["--fusion-folds", "1"])
+    assert "--fusion-folds must be at least 2" in capsys.readouterr().err
