@@ -103,6 +103,7 @@ from trainer.search_tuning import (
     DENSE_TUNED,
     DOC_LEN,
     FUSION_KINDS,
+    FUSION_SELECTION_FOLDS,
     RANKER_PARAMS,
     TITLE_BM25,
     TITLE_DENSE,
@@ -940,7 +941,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--fusion-folds",
         type=int,
-        default=3,
+        default=FUSION_SELECTION_FOLDS,
         help="inner folds each outer fold's training queries are split into to choose the fusion kind",
     )
     p.add_argument(

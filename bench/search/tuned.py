@@ -34,6 +34,7 @@ from trainer.search_tuning import (
     DENSE_TUNED,
     DOC_FEATURES,
     FUSION_FILE,
+    FUSION_SELECTION_FOLDS,
     QUERY_ENCODER_NAME,
     TrainingQueries,
     TuneConfig,
@@ -82,7 +83,7 @@ class FoldInputs:
     cache_dir: Path
     fusion_kinds: Sequence[str]
     # Inner folds select_fusion splits a fold's training queries into to choose the kind.
-    fusion_folds: int = 3
+    fusion_folds: int = FUSION_SELECTION_FOLDS
     # (qid, union doc ids) → document feature → {doc id: value}: rescored-only retrievers
     # (kindred.text.fusion.DOC_FEATURES, and ENCODED_DOC_FEATURES when the index holds them) the ranker
     # kinds read; None: none.

@@ -116,6 +116,10 @@ def test_select_fusion_picks_by_inner_cv_and_the_choice_holds_on_unseen_queries(
     assert fused_ndcg(choice.chosen, held) >= fused_ndcg(alone, held) - 0.01
     with pytest.raises(ValueError):
         select_fusion(train, ["forest"])
+    # Nothing to hold out with one fold: refused by name, not an obscure failure of an empty fit.
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        select_fusion(train, ["linear", "lambdarank"], folds=1)
+    assert select_fusion(train, ["linear"], folds=1, log=lambda _: None).kind == "linear"  # no choice made
 
 
 def test_ranker_kinds_take_rounds_and_a_linear_base() -> None:
