@@ -577,6 +577,16 @@ class Diversity:
         }
 
 
+def _log1p_ratio(delta: float, base: float) -> float:
+    """log(1 + delta / base) for base > 0, finite even when base is so small (a tiny exploration share)
+    that delta / base overflows to inf: an infinite gain turns `lam · gain` into inf, or NaN at lam 0,
+    and no category then wins the step."""
+    ratio = delta / base
+    if math.isinf(ratio):
+        return math.log(base + delta) - math.log(base)
+    return math.log1p(ratio)
+
+
 @dataclasses.dataclass(frozen=True)
 class Calibration:
     """Calibrated re-ranking (Steck, "Calibrated Recommendations", RecSys 2018) over categories.
@@ -636,7 +646,7 @@ class Calibration:
                 if key >= 0 and p[key] > 0:
                     base = (1.0 - alpha) * on_page[key] / (t + 1) + alpha * p[key]
                     # base is 0 only when alpha · p underflows (a subnormal share): p · log(1/p) → 0 there.
-                    gain = p[key] * math.log1p(delta / base) if base > 0 else 0.0
+                    gain = p[key] * _log1p_ratio(delta, base) if base > 0 else 0.0
                 value = (1.0 - lam) * score[head] + lam * gain
                 if value > best_value or (value == best_value and position[head] < best_pos):
                     best_key, best_value, best_pos = key, value, position[head]
