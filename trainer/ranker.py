@@ -436,6 +436,10 @@ def build_model(result: RankerResult, cfg: RankerConfig) -> Ranker:
         result.n_features, cfg.hidden, cfg.dropout, result.stats["mean"], result.stats["std"], result.weights
     )
     model.load_state_dict(result.state_dict)
+    # The state dict carries the weights the model trained with (the config's defaults); `result.weights`
+    # may since have been replaced (untrained heads zeroed, the combination chosen on validation), and the
+    # served "score" output and every trainer score must use those, as ranking_svc does.
+    model.weights.copy_(torch.tensor(list(result.weights), dtype=torch.float32))
     return model.eval()
 
 

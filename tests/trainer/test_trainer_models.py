@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -176,6 +177,19 @@ def test_the_default_combination_is_chosen_for_the_discovery_target_on_validatio
     val.discovery = val.y[..., 1].copy()
     chosen, _ = rk.select_weights(model, val, (0.0, 1.0))
     assert chosen[1] == 1.0
+
+
+def test_a_rebuilt_ranker_scores_with_the_weights_chosen_after_training() -> None:
+    """The trained state dict holds the config's default weights; the combination chosen later (or with
+    untrained heads zeroed) must be what the rebuilt model's score - the exported "score" output and the
+    trainer's hold-out evaluation - uses, as ranking_svc does with the manifest's weights."""
+    result = rk.train_ranker(ranker_data(), SMALL_RK, seed=0, log=lambda _: None)
+    chosen = (1.0, 0.0, 0.7)
+    assert chosen != result.weights
+    model = rk.build_model(dataclasses.replace(result, weights=chosen), SMALL_RK)
+    x = ranker_data(seed=1).x[:4]
+    expected = rk.score_objectives(model, x) @ np.asarray(chosen, np.float32)
+    np.testing.assert_allclose(rk.score(model, x), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_a_head_without_positives_is_untrained_and_never_weighed() -> None:
