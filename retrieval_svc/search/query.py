@@ -200,8 +200,9 @@ class HybridSearcher:
                 self._encode(self.query_side.encoder, text, "text_query_encoder") if self.query_side else None
             )
             t1 = time.perf_counter()
-            queries = self._queries(text, dense, flt)
-            narrowed, dropped = self._candidate_queries(text, queries)
+            terms = self.index.bm25.query_terms(text)  # tokenized once: every BM25 query below reads them
+            queries = self._queries(text, terms, dense, flt)
+            narrowed, dropped = self._candidate_queries(terms, queries)
             if dropped:
                 span.set_attribute(schema.SEARCH_COMMON_TERMS_DROPPED, dropped)
             with tracer.start_as_current_span(schema.SPAN_QDRANT_QUERY):
@@ -210,7 +211,9 @@ class HybridSearcher:
                     stage = self._stage_scores(queries, [h.item_id for h in fused])
                 else:
                     queries[DENSE_TUNED] = (qe.Query.Nearest(tuned, using=DENSE), *queries[DENSE][1:])
-                    fused, stage = self._learned(text, dense, queries, narrowed, k, acorn=flt.needs_acorn)
+                    fused, stage = self._learned(
+                        text, terms, dense, queries, narrowed, k, acorn=flt.needs_acorn
+                    )
             t2 = time.perf_counter()
             span.set_attribute(schema.CANDIDATES, len(fused))
         hits = [self._hit(h, stage) for h in fused]
@@ -221,7 +224,9 @@ class HybridSearcher:
             span.set_attribute(schema.MODEL_NAME, name)
             return [float(x) for x in encoder.encode([text])[0]]
 
-    def _evidence_queries(self, text: str, dense: list[float]) -> dict[str, tuple[Any, Any, float | None]]:
+    def _evidence_queries(
+        self, text: str, terms: list[str], dense: list[float]
+    ) -> dict[str, tuple[Any, Any, float | None]]:
         """Rescoring queries for the document evidence the fusion reads and the index stores
         (kindred.text.fusion.DOC_FEATURES, ENCODED_DOC_FEATURES); none for what the index lacks. The
         encoded evidence is scored with the base query vector `dense` (what the documents' parts were
@@ -240,15 +245,16 @@ class HybridSearcher:
             title = self.index.title_bm25.query(text)
             if len(title):
                 out[TITLE_BM25] = (qe.Query.Nearest(sparse_query(title), using=TITLE_BM25), None, None)
-        terms = self.index.bm25.query(text)
-        if COVERAGE in wanted and len(terms):
-            share = SparseTerms(terms.indices, (1.0 / len(terms),) * len(terms))
+        bm25 = bm25_query(terms)
+        if COVERAGE in wanted and len(bm25):
+            share = SparseTerms(bm25.indices, (1.0 / len(bm25),) * len(bm25))
             out[COVERAGE] = (qe.Query.Nearest(sparse_query(share), using=TERMS), None, None)
         return out
 
     def _learned(
         self,
         text: str,
+        terms: list[str],
         dense: list[float],
         queries: dict[str, tuple[Any, Any, float | None]],
         narrowed: dict[str, Any],
@@ -284,7 +290,7 @@ class HybridSearcher:
             # score (what the fusion was fitted on), instead of "below that list's last hit" — and, for
             # a ranker that reads document evidence, its title BM25, term coverage, title and sentence
             # cosines in the same batch.
-            evidence = self._evidence_queries(text, dense)
+            evidence = self._evidence_queries(text, terms, dense)
             stage = self._stage_scores({**queries, **evidence}, sorted(by_id), dense=dense)
             for name in ENCODED_DOC_FEATURES:  # the sentences query gives both: keep what is read
                 if name not in self.fusion.retrievers:
@@ -305,17 +311,18 @@ class HybridSearcher:
     # -- the engine requests -----------------------------------------------------------------------
 
     def _queries(
-        self, text: str, dense: list[float], flt: SearchFilter
+        self, text: str, terms: list[str], dense: list[float], flt: SearchFilter
     ) -> dict[str, tuple[Any, Any, float | None]]:
-        """retriever → (engine query, engine filter, score threshold), for the retrievers that apply."""
+        """retriever → (engine query, engine filter, score threshold), for the retrievers that apply;
+        `terms` are the BM25 query terms of `text` (`Bm25.query_terms`)."""
         p = self.params
         base = flt.to_engine()
         out: dict[str, tuple[Any, Any, float | None]] = {
             DENSE: (qe.Query.Nearest(dense, using=DENSE), base, p.dense_min_score)
         }
-        terms = self.index.bm25.query(text)
-        if len(terms):
-            out[BM25] = (qe.Query.Nearest(sparse_query(terms), using=BM25), base, None)
+        bm25 = bm25_query(terms)
+        if len(bm25):
+            out[BM25] = (qe.Query.Nearest(sparse_query(bm25), using=BM25), base, None)
         grams = name_vector(text)
         if len(grams) and (not flt.kinds or "creator" in flt.kinds):
             # Only creators carry a name vector (documents.py), so the sparse index holds no post for
@@ -325,7 +332,7 @@ class HybridSearcher:
         return {r: q for r, q in out.items() if self.params.weight(r) > 0 or r == DENSE}
 
     def _candidate_queries(
-        self, text: str, queries: dict[str, tuple[Any, Any, float | None]]
+        self, terms: list[str], queries: dict[str, tuple[Any, Any, float | None]]
     ) -> tuple[dict[str, Any], int]:
         """(retriever → the query that finds its candidates where it is not the retriever's own, how many
         terms that left out). So far one: BM25 without the common terms (`SearchParams.
@@ -334,7 +341,6 @@ class HybridSearcher:
         set can differ (kindred.text.common_terms)."""
         if BM25 not in queries or not self.common_terms:
             return {}, 0
-        terms = self.index.bm25.query_terms(text)
         kept = candidate_terms(terms, self.common_terms)
         if len(kept) == len(terms):
             return {}, 0
@@ -418,6 +424,12 @@ class HybridSearcher:
             scores[DENSE] = max(scores.get(DENSE, -1.0), scores[DENSE_TUNED])
         kind = str(fused.payload.get("kind", ""))
         return SearchHit(fused.item_id, kind, scores, fused.payload, search_reasons(kind, scores))
+
+
+def bm25_query(terms: list[str]) -> SparseTerms:
+    """What `Bm25.query` makes of the text these terms came from (`Bm25.query_terms`): weight 1 per
+    distinct term, the engine's IDF does the weighting."""
+    return sparse_from_weights(dict.fromkeys(terms, 1.0))
 
 
 def candidate_prefetch(narrowed: dict[str, Any], retriever: str, flt: Any, depth: int) -> list[Any] | None:

@@ -25,7 +25,7 @@ from retrieval_svc.search.bulk import bulk_index
 from retrieval_svc.search.documents import post_doc
 from retrieval_svc.search.index import BM25, SearchFilter, SearchIndex
 from retrieval_svc.search.params import SearchParams
-from retrieval_svc.search.query import HybridSearcher, QuerySide
+from retrieval_svc.search.query import HybridSearcher, QuerySide, bm25_query
 
 # piano documents: the full query ("jazz piano") and "piano" alone rank them differently (asserted).
 PIANO_TEXTS = [
@@ -156,6 +156,30 @@ def test_the_learned_path_finds_candidates_the_same_way(index: SearchIndex) -> N
     assert [h.item_id for h in bm25_hits] == by_score(full_scores(), piano_ids())
     for h in bm25_hits:
         assert h.scores[BM25] == pytest.approx(full_scores()[h.item_id], rel=1e-4)
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_a_search_with_the_cut_tokenizes_its_query_once(
+    index: SearchIndex, monkeypatch: pytest.MonkeyPatch, learned: bool
+) -> None:
+    """The BM25 query, its common-term cut and (learned path) the coverage evidence share one
+    tokenization, and what they build from it is what `Bm25.query` builds from the text."""
+    encoder = index_encoder(index)
+    side = QuerySide(encoder, FusionModel([FusionTerm(BM25, "minmax", 1.0)])) if learned else None
+    searcher = HybridSearcher(index, encoder, cut_at_half(), query_side=side)
+    calls: list[str] = []
+    real = Bm25.query_terms
+
+    def counted(self: Bm25, text: str) -> list[str]:
+        calls.append(text)
+        return real(self, text)
+
+    monkeypatch.setattr(Bm25, "query_terms", counted)
+    hits = searcher.search(QUERY, 20).hits
+    assert calls == [QUERY] and hits
+    monkeypatch.undo()
+    for text in (QUERY, "Piano, piano & JAZZ!", "the"):
+        assert bm25_query(index.bm25.query_terms(text)) == index.bm25.query(text)
 
 
 def test_the_search_span_counts_the_terms_left_out(index: SearchIndex, spans: InMemorySpanExporter) -> None:

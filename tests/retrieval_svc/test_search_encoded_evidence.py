@@ -191,7 +191,9 @@ def test_writes_store_the_evidence_and_deletes_remove_it(
 
         assert index.delete(["p-new"]) == 1
         stage = searcher._stage_scores(
-            searcher._evidence_queries("jazz drums", [float(x) for x in q]), ["p-new", "pc000"], dense=list(q)
+            searcher._evidence_queries("jazz drums", ["jazz", "drums"], [float(x) for x in q]),
+            ["p-new", "pc000"],
+            dense=list(q),
         )
         assert set(stage) == {TITLE_DENSE, SENT_MAX, SENT_TOP2}
         assert all("p-new" not in scores for scores in stage.values())
@@ -296,7 +298,7 @@ def test_the_services_real_time_upserts_write_the_evidence(
         searcher = HybridSearcher(service.index, encoder, query_side=QuerySide(encoder, fusion))
         q = _unit(encoder.encode(["jazz piano notes"])[0])
         stage = searcher._stage_scores(
-            searcher._evidence_queries("jazz piano notes", [float(x) for x in q]),
+            searcher._evidence_queries("jazz piano notes", ["jazz", "piano", "notes"], [float(x) for x in q]),
             ["p-live", "c-new"],
             dense=list(q),
         )
