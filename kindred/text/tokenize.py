@@ -480,7 +480,13 @@ class Bm25:
 
     def query(self, text: str) -> SparseTerms:
         """Weight 1.0 per distinct term: the engine's IDF does the weighting. Empty if nothing is left."""
-        return sparse_from_weights(dict.fromkeys(self.query_terms(text), 1.0))
+        return self.query_from_terms(self.query_terms(text))
+
+    @staticmethod
+    def query_from_terms(terms: Sequence[str]) -> SparseTerms:
+        """`query` of the text these `query_terms` came from, for a caller that needs the terms too
+        (tokenizing is the costly part)."""
+        return sparse_from_weights(dict.fromkeys(terms, 1.0))
 
     def to_dict(self) -> dict[str, Any]:
         """What to store with an index built from these vectors."""

@@ -61,7 +61,7 @@ from kindred.text.fusion import (
     sentence_evidence,
 )
 from kindred.text.names import name_vector
-from kindred.text.tokenize import SparseTerms, sparse_from_weights
+from kindred.text.tokenize import Bm25, SparseTerms, sparse_from_weights
 from kindred.vectorstore.base import ITEM_ID_KEY, point_uuid
 from retrieval_svc.search.index import (
     BM25,
@@ -245,7 +245,7 @@ class HybridSearcher:
             title = self.index.title_bm25.query(text)
             if len(title):
                 out[TITLE_BM25] = (qe.Query.Nearest(sparse_query(title), using=TITLE_BM25), None, None)
-        bm25 = bm25_query(terms)
+        bm25 = Bm25.query_from_terms(terms)
         if COVERAGE in wanted and len(bm25):
             share = SparseTerms(bm25.indices, (1.0 / len(bm25),) * len(bm25))
             out[COVERAGE] = (qe.Query.Nearest(sparse_query(share), using=TERMS), None, None)
@@ -320,7 +320,7 @@ class HybridSearcher:
         out: dict[str, tuple[Any, Any, float | None]] = {
             DENSE: (qe.Query.Nearest(dense, using=DENSE), base, p.dense_min_score)
         }
-        bm25 = bm25_query(terms)
+        bm25 = Bm25.query_from_terms(terms)
         if len(bm25):
             out[BM25] = (qe.Query.Nearest(sparse_query(bm25), using=BM25), base, None)
         grams = name_vector(text)
@@ -424,12 +424,6 @@ class HybridSearcher:
             scores[DENSE] = max(scores.get(DENSE, -1.0), scores[DENSE_TUNED])
         kind = str(fused.payload.get("kind", ""))
         return SearchHit(fused.item_id, kind, scores, fused.payload, search_reasons(kind, scores))
-
-
-def bm25_query(terms: list[str]) -> SparseTerms:
-    """What `Bm25.query` makes of the text these terms came from (`Bm25.query_terms`): weight 1 per
-    distinct term, the engine's IDF does the weighting."""
-    return sparse_from_weights(dict.fromkeys(terms, 1.0))
 
 
 def candidate_prefetch(narrowed: dict[str, Any], retriever: str, flt: Any, depth: int) -> list[Any] | None:

@@ -25,7 +25,7 @@ from retrieval_svc.search.bulk import bulk_index
 from retrieval_svc.search.documents import post_doc
 from retrieval_svc.search.index import BM25, SearchFilter, SearchIndex
 from retrieval_svc.search.params import SearchParams
-from retrieval_svc.search.query import HybridSearcher, QuerySide, bm25_query
+from retrieval_svc.search.query import HybridSearcher, QuerySide
 
 # piano documents: the full query ("jazz piano") and "piano" alone rank them differently (asserted).
 PIANO_TEXTS = [
@@ -179,7 +179,7 @@ def test_a_search_with_the_cut_tokenizes_its_query_once(
     assert calls == [QUERY] and hits
     monkeypatch.undo()
     for text in (QUERY, "Piano, piano & JAZZ!", "the"):
-        assert bm25_query(index.bm25.query_terms(text)) == index.bm25.query(text)
+        assert Bm25.query_from_terms(index.bm25.query_terms(text)) == index.bm25.query(text)
 
 
 def test_the_search_span_counts_the_terms_left_out(index: SearchIndex, spans: InMemorySpanExporter) -> None:
