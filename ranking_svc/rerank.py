@@ -577,19 +577,6 @@ class Diversity:
         }
 
 
-def finite_scores(raw: FloatArray) -> FloatArray:
-    """`raw` with +inf at the largest finite score and -inf / NaN at the smallest (all 0 when none is
-    finite). ranking_svc refuses a ranker that returns non-finite scores before re-ranking, but a step
-    fed one would compare NaN (relevance is min-max scaled) and pick nothing."""
-    finite = np.isfinite(raw)
-    if finite.all():
-        return raw
-    if not finite.any():
-        return np.zeros_like(raw)
-    lo, hi = float(raw[finite].min()), float(raw[finite].max())
-    return np.where(np.isnan(raw), lo, np.clip(raw, lo, hi))
-
-
 def _log1p_ratio(delta: float, base: float) -> float:
     """log(1 + delta / base) for base > 0, finite even when base is so small (a tiny exploration share)
     that delta / base overflows to inf: an infinite gain turns `lam · gain` into inf, or NaN at lam 0,
@@ -832,16 +819,15 @@ class Reranker:
 
     def rerank(self, slate: Slate, page: int) -> list[ScoredCandidate]:
         """The page: the first `page` items after every step, annotated; `slate.candidates` must be in
-        the ranker's order (best first) with scores["ranker"]."""
+        the ranker's order (best first) with finite scores["ranker"] (ranking_svc.recommender answers a
+        ranker that returns others with retrieval's order, flagged, and never re-ranks them)."""
         return self.annotate(slate, self.choose(slate, page))
 
     def choose(self, slate: Slate, page: int) -> list[int]:
         """The first half of `rerank`: the page's items (indices into the slate) after every step, with
         what each step did recorded in the slate, but not yet in the candidates."""
         n = len(slate)
-        raw = finite_scores(
-            np.array([c.scores.get("ranker", 0.0) for c in slate.candidates], dtype=np.float64)
-        )
+        raw = np.array([c.scores.get("ranker", 0.0) for c in slate.candidates], dtype=np.float64)
         lo, hi = (float(raw.min()), float(raw.max())) if n else (0.0, 0.0)
         slate.relevance = (raw - lo) / (hi - lo) if hi > lo else np.ones(n)
         slate.score = slate.relevance.copy()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -29,7 +28,6 @@ from ranking_svc.rerank import (
     Reranker,
     Slate,
     _num,
-    finite_scores,
     slate_facts,
     slate_numbers,
 )
@@ -495,20 +493,3 @@ def test_calibration_config_replaces_diversity_and_rejects_bad_values() -> None:
     ):
         with pytest.raises(ValueError):
             RerankConfig.from_mapping(bad)
-
-
-def test_non_finite_ranker_scores_still_give_a_full_page_in_order() -> None:
-    """Every default step on a slate with inf / NaN scores: a full page, the +inf item first (tied with
-    the best finite one, ahead of it by the ranker's order); with no step, -inf and NaN rank as the
-    lowest finite score."""
-    scores = [math.inf, 1.0, math.nan, 0.5, -math.inf, 0.8]
-    groups = ["Art", "Music", "Art", "Gaming", "Music", "Art"]
-
-    def slate() -> Slate:
-        return Slate.from_facts(_cands(6, scores), [_facts(g) for g in groups], interests={"Art": 2.0})
-
-    page = _ids(Reranker.from_config(RerankConfig.from_mapping({})).rerank(slate(), 6))
-    assert sorted(page) == [f"c{i}" for i in range(6)] and page[0] == "c0"
-    assert _ids(Reranker.from_config(OFF).rerank(slate(), 6)) == ["c0", "c1", "c5", "c2", "c3", "c4"]
-    np.testing.assert_array_equal(finite_scores(np.array(scores)), [1.0, 1.0, 0.5, 0.5, 0.5, 0.8])
-    np.testing.assert_array_equal(finite_scores(np.array([math.nan, math.inf])), [0.0, 0.0])
