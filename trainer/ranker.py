@@ -104,7 +104,10 @@ class Ranker(nn.Module):
         layers.append(nn.Linear(width, len(weights)))
         self.net = nn.Sequential(*layers)
         self.weights: torch.Tensor
-        self.register_buffer("weights", torch.tensor(list(weights), dtype=torch.float32))
+        # Not persistent: the heads' combination is chosen after training (untrained heads zeroed, the
+        # weights picked on validation), so a state dict must not carry the training-time one back into
+        # a rebuilt model (`build_model`); the exported graph still holds it as a constant.
+        self.register_buffer("weights", torch.tensor(list(weights), dtype=torch.float32), persistent=False)
 
     def objectives(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(self.norm(features))  # type: ignore[no-any-return]  # (..., F) → (..., H)
@@ -436,10 +439,6 @@ def build_model(result: RankerResult, cfg: RankerConfig) -> Ranker:
         result.n_features, cfg.hidden, cfg.dropout, result.stats["mean"], result.stats["std"], result.weights
     )
     model.load_state_dict(result.state_dict)
-    # The state dict carries the weights the model trained with (the config's defaults); `result.weights`
-    # may since have been replaced (untrained heads zeroed, the combination chosen on validation), and the
-    # served "score" output and every trainer score must use those, as ranking_svc does.
-    model.weights.copy_(torch.tensor(list(result.weights), dtype=torch.float32))
     return model.eval()
 
 
