@@ -61,7 +61,7 @@ from kindred.text.fusion import (
     sentence_evidence,
 )
 from kindred.text.names import name_vector
-from kindred.text.tokenize import Bm25, SparseTerms, sparse_from_weights
+from kindred.text.tokenize import Bm25, SparseTerms
 from kindred.vectorstore.base import ITEM_ID_KEY, point_uuid
 from retrieval_svc.search.index import (
     BM25,
@@ -201,7 +201,8 @@ class HybridSearcher:
             )
             t1 = time.perf_counter()
             terms = self.index.bm25.query_terms(text)  # tokenized once: every BM25 query below reads them
-            queries = self._queries(text, terms, dense, flt)
+            bm25 = Bm25.query_from_terms(terms)
+            queries = self._queries(text, bm25, dense, flt)
             narrowed, dropped = self._candidate_queries(terms, queries)
             if dropped:
                 span.set_attribute(schema.SEARCH_COMMON_TERMS_DROPPED, dropped)
@@ -212,7 +213,7 @@ class HybridSearcher:
                 else:
                     queries[DENSE_TUNED] = (qe.Query.Nearest(tuned, using=DENSE), *queries[DENSE][1:])
                     fused, stage = self._learned(
-                        text, terms, dense, queries, narrowed, k, acorn=flt.needs_acorn
+                        text, bm25, dense, queries, narrowed, k, acorn=flt.needs_acorn
                     )
             t2 = time.perf_counter()
             span.set_attribute(schema.CANDIDATES, len(fused))
@@ -225,7 +226,7 @@ class HybridSearcher:
             return [float(x) for x in encoder.encode([text])[0]]
 
     def _evidence_queries(
-        self, text: str, terms: list[str], dense: list[float]
+        self, text: str, bm25: SparseTerms, dense: list[float]
     ) -> dict[str, tuple[Any, Any, float | None]]:
         """Rescoring queries for the document evidence the fusion reads and the index stores
         (kindred.text.fusion.DOC_FEATURES, ENCODED_DOC_FEATURES); none for what the index lacks. The
@@ -245,7 +246,6 @@ class HybridSearcher:
             title = self.index.title_bm25.query(text)
             if len(title):
                 out[TITLE_BM25] = (qe.Query.Nearest(sparse_query(title), using=TITLE_BM25), None, None)
-        bm25 = Bm25.query_from_terms(terms)
         if COVERAGE in wanted and len(bm25):
             share = SparseTerms(bm25.indices, (1.0 / len(bm25),) * len(bm25))
             out[COVERAGE] = (qe.Query.Nearest(sparse_query(share), using=TERMS), None, None)
@@ -254,7 +254,7 @@ class HybridSearcher:
     def _learned(
         self,
         text: str,
-        terms: list[str],
+        bm25: SparseTerms,
         dense: list[float],
         queries: dict[str, tuple[Any, Any, float | None]],
         narrowed: dict[str, Any],
@@ -290,7 +290,7 @@ class HybridSearcher:
             # score (what the fusion was fitted on), instead of "below that list's last hit" — and, for
             # a ranker that reads document evidence, its title BM25, term coverage, title and sentence
             # cosines in the same batch.
-            evidence = self._evidence_queries(text, terms, dense)
+            evidence = self._evidence_queries(text, bm25, dense)
             stage = self._stage_scores({**queries, **evidence}, sorted(by_id), dense=dense)
             for name in ENCODED_DOC_FEATURES:  # the sentences query gives both: keep what is read
                 if name not in self.fusion.retrievers:
@@ -311,16 +311,15 @@ class HybridSearcher:
     # -- the engine requests -----------------------------------------------------------------------
 
     def _queries(
-        self, text: str, terms: list[str], dense: list[float], flt: SearchFilter
+        self, text: str, bm25: SparseTerms, dense: list[float], flt: SearchFilter
     ) -> dict[str, tuple[Any, Any, float | None]]:
         """retriever → (engine query, engine filter, score threshold), for the retrievers that apply;
-        `terms` are the BM25 query terms of `text` (`Bm25.query_terms`)."""
+        `bm25` is the BM25 query of `text` (`Bm25.query`)."""
         p = self.params
         base = flt.to_engine()
         out: dict[str, tuple[Any, Any, float | None]] = {
             DENSE: (qe.Query.Nearest(dense, using=DENSE), base, p.dense_min_score)
         }
-        bm25 = Bm25.query_from_terms(terms)
         if len(bm25):
             out[BM25] = (qe.Query.Nearest(sparse_query(bm25), using=BM25), base, None)
         grams = name_vector(text)
@@ -344,7 +343,7 @@ class HybridSearcher:
         kept = candidate_terms(terms, self.common_terms)
         if len(kept) == len(terms):
             return {}, 0
-        cut = sparse_query(sparse_from_weights(dict.fromkeys(kept, 1.0)))
+        cut = sparse_query(Bm25.query_from_terms(kept))
         return {BM25: qe.Query.Nearest(cut, using=BM25)}, len(terms) - len(kept)
 
     def _fused(

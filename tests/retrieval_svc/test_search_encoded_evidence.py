@@ -191,7 +191,9 @@ def test_writes_store_the_evidence_and_deletes_remove_it(
 
         assert index.delete(["p-new"]) == 1
         stage = searcher._stage_scores(
-            searcher._evidence_queries("jazz drums", ["jazz", "drums"], [float(x) for x in q]),
+            searcher._evidence_queries(
+                "jazz drums", searcher.index.bm25.query("jazz drums"), [float(x) for x in q]
+            ),
             ["p-new", "pc000"],
             dense=list(q),
         )
@@ -298,7 +300,9 @@ def test_the_services_real_time_upserts_write_the_evidence(
         searcher = HybridSearcher(service.index, encoder, query_side=QuerySide(encoder, fusion))
         q = _unit(encoder.encode(["jazz piano notes"])[0])
         stage = searcher._stage_scores(
-            searcher._evidence_queries("jazz piano notes", ["jazz", "piano", "notes"], [float(x) for x in q]),
+            searcher._evidence_queries(
+                "jazz piano notes", searcher.index.bm25.query("jazz piano notes"), [float(x) for x in q]
+            ),
             ["p-live", "c-new"],
             dense=list(q),
         )

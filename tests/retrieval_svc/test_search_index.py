@@ -54,7 +54,7 @@ def test_each_hits_retriever_scores_are_that_retrievers_own_scores(service: Sear
     searcher, flt = service.searcher, SearchFilter()
     for query in ("pasta sauce", "midnight velvet", "jazz"):
         dense = searcher._encode(searcher.encoder, query, "text_encoder")
-        plan = searcher._queries(query, searcher.index.bm25.query_terms(query), dense, flt)
+        plan = searcher._queries(query, searcher.index.bm25.query(query), dense, flt)
         alone = {
             r: {
                 h.item_id: h.score
