@@ -367,14 +367,21 @@ class HybridSearcher:
             )
             for r, (q, f, th) in queries.items()
         ]
-        weights = [p.weight(r) for r in queries]
-        request = qe.QueryRequest(
-            limit=k + TIE_MARGIN,
-            prefetches=prefetches,
-            query=qe.Fusion.Rrf(p.rrf_k, weights=weights),  # type: ignore[arg-type]  # stub lacks nested classes
-            with_payload=True,
-        )
-        return settle_ties(self.index.query(request), k)
+        fusion = qe.Fusion.Rrf(p.rrf_k, weights=[p.weight(r) for r in queries])
+        # The engine fuses at most every prefetch's candidates: asking for more finds no new tie.
+        most = depth * len(prefetches)
+        limit = k + TIE_MARGIN
+        while True:
+            request = qe.QueryRequest(
+                limit=limit,
+                prefetches=prefetches,
+                query=fusion,  # type: ignore[arg-type]  # stub lacks nested classes
+                with_payload=True,
+            )
+            hits = self.index.query(request)
+            if not tie_runs_past(hits, k, limit) or limit >= most:
+                return settle_ties(hits, k)
+            limit *= 2
 
     def _stage_scores(
         self,
@@ -436,8 +443,20 @@ def candidate_prefetch(narrowed: dict[str, Any], retriever: str, flt: Any, depth
 # The engine's RRF orders items of equal fused score (one retriever's rank r against another's, often)
 # differently from one call to the next: on SciFact, 30 of 200 queries came back in another top-10 order
 # when asked twice. The same query must give the same page, so the engine is asked for a few more than
-# k and `settle_ties` orders equal scores by item id.
+# k (more while the tie at the k-th place runs past them: `tie_runs_past`) and `settle_ties` orders
+# equal scores by item id.
 TIE_MARGIN: Final = 10
+
+
+def tie_runs_past(hits: list[Hit], k: int, limit: int) -> bool:
+    """Whether the items tied with the k-th best may go on past the `limit` the engine was asked for: it
+    returned a full list whose last score equals the k-th best, so a tied item it left out could belong
+    in the top k by item id. Groups that large are rare (an item's RRF score is one rank per retriever,
+    so ties are mostly items at the same ranks of different retrievers) but possible."""
+    if len(hits) < limit or len(hits) < k or k < 1:
+        return False
+    scores = sorted((h.score for h in hits), reverse=True)
+    return scores[-1] == scores[k - 1]
 
 
 def settle_ties(hits: list[Hit], k: int) -> list[Hit]:
