@@ -174,6 +174,15 @@ _RANKER_CROSS: Final[tuple[str, ...]] = (
     # The fan-creator ALS score (kindred.mf: the fan folded in from its follows), raw: x · y is already
     # small and centred near 0; 0 where unknown (no known follows, a creator newer than the model).
     "mf_score",
+    # The same scores relative to the rest of the candidate list: z-scored over the list (0 for a list
+    # of one or of equal scores), and mf's rank in it (1 best, 0 worst). Their raw scales move with the
+    # fan's history — a summed similarity and an ALS fold-in grow with the follows — and the ranker
+    # learns at training cuts, where every fan has fewer follows than when served; within the list the
+    # scale cancels.
+    "mf_score_list_z",
+    "mf_score_list_rank",
+    "co_engagement_list_z",
+    "two_tower_score_list_z",
 )
 # The candidate's scores keys those two facts arrive under (retrieval's Candidate.scores; the mf score's:
 # kindred.mf.MF_SCORE_KEY).
@@ -697,6 +706,41 @@ def creator_cross_facts(creator_row: Row | None) -> CreatorCrossFacts:
     )
 
 
+def list_z(
+    values: npt.NDArray[np.float64], present: npt.NDArray[np.bool_] | None = None
+) -> npt.NDArray[np.float64]:
+    """`values` z-scored over the list (over the `present` ones; the others 0); 0 everywhere when fewer
+    than two are present or they are all equal."""
+    out = np.zeros(len(values), dtype=np.float64)
+    kept = values if present is None else values[present]
+    if len(kept) < 2:
+        return out
+    std = float(kept.std())
+    if std < 1e-9:
+        return out
+    z = (kept - float(kept.mean())) / std
+    if present is None:
+        return z
+    out[present] = z
+    return out
+
+
+def list_rank(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Each value's place in the list as a share: 1 the highest, 0 the lowest, equal values sharing the
+    mean of their places; 1 for a list of one."""
+    n = len(values)
+    if n < 2:
+        return np.ones(n, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = np.arange(n, dtype=np.float64)
+    # Ties: the mean place of each group of equal values, so the order of equal scores means nothing.
+    uniq, inverse = np.unique(values, return_inverse=True)
+    if len(uniq) < n:
+        ranks = (np.bincount(inverse, weights=ranks) / np.bincount(inverse))[inverse]
+    return ranks / (n - 1)
+
+
 def ranker_features_batch(
     fan_row: Row | None,
     creator_rows: Sequence[Row | None],
@@ -788,8 +832,13 @@ def ranker_features_batch(
         if values is not None:
             raw = np.maximum(_finite_or(values, 0.0)[0], 0.0)
             cross[:, j] = raw / (1.0 + raw)
+            if j == 9:
+                cross[:, 14] = list_z(raw)
     if mf_scores is not None:
         cross[:, 11] = _finite_or(mf_scores, 0.0)[0]
+        cross[:, 12] = list_z(cross[:, 11])
+        cross[:, 13] = list_rank(cross[:, 11])
+    cross[:, 15] = list_z(tt, ~tt_missing)
     out[:, col : col + len(_RANKER_CROSS)] = cross
     col += len(_RANKER_CROSS)
 

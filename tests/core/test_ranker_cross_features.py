@@ -99,3 +99,57 @@ def test_the_mf_score_is_taken_raw_and_unknown_is_zero() -> None:
     np.testing.assert_array_equal(column(), np.zeros(4))
     with pytest.raises(ValueError, match="one value per row"):
         column(mf_scores=[1.0, 2.0])
+
+
+LIST_COLUMNS = [
+    "cross.mf_score_list_z",
+    "cross.mf_score_list_rank",
+    "cross.co_engagement_list_z",
+    "cross.two_tower_score_list_z",
+]
+
+
+def _list_columns(**facts: Any) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+    out = ranker_features_batch(
+        {},
+        CREATORS,
+        two_tower_scores=facts.pop("two_tower_scores", [None] * 4),
+        retrieval_scores=[0.0] * 4,
+        sources=SOURCE_NAMES,
+        **facts,
+    )
+    return {name: out[:, _column(name)].astype(np.float64) for name in LIST_COLUMNS}
+
+
+def test_list_columns_are_each_score_against_the_rest_of_the_list() -> None:
+    mf = np.array([0.4, -0.2, 0.1, 0.1])
+    got = _list_columns(mf_scores=mf.tolist(), co_engagement=[0.0, 1.0, 3.0, 2.0])
+    np.testing.assert_allclose(got["cross.mf_score_list_z"], (mf - mf.mean()) / mf.std(), rtol=1e-5)
+    # 1 the best, 0 the worst; the two equal scores share their places (1/3 and 2/3).
+    np.testing.assert_allclose(got["cross.mf_score_list_rank"], [1.0, 0.0, 0.5, 0.5], rtol=1e-6)
+    co = np.array([0.0, 1.0, 3.0, 2.0])
+    np.testing.assert_allclose(got["cross.co_engagement_list_z"], (co - co.mean()) / co.std(), rtol=1e-5)
+
+
+def test_list_columns_do_not_move_with_the_scale_of_the_scores() -> None:
+    """The point of them: a fan whose scores are all larger (more follows folded in) reads the same."""
+    base = _list_columns(mf_scores=[0.4, -0.2, 0.1, 0.3], co_engagement=[0.5, 1.0, 3.0, 2.0])
+    scaled = _list_columns(mf_scores=[1.9, 0.1, 1.0, 1.6], co_engagement=[1.5, 3.0, 9.0, 6.0])
+    for name in LIST_COLUMNS:
+        np.testing.assert_allclose(scaled[name], base[name], atol=1e-5, err_msg=name)
+
+
+def test_list_columns_of_absent_equal_or_lone_scores_are_neutral() -> None:
+    nothing = _list_columns()
+    for name in ("cross.mf_score_list_z", "cross.co_engagement_list_z", "cross.two_tower_score_list_z"):
+        np.testing.assert_array_equal(nothing[name], np.zeros(4))
+    equal = _list_columns(mf_scores=[0.2] * 4)
+    np.testing.assert_array_equal(equal["cross.mf_score_list_z"], np.zeros(4))
+    np.testing.assert_array_equal(equal["cross.mf_score_list_rank"], np.full(4, 0.5))
+    # Two-tower: z over the candidates that have a score; the missing ones read 0.
+    tt = _list_columns(two_tower_scores=[0.5, None, float("nan"), 0.1])["cross.two_tower_score_list_z"]
+    np.testing.assert_allclose(tt, [1.0, 0.0, 0.0, -1.0], rtol=1e-6)
+    lone = ranker_features_batch(
+        {}, CREATORS[:1], two_tower_scores=[0.5], retrieval_scores=[0.0], sources=["x"], mf_scores=[0.3]
+    )
+    assert [float(lone[0, _column(n)]) for n in LIST_COLUMNS] == [0.0, 1.0, 0.0, 0.0]
