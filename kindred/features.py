@@ -659,6 +659,7 @@ def normalize_source(source: str) -> str:
 
 
 _RANKER_FAN_INDEX: Final = [USER_TOWER_FEATURES.index(n) for n in _RANKER_FAN]
+_CROSS_COLUMN: Final[dict[str, int]] = {n: i for i, n in enumerate(_RANKER_CROSS)}
 _SOURCE_INDEX: Final[dict[str, int]] = {src: i for i, src in enumerate(SOURCES)}
 # Source name as given → its one-hot slot: a handful of distinct names, ~100 lookups a ranked request.
 _SOURCE_SLOTS: dict[str, int] = {}
@@ -828,17 +829,19 @@ def ranker_features_batch(
         cross[:, 6] = np.where(c_price > 0, gap, 0.0)
     cross[:, 7] = np.fromiter(map(history.__contains__, cids), dtype=bool, count=n)
     cross[:, 8] = np.fromiter(map(history.get, cids, repeat(0.0, n)), dtype=np.float64, count=n)
-    for j, values in ((9, co_engagement), (10, social_friends)):
+    x = _CROSS_COLUMN
+    for name, values in (("co_engagement", co_engagement), ("social_friends", social_friends)):
         if values is not None:
             raw = np.maximum(_finite_or(values, 0.0)[0], 0.0)
-            cross[:, j] = raw / (1.0 + raw)
-            if j == 9:
-                cross[:, 14] = list_z(raw)
+            cross[:, x[name]] = raw / (1.0 + raw)
+            if name == "co_engagement":
+                cross[:, x["co_engagement_list_z"]] = list_z(raw)
     if mf_scores is not None:
-        cross[:, 11] = _finite_or(mf_scores, 0.0)[0]
-        cross[:, 12] = list_z(cross[:, 11])
-        cross[:, 13] = list_rank(cross[:, 11])
-    cross[:, 15] = list_z(tt, ~tt_missing)
+        mf = _finite_or(mf_scores, 0.0)[0]
+        cross[:, x["mf_score"]] = mf
+        cross[:, x["mf_score_list_z"]] = list_z(mf)
+        cross[:, x["mf_score_list_rank"]] = list_rank(mf)
+    cross[:, x["two_tower_score_list_z"]] = list_z(tt, ~tt_missing)
     out[:, col : col + len(_RANKER_CROSS)] = cross
     col += len(_RANKER_CROSS)
 
