@@ -559,29 +559,31 @@ def fit_fusion(
     ranker_rounds: int | None = None,
     ranker_extra: Sequence[str] = (),
 ) -> FusionModel:
-    """One fusion of `kind` (see FUSION_KINDS; a ranker kind may end in ":<rounds>") fitted on `examples`.
+    """One fusion of `kind` (see FUSION_KINDS; a ranker kind may end in ":<rounds>", ":<rounds>x<boosters>"
+    or ":<rounds>+<rounds>…x<boosters>", see `fit_ranked_fusion`) fitted on `examples`.
     `ranker_extra`: rescored-only retrievers (e.g. DOC_FEATURES) a ranker kind reads besides
     `retrievers`; linear kinds ignore them."""
     kind, _, n = kind.partition(":")
     rounds_text, _, bags_text = n.partition("x")
+    round_counts = rounds_text.split("+")
     if n and (
         kind not in RANKER_OBJECTIVES
-        or not rounds_text.isdigit()
-        or int(rounds_text) < 1
+        or not all(r.isdigit() and int(r) >= 1 for r in round_counts)
         or (bags_text and (not bags_text.isdigit() or int(bags_text) < 1))
     ):
         raise ValueError(
-            f"fusion kind {kind}:{n}: only ranker kinds take a positive number of rounds "
-            "(and optionally x<boosters>, e.g. lambdarank:100x5)"
+            f"fusion kind {kind}:{n}: only ranker kinds take positive numbers of rounds "
+            "(and optionally x<boosters>, e.g. lambdarank:100x5 or lambdarank:100+200x5)"
         )
+    rounds: int | tuple[int, ...] = RANKER_ROUNDS if ranker_rounds is None else ranker_rounds
     if n:
-        ranker_rounds = int(rounds_text)
+        counts = tuple(int(r) for r in round_counts)
+        rounds = counts[0] if len(counts) == 1 else counts
     bags = int(bags_text) if bags_text else 1
     if kind == "linear":
         return FusionModel.fit(examples, retrievers=retrievers)
     if kind == "linear_rescored":
         return FusionModel.fit(examples, retrievers=retrievers, rescore=True)
-    rounds = RANKER_ROUNDS if ranker_rounds is None else ranker_rounds
     readers = [*retrievers, *(r for r in ranker_extra if r not in retrievers)]
     if kind in ("lambdarank", "xendcg", "lambdarank_mono"):
         return fit_ranked_fusion(
@@ -595,6 +597,8 @@ def fit_fusion(
             monotone=kind == "lambdarank_mono",
         )
     if kind == "lambdarank_on_linear":
+        if not isinstance(rounds, int):
+            raise ValueError("lambdarank_on_linear takes one number of rounds")
         base = FusionModel.fit(examples, retrievers=retrievers, rescore=True)
         return fit_ranked_fusion(
             examples, retrievers=readers, rounds=rounds, seed=seed, threads=threads, base=base, bags=bags
@@ -656,7 +660,7 @@ def fit_ranked_fusion(
     *,
     retrievers: Sequence[str] = FUSION_RETRIEVERS,
     rrf_k: int = 60,
-    rounds: int = RANKER_ROUNDS,
+    rounds: int | Sequence[int] = RANKER_ROUNDS,
     seed: int = 0,
     threads: int = 1,
     base: FusionModel | None = None,
@@ -673,7 +677,10 @@ def fit_ranked_fusion(
     ranker's own features (min-max, z-score and union rank are among them), so trees only correct it.
     `bags` > 1: that many boosters, seeds seed, seed + 1, …, each on its own row and feature samples
     (RANKER_PARAMS' bagging), served as one ensemble scoring their mean (trainer.lgbm_onnx) — a few
-    hundred training queries make one booster's choices noisy. `objective`: LightGBM's ranking
+    hundred training queries make one booster's choices noisy. Several `rounds` (e.g. (100, 200, 400)):
+    each bag holds one booster per count, every booster its own seed, all averaged alike — the ensemble
+    spans the round counts instead of betting on one (which one suits a few hundred queries is itself a
+    noisy choice). `objective`: LightGBM's ranking
     objective ("lambdarank" or "rank_xendcg"; RANKER_OBJECTIVES). `monotone`: the trees may only raise an
     item's score when one of its scores rises (`monotone_directions`)."""
     import lightgbm as lgb
@@ -696,16 +703,25 @@ def fit_ranked_fusion(
     init = (x.astype(np.float64) @ w.astype(np.float64)) if w is not None else None
     if bags < 1:
         raise ValueError("bags must be at least 1")
+    counts = (rounds,) if isinstance(rounds, int) else tuple(rounds)
+    if not counts or min(counts) < 1:
+        raise ValueError(f"rounds must be positive, got {rounds}")
     boosters = []
     for bag in range(bags):
-        params = {**RANKER_PARAMS, "seed": seed + bag, "num_threads": threads, "objective": objective}
-        if objective != "lambdarank":
-            del params["lambdarank_truncation_level"]
-        if monotone:
-            params["monotone_constraints"] = monotone_directions(retrievers)
-            params["monotone_constraints_method"] = "intermediate"
-        data = lgb.Dataset(x.astype(np.float64), y, group=sizes, init_score=init)
-        boosters.append(lgb.train(params, data, num_boost_round=rounds))
+        for j, count in enumerate(counts):
+            params = {
+                **RANKER_PARAMS,
+                "seed": seed + bag * len(counts) + j,  # one count: seed + bag, as before
+                "num_threads": threads,
+                "objective": objective,
+            }
+            if objective != "lambdarank":
+                del params["lambdarank_truncation_level"]
+            if monotone:
+                params["monotone_constraints"] = monotone_directions(retrievers)
+                params["monotone_constraints_method"] = "intermediate"
+            data = lgb.Dataset(x.astype(np.float64), y, group=sizes, init_score=init)
+            boosters.append(lgb.train(params, data, num_boost_round=count))
     ranker = Ranker.from_bytes(retrievers, boosters_to_onnx(boosters, x.shape[1], w))
     sample = x[: min(len(x), 2000)]
     want = np.mean(
@@ -719,8 +735,8 @@ def fit_ranked_fusion(
     info = {
         "objective": f"{objective} (LightGBM)"
         + (", ndcg@10 truncation 20" if objective == "lambdarank" else ""),
-        "rounds": rounds,
-        "boosters": bags,
+        "rounds": rounds if isinstance(rounds, int) else list(counts),
+        "boosters": len(boosters),
         "monotone": monotone,
         "train_queries": len(sizes),
         "train_rows": len(x),

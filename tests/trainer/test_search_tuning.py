@@ -243,6 +243,35 @@ def test_a_bag_of_boosters_serves_their_mean_as_one_graph() -> None:
     assert fused_ndcg(bag, held) > 0.3
 
 
+def test_a_bag_over_several_round_counts_holds_one_booster_per_count_and_seed() -> None:
+    """lambdarank_mono:<r1>+<r2>x<bags>: every bag a booster per round count, each its own seed, the
+    graph their mean (checked against LightGBM inside the fit); a bag of one count keeps its seeds."""
+    import lightgbm as lgb
+
+    trained: list[int] = []
+    seeds: list[int] = []
+    real_train = lgb.train
+
+    def counting(params: dict[str, object], data: object, num_boost_round: int) -> object:
+        trained.append(num_boost_round)
+        seeds.append(int(params["seed"]))  # type: ignore[call-overload]
+        return real_train(params, data, num_boost_round=num_boost_round)  # type: ignore[arg-type]
+
+    train, held = lexical_trap_examples(60, seed=2), lexical_trap_examples(40, seed=3)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lgb, "train", counting)
+        mixed = fit_fusion(train, "lambdarank_mono:10+20x2")
+        assert (trained, seeds) == ([10, 20, 10, 20], [0, 1, 2, 3])
+        trained.clear(), seeds.clear()
+        fit_fusion(train, "lambdarank_mono:10x2")
+        assert (trained, seeds) == ([10, 10], [0, 1])
+    assert mixed.info["boosters"] == 4 and mixed.info["rounds"] == [10, 20]
+    assert fused_ndcg(mixed, held) > 0.3
+    for bad in ("lambdarank_mono:10+x2", "lambdarank:+10", "lambdarank:10+0", "linear:10+20"):
+        with pytest.raises(ValueError, match="rounds"):
+            fit_fusion(train, bad)
+
+
 def doc_feature_examples(n: int, seed: int) -> list[FitExample]:
     """Retrievers cannot tell the relevant document from 5 look-alikes; only a document feature
     (present in `rescored` alone: no hit list of its own) can."""
