@@ -711,35 +711,32 @@ def list_z(
     values: npt.NDArray[np.float64], present: npt.NDArray[np.bool_] | None = None
 ) -> npt.NDArray[np.float64]:
     """`values` z-scored over the list (over the `present` ones; the others 0); 0 everywhere when fewer
-    than two are present or they are all equal."""
+    than two are present or they are all equal. Mean and deviation by hand: ndarray.std costs three
+    times more on a list of ~100, and this runs three times a ranked request."""
     out = np.zeros(len(values), dtype=np.float64)
     kept = values if present is None else values[present]
-    if len(kept) < 2:
+    n = len(kept)
+    if n < 2:
         return out
-    std = float(kept.std())
+    centred = kept - kept.sum() / n
+    std = math.sqrt(float(centred @ centred) / n)
     if std < 1e-9:
         return out
-    z = (kept - float(kept.mean())) / std
     if present is None:
-        return z
-    out[present] = z
+        return centred / std
+    out[present] = centred / std
     return out
 
 
 def list_rank(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Each value's place in the list as a share: 1 the highest, 0 the lowest, equal values sharing the
-    mean of their places; 1 for a list of one."""
+    mean of their places (so the order of equal scores means nothing); 1 for a list of one."""
     n = len(values)
     if n < 2:
         return np.ones(n, dtype=np.float64)
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(n, dtype=np.float64)
-    ranks[order] = np.arange(n, dtype=np.float64)
-    # Ties: the mean place of each group of equal values, so the order of equal scores means nothing.
-    uniq, inverse = np.unique(values, return_inverse=True)
-    if len(uniq) < n:
-        ranks = (np.bincount(inverse, weights=ranks) / np.bincount(inverse))[inverse]
-    return ranks / (n - 1)
+    s = np.sort(values)
+    # A value's equal run in the sorted list spans [left, right): its mean place is (left + right - 1) / 2.
+    return (np.searchsorted(s, values, "left") + np.searchsorted(s, values, "right") - 1) / (2.0 * (n - 1))
 
 
 def ranker_features_batch(
@@ -830,12 +827,13 @@ def ranker_features_batch(
     cross[:, 7] = np.fromiter(map(history.__contains__, cids), dtype=bool, count=n)
     cross[:, 8] = np.fromiter(map(history.get, cids, repeat(0.0, n)), dtype=np.float64, count=n)
     x = _CROSS_COLUMN
-    for name, values in (("co_engagement", co_engagement), ("social_friends", social_friends)):
-        if values is not None:
-            raw = np.maximum(_finite_or(values, 0.0)[0], 0.0)
-            cross[:, x[name]] = raw / (1.0 + raw)
-            if name == "co_engagement":
-                cross[:, x["co_engagement_list_z"]] = list_z(raw)
+    if co_engagement is not None:
+        raw = np.maximum(_finite_or(co_engagement, 0.0)[0], 0.0)
+        cross[:, x["co_engagement"]] = raw / (1.0 + raw)
+        cross[:, x["co_engagement_list_z"]] = list_z(raw)
+    if social_friends is not None:
+        raw = np.maximum(_finite_or(social_friends, 0.0)[0], 0.0)
+        cross[:, x["social_friends"]] = raw / (1.0 + raw)
     if mf_scores is not None:
         mf = _finite_or(mf_scores, 0.0)[0]
         cross[:, x["mf_score"]] = mf
