@@ -22,10 +22,7 @@ Every system runs through Qdrant edge, in-process, on one shard holding the vect
             named vectors and the length) and rescored in the same engine calls (--no-doc-features: off);
             --encoded-features adds kindred.text.fusion.ENCODED_DOC_FEATURES (the title's MiniLM cosine
             from a second dense named vector; with --sentences the best and mean-of-two-best sentence
-            cosines from the MaxSim multivector, read by one HasId query returning the multivectors);
-            --feedback adds kindred.text.fusion.PRF_DENSE (pseudo-relevance feedback: each candidate's
-            cosine to the mean stored vector of the three documents RRF of the engine's BM25 and
-            base-dense lists ranks best, fetched by id: the service's calls).
+            cosines from the MaxSim multivector, read by one HasId query returning the multivectors).
             Learned from judgements, so scored only by 5-fold cross-validation over the training
             queries, with folds that keep claims sharing a relevant abstract together: each query is
             ranked by models that never saw it. With --eval-qrels different from --train-qrels it learns
@@ -86,19 +83,14 @@ from bench.search.tuned import (
     FoldInputs,
     fit_fold,
     score_fold,
-    to_ids,
 )
 from kindred.text.encoder import TextEncoder, latency_stats, measure_latency
 from kindred.text.fusion import (
     ENCODED_DOC_FEATURES,
-    FEEDBACK_FEATURES,
-    PRF_DENSE,
     SENT_MAX,
     SENT_TOP2,
     FitExample,
     FusionModel,
-    feedback_docs,
-    feedback_vector,
     item_sentences,
     sentence_evidence,
 )
@@ -406,18 +398,6 @@ class Index:
         else:
             out[COVERAGE] = {}
         return out
-
-    def feedback_of(self, first: Sequence[int], docs: Sequence[int]) -> dict[int, float]:
-        """kindred.text.fusion.PRF_DENSE of exactly these candidates: the exact cosine (in the engine, HasId
-        filter) to the unit mean of the stored dense vectors of `first` (the feedback documents, fetched
-        by id): the service's two calls (retrieval_svc/search/query.py, `_feedback_query`)."""
-        if not docs or not first:
-            return {}
-        records = self.shard.retrieve([int(d) for d in first], False, [DENSE])
-        stored = [r.vector.get(DENSE) if isinstance(r.vector, dict) else None for r in records]
-        dense: list[Any] = [v for v in stored if isinstance(v, list)]
-        vec = feedback_vector(dense)
-        return {} if vec is None else self._of([float(x) for x in vec], DENSE, docs, exact=True)
 
     def close(self) -> None:
         self.shard.close()
@@ -845,13 +825,6 @@ def render_section(result: Mapping[str, Any]) -> str:
                 if kin.get("encoded_features")
                 else ""
             )
-            + (
-                "; and kindred.text.fusion.FEEDBACK_FEATURES: each candidate's cosine to the mean stored "
-                "vector of the three documents RRF of the engine's BM25 and base-dense lists ranks best "
-                "(pseudo-relevance feedback; kindred_no_feedback is the chosen kind refit without it)"
-                if kin.get("feedback")
-                else ""
-            )
             + " — rescored in the engine)"
             if kin.get("doc_features")
             else ""
@@ -984,18 +957,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated kindred.text.fusion.ENCODED_DOC_FEATURES Kindred's ranker fusions also read "
         f"({', '.join(ENCODED_DOC_FEATURES)}; the sentence ones need --sentences), or 'none'",
     )
-    p.add_argument(
-        "--feedback",
-        action="store_true",
-        help=f"Kindred's ranker fusions also read pseudo-relevance feedback ({', '.join(FEEDBACK_FEATURES)}: "
-        "each candidate's cosine to the mean vector of the first pass's three best documents); needs "
-        "--doc-features (the evidence it is rescored with); adds the kindred_no_feedback row",
-    )
     p.add_argument("--json-out", type=Path, default=RESULTS_JSON)
     p.add_argument("--md-out", type=Path, default=RESULTS_MD)
     args = p.parse_args(argv)
-    if args.feedback and not args.doc_features:
-        p.error("--feedback needs --doc-features (its scores come with the document evidence)")
     if args.fusion_folds < 2:
         p.error(f"--fusion-folds must be at least 2 (one to fit on, one to score), got {args.fusion_folds}")
     return args
@@ -1262,10 +1226,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             if todo:
                 for name, m in index.doc_features_of(data.queries[qid], qemb[qid], todo, bm25).items():
                     found.setdefault(name, {}).update(m)
-                if args.feedback:  # the first pass: the engine's own BM25 and base-dense lists
-                    first = {r: to_ids(base_hits[qid][r], ids) for r in (BM25, DENSE_BASE)}
-                    fb = [pos_of[d] for d in feedback_docs(first)]
-                    found.setdefault(PRF_DENSE, {}).update(index.feedback_of(fb, todo))
                 asked.update(todo)
             out = {name: {ids[d]: m[d] for d in docs if d in m} for name, m in found.items()}
             out[DOC_LEN] = {ids[d]: float(log_len[d]) for d in docs}  # a payload field in the service
@@ -1289,7 +1249,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             doc_features=doc_features if args.doc_features else None,
             encoded_features=encoded,
             available_encoded=available_encoded,
-            feedback=args.feedback,
         )
         kindred_run: dict[str, dict[str, float]] = {}
         tuned_run: dict[str, dict[str, float]] = {}
@@ -1440,7 +1399,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "fusion_selection_folds": args.fusion_folds,
             "doc_features": list(inp.ranker_extra),
             "encoded_features": list(inp.encoded_features),
-            "feedback": inp.feedback,
             "chosen_per_fold": [f.get("chosen_fusion") for f in fold_infos],
             "config": dataclasses.asdict(tune_cfg),
             "folds": fold_infos,

@@ -73,9 +73,6 @@ from kindred.text.fusion import (
     DOC_FEATURES,
     DOC_LEN,
     ENCODED_DOC_FEATURES,
-    FEEDBACK_DOCS,
-    FEEDBACK_FEATURES,
-    PRF_DENSE,
     SENT_MAX,
     SENT_TOP2,
     TITLE_BM25,
@@ -84,8 +81,6 @@ from kindred.text.fusion import (
     FusionModel,
     Hits,
     Ranker,
-    feedback_docs,
-    feedback_vector,
     fused_order,
     ranker_features,
     rescore_union,
@@ -389,16 +384,6 @@ class ExactRetrievers:
                 np.asarray(self.encoded.sentences[row], dtype=np.float64) @ qv
             )
         return {TITLE_DENSE: title, SENT_MAX: best, SENT_TOP2: top2}
-
-    def feedback_evidence(self, hits: Mapping[str, Hits], docs: Sequence[str]) -> dict[str, dict[str, float]]:
-        """PRF_DENSE of these candidates (row numbers as strings): each one's cosine to the unit mean vector
-        of the first pass's best documents (kindred.text.fusion.feedback_docs over `hits`' BM25 and
-        base-dense lists) — the engine's exact cosine over the same vectors; {} when those lists are empty."""
-        vec = feedback_vector(self.doc_emb[[int(d) for d in feedback_docs(hits)]])
-        if vec is None:
-            return {}
-        sims = self.doc_emb[[int(d) for d in docs]].astype(np.float64) @ vec
-        return {PRF_DENSE: dict(zip(docs, sims.tolist(), strict=True))}
 
     def bm25_hits(self, query: str, depth: int) -> list[tuple[int, float]]:
         scores: dict[int, float] = {}
@@ -1096,8 +1081,6 @@ def evaluate_search(
             if fusion.rescore
             else None
         )
-        if rescored is not None and PRF_DENSE in fusion.retrievers:
-            rescored.update(retr.feedback_evidence(hits, union))
         ranked = [row[h.doc_id] for h in fusion.fuse(hits, rescored=rescored)]
         relevant = set(rel)
         for k in ks:
@@ -1137,7 +1120,6 @@ def run_search_tune(
     fusion_kinds: Sequence[str] = ("linear",),
     doc_features: bool = False,
     encoded_features: Sequence[str] = (),
-    feedback: bool = False,
     log: Log = print,
 ) -> SearchTuneReport:
     """Event log → query encoder + fusion → ONNX version → gate vs the current one on held-out queries.
@@ -1145,8 +1127,6 @@ def run_search_tune(
     `doc_features`: ranker fusions also read DOC_FEATURES (title BM25, term coverage, length; served
     only by an index that stores them, see retrieval_svc/search/index.py). `encoded_features`: these of
     ENCODED_DOC_FEATURES too (served only by an index built with `kindred index --encoded-evidence`).
-    `feedback`: ranker fusions also read FEEDBACK_FEATURES (pseudo-relevance feedback from the documents'
-    own dense vectors: served by every index).
     Raises ValueError when the log holds too few clicked queries to learn from."""
     from kindred.data.catalogue import Catalogue
     from kindred.eventlog import EventLog
@@ -1196,7 +1176,6 @@ def run_search_tune(
         return {
             **retr.rescored(text, base_train[r], vec, union),
             **retr.doc_evidence(text, union, base_train[r]),
-            **(retr.feedback_evidence(base_hits[r], union) if feedback else {}),
         }
 
     rel_ids = [{str(d): g for d, g in rel.items()} for rel in train.relevance]
@@ -1209,11 +1188,7 @@ def run_search_tune(
         cfg,
         rescore_of=rescore_of,
         kinds=fusion_kinds,
-        ranker_extra=(
-            *(DOC_FEATURES if doc_features else ()),
-            *encoded_features,
-            *(FEEDBACK_FEATURES if feedback else ()),
-        ),
+        ranker_extra=(*(DOC_FEATURES if doc_features else ()), *encoded_features),
         log=log,
     )
     model, summary = tune_query_encoder(train, doc_emb, hard, cfg, log=log)
@@ -1311,13 +1286,6 @@ def build_parser() -> argparse.ArgumentParser:
         "document evidence (each item's title and sentences encoded too); serve it only from a search "
         "index built with `kindred index --encoded-evidence` (default: none)",
     )
-    p.add_argument(
-        "--feedback",
-        action="store_true",
-        help=f"ranker fusions also read pseudo-relevance feedback ({','.join(FEEDBACK_FEATURES)}: each "
-        f"candidate's cosine to the mean vector of the {FEEDBACK_DOCS} documents BM25 and the base dense "
-        "retriever agree on best); any search index serves it",
-    )
     return p
 
 
@@ -1354,7 +1322,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             fusion_kinds=AUTO_FUSION_KINDS if args.fusion == "auto" else tuple(args.fusion.split(",")),
             doc_features=args.doc_features,
             encoded_features=args.encoded_features,
-            feedback=args.feedback,
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"trainer search-tune: {exc}", file=sys.stderr)

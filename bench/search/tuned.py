@@ -27,15 +27,7 @@ from typing import Any
 import numpy as np
 
 from kindred.text.encoder import TextEncoder
-from kindred.text.fusion import (
-    FEEDBACK_FEATURES,
-    SENT_MAX,
-    SENT_TOP2,
-    TITLE_DENSE,
-    FitExample,
-    FusionModel,
-    Hits,
-)
+from kindred.text.fusion import SENT_MAX, SENT_TOP2, TITLE_DENSE, FitExample, FusionModel, Hits
 from trainer.search_tuning import (
     BM25,
     DENSE_BASE,
@@ -59,9 +51,6 @@ from trainer.search_tuning import (
 # with the text-only DOC_FEATURES (when the system also reads encoded evidence), and with the encoded
 # evidence (kindred.text.fusion.ENCODED_DOC_FEATURES) it does not read added on top.
 NO_DOC_FEATURES, TEXT_DOC_FEATURES = "no_doc_features", "text_doc_features"
-# With pseudo-relevance feedback read (FoldInputs.feedback): the chosen kind refit on the same evidence
-# less FEEDBACK_FEATURES — what the feedback adds, in the same run.
-NO_FEEDBACK = "no_feedback"
 WITH_TITLE_DENSE, WITH_SENTENCES, WITH_ENCODED = "plus_title_dense", "plus_sentences", "plus_encoded"
 # A bench-only diagnostic (not served): the same stored title and sentence vectors scored with the *tuned*
 # query vector (the tuned encoder was pulled towards its clicked items' whole-text vectors, which share
@@ -103,14 +92,12 @@ class FoldInputs:
     encoded_features: tuple[str, ...] = ()
     # Encoded evidence doc_features can supply (the index holds it): diagnostic "plus_*" refits.
     available_encoded: tuple[str, ...] = ()
-    # Kindred's ranker also reads FEEDBACK_FEATURES (pseudo-relevance feedback; doc_features supplies it).
-    feedback: bool = False
 
     @property
     def ranker_extra(self) -> tuple[str, ...]:
         if self.doc_features is None:
             return ()
-        return (*DOC_FEATURES, *self.encoded_features, *(FEEDBACK_FEATURES if self.feedback else ()))
+        return (*DOC_FEATURES, *self.encoded_features)
 
     def alternative_extras(self) -> dict[str, tuple[str, ...]]:
         """Key → the document evidence of an alternative system (its own inner-CV choice of kind)."""
@@ -128,8 +115,6 @@ class FoldInputs:
         if self.encoded_features:
             out[TEXT_DOC_FEATURES] = tuple(DOC_FEATURES)
         extra = self.ranker_extra
-        if self.feedback:
-            out[NO_FEEDBACK] = tuple(f for f in extra if f not in FEEDBACK_FEATURES)
         if TITLE_DENSE in self.available_encoded and TITLE_DENSE not in extra:
             out[WITH_TITLE_DENSE] = (*extra, TITLE_DENSE)
         sentences = tuple(f for f in (SENT_MAX, SENT_TOP2) if f in self.available_encoded and f not in extra)
@@ -360,7 +345,6 @@ def score_fold(
 __all__ = [
     "ENCODED_CV",
     "NO_DOC_FEATURES",
-    "NO_FEEDBACK",
     "TEXT_CV",
     "TEXT_DOC_FEATURES",
     "WITH_ENCODED",

@@ -98,17 +98,6 @@ TITLE_DENSE: Final = "title_dense"
 SENT_MAX: Final = "sent_max"
 SENT_TOP2: Final = "sent_top2"
 ENCODED_DOC_FEATURES: Final = (TITLE_DENSE, SENT_MAX, SENT_TOP2)
-# Pseudo-relevance feedback: each candidate's cosine to the mean vector of the FEEDBACK_DOCS documents
-# a first pass ranks best (RRF of the engine's own BM25 and base-dense lists, `feedback_docs`). It reads
-# only the documents' main dense vectors, which every index holds, and costs the service one small
-# vector fetch plus one more query in the rescoring batch. A candidate close to what both retrievers
-# agree on is likelier relevant than its own query similarity says (the cluster hypothesis); on BEIR
-# SciFact a LambdaRank fusion of BM25 and MiniLM gained 0.005-0.008 NDCG@10 from it in a cross-validated
-# check before it was built (README, "SciFact").
-PRF_DENSE: Final = "prf_dense"
-FEEDBACK_FEATURES: Final = (PRF_DENSE,)
-FEEDBACK_DOCS: Final = 3
-FEEDBACK_RETRIEVERS: Final = ("bm25", "dense")
 # A sentence ends at . ! or ? followed by space and an upper-case letter, digit or opening bracket.
 _SENTENCE_END: Final = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 
@@ -445,30 +434,6 @@ class FusionModel:
         return cls(terms, rrf_k=rrf_k, info=info, rescore=rescore)
 
 
-def feedback_docs(hits: Mapping[str, Hits], n: int = FEEDBACK_DOCS, rrf_k: int = DEFAULT_RRF_K) -> list[str]:
-    """The `n` documents PRF_DENSE's feedback vector averages: best by reciprocal-rank fusion of the
-    FEEDBACK_RETRIEVERS' own lists in `hits` (equal weights), ties by id; fewer if they hold fewer. Within
-    a list, equal scores rank by id: the engine returns them in no fixed order, and a rank decides here."""
-    fused: dict[str, float] = {}
-    for r in FEEDBACK_RETRIEVERS:
-        seen: set[str] = set()
-        ranked = sorted(hits.get(r, ()), key=lambda hit: (-hit[1], hit[0]))
-        for rank, (doc, _score) in enumerate(ranked, start=1):
-            if doc not in seen:  # a duplicated id keeps its first (best) rank
-                seen.add(doc)
-                fused[doc] = fused.get(doc, 0.0) + 1.0 / (rrf_k + rank)
-    return sorted(fused, key=lambda d: (-fused[d], d))[: max(0, n)]
-
-
-def feedback_vector(vectors: Sequence[Sequence[float]] | npt.NDArray[np.floating]) -> FloatArray | None:
-    """The unit mean of the feedback documents' vectors; None for none, or for vectors that cancel out."""
-    if not len(vectors):
-        return None
-    mean = np.asarray(vectors, dtype=np.float64).mean(axis=0)
-    norm = float(np.linalg.norm(mean))
-    return mean / norm if norm > 1e-12 else None
-
-
 def fused_order(docs: Sequence[str], scores: Sequence[float] | FloatArray) -> list[int]:
     """Positions of `docs` best first: by fused score, ties by id (what `FusionModel.fuse` returns)."""
     return sorted(range(len(docs)), key=lambda i: (-scores[i], docs[i]))
@@ -653,13 +618,9 @@ __all__ = [
     "DOC_FEATURES",
     "DOC_LEN",
     "ENCODED_DOC_FEATURES",
-    "FEEDBACK_DOCS",
-    "FEEDBACK_FEATURES",
-    "FEEDBACK_RETRIEVERS",
     "FORMAT",
     "KINDS",
     "NORMS",
-    "PRF_DENSE",
     "RANKER_INPUT",
     "RANKER_OUTPUT",
     "SENT_MAX",
@@ -671,8 +632,6 @@ __all__ = [
     "FusionModel",
     "FusionTerm",
     "Ranker",
-    "feedback_docs",
-    "feedback_vector",
     "fused_order",
     "item_sentences",
     "normalised_terms",

@@ -451,20 +451,6 @@ class SearchIndex:
         by_id = {h.item_id: h for h in (self._hit(r) for r in records)}
         return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
 
-    def vectors_of(self, ids: Sequence[str], using: str) -> list[list[float]]:
-        """The stored `using` vectors of the items among `ids` that hold one, in the order of `ids` (no
-        payload read: a point's id is point_uuid(its item id))."""
-        if not ids:
-            return []
-        points = {str(point_uuid(i)): i for i in dict.fromkeys(ids)}
-        records = self._call(self._shard.retrieve, [point_uuid(i) for i in points.values()], False, [using])
-        found: dict[str, list[float]] = {}
-        for rec in records:
-            vec = rec.vector.get(using) if isinstance(rec.vector, dict) else None
-            if vec is not None:
-                found[points[str(rec.id)]] = [float(x) for x in vec]
-        return [found[i] for i in points.values() if i in found]
-
     def count(self) -> int:
         return int(self._call(self._shard.count, qe.CountRequest(exact=True)))
 

@@ -18,9 +18,7 @@ Two fusions, one per what the deployment has:
   and its length from the payload; one that reads encoded evidence (ENCODED_DOC_FEATURES), from an
   index that stores it, each candidate's title cosine (`title` vector) and best / mean-of-two-best
   sentence cosines (the `sentences` multivector's MaxSim, and the stored sentences returned with it) to
-  the base query vector; one that reads pseudo-relevance feedback (PRF_DENSE), each candidate's cosine
-  to the mean stored vector of the first pass's three best documents (RRF of the engine's BM25 and
-  base-dense lists; their vectors fetched by id before that call).
+  the base query vector.
 
 Either way an item a retriever did not find gets no score for it, and every hit has reasons in words.
 
@@ -54,16 +52,12 @@ from kindred.text.fusion import (
     DOC_FEATURES,
     DOC_LEN,
     ENCODED_DOC_FEATURES,
-    FEEDBACK_RETRIEVERS,
-    PRF_DENSE,
     SENT_MAX,
     SENT_TOP2,
     TITLE_BM25,
     TITLE_DENSE,
     FusionModel,
     FusionTerm,
-    feedback_docs,
-    feedback_vector,
     sentence_evidence,
 )
 from kindred.text.names import name_vector
@@ -143,7 +137,7 @@ class SearchOutcome:
 DENSE_TUNED = "dense_tuned"
 # Rescoring queries scored exactly (no graph): the dense ones and the encoded evidence (whose vectors
 # have no graph at all).
-_EXACT: Final = frozenset({DENSE, DENSE_TUNED, TITLE_DENSE, SENT_MAX, PRF_DENSE})
+_EXACT: Final = frozenset({DENSE, DENSE_TUNED, TITLE_DENSE, SENT_MAX})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,8 +291,6 @@ class HybridSearcher:
             # a ranker that reads document evidence, its title BM25, term coverage, title and sentence
             # cosines in the same batch.
             evidence = self._evidence_queries(text, bm25, dense)
-            if PRF_DENSE in self.fusion.retrievers:
-                evidence.update(self._feedback_query(lists))
             stage = self._stage_scores({**queries, **evidence}, sorted(by_id), dense=dense)
             for name in ENCODED_DOC_FEATURES:  # the sentences query gives both: keep what is read
                 if name not in self.fusion.retrievers:
@@ -315,16 +307,6 @@ class HybridSearcher:
             rescored=stage if self.fusion.rescore else None,
         )
         return [Hit(f.doc_id, f.score, by_id[f.doc_id].payload) for f in fused], stage
-
-    def _feedback_query(self, lists: dict[str, list[Hit]]) -> dict[str, tuple[Any, Any, float | None]]:
-        """PRF_DENSE's rescoring query: the unit mean of the stored dense vectors of the first pass's best
-        documents (kindred.text.fusion.feedback_docs over the engine's BM25 and base-dense lists, with
-        this search's filters); none when those lists are empty."""
-        first = {r: [(h.item_id, h.score) for h in lists.get(r, ())] for r in FEEDBACK_RETRIEVERS}
-        vec = feedback_vector(self.index.vectors_of(feedback_docs(first), DENSE))
-        if vec is None:
-            return {}
-        return {PRF_DENSE: (qe.Query.Nearest([float(x) for x in vec], using=DENSE), None, None)}
 
     # -- the engine requests -----------------------------------------------------------------------
 

@@ -135,21 +135,3 @@ def test_fewer_than_two_fusion_folds_is_refused(capsys: Any) -> None:
     with pytest.raises(SystemExit):
         parse_args(["--fusion-folds", "1"])
     assert "--fusion-folds must be at least 2" in capsys.readouterr().err
-
-
-def test_feedback_read_adds_its_own_ablation() -> None:
-    """--feedback: Kindred's ranker reads PRF_DENSE beside its evidence, and kindred_no_feedback refits the
-    chosen kind on the same evidence without it; the other rows keep it where they keep Kindred's."""
-    from bench.search.tuned import NO_DOC_FEATURES, NO_FEEDBACK, TEXT_DOC_FEATURES, WITH_TITLE_DENSE
-    from kindred.text.fusion import PRF_DENSE
-
-    inp = inputs(encoded_features=(SENT_MAX,), available_encoded=(TITLE_DENSE, SENT_MAX), feedback=True)
-    assert inp.ranker_extra == (*DOC_FEATURES, SENT_MAX, PRF_DENSE)
-    assert inp.diagnostic_extras() == {
-        NO_DOC_FEATURES: (),
-        TEXT_DOC_FEATURES: DOC_FEATURES,
-        NO_FEEDBACK: (*DOC_FEATURES, SENT_MAX),
-        WITH_TITLE_DENSE: (*DOC_FEATURES, SENT_MAX, PRF_DENSE, TITLE_DENSE),
-    }
-    assert NO_FEEDBACK not in inputs(encoded_features=(SENT_MAX,)).diagnostic_extras()
-    assert inputs(doc_features=None, feedback=True).ranker_extra == ()  # supplied with the evidence only

@@ -358,7 +358,6 @@ def test_search_tune_job_exports_gates_and_refuses_a_worse_encoder(tmp_path: Pat
         version="v1",
         fusion_kinds=("linear", "lambdarank"),
         doc_features=True,
-        feedback=True,
         log=lambda _: None,
     )
 
@@ -375,7 +374,6 @@ def test_search_tune_job_exports_gates_and_refuses_a_worse_encoder(tmp_path: Pat
     if fusion.kind == "lambdarank":
         assert (directory / "fusion.onnx").is_file()
         assert set(DOC_FEATURES) <= set(fusion.retrievers)  # --doc-features reached the ranker
-        assert "prf_dense" in fusion.retrievers  # and --feedback
     _serve_the_tuned_side(data, models, directory)
     record = json.loads((directory / "promotion.json").read_text())
     assert record == first.record and record["current"]["model"].startswith("base text_encoder")
@@ -409,21 +407,6 @@ def test_exact_document_evidence_matches_what_the_index_stores() -> None:
     assert ev[COVERAGE] == pytest.approx({"0": 2 / 3, "1": 1 / 3, "2": 1 / 3, "3": 1 / 3})
     assert ev[DOC_LEN]["1"] == pytest.approx(np.log1p(1.0)) and ev[DOC_LEN]["0"] > ev[DOC_LEN]["1"]
     assert ExactRetrievers.build(texts, emb).doc_evidence("cake", ["0"]) == {}
-
-
-def test_exact_feedback_is_each_candidates_cosine_to_the_first_passs_mean_vector() -> None:
-    from kindred.text.fusion import PRF_DENSE
-
-    rng = np.random.default_rng(0)
-    emb = rng.normal(size=(6, 4)).astype(np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    retr = ExactRetrievers.build([f"doc {i}" for i in range(6)], emb)
-    hits = {"bm25": [("0", 2.0), ("1", 1.0)], "dense": [("1", 0.9), ("2", 0.8)], "dense_tuned": [("5", 1.0)]}
-    ev = retr.feedback_evidence(hits, ["3", "4", "5"])
-    mean = emb[[1, 0, 2]].astype(np.float64).mean(axis=0)  # RRF: 1 (both lists), then 0, then 2
-    mean /= np.linalg.norm(mean)
-    assert ev[PRF_DENSE] == pytest.approx({d: float(emb[int(d)] @ mean) for d in ("3", "4", "5")}, abs=1e-6)
-    assert retr.feedback_evidence({"dense_tuned": [("5", 1.0)]}, ["3"]) == {}  # no first pass, no feedback
 
 
 def test_the_tuner_learns_on_exactly_the_texts_and_titles_the_index_serves(tmp_path: Path) -> None:
